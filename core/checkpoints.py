@@ -1,0 +1,146 @@
+"""Atomic file writes and the original names of checkpoints, logs and result files.
+
+ckpts/ckpt_<VERSION>/epoch<N><ext>; results/log/log_run_<version>.txt; results/cache/result_run_<version>.json;
+results/result_test/result_run_<CKPT_VERSION>_epoch<CKPT_EPOCH>.json; results/pred/...pkl.
+Runs other than training name their log and val results after the checkpoint they evaluate (CKPT_VERSION).
+"""
+import contextlib
+import os
+import re
+import tempfile
+
+
+def _temp_in(path):
+    """A new empty temp file next to ``path``, keeping its extension (some savers insist on one)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    ext = os.path.splitext(name)[1]
+    fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix=f'.tmp{ext}', dir=folder)
+    return fd, tmp
+
+
+def _fsync(path):
+    with open(path, 'rb') as f:
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode='wb', encoding=None):
+    """Yield a file object for a temp file beside ``path``; on success fsync and rename it over ``path``.
+
+    On an exception the temp file is removed and ``path`` keeps its old content.
+    """
+    if 'w' not in mode:
+        raise ValueError(f"atomic_write: mode must write ('w' or 'wb'), got {mode!r}")
+    if 'b' not in mode and encoding is None:
+        encoding = 'utf-8'
+    fd, tmp = _temp_in(path)
+    try:
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def atomic_save(path, writer):
+    """Call ``writer(tmp_path)`` (for savers that take a path), then rename the temp file over ``path``."""
+    fd, tmp = _temp_in(path)
+    os.close(fd)
+    try:
+        writer(tmp)
+        if not os.path.isfile(tmp):
+            raise FileNotFoundError(f"{path}: the writer did not write its temp file {tmp}")
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def _in_dir(*parts):
+    folder = os.path.join(*parts[:-1])
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, parts[-1])
+
+
+def _run_version(cfg, version):
+    """The name a run's log and val results go under: VERSION when training, else CKPT_VERSION."""
+    if version is not None:
+        return version
+    return cfg.VERSION if cfg.RUN_MODE == 'train' else cfg.CKPT_VERSION
+
+
+def ckpt_dir(cfg, version=None):
+    path = os.path.join(cfg.CKPTS_ROOT, f'ckpt_{version or cfg.VERSION}')
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def ckpt_path(cfg, epoch, ext, version=None):
+    """<CKPTS_ROOT>/ckpt_<version>/epoch<epoch><ext> (epoch = number of finished epochs)."""
+    if not ext.startswith('.'):
+        raise ValueError(f"checkpoint extension must start with '.', got {ext!r}")
+    return os.path.join(ckpt_dir(cfg, version), f'epoch{int(epoch)}{ext}')
+
+
+def saved_epochs(folder):
+    """{epoch: [extensions]} of the epoch<N>.* files in ``folder`` (empty if it does not exist)."""
+    found = {}
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            m = re.fullmatch(r'epoch(\d+)(\..+)', name)
+            if m:
+                found.setdefault(int(m.group(1)), []).append(m.group(2))
+    return {epoch: sorted(exts) for epoch, exts in sorted(found.items())}
+
+
+def resume_path(cfg, ext):
+    """The checkpoint a val/test/resumed run loads: CKPT_PATH, else ckpts/ckpt_<CKPT_VERSION>/epoch<CKPT_EPOCH><ext>."""
+    if cfg.CKPT_PATH is not None:
+        if not os.path.isfile(cfg.CKPT_PATH):
+            raise FileNotFoundError(f"CKPT_PATH: no such file {cfg.CKPT_PATH}")
+        return cfg.CKPT_PATH
+    folder = os.path.join(cfg.CKPTS_ROOT, f'ckpt_{cfg.CKPT_VERSION}')
+    path = os.path.join(folder, f'epoch{cfg.CKPT_EPOCH}{ext}')
+    if os.path.isfile(path):
+        return path
+    if not os.path.isdir(folder):
+        runs = sorted(n[len('ckpt_'):] for n in os.listdir(cfg.CKPTS_ROOT) if n.startswith('ckpt_')) \
+            if os.path.isdir(cfg.CKPTS_ROOT) else []
+        raise FileNotFoundError(f"CKPT_VERSION: no checkpoint folder {folder}; "
+                                f"runs in {cfg.CKPTS_ROOT}: {', '.join(runs) or 'none'}")
+    epochs = saved_epochs(folder)
+    listing = ', '.join(f"{e} ({' '.join(exts)})" for e, exts in epochs.items()) or 'none'
+    hint = ''
+    if cfg.CKPT_EPOCH in epochs:
+        hint = f"; epoch{cfg.CKPT_EPOCH} is another framework's checkpoint: convert it with `python -m convert`"
+    raise FileNotFoundError(f"CKPT_EPOCH: no checkpoint {path}; epochs saved there: {listing}{hint}")
+
+
+def log_path(cfg, version=None):
+    return _in_dir(cfg.RESULTS_ROOT, 'log', f'log_run_{_run_version(cfg, version)}.txt')
+
+
+def val_result_path(cfg, version=None, ext='.json'):
+    return _in_dir(cfg.RESULTS_ROOT, 'cache', f'result_run_{_run_version(cfg, version)}{ext}')
+
+
+def _test_name(cfg):
+    if cfg.CKPT_PATH is not None:
+        return f'result_run_{cfg.CKPT_VERSION}'
+    return f'result_run_{cfg.CKPT_VERSION}_epoch{cfg.CKPT_EPOCH}'
+
+
+def test_result_path(cfg, ext='.json'):
+    return _in_dir(cfg.RESULTS_ROOT, 'result_test', _test_name(cfg) + ext)
+
+
+def pred_path(cfg):
+    """Raw predictions of a test run with TEST_SAVE_PRED."""
+    return _in_dir(cfg.RESULTS_ROOT, 'pred', _test_name(cfg) + '.pkl')

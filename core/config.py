@@ -1,0 +1,467 @@
+"""Run configuration: defaults < configs/<dataset>/<model>.yml < optional extra yml < overrides, validated once.
+
+Key names are the original openvqa/TRAR names, so an original yml file loads as an extra config. Values from yml
+files and the command line are parsed without eval(): tuples in strings go through ast.literal_eval.
+"""
+import ast
+import copy as _copy
+import datetime
+import difflib
+import os
+
+import yaml
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+
+# Model name (--MODEL, configs/<dataset>/<model>.yml) -> MODEL_USE (the backends' model module).
+MODELS = {
+    'trar': 'trar',
+    'mcan_small': 'mcan',
+    'mcan_large': 'mcan',
+    'mmnasnet_small': 'mmnasnet',
+    'mmnasnet_large': 'mmnasnet',
+}
+# MMNasNet's searched operators (openvqa ARCH): encoder ops on the question, decoder ops on the image.
+MMNAS_OPS = {'enc': ('SA', 'FFN'), 'dec': ('SA', 'GA', 'RSA', 'FFN')}
+# Dataset name (--DATASET) -> DATA_FORMAT (the loader format; also the key into FEAT_SIZE).
+DATASETS = {'vqa': 'vqa', 'clevr': 'clevr', 'demo': 'vqa'}
+# Parts allowed in TRAIN_SPLIT ('train+val+vg'), per dataset.
+TRAIN_SPLITS = {'vqa': ('train', 'val', 'vg'), 'clevr': ('train', 'val'), 'demo': ('train', 'val')}
+# Loss functions per DATA_FORMAT (the original TASK_LOSS_CHECK, minus mse).
+LOSS_FUNCS = {'vqa': ('bce', 'kld'), 'clevr': ('ce',)}
+# The names in backends.BACKENDS (core does not import backends).
+BACKENDS = ('paddle', 'torch')
+OPTIMIZERS = ('Adam',)
+RUN_MODES = ('train', 'val', 'test', 'export')
+VQA_ANSWER_TYPES = ('yes/no', 'number', 'other')
+
+DEFAULTS = {
+    # Network (openvqa model_cfgs + yml)
+    'LAYER': 6, 'HIDDEN_SIZE': 512, 'FF_SIZE': 2048, 'MULTI_HEAD': 8, 'DROPOUT_R': 0.1,
+    'FLAT_MLP_SIZE': 512, 'FLAT_GLIMPSES': 1, 'FLAT_OUT_SIZE': 1024,
+    # Word embeddings: GLOVE_PATH is a GloVe .txt or .npy; GLOVE_SPACY_MODEL the name of an installed spaCy vectors model
+    'WORD_EMBED_SIZE': 300, 'USE_GLOVE': True, 'GLOVE_PATH': None, 'GLOVE_SPACY_MODEL': None,
+    # Image features: FEAT_SIZE[DATA_FORMAT][name] = (rows padded/truncated to, feature width);
+    # FEAT_TYPE 'grid' = TRAR .npy grid cells, 'region' = openvqa bottom-up .npz boxes
+    'FEAT_SIZE': {'vqa': {'FRCN_FEAT_SIZE': (64, 2048), 'BBOX_FEAT_SIZE': (100, 5)},
+                  'clevr': {'GRID_FEAT_SIZE': (196, 1024)}},
+    'FEAT_TYPE': 'grid', 'USE_BBOX_FEAT': False, 'BBOX_NORMALIZE': True, 'BBOXFEAT_EMB_SIZE': 2048,
+    'USE_AUX_FEAT': False,
+    # TRAR routing (the TRAR vqa yml; used only when MODEL_USE == 'trar')
+    'ORDERS': [0, 1, 2, 3], 'IMG_SCALE': 8, 'ROUTING': 'soft', 'POOLING': 'avg', 'TAU_POLICY': 1,
+    'TAU_MAX': 10.0, 'TAU_MIN': 0.1, 'BINARIZE': False,
+    # MMNasNet (openvqa model_cfgs; used only when MODEL_USE == 'mmnasnet'): relation heads = HIDDEN_SIZE / REL_HBASE
+    'REL_HBASE': 64, 'REL_SIZE': 64,
+    'ARCH': {'enc': ['SA', 'SA', 'SA', 'SA', 'FFN', 'FFN', 'FFN', 'FFN', 'SA', 'FFN', 'FFN', 'FFN'],
+             'dec': ['GA', 'GA', 'FFN', 'FFN', 'GA', 'FFN', 'RSA', 'GA', 'FFN', 'GA', 'RSA', 'FFN', 'RSA', 'SA', 'FFN',
+                     'RSA', 'GA', 'FFN']},
+    # Training
+    'BATCH_SIZE': 64, 'LR_BASE': 1e-4, 'LR_DECAY_R': 0.2, 'LR_DECAY_LIST': [10, 12], 'WARMUP_EPOCH': 3,
+    'MAX_EPOCH': 13, 'GRAD_NORM_CLIP': -1.0, 'GRAD_ACCU_STEPS': 1, 'LOSS_FUNC': 'bce', 'LOSS_REDUCTION': 'sum',
+    'OPT': 'Adam', 'OPT_PARAMS': {'betas': (0.9, 0.98), 'eps': 1e-9}, 'AMP': False,
+    # Run (MODEL, DATASET and RUN_MODE come from load_config's arguments; MODEL_USE and DATA_FORMAT from the dicts above)
+    'RUN_MODE': 'train', 'MODEL': None, 'MODEL_USE': None, 'DATASET': None, 'DATA_FORMAT': None,
+    'BACKEND': 'paddle', 'TRAIN_SPLIT': 'train', 'EVAL_EVERY_EPOCH': True, 'TEST_SAVE_PRED': False,
+    'GPU': '', 'SEED': 0, 'VERSION': None, 'CKPT_VERSION': None, 'CKPT_EPOCH': 0, 'CKPT_PATH': None,
+    'RESUME': False, 'NUM_WORKERS': 2, 'PIN_MEM': False, 'VERBOSE': True, 'CONFIG': None,
+    # Paths (relative to the working directory; DATA_ROOT is 'data/demo' for DATASET demo)
+    'DATA_ROOT': 'data', 'RESULTS_ROOT': 'results', 'CKPTS_ROOT': 'ckpts',
+    # Subsets for small machines: first N questions per split, an image-id list (file or list), answer types
+    'SUBSET': None, 'SUBSET_IIDS': None, 'SUBSET_ANS_TYPES': None, 'SKIP_MISSING_FEATS': False,
+}
+
+# Computed in _finalize; never given.
+DERIVED = ('SPLIT', 'SUB_BATCH_SIZE', 'EVAL_BATCH_SIZE', 'N_GPU', 'DATA_FORMAT')
+# Fixed by load_config's arguments; MODEL_USE may appear in a yml but must agree with MODELS.
+FIXED = ('MODEL', 'DATASET')
+
+# Expected kind per key where the default value does not tell it (None defaults, list items).
+_KINDS = {
+    'GLOVE_PATH': (str,), 'GLOVE_SPACY_MODEL': (str,), 'CKPT_PATH': (str,), 'CONFIG': (str,),
+    'VERSION': (str,), 'CKPT_VERSION': (str,), 'MODEL_USE': (str,),
+    'SUBSET': (int,), 'SUBSET_IIDS': (str, list), 'SUBSET_ANS_TYPES': (list,),
+}
+_LIST_ITEMS = {'ORDERS': int, 'LR_DECAY_LIST': int, 'SUBSET_ANS_TYPES': str}
+# Names that end up in file names; a yml or --SET may give them as numbers.
+_NAME_KEYS = {'VERSION', 'CKPT_VERSION', 'GPU'}
+# Lower bounds of numeric keys.
+_AT_LEAST = {
+    'LAYER': 1, 'HIDDEN_SIZE': 1, 'FF_SIZE': 1, 'MULTI_HEAD': 1, 'FLAT_MLP_SIZE': 1, 'FLAT_GLIMPSES': 1,
+    'FLAT_OUT_SIZE': 1, 'WORD_EMBED_SIZE': 1, 'BBOXFEAT_EMB_SIZE': 1, 'IMG_SCALE': 1, 'BATCH_SIZE': 1,
+    'GRAD_ACCU_STEPS': 1, 'MAX_EPOCH': 1, 'WARMUP_EPOCH': 0, 'NUM_WORKERS': 0, 'CKPT_EPOCH': 0, 'SEED': 0,
+    'SUBSET': 1, 'REL_HBASE': 1, 'REL_SIZE': 1, 'DROPOUT_R': 0.0, 'LR_BASE': 0.0, 'LR_DECAY_R': 0.0, 'TAU_MIN': 0.0,
+}
+_CHOICES = {
+    'ROUTING': ('soft', 'hard'), 'POOLING': ('avg', 'attention', 'fc'), 'TAU_POLICY': (0, 1, 2),
+    'LOSS_REDUCTION': ('sum', 'mean'), 'FEAT_TYPE': ('grid', 'region'), 'RUN_MODE': RUN_MODES,
+    'BACKEND': BACKENDS, 'OPT': OPTIMIZERS,
+}
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line naming the key (and the file it came from)."""
+
+
+def _where(source):
+    return f' (in {source})' if source and source not in ('defaults', 'overrides') else ''
+
+
+def _suggest(name, known):
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ''
+
+
+def _kind_of(key):
+    if key in _KINDS:
+        return _KINDS[key]
+    default = DEFAULTS[key]
+    return (type(default),)
+
+
+def _coerce(key, value, source):
+    """Check one value against its key's kind; return it normalised. FEAT_SIZE merges in _merge_layer."""
+    where = _where(source)
+    if key not in DEFAULTS:
+        raise ConfigError(f"{key}: unknown key{where}{_suggest(key, list(DEFAULTS) + list(DERIVED))}")
+    if key in DERIVED:
+        raise ConfigError(f"{key} is derived and cannot be set{where}; set the keys it comes from")
+    if key in FIXED:
+        raise ConfigError(f"{key} is chosen by --{key} (load_config's {key.lower()} argument){where}")
+    if value is None:
+        if DEFAULTS[key] is None:  # keys whose default is None may be reset to it
+            return None
+        raise ConfigError(f"{key}: must not be empty{where}")
+    if key == 'OPT_PARAMS':
+        return _coerce_opt_params(value, source)
+    kinds = _kind_of(key)
+    if key in _NAME_KEYS and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if float in kinds:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}{where}") from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r} ({type(value).__name__}){where}")
+    # a bool is an int in Python, but not a valid int here
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = ' or '.join({int: 'an integer', bool: 'True/False', str: 'a string', list: 'a list'}[k]
+                            for k in kinds)
+        raise ConfigError(f"{key}: expected {names}, got {value!r} ({type(value).__name__}){where}")
+    if isinstance(value, list) and key in _LIST_ITEMS:
+        item = _LIST_ITEMS[key]
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, item):
+                raise ConfigError(f"{key}: expected a list of {item.__name__}, got {value!r}{where}")
+        value = list(value)
+    if key == 'MODEL_USE':
+        value = value.lower()  # the original yml files say MODEL_USE: TRAR
+    return value
+
+
+def _literal(key, value, source):
+    if not isinstance(value, str):
+        return value
+    try:
+        return ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        raise ConfigError(f"{key}: cannot read {value!r} as a Python literal{_where(source)}") from None
+
+
+def _coerce_feat_size(value, base, source):
+    """Merge a (possibly partial) FEAT_SIZE mapping into ``base``; leaves become tuples of two positive ints."""
+    where = _where(source)
+    if not isinstance(value, dict):
+        raise ConfigError(f"FEAT_SIZE: expected a mapping like {{vqa: {{FRCN_FEAT_SIZE: [64, 2048]}}}}{where}")
+    merged = _copy.deepcopy(base)
+    for fmt, sizes in value.items():
+        if fmt not in merged:
+            raise ConfigError(f"FEAT_SIZE.{fmt}: unknown dataset format{where}{_suggest(str(fmt), list(merged))}")
+        if not isinstance(sizes, dict):
+            raise ConfigError(f"FEAT_SIZE.{fmt}: expected a mapping of feature name to (rows, width){where}")
+        for name, size in sizes.items():
+            key = f'FEAT_SIZE.{fmt}.{name}'
+            if name not in merged[fmt]:
+                raise ConfigError(f"{key}: unknown key{where}{_suggest(str(name), list(merged[fmt]))}")
+            size = _literal(key, size, source)
+            if (not isinstance(size, (list, tuple)) or len(size) != 2
+                    or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size)):
+                raise ConfigError(f"{key}: expected two positive integers (rows, width), got {size!r}{where}")
+            merged[fmt][name] = tuple(int(v) for v in size)
+    return merged
+
+
+def _coerce_opt_params(value, source):
+    where = _where(source)
+    if not isinstance(value, dict):
+        raise ConfigError(f"OPT_PARAMS: expected a mapping like {{betas: '(0.9, 0.98)', eps: '1e-9'}}{where}")
+    params = {}
+    for name, v in value.items():
+        v = _literal(f'OPT_PARAMS.{name}', v, source)
+        params[str(name)] = tuple(v) if isinstance(v, list) else v
+    return params
+
+
+def _merge_layer(values, origin, explicit, layer, source):
+    for key, value in layer.items():
+        key = str(key)
+        if key == 'FEAT_SIZE':
+            value = _coerce_feat_size(value, values['FEAT_SIZE'], source)
+        else:
+            value = _coerce(key, value, source)
+        values[key] = value
+        origin[key] = source
+        explicit.add(key)
+
+
+def _read_yml(path, key_hint):
+    if not os.path.isfile(path):
+        raise ConfigError(f"{key_hint}: no such file {path}")
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, 'problem_mark', None)
+        line = f" line {mark.line + 1}" if mark is not None else ''
+        problem = getattr(exc, 'problem', None) or 'invalid YAML'
+        raise ConfigError(f"{path}:{line} {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of KEY: value, got {type(data).__name__}")
+    return data
+
+
+def model_config_path(model, dataset):
+    """configs/<dataset>/<model>.yml; a ConfigError listing the shipped files when the pair has none."""
+    if model not in MODELS:
+        raise ConfigError(f"MODEL: unknown model {model!r}; expected one of {', '.join(MODELS)}")
+    if dataset not in DATASETS:
+        raise ConfigError(f"DATASET: unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    path = os.path.join(CONFIGS_DIR, dataset, f'{model}.yml')
+    if not os.path.isfile(path):
+        shipped = sorted(f'{d}/{f}' for d in os.listdir(CONFIGS_DIR) if os.path.isdir(os.path.join(CONFIGS_DIR, d))
+                         for f in os.listdir(os.path.join(CONFIGS_DIR, d)) if f.endswith('.yml'))
+        raise ConfigError(f"MODEL/DATASET: no config {path} for {model} on {dataset}; "
+                          f"configs that exist: {', '.join(shipped)}")
+    return path
+
+
+def load_config(model, dataset, overrides=None, run_mode='train'):
+    """Build the validated Config of one run. ``overrides`` may hold any known key, plus CONFIG (an extra yml)."""
+    path = model_config_path(model, dataset)
+    values = _copy.deepcopy(DEFAULTS)
+    values.update(MODEL=model, DATASET=dataset, RUN_MODE=run_mode)
+    if dataset == 'demo':
+        values['DATA_ROOT'] = os.path.join('data', 'demo')
+    origin = {key: 'defaults' for key in values}
+    explicit = set()
+    overrides = dict(overrides or {})
+    for key in FIXED:
+        if key in overrides and overrides[key] == values[key]:
+            del overrides[key]
+    rel = os.path.relpath(path, os.path.dirname(CONFIGS_DIR))
+    _merge_layer(values, origin, explicit, _read_yml(path, 'MODEL'), rel)
+    extra = overrides.get('CONFIG')
+    if extra is not None:
+        if not isinstance(extra, str):
+            raise ConfigError(f"CONFIG: expected a path to a yml file, got {extra!r}")
+        layer = _read_yml(extra, 'CONFIG')
+        if 'CONFIG' in layer:
+            raise ConfigError(f"CONFIG: an extra config cannot name another one (in {extra})")
+        _merge_layer(values, origin, explicit, layer, extra)
+    _merge_layer(values, origin, explicit, overrides, 'overrides')
+    cfg = _build(values, origin, explicit)
+    _check_request(cfg)
+    return cfg
+
+
+def _build(values, origin, explicit):
+    values = _copy.deepcopy(values)
+    _validate(values, origin)
+    inputs = _copy.deepcopy(values)
+    _finalize(values, explicit)
+    return Config(values, inputs, origin, explicit)
+
+
+def _fail(key, message, origin):
+    raise ConfigError(f"{key}: {message}{_where(origin.get(key))}")
+
+
+def _validate(v, origin):
+    """Cross-key checks on merged values; each failure is one line naming the key."""
+    model, dataset = v['MODEL'], v['DATASET']
+    fmt = DATASETS[dataset]
+    if v['MODEL_USE'] is not None and v['MODEL_USE'] != MODELS[model]:
+        _fail('MODEL_USE', f"{v['MODEL_USE']!r} does not match model {model} (uses {MODELS[model]!r})", origin)
+    v['MODEL_USE'] = MODELS[model]
+    v['DATA_FORMAT'] = fmt
+    for key, choices in _CHOICES.items():
+        if v[key] not in choices:
+            _fail(key, f"{v[key]!r} is not one of {', '.join(map(str, choices))}", origin)
+    for key, low in _AT_LEAST.items():
+        if v[key] is not None and v[key] < low:
+            _fail(key, f"must be >= {low}, got {v[key]}", origin)
+    if not v['DROPOUT_R'] < 1:
+        _fail('DROPOUT_R', f"must be below 1, got {v['DROPOUT_R']}", origin)
+    if v['BATCH_SIZE'] % v['GRAD_ACCU_STEPS']:
+        _fail('BATCH_SIZE', f"{v['BATCH_SIZE']} is not divisible by GRAD_ACCU_STEPS={v['GRAD_ACCU_STEPS']}", origin)
+    if v['HIDDEN_SIZE'] % v['MULTI_HEAD']:
+        _fail('HIDDEN_SIZE', f"{v['HIDDEN_SIZE']} is not divisible by MULTI_HEAD={v['MULTI_HEAD']}", origin)
+    if v['LOSS_FUNC'] not in LOSS_FUNCS[fmt]:
+        _fail('LOSS_FUNC', f"{v['LOSS_FUNC']!r} does not suit dataset {dataset}; "
+                           f"expected {' or '.join(LOSS_FUNCS[fmt])}", origin)
+    parts = v['TRAIN_SPLIT'].split('+')
+    bad = [p for p in parts if p not in TRAIN_SPLITS[dataset]]
+    if bad or len(set(parts)) != len(parts):
+        _fail('TRAIN_SPLIT', f"{v['TRAIN_SPLIT']!r}: parts joined by '+' from "
+                             f"{', '.join(TRAIN_SPLITS[dataset])} (each once) for dataset {dataset}", origin)
+    for key in ('VERSION', 'CKPT_VERSION'):
+        name = v[key]
+        if name is not None and (not name or '/' in name or os.sep in name or name in ('.', '..')):
+            _fail(key, f"{name!r} is not usable in a file name", origin)
+    _gpu_ids(v['GPU'], origin)
+    if v['SUBSET_ANS_TYPES'] is not None:
+        if fmt != 'vqa':
+            _fail('SUBSET_ANS_TYPES', f"dataset {dataset} has no answer types", origin)
+        unknown = [t for t in v['SUBSET_ANS_TYPES'] if t not in VQA_ANSWER_TYPES]
+        if unknown or not v['SUBSET_ANS_TYPES']:
+            _fail('SUBSET_ANS_TYPES', f"{v['SUBSET_ANS_TYPES']!r}: expected some of {', '.join(VQA_ANSWER_TYPES)}",
+                  origin)
+    if v['USE_BBOX_FEAT'] and (fmt != 'vqa' or v['FEAT_TYPE'] != 'region'):
+        _fail('USE_BBOX_FEAT', "box features exist only for vqa with FEAT_TYPE 'region'", origin)
+    if v['MODEL_USE'] == 'trar':
+        _validate_trar(v, fmt, origin)
+    if v['MODEL_USE'] == 'mmnasnet':
+        _validate_mmnasnet(v, fmt, origin)
+
+
+def _validate_mmnasnet(v, fmt, origin):
+    if v['HIDDEN_SIZE'] % v['REL_HBASE']:
+        _fail('REL_HBASE', f"HIDDEN_SIZE={v['HIDDEN_SIZE']} is not divisible by REL_HBASE={v['REL_HBASE']}", origin)
+    arch = v['ARCH']
+    if not isinstance(arch, dict) or sorted(arch) != ['dec', 'enc']:
+        _fail('ARCH', "expected a mapping with the op lists 'enc' and 'dec'", origin)
+    for part, allowed in MMNAS_OPS.items():
+        ops = arch[part]
+        if not isinstance(ops, list) or not ops or any(op not in allowed for op in ops):
+            _fail('ARCH', f"{part}: expected a non-empty list of {', '.join(allowed)}, got {ops!r}", origin)
+    if fmt != 'vqa' or v['FEAT_TYPE'] != 'region':
+        _fail('FEAT_TYPE', "MMNasNet needs vqa 'region' features (its relation attention uses the boxes)", origin)
+    if v['USE_BBOX_FEAT']:
+        _fail('USE_BBOX_FEAT', "MMNasNet uses the raw boxes for its relations; set USE_BBOX_FEAT False", origin)
+    frcn, bbox = v['FEAT_SIZE']['vqa']['FRCN_FEAT_SIZE'][0], v['FEAT_SIZE']['vqa']['BBOX_FEAT_SIZE'][0]
+    if frcn != bbox:
+        _fail('FEAT_SIZE', f"MMNasNet needs as many box rows as region rows (BBOX_FEAT_SIZE {bbox} vs "
+                           f"FRCN_FEAT_SIZE {frcn})", origin)
+
+
+def _validate_trar(v, fmt, origin):
+    orders, scale = v['ORDERS'], v['IMG_SCALE']
+    if not orders or len(set(orders)) != len(orders):
+        _fail('ORDERS', f"expected a non-empty list of distinct integers, got {orders!r}", origin)
+    if any(k < 0 or k >= scale for k in orders):
+        _fail('ORDERS', f"{orders!r}: every order must be in 0..IMG_SCALE-1 (IMG_SCALE={scale})", origin)
+    if fmt == 'vqa':
+        if v['FEAT_TYPE'] != 'grid':
+            _fail('FEAT_TYPE', "TRAR needs 'grid' features (its span masks live on the image grid)", origin)
+        name = 'FRCN_FEAT_SIZE'
+    else:
+        name = 'GRID_FEAT_SIZE'
+    rows = v['FEAT_SIZE'][fmt][name][0]
+    if rows != scale * scale:
+        _fail('IMG_SCALE', f"{scale}x{scale} grid needs FEAT_SIZE.{fmt}.{name} rows = {scale * scale}, got {rows}; "
+                           f"set both IMG_SCALE and FEAT_SIZE", origin)
+
+
+def _gpu_ids(gpu, origin):
+    ids = [p.strip() for p in gpu.split(',') if p.strip()]
+    if any(not p.isdigit() for p in ids):
+        _fail('GPU', f"{gpu!r}: expected device numbers like '0' or '0,1' (empty for CPU)", origin)
+    return ids
+
+
+def _finalize(v, explicit):
+    """Derived values, computed as the original proc() does."""
+    v['SPLIT'] = {'train': v['TRAIN_SPLIT'], 'val': 'val', 'test': 'test'}
+    v['SUB_BATCH_SIZE'] = v['BATCH_SIZE'] // v['GRAD_ACCU_STEPS']
+    v['EVAL_BATCH_SIZE'] = max(1, v['SUB_BATCH_SIZE'] // 2)
+    if 'val' in v['TRAIN_SPLIT'].split('+') or v['RUN_MODE'] != 'train':
+        v['EVAL_EVERY_EPOCH'] = False
+    if v['RUN_MODE'] != 'test':
+        v['TEST_SAVE_PRED'] = False
+    v['N_GPU'] = len(_gpu_ids(v['GPU'], {}))
+    if 'VERSION' not in explicit or v['VERSION'] is None:
+        if 'SEED' in explicit:
+            v['VERSION'] = str(v['SEED'])
+        else:
+            stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+            v['VERSION'] = f"{v['MODEL']}_{v['DATASET']}_{stamp}"
+    if 'CKPT_VERSION' not in explicit or v['CKPT_VERSION'] is None:
+        if v['CKPT_PATH'] is not None:
+            v['CKPT_VERSION'] = os.path.splitext(os.path.basename(v['CKPT_PATH']))[0]
+        else:
+            v['CKPT_VERSION'] = v['VERSION']
+
+
+def _check_request(cfg):
+    """What a run from the command line needs on top of a consistent config: its checkpoint and named files."""
+    if cfg.CKPT_PATH is None and cfg.CKPT_EPOCH == 0:
+        if cfg.RUN_MODE in ('val', 'test'):
+            raise ConfigError(f"CKPT_EPOCH: a {cfg.RUN_MODE} run needs a checkpoint; "
+                              f"give --CKPT_V and --CKPT_E, or --CKPT_PATH")
+        if cfg.RUN_MODE == 'train' and cfg.RESUME:
+            raise ConfigError("RESUME: resuming needs a checkpoint; give --CKPT_V and --CKPT_E, or --CKPT_PATH")
+    named = [('CKPT_PATH', cfg.CKPT_PATH), ('GLOVE_PATH', cfg.GLOVE_PATH if cfg.USE_GLOVE else None),
+             ('SUBSET_IIDS', cfg.SUBSET_IIDS if isinstance(cfg.SUBSET_IIDS, str) else None)]
+    for key, path in named:
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{key}: no such file {path}")
+
+
+class Config:
+    """Read-only run configuration: ``cfg.HIDDEN_SIZE``; change values with ``cfg.copy(KEY=value)``."""
+
+    def __init__(self, values, inputs, origin, explicit):
+        object.__setattr__(self, '_values', values)
+        object.__setattr__(self, '_inputs', inputs)
+        object.__setattr__(self, '_origin', dict(origin))
+        object.__setattr__(self, '_explicit', frozenset(explicit))
+
+    def __getattr__(self, name):
+        values = self.__dict__.get('_values')
+        if values is None or name not in values:
+            raise AttributeError(f"Config has no key {name!r}" + _suggest(name, list(values or ())))
+        return values[name]
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"Config is read-only; use cfg.copy({name}=...)")
+
+    def __contains__(self, name):
+        return name in self._values
+
+    def to_dict(self):
+        return _copy.deepcopy(self._values)
+
+    def copy(self, **overrides):
+        """A new Config with ``overrides`` applied and everything re-validated and re-derived.
+
+        The run keeps its VERSION unless one is given. load_config's checkpoint-presence check is not repeated, so
+        the engine can derive a RUN_MODE='val' config from a training one.
+        """
+        values = _copy.deepcopy(self._inputs)
+        origin = dict(self._origin)
+        explicit = set(self._explicit) | {'VERSION'}
+        values['VERSION'] = self._values['VERSION']
+        _merge_layer(values, origin, explicit, overrides, 'overrides')
+        return _build(values, origin, explicit)
+
+    def __str__(self):
+        return ''.join('{ %-17s }->%s\n' % (name, self._values[name]) for name in sorted(self._values))
+
+    def __repr__(self):
+        v = self._values
+        return f"Config(MODEL={v['MODEL']!r}, DATASET={v['DATASET']!r}, RUN_MODE={v['RUN_MODE']!r}, " \
+               f"VERSION={v['VERSION']!r})"

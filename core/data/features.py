@@ -1,0 +1,103 @@
+"""Image feature files: indexing folders by image id, and loading grid (.npy), region (.npz) and CLEVR (.npz) features."""
+import os
+
+import numpy as np
+
+GRID_EXT = ".npy"
+REGION_EXT = ".npz"
+
+
+def parse_image_id(filename):
+    """int of the last '_' piece before the first '.': COCO_train2014_000000000009.jpg.npz -> 9, 9.npy -> 9."""
+    name = os.path.basename(filename)
+    return int(name.split("_")[-1].split(".")[0])
+
+
+def index_features(folders, ext):
+    """{image id: path} for the files ending in ``ext`` in ``folders`` (scanned once)."""
+    index = {}
+    for folder in folders:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.endswith(ext) and not entry.name.startswith("."):
+                    try:
+                        iid = parse_image_id(entry.name)
+                    except ValueError:
+                        continue  # not a feature file name (e.g. a README): ignored, as glob would not match it
+                    index[iid] = entry.path
+    return index
+
+
+def pad_rows(array, rows):
+    """Keep the first ``rows`` rows, zero-pad below to exactly ``rows``."""
+    array = array[:rows]
+    if array.shape[0] < rows:
+        array = np.pad(array, ((0, rows - array.shape[0]), (0, 0)))
+    return array
+
+
+def load_grid(path, rows, dim):
+    """TRAR grid feature .npy (S*S, dim), float16 on disk -> float32 (rows, dim)."""
+    try:
+        feat = np.load(path)
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read a grid feature .npy ({exc})") from None
+    if not isinstance(feat, np.ndarray) or feat.ndim != 2 or feat.shape[1] != dim:
+        raise ValueError(f"{path}: expected a grid feature array of shape (cells, {dim}) "
+                         f"(FRCN_FEAT_SIZE dim), got {getattr(feat, 'shape', type(feat).__name__)}")
+    return pad_rows(feat.astype(np.float32), rows)
+
+
+def load_region(path, frcn_size, bbox_rows, use_bbox_feat, normalize):
+    """openvqa region feature .npz -> (frcn (rows, dim) f32, bbox (bbox_rows, 5 or 4) f32).
+
+    'x' is stored (dim, n) and transposed; 'bbox' (n, 4) pixel x1,y1,x2,y2, divided by image_w / image_h when
+    ``normalize``; with ``use_bbox_feat`` the box area (x2-x1)*(y2-y1) is appended as a 5th column.
+    """
+    rows, dim = frcn_size
+    try:
+        with np.load(path) as data:
+            missing = [k for k in ("x", "bbox", "image_h", "image_w") if k not in data.files]
+            if missing:
+                raise ValueError(f"{path}: region feature .npz lacks {missing}; expected keys 'x' ({dim}, n), "
+                                 "'bbox' (n, 4), 'image_h', 'image_w'")
+            x, bbox = data["x"], data["bbox"]
+            image_h, image_w = _scalar(data["image_h"]), _scalar(data["image_w"])
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read a region feature .npz ({exc})") from None
+    if x.ndim != 2 or x.shape[0] != dim:
+        raise ValueError(f"{path}: 'x' must have shape ({dim}, n) (FRCN_FEAT_SIZE dim first), got {x.shape}")
+    if bbox.ndim != 2 or bbox.shape != (x.shape[1], 4):
+        raise ValueError(f"{path}: 'bbox' must have shape (n, 4) with n = {x.shape[1]} boxes of 'x', got {bbox.shape}")
+    frcn = pad_rows(x.T.astype(np.float32), rows)
+    if normalize:
+        # divided in the stored dtype, as the original (then kept float32)
+        scale = np.array([image_w, image_h, image_w, image_h])
+        bbox = (bbox / scale.astype(bbox.dtype) if np.issubdtype(bbox.dtype, np.floating) else bbox / scale)
+    bbox = bbox.astype(np.float32)
+    if use_bbox_feat:
+        area = (bbox[:, 2] - bbox[:, 0]) * (bbox[:, 3] - bbox[:, 1])
+        bbox = np.concatenate([bbox, area[:, None]], axis=1)
+    return frcn, pad_rows(bbox, bbox_rows)
+
+
+def _scalar(value):
+    return float(np.asarray(value).reshape(-1)[0])
+
+
+def load_clevr_grid(path, size):
+    """CLEVR feature .npz key 'x' of shape GRID_FEAT_SIZE, float32 (no padding, as the original)."""
+    try:
+        with np.load(path) as data:
+            if "x" not in data.files:
+                raise ValueError(f"{path}: CLEVR feature .npz lacks key 'x' (expected shape {tuple(size)})")
+            x = data["x"]
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read a CLEVR feature .npz ({exc})") from None
+    if tuple(x.shape) != tuple(size):
+        raise ValueError(f"{path}: 'x' must have shape {tuple(size)} (GRID_FEAT_SIZE), got {x.shape}")
+    return x.astype(np.float32, copy=False)

@@ -1,0 +1,96 @@
+"""Sample subsets: image-id lists, answer types, questions whose features are missing, first N."""
+import json
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+ANSWER_TYPES = ("yes/no", "number", "other")
+
+
+def read_iid_list(spec):
+    """SUBSET_IIDS -> set of int image ids, or None when unset.
+
+    ``spec`` is a list of ids, or the path of a json list or of a text file with one id per line ('#' comments allowed).
+    """
+    if spec is None or spec == "" or spec == []:
+        return None
+    if isinstance(spec, (list, tuple, set)):
+        return {_as_iid(v, "SUBSET_IIDS") for v in spec}
+    path = str(spec)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"SUBSET_IIDS: file not found: {path} (expected a json list of image ids or a "
+                                "text file with one id per line)")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if text.lstrip().startswith("["):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"SUBSET_IIDS {path}: not a valid json list ({exc})") from None
+    else:
+        values = [line.split("#")[0].strip() for line in text.splitlines()]
+        values = [v for v in values if v]
+    return {_as_iid(v, f"SUBSET_IIDS {path}") for v in values}
+
+
+def _as_iid(value, where):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: '{value}' is not an integer image id") from None
+
+
+def read_ans_types(spec):
+    """SUBSET_ANS_TYPES -> set of VQA answer types, or None. A list, or one string (comma-separated allowed)."""
+    if not spec:
+        return None
+    values = [v.strip() for v in spec.split(",")] if isinstance(spec, str) else [str(v).strip() for v in spec]
+    bad = [v for v in values if v not in ANSWER_TYPES]
+    if bad:
+        raise ValueError(f"SUBSET_ANS_TYPES: unknown answer type(s) {bad}; expected some of {list(ANSWER_TYPES)}")
+    return set(values)
+
+
+def read_limit(spec):
+    """SUBSET -> int N > 0, or None for all samples."""
+    if spec is None or spec is False or spec == 0:
+        return None
+    if isinstance(spec, bool) or not isinstance(spec, int) or spec < 0:
+        raise ValueError(f"SUBSET: expected a positive integer (number of samples) or 0/None for all, got {spec!r}")
+    return spec
+
+
+def select(samples, feature_index, feat_folders, iids=None, ans_types=None, limit=None, skip_missing=False,
+           label=""):
+    """Filter ``samples`` (dicts with 'qid', 'iid' and, for answer-type filtering, 'ans_type') in order.
+
+    Order: image ids, answer types, missing features (dropped with one log line when ``skip_missing``), then the first
+    ``limit``. Without ``skip_missing`` a kept sample whose image has no feature file is an error.
+    ``feature_index`` is either a dict iid -> path or a callable sample -> bool (has a feature).
+    """
+    has_feature = feature_index if callable(feature_index) else (lambda s: s["iid"] in feature_index)
+    kept = samples
+    if iids is not None:
+        kept = [s for s in kept if s["iid"] in iids]
+    if ans_types is not None:
+        kept = [s for s in kept if s.get("ans_type") in ans_types]
+    if skip_missing:
+        before = len(kept)
+        kept = [s for s in kept if has_feature(s)]
+        dropped = before - len(kept)
+        if dropped:
+            log.warning("%sSKIP_MISSING_FEATS: dropped %d of %d questions whose image has no feature file in %s",
+                        label, dropped, before, ", ".join(feat_folders))
+    if limit is not None:
+        kept = kept[:limit]
+    if not skip_missing:
+        for s in kept:
+            if not has_feature(s):
+                raise FileNotFoundError(
+                    f"{label}image {s['iid']} (question {s['qid']}) has no feature file in {', '.join(feat_folders)}; "
+                    "add the features, or set SKIP_MISSING_FEATS True to drop such questions")
+    if not kept:
+        raise ValueError(f"{label}no samples left after the subset filters (SUBSET_IIDS / SUBSET_ANS_TYPES / "
+                         "SKIP_MISSING_FEATS)")
+    return kept

@@ -1,0 +1,128 @@
+"""VQA-v2 dataset (openvqa vqa_loader semantics): questions + annotations json, grid .npy or region .npz features."""
+import os
+
+import numpy as np
+
+from core.data import features, subsets
+from core.data.answers import load_answer_dict, soft_scores
+from core.data.glove import cached_vocabulary, pretrained_embedding
+from core.data.paths import (VQA_VOCAB_SPLITS, annotation_path, cfg_get, feat_dirs, format_root, load_json,
+                             question_path, require_dir, require_file, split_names, warn_once)
+from core.data.tokenizer import VQA_MAX_TOKEN, build_vocab, encode
+
+FMT = "vqa"
+_ZEROS = np.zeros(1, np.float32)
+
+
+class VQADataset:
+    """``ds[i]`` -> dict of numpy arrays (frcn_feat, grid_feat, bbox_feat, ques_ix, ans); see docs/architecture.md."""
+
+    def __init__(self, cfg, mode):
+        self.mode = mode
+        self.root = root = format_root(cfg.DATA_ROOT, FMT)
+        self.feat_type = cfg_get(cfg, "FEAT_TYPE", "grid")
+        if self.feat_type not in ("grid", "region"):
+            raise ValueError(f"FEAT_TYPE: expected 'grid' (.npy) or 'region' (.npz), got {self.feat_type!r}")
+        self.loss_func = cfg_get(cfg, "LOSS_FUNC", "bce")
+        if mode == "train" and self.loss_func not in ("bce", "kld"):
+            raise ValueError(f"LOSS_FUNC: VQA trains with 'bce' or 'kld', got {self.loss_func!r}")
+        sizes = cfg.FEAT_SIZE[FMT]
+        self.frcn_size = tuple(sizes["FRCN_FEAT_SIZE"])
+        self.bbox_rows = int(sizes.get("BBOX_FEAT_SIZE", (self.frcn_size[0], 5))[0])
+        self.use_bbox_feat = bool(cfg_get(cfg, "USE_BBOX_FEAT", False))
+        self.bbox_normalize = bool(cfg_get(cfg, "BBOX_NORMALIZE", False))
+        self.max_token = VQA_MAX_TOKEN
+
+        splits = split_names(cfg.SPLIT[mode], FMT)
+        if mode == "train" and "test" in splits:
+            raise ValueError(f"SPLIT: the training split '{cfg.SPLIT[mode]}' includes 'test', which has no answers")
+        q_paths = [require_file(question_path(root, FMT, s), root, FMT, f"{s} questions") for s in splits]
+        a_paths = [require_file(annotation_path(root, s), root, FMT, f"{s} annotations")
+                   for s in splits] if mode in ("train", "val") else []
+        folders = list(dict.fromkeys(d for s in splits for d in feat_dirs(root, FMT, s)))
+        for folder in folders:
+            require_dir(folder, root, FMT, "feature")
+
+        self.ans_to_ix, self.ix_to_ans = load_answer_dict()
+        loaded = {}
+        ques_list = [q for p in q_paths for q in _questions(p, loaded)]
+        qid_to_ques = {q["question_id"]: q for q in ques_list}
+        ann_list = [a for p in a_paths for a in load_json(p, "annotations")["annotations"]]
+        qid_to_ann = {a["question_id"]: a for a in ann_list}
+        if mode == "train":
+            orphans = [a["question_id"] for a in ann_list if a["question_id"] not in qid_to_ques]
+            if orphans:
+                raise ValueError(f"annotation of question {orphans[0]} has no question in {', '.join(q_paths)} "
+                                 f"({len(orphans)} such annotations)")
+            samples = [{"qid": a["question_id"], "iid": int(a["image_id"]), "ans_type": a.get("answer_type")}
+                       for a in ann_list]
+        else:
+            samples = [{"qid": q["question_id"], "iid": int(q["image_id"]),
+                        "ans_type": qid_to_ann.get(q["question_id"], {}).get("answer_type")} for q in ques_list]
+
+        ext = features.GRID_EXT if self.feat_type == "grid" else features.REGION_EXT
+        self.feat_index = features.index_features(folders, ext)
+        ans_types = subsets.read_ans_types(cfg_get(cfg, "SUBSET_ANS_TYPES"))
+        if ans_types is not None and mode == "test":
+            warn_once("SUBSET_ANS_TYPES is ignored for test questions (they have no annotations)")
+            ans_types = None
+        samples = subsets.select(
+            samples, self.feat_index, folders, iids=subsets.read_iid_list(cfg_get(cfg, "SUBSET_IIDS")),
+            ans_types=ans_types, limit=subsets.read_limit(cfg_get(cfg, "SUBSET")),
+            skip_missing=bool(cfg_get(cfg, "SKIP_MISSING_FEATS", False)), label=f"{mode} ({'+'.join(splits)}): ")
+
+        self._features(samples[0]["iid"])  # a malformed feature file fails now, not mid-epoch
+        # after the file and feature checks, so a bad layout fails before a long GloVe scan
+        self.token_to_ix, vocab_key = self._vocabulary(cfg, loaded)
+        loaded.clear()
+        self.pretrained_emb = pretrained_embedding(cfg, self.token_to_ix, vocab_key)
+
+        self.qids = [s["qid"] for s in samples]
+        self.iids = [s["iid"] for s in samples]
+        self.questions = {qid: qid_to_ques[qid] for qid in self.qids}
+        self.annotations = {qid: qid_to_ann[qid] for qid in self.qids if qid in qid_to_ann} if a_paths else None
+        self.data_size = len(self.qids)
+        self.token_size = len(self.token_to_ix)
+        self.ans_size = len(self.ans_to_ix)
+        self.questions_path = q_paths[0] if len(q_paths) == 1 else q_paths
+        self.annotations_path = None if not a_paths else (a_paths[0] if len(a_paths) == 1 else a_paths)
+
+    def _vocabulary(self, cfg, loaded):
+        paths = [question_path(self.root, FMT, s) for s in VQA_VOCAB_SPLITS]
+        present = [p for p in paths if os.path.isfile(p)]
+        missing = [p for p in paths if p not in present]
+        if missing and cfg.DATASET != "demo":  # the demo data has no VG file by design
+            warn_once(f"vocabulary built without {', '.join(missing)}: the original scans the train, val, test2015 "
+                      "and VG question files, so this vocabulary (and the word embedding size) differs from the "
+                      "released checkpoints'")
+        record, key = cached_vocabulary(
+            cfg.RESULTS_ROOT, FMT, present,
+            lambda: {"token_to_ix": build_vocab(_questions(p, loaded) for p in present)})
+        return record["token_to_ix"], key
+
+    def __len__(self):
+        return self.data_size
+
+    def __getitem__(self, index):
+        qid = self.qids[index]
+        frcn, bbox = self._features(self.iids[index])
+        if self.mode == "train":
+            ans = soft_scores(self.annotations[qid]["answers"], self.ans_to_ix, self.loss_func)
+        else:
+            ans = _ZEROS.copy()
+        return {"frcn_feat": frcn, "grid_feat": _ZEROS.copy(), "bbox_feat": bbox,
+                "ques_ix": encode(self.questions[qid]["question"], self.token_to_ix, self.max_token), "ans": ans}
+
+    def _features(self, iid):
+        """(frcn_feat, bbox_feat) of an image; bbox_feat is the (1,) dummy for grid features."""
+        path = self.feat_index[iid]
+        if self.feat_type == "grid":
+            return features.load_grid(path, *self.frcn_size), _ZEROS.copy()
+        return features.load_region(path, self.frcn_size, self.bbox_rows, self.use_bbox_feat, self.bbox_normalize)
+
+
+def _questions(path, loaded):
+    """The 'questions' list of a question file, read once per dataset construction."""
+    if path not in loaded:
+        loaded[path] = load_json(path, "questions")["questions"]
+    return loaded[path]

@@ -1,0 +1,232 @@
+"""Training and evaluation loops, framework-neutral: the backend supplies the steps, this module the schedule and files.
+
+One epoch: decay lr_base at the listed epochs, set tau (hard routing), reseed the framework RNG from (SEED, epoch) so a
+resumed run repeats an uninterrupted one, build the epoch's batches from core.data.sampler, step with the per-step
+learning rate of core.schedules, save the checkpoint, log, and validate.
+"""
+import json
+import os
+import random
+import time
+
+import numpy as np
+
+from core import checkpoints, plots
+from core.data import build_dataset
+from core.evaluation import clevr as clevr_eval
+from core.evaluation import results as result_writers
+from core.evaluation import vqa as vqa_eval
+from core.runlog import RunLog, read_history
+from core.schedules import decayed_lr_base, tau_at, warmup_lr
+from core.data.sampler import epoch_batches, eval_batches
+
+
+def run(cfg, be):
+    """Dispatch on cfg.RUN_MODE; returns a summary dict (also printed by run.py)."""
+    _seed_everything(cfg, be, 0)
+    be.set_device(cfg.GPU)
+    if cfg.RUN_MODE == "train":
+        return train(cfg, be)
+    if cfg.RUN_MODE in ("val", "test"):
+        return evaluate_checkpoint(cfg, be)
+    raise ValueError(f"RUN_MODE {cfg.RUN_MODE!r} is not handled by the engine")
+
+
+def _seed_everything(cfg, be, epoch):
+    seed = int(cfg.SEED) * 1000 + epoch
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    be.seed(seed)
+
+
+def _say(cfg, text):
+    if cfg.VERBOSE:
+        print(text, flush=True)
+
+
+def train(cfg, be):
+    train_set = build_dataset(cfg, "train")
+    val_set = build_dataset(cfg.copy(RUN_MODE="val"), "val") if cfg.EVAL_EVERY_EPOCH else None
+    net = be.build_model(cfg, train_set.token_size, train_set.ans_size, train_set.pretrained_emb)
+    trainer = be.make_trainer(net, cfg)
+
+    start_epoch, lr_base = 0, float(cfg.LR_BASE)
+    if cfg.RESUME:
+        path = checkpoints.resume_path(cfg, be.checkpoint_ext)
+        meta = be.load_checkpoint(net, path)
+        trainer.load_optimizer_state(meta)
+        start_epoch = int(meta["epoch"] or 0)
+        lr_base = float(meta["lr_base"] if meta["lr_base"] is not None else cfg.LR_BASE)
+        _say(cfg, f"Resumed from {path}: epoch {start_epoch}, lr_base {lr_base:g}")
+    if start_epoch >= cfg.MAX_EPOCH:
+        raise ValueError(f"MAX_EPOCH is {cfg.MAX_EPOCH} but the checkpoint already finished epoch {start_epoch}")
+
+    log_file = checkpoints.log_path(cfg, cfg.VERSION)
+    log = RunLog(log_file)
+    log.start(cfg, resume=cfg.RESUME)
+    data_size = len(train_set)
+    if data_size < cfg.BATCH_SIZE:
+        raise ValueError(f"the training split has {data_size} questions, fewer than BATCH_SIZE={cfg.BATCH_SIZE}")
+    step = int(data_size / cfg.BATCH_SIZE * start_epoch)
+    _say(cfg, f"Training {cfg.MODEL} on {cfg.DATASET} ({data_size} questions) with the {be.name} backend, "
+              f"version {cfg.VERSION}, epochs {start_epoch + 1}..{cfg.MAX_EPOCH}")
+
+    last = {}
+    for epoch in range(start_epoch, cfg.MAX_EPOCH):
+        log.epoch_header()
+        if epoch in cfg.LR_DECAY_LIST:
+            lr_base *= cfg.LR_DECAY_R
+        if cfg.MODEL_USE == "trar" and cfg.ROUTING == "hard":
+            trainer.set_tau(tau_at(epoch, cfg.TAU_POLICY, cfg.TAU_MAX, cfg.TAU_MIN, cfg.MAX_EPOCH, cfg.WARMUP_EPOCH))
+        _seed_everything(cfg, be, epoch + 1)
+        batches = epoch_batches(data_size, cfg.BATCH_SIZE, cfg.SEED, epoch)
+        loader = be.make_loader(train_set, batches, cfg.NUM_WORKERS, cfg.PIN_MEM)
+        loss_sum, lr, start = 0.0, lr_base, time.time()
+        bar = _progress(cfg, loader, len(batches), f"epoch {epoch + 1}/{cfg.MAX_EPOCH}")
+        for i, batch in enumerate(bar):
+            step += 1
+            lr = warmup_lr(step, lr_base, data_size, cfg.BATCH_SIZE, cfg.WARMUP_EPOCH)
+            loss = trainer.train_step(batch, lr)
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at epoch {epoch + 1}, step {i + 1}; "
+                                         f"lower LR_BASE or set GRAD_NORM_CLIP")
+            loss_sum += loss
+            if bar is not loader:
+                done = (i + 1) * cfg.BATCH_SIZE
+                bar.set_postfix(loss=f"{loss / cfg.BATCH_SIZE:.4f}", lr=f"{lr:.2e}",
+                                sps=f"{done / max(time.time() - start, 1e-9):.0f}")
+        elapsed = time.time() - start
+        ckpt = checkpoints.ckpt_path(cfg, epoch + 1, be.checkpoint_ext)
+        trainer.save(ckpt, epoch + 1, lr_base)
+        log.epoch_end(epoch + 1, loss_sum / data_size, lr, elapsed, elapsed / max(len(batches), 1))
+        last = {"epoch": epoch + 1, "loss": loss_sum / data_size, "checkpoint": ckpt, "seconds": elapsed}
+        _say(cfg, f"Epoch {epoch + 1}: loss {last['loss']:.4f}, lr {lr:.2e}, {elapsed:.1f}s -> {ckpt}")
+        if val_set is not None:
+            acc = evaluate(cfg, be, net, val_set, "val", cfg.VERSION)
+            log.accuracy(acc["overall"], acc.get("per_type", {}))
+            last["val"] = acc["overall"]
+
+    _plot_training(cfg, be, net, val_set, log_file)
+    return last
+
+
+def _progress(cfg, iterable, total, desc):
+    if not cfg.VERBOSE:
+        return iterable
+    from tqdm import tqdm
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
+
+
+def _plot_training(cfg, be, net, val_set, log_file):
+    base = os.path.splitext(log_file)[0]
+    history = read_history(log_file)
+    if history:
+        plots.training_curves(history, base + "_curves.png", title=f"{cfg.MODEL} / {cfg.DATASET} ({be.name})")
+    if cfg.MODEL_USE == "trar" and val_set is not None:
+        weights = routing_weights(cfg, be, net, val_set)
+        plots.routing_weights(weights, cfg.ORDERS, base + "_routing.png")
+
+
+def routing_weights(cfg, be, net, dataset):
+    """Mean routing weight per decoder layer and span over a dataset: array (layers, len(ORDERS))."""
+    sums, count = None, 0
+    for idx in eval_batches(len(dataset), cfg.EVAL_BATCH_SIZE):
+        batch = _stack([dataset[int(i)] for i in idx])
+        be.predict(net, batch)
+        alphas = np.stack([a.sum(0) for a in be.routing_alphas(net)])
+        sums = alphas if sums is None else sums + alphas
+        count += len(idx)
+    return sums / max(count, 1)
+
+
+def _stack(samples):
+    return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+
+
+def evaluate_checkpoint(cfg, be):
+    mode = cfg.RUN_MODE
+    dataset = build_dataset(cfg, mode)
+    net = be.build_model(cfg, dataset.token_size, dataset.ans_size, dataset.pretrained_emb)
+    path = checkpoints.resume_path(cfg, be.checkpoint_ext)
+    be.load_checkpoint(net, path)
+    _say(cfg, f"Loaded {path}")
+    version = cfg.CKPT_VERSION
+    if mode == "val":
+        log = RunLog(checkpoints.log_path(cfg, version))
+        acc = evaluate(cfg, be, net, dataset, "val", version)
+        log.accuracy(acc["overall"], acc.get("per_type", {}))
+        return acc
+    return evaluate(cfg, be, net, dataset, "test", version)
+
+
+def evaluate(cfg, be, net, dataset, mode, version):
+    """Predict every question of ``dataset``; write the result file; score it when answers are known."""
+    batches = eval_batches(len(dataset), cfg.EVAL_BATCH_SIZE)
+    loader = be.make_loader(dataset, batches, cfg.NUM_WORKERS, cfg.PIN_MEM)
+    preds, logits_all = [], []
+    for batch in _progress(cfg, loader, len(batches), mode):
+        logits = be.predict(net, batch)
+        preds.append(logits.argmax(1))
+        if cfg.TEST_SAVE_PRED:
+            logits_all.append(logits)
+    preds = np.concatenate(preds) if preds else np.zeros(0, np.int64)
+    answers = [dataset.ix_to_ans[int(i)] for i in preds]
+    qids = list(dataset.qids)
+
+    if cfg.TEST_SAVE_PRED and mode == "test":
+        result_writers.write_predictions(checkpoints.pred_path(cfg), qids, np.concatenate(logits_all))
+
+    if cfg.DATA_FORMAT == "clevr":
+        return _evaluate_clevr(cfg, dataset, mode, version, answers)
+    return _evaluate_vqa(cfg, dataset, mode, version, qids, answers)
+
+
+def _evaluate_vqa(cfg, dataset, mode, version, qids, answers):
+    if mode == "test":
+        path = checkpoints.test_result_path(cfg)
+        expected = None if _is_subset(cfg) else _all_question_ids(dataset.questions_path)
+        result_writers.write_vqa_results(path, qids, answers, expected_qids=expected)
+        if expected is None:
+            print(f"note: a subset of the test questions was used; {path} is not an EvalAI submission")
+        _say(cfg, f"Wrote {len(qids)} test answers to {path}")
+        return {"result_file": path, "questions": len(qids)}
+    path = checkpoints.val_result_path(cfg, version)
+    result_writers.write_vqa_results(path, qids, answers)
+    questions, annotations = _restrict(dataset, set(qids))
+    acc = vqa_eval.vqa_accuracy(questions, annotations, path)
+    _say(cfg, vqa_eval.format_report(acc))
+    return {"overall": acc["overall"], "per_type": acc["perAnswerType"], "result_file": path}
+
+
+def _evaluate_clevr(cfg, dataset, mode, version, answers):
+    if mode == "test":
+        path = checkpoints.test_result_path(cfg, ext=".txt")
+        result_writers.write_clevr_results(path, answers)
+        return {"result_file": path, "questions": len(answers)}
+    path = checkpoints.val_result_path(cfg, version, ext=".txt")
+    result_writers.write_clevr_results(path, answers)
+    questions = [dataset.questions[q] for q in dataset.qids]
+    acc = clevr_eval.clevr_accuracy({"questions": questions}, answers)
+    _say(cfg, clevr_eval.format_report(acc))
+    per_family = {k: v["accuracy"] for k, v in acc["per_family"].items()}
+    return {"overall": acc["overall"], "per_type": per_family, "result_file": path}
+
+
+def _is_subset(cfg):
+    return bool(cfg.SUBSET or cfg.SUBSET_IIDS or cfg.SUBSET_ANS_TYPES or cfg.SKIP_MISSING_FEATS)
+
+
+def _all_question_ids(questions_path):
+    with open(questions_path) as f:
+        return [q["question_id"] for q in json.load(f)["questions"]]
+
+
+def _restrict(dataset, qids):
+    """The question and annotation objects of the evaluated questions only (subsets evaluate on what they ran)."""
+    with open(dataset.questions_path) as f:
+        questions = json.load(f)
+    with open(dataset.annotations_path) as f:
+        annotations = json.load(f)
+    questions["questions"] = [q for q in questions["questions"] if q["question_id"] in qids]
+    annotations["annotations"] = [a for a in annotations["annotations"] if a["question_id"] in qids]
+    return questions, annotations

@@ -1,0 +1,151 @@
+import os
+
+import pytest
+
+from core import checkpoints as ck
+from core.config import load_config
+
+
+class Boom(Exception):
+    pass
+
+
+def test_atomic_write_replaces_the_file(tmp_path):
+    path = tmp_path / 'sub' / 'out.bin'
+    with ck.atomic_write(str(path)) as f:
+        f.write(b'new')
+    assert path.read_bytes() == b'new'
+    assert os.listdir(path.parent) == ['out.bin']
+    with ck.atomic_write(str(path), 'w') as f:
+        f.write('text é')
+    assert path.read_text(encoding='utf-8') == 'text é'
+
+
+def test_atomic_write_failure_keeps_old_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / 'out.json'
+    path.write_text('old')
+    with pytest.raises(Boom):
+        with ck.atomic_write(str(path), 'w') as f:
+            f.write('half')
+            raise Boom
+    assert path.read_text() == 'old'
+    assert os.listdir(tmp_path) == ['out.json']
+
+
+def test_atomic_write_rejects_read_modes(tmp_path):
+    with pytest.raises(ValueError, match='mode'):
+        with ck.atomic_write(str(tmp_path / 'x'), 'rb'):
+            pass
+
+
+def test_atomic_save_gives_a_temp_path_with_the_extension(tmp_path):
+    path = tmp_path / 'epoch3.pdparams'
+    seen = []
+
+    def writer(tmp):
+        seen.append(tmp)
+        with open(tmp, 'wb') as f:
+            f.write(b'weights')
+
+    ck.atomic_save(str(path), writer)
+    assert path.read_bytes() == b'weights'
+    assert seen[0] != str(path) and seen[0].endswith('.pdparams')
+    assert os.path.dirname(seen[0]) == str(tmp_path)
+    assert os.listdir(tmp_path) == ['epoch3.pdparams']
+
+
+def test_atomic_save_failure_keeps_old_file(tmp_path):
+    path = tmp_path / 'epoch3.pkl'
+    path.write_bytes(b'old')
+
+    def writer(tmp):
+        with open(tmp, 'wb') as f:
+            f.write(b'partial')
+        raise Boom
+
+    with pytest.raises(Boom):
+        ck.atomic_save(str(path), writer)
+    assert path.read_bytes() == b'old'
+    assert os.listdir(tmp_path) == ['epoch3.pkl']
+
+
+def test_atomic_save_writer_that_writes_elsewhere(tmp_path):
+    def writer(tmp):
+        os.remove(tmp)
+
+    with pytest.raises(FileNotFoundError, match='writer'):
+        ck.atomic_save(str(tmp_path / 'a.pkl'), writer)
+    assert os.listdir(tmp_path) == []
+
+
+def _cfg(tmp_path, run_mode='train', **overrides):
+    roots = {'RESULTS_ROOT': str(tmp_path / 'results'), 'CKPTS_ROOT': str(tmp_path / 'ckpts'), 'VERSION': 'v1'}
+    return load_config('trar', 'demo', {**roots, **overrides}, run_mode=run_mode)
+
+
+def test_training_names(tmp_path):
+    cfg = _cfg(tmp_path)
+    path = ck.ckpt_path(cfg, 3, '.pkl')
+    assert path == str(tmp_path / 'ckpts' / 'ckpt_v1' / 'epoch3.pkl')
+    assert os.path.isdir(os.path.dirname(path))
+    assert ck.ckpt_path(cfg, 1, '.pdparams', version='other').endswith(os.path.join('ckpt_other', 'epoch1.pdparams'))
+    assert ck.log_path(cfg) == str(tmp_path / 'results' / 'log' / 'log_run_v1.txt')
+    assert ck.val_result_path(cfg) == str(tmp_path / 'results' / 'cache' / 'result_run_v1.json')
+    assert os.path.isdir(tmp_path / 'results' / 'log') and os.path.isdir(tmp_path / 'results' / 'cache')
+    with pytest.raises(ValueError, match='extension'):
+        ck.ckpt_path(cfg, 1, 'pkl')
+
+
+def test_eval_names_follow_the_checkpoint(tmp_path):
+    cfg = _cfg(tmp_path, 'test', CKPT_VERSION='old', CKPT_EPOCH=2)
+    assert ck.log_path(cfg) == str(tmp_path / 'results' / 'log' / 'log_run_old.txt')
+    assert ck.log_path(cfg, 'given').endswith('log_run_given.txt')
+    assert ck.val_result_path(cfg) == str(tmp_path / 'results' / 'cache' / 'result_run_old.json')
+    assert ck.test_result_path(cfg) == str(tmp_path / 'results' / 'result_test' / 'result_run_old_epoch2.json')
+    assert ck.test_result_path(cfg, '.txt').endswith('result_run_old_epoch2.txt')
+    assert ck.pred_path(cfg) == str(tmp_path / 'results' / 'pred' / 'result_run_old_epoch2.pkl')
+
+
+def test_names_with_ckpt_path(tmp_path):
+    ckpt = tmp_path / 'downloads' / 'epoch13.pkl'
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b'')
+    cfg = _cfg(tmp_path, 'test', CKPT_PATH=str(ckpt))
+    assert ck.test_result_path(cfg) == str(tmp_path / 'results' / 'result_test' / 'result_run_epoch13.json')
+    assert ck.pred_path(cfg) == str(tmp_path / 'results' / 'pred' / 'result_run_epoch13.pkl')
+    assert ck.resume_path(cfg, '.pdparams') == str(ckpt)
+    ckpt.unlink()
+    with pytest.raises(FileNotFoundError, match='^CKPT_PATH'):
+        ck.resume_path(cfg, '.pkl')
+
+
+def test_resume_path_lists_saved_epochs(tmp_path):
+    folder = tmp_path / 'ckpts' / 'ckpt_old'
+    folder.mkdir(parents=True)
+    for name in ('epoch1.pkl', 'epoch2.pkl', 'epoch2.pdparams', 'epoch2.pdopt', 'notes.txt'):
+        (folder / name).write_bytes(b'')
+    cfg = _cfg(tmp_path, 'val', CKPT_VERSION='old', CKPT_EPOCH=2)
+    assert ck.resume_path(cfg, '.pkl') == str(folder / 'epoch2.pkl')
+    cfg = _cfg(tmp_path, 'val', CKPT_VERSION='old', CKPT_EPOCH=5)
+    with pytest.raises(FileNotFoundError) as info:
+        ck.resume_path(cfg, '.pkl')
+    message = str(info.value)
+    assert message.startswith('CKPT_EPOCH') and 'epoch5.pkl' in message
+    assert '1 (.pkl), 2 (.pdopt .pdparams .pkl)' in message and 'convert' not in message
+
+
+def test_resume_path_points_to_conversion(tmp_path):
+    folder = tmp_path / 'ckpts' / 'ckpt_old'
+    folder.mkdir(parents=True)
+    (folder / 'epoch4.pkl').write_bytes(b'')
+    cfg = _cfg(tmp_path, 'val', CKPT_VERSION='old', CKPT_EPOCH=4)
+    with pytest.raises(FileNotFoundError, match='python -m convert'):
+        ck.resume_path(cfg, '.pdparams')
+
+
+def test_resume_path_lists_runs_when_the_folder_is_missing(tmp_path):
+    (tmp_path / 'ckpts' / 'ckpt_a').mkdir(parents=True)
+    (tmp_path / 'ckpts' / 'ckpt_b').mkdir()
+    cfg = _cfg(tmp_path, 'val', CKPT_VERSION='c', CKPT_EPOCH=1)
+    with pytest.raises(FileNotFoundError, match='^CKPT_VERSION.*runs in .*: a, b$'):
+        ck.resume_path(cfg, '.pkl')
