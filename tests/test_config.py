@@ -343,6 +343,17 @@ EXPECTED = {
     ('demo', 'trar'): dict(_DEMO, MODEL_USE='trar', FEAT_TYPE='grid', FRCN=(36, 48), BBOX=(12, 5), IMG_SCALE=6,
                            ORDERS=[0, 1, 2], ROUTING='soft', POOLING='avg'),
     ('demo', 'mcan_small'): dict(_DEMO, MODEL_USE='mcan', FEAT_TYPE='region', FRCN=(12, 48), BBOX=(12, 5)),
+    # MMNasNet (reference mmnasnet.md §2 and §1.8): LR 1.2e-4 small / 7e-5 large, clip 1.0, pixel boxes
+    ('vqa', 'mmnasnet_small'): dict(_VQA_RUN, LR_BASE=1.2e-4, GRAD_NORM_CLIP=1.0, MODEL_USE='mmnasnet',
+                                    HIDDEN_SIZE=512, MULTI_HEAD=8, REL_HBASE=64, REL_SIZE=64, FLAT_MLP_SIZE=512,
+                                    FLAT_OUT_SIZE=1024, FEAT_TYPE='region', FRCN=(100, 2048), BBOX=(100, 5),
+                                    USE_BBOX_FEAT=False, BBOX_NORMALIZE=False),
+    ('vqa', 'mmnasnet_large'): dict(_VQA_RUN, LR_BASE=7e-5, GRAD_NORM_CLIP=1.0, MODEL_USE='mmnasnet',
+                                    HIDDEN_SIZE=1024, MULTI_HEAD=8, REL_HBASE=128, REL_SIZE=64, FLAT_MLP_SIZE=1024,
+                                    FLAT_OUT_SIZE=2048, FEAT_TYPE='region', FRCN=(100, 2048), BBOX=(100, 5),
+                                    USE_BBOX_FEAT=False, BBOX_NORMALIZE=False),
+    ('demo', 'mmnasnet_small'): dict(MODEL_USE='mmnasnet', HIDDEN_SIZE=64, REL_HBASE=16, FEAT_TYPE='region',
+                                     FRCN=(12, 48), BBOX=(12, 5), BBOX_NORMALIZE=False),
 }
 _FEAT_KEYS = {'FRCN': ('vqa', 'FRCN_FEAT_SIZE'), 'BBOX': ('vqa', 'BBOX_FEAT_SIZE'), 'GRID': ('clevr', 'GRID_FEAT_SIZE')}
 
@@ -361,6 +372,20 @@ def test_shipped_config_values(dataset, model):
 def test_every_shipped_yml_is_checked():
     shipped = {(d, f[:-4]) for d in os.listdir(config_module.CONFIGS_DIR)
                for f in os.listdir(os.path.join(config_module.CONFIGS_DIR, d)) if f.endswith('.yml')}
-    # yml files of models not yet in MODELS (MMNasNet while it lands) cannot load and are not checked here
-    assert {(d, m) for d, m in shipped if m in MODELS} == set(EXPECTED)
+    assert shipped == set(EXPECTED)
+    assert {m for _, m in shipped} <= set(MODELS)
     assert {d for d, _ in shipped} <= set(DATASETS)
+
+
+# ---- MMNasNet cross-key checks ----
+
+@pytest.mark.parametrize('overrides, key', [
+    ({'REL_HBASE': 48}, 'REL_HBASE'),                                   # 512 % 48 != 0
+    ({'ARCH': {'enc': ['SA', 'GA'], 'dec': ['GA']}}, 'ARCH'),            # GA needs the image: decoder only
+    ({'ARCH': {'enc': ['SA'], 'dec': []}}, 'ARCH'),
+    ({'FEAT_TYPE': 'grid', 'FEAT_SIZE': {'vqa': {'FRCN_FEAT_SIZE': [64, 2048]}}}, 'FEAT_TYPE'),
+    ({'FEAT_SIZE': {'vqa': {'BBOX_FEAT_SIZE': [50, 5]}}}, 'FEAT_SIZE'),
+])
+def test_mmnasnet_errors(overrides, key):
+    message = _error(overrides, model='mmnasnet_small')
+    assert message.startswith(key), message

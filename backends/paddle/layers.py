@@ -1,0 +1,266 @@
+"""Blocks shared by the openvqa-family models (PaddlePaddle). Mirror of backends/torch/layers.py.
+
+Same class names, attribute names and registration order as the torch file, so the structured state-dict keys equal
+the original checkpoints' keys. Paddle's Linear weight is [in, out] (torch: [out, in]). Masks are bool tensors,
+True = masked, filled with MASK_FILL (never -inf: a fully masked row then attends uniformly instead of giving NaN).
+"""
+import math
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+MASK_FILL = -1e9
+
+
+def masked_fill(x, mask):
+    """MASK_FILL where ``mask`` is True (fp32, as the original); clipped to the dtype's range so half precision
+    gets no -inf (and no NaN rows)."""
+    fill = max(MASK_FILL, float(paddle.finfo(x.dtype).min))
+    return paddle.masked_fill(x, mask, fill)
+
+
+def make_mask(feature):
+    """(B, n, d) -> (B, 1, 1, n) bool, True where a row is all zeros (padding)."""
+    return (paddle.sum(paddle.abs(feature), axis=-1) == 0).unsqueeze(1).unsqueeze(2)
+
+
+def linear_weight_names(net):
+    """State-dict keys of the weights of every nn.Linear in ``net`` (found by layer type, not by name or shape)."""
+    return {f"{name}.weight" if name else "weight"
+            for name, layer in net.named_sublayers(include_self=True) if isinstance(layer, nn.Linear)}
+
+
+class LSTM(nn.LSTM):
+    """paddle.nn.LSTM whose state_dict() holds each parameter once, under torch's name.
+
+    paddle.nn.LSTM lists every tensor twice in its state dict: as ``weight_ih_l0`` (torch's name) and as
+    ``0.cell.weight_ih`` (the per-cell alias of the same Parameter). A state-dict hook drops the aliases, so
+    ``Net.state_dict()`` has exactly the torch key set (``lstm.weight_ih_l0``, ``lstm.weight_hh_l0``,
+    ``lstm.bias_ih_l0``, ``lstm.bias_hh_l0``), in the same [4H, in] layout and gate order (i, f, g, o).
+    Paddle's ``set_state_dict`` runs no hooks and expects both names; ``NetBase.set_state_dict`` fills in whichever
+    name is missing, so a dict with torch names, with paddle's aliases, or with both loads without warnings.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Computed once: the hook also runs inside paddle.jit.save, where named_parameters() cannot be called.
+        self.aliases = cell_aliases(self)
+        self.register_state_dict_hook(self._drop_cell_aliases)
+
+    def _drop_cell_aliases(self, destination):
+        # The hook gets the whole dict being built, whose outer prefix it does not know: drop "<p>0.cell.weight_ih"
+        # only when its twin "<p>weight_ih_l0" is there too.
+        for alias, torch_name in self.aliases.items():
+            for key in [k for k in destination if k == alias or k.endswith("." + alias)]:
+                if key[:len(key) - len(alias)] + torch_name in destination:
+                    del destination[key]
+        return destination
+
+
+def cell_aliases(lstm):
+    """{paddle alias relative to ``lstm`` (e.g. '0.cell.weight_ih'): torch name (e.g. 'weight_ih_l0')}, matched by
+    Parameter identity."""
+    torch_names = {id(p): name for name, p in lstm.named_parameters(include_sublayers=False)}
+    aliases = {}
+    for prefix, layer in lstm.named_sublayers():
+        for name, p in layer.named_parameters(include_sublayers=False):
+            if id(p) in torch_names:
+                aliases[f"{prefix}.{name}"] = torch_names[id(p)]
+    return aliases
+
+
+def lstm_aliases(net):
+    """{full alias key: full torch key} for every paddle.nn.LSTM inside ``net``."""
+    pairs = {}
+    for prefix, layer in net.named_sublayers(include_self=True):
+        if isinstance(layer, nn.LSTM):
+            base = f"{prefix}." if prefix else ""
+            aliases = layer.aliases if isinstance(layer, LSTM) else cell_aliases(layer)
+            pairs.update({base + alias: base + name for alias, name in aliases.items()})
+    return pairs
+
+
+class NetBase(nn.Layer):
+    """Base of the paddle Nets: set_state_dict accepts LSTM tensors under torch names, paddle aliases or both."""
+
+    def set_state_dict(self, state_dict, use_structured_name=True):
+        state_dict = dict(state_dict)
+        for alias, name in lstm_aliases(self).items():
+            if name in state_dict and alias not in state_dict:
+                state_dict[alias] = state_dict[name]
+            elif alias in state_dict and name not in state_dict:
+                state_dict[name] = state_dict[alias]
+        return super().set_state_dict(state_dict, use_structured_name)
+
+
+class FC(nn.Layer):
+    def __init__(self, in_size, out_size, dropout_r=0.0, use_relu=True):
+        super().__init__()
+        self.dropout_r = dropout_r
+        self.use_relu = use_relu
+        self.linear = nn.Linear(in_size, out_size)
+        if use_relu:
+            self.relu = nn.ReLU()
+        if dropout_r > 0:
+            self.dropout = nn.Dropout(dropout_r)
+
+    def forward(self, x):
+        x = self.linear(x)
+        if self.use_relu:
+            x = self.relu(x)
+        if self.dropout_r > 0:
+            x = self.dropout(x)
+        return x
+
+
+class MLP(nn.Layer):
+    def __init__(self, in_size, mid_size, out_size, dropout_r=0.0, use_relu=True):
+        super().__init__()
+        self.fc = FC(in_size, mid_size, dropout_r=dropout_r, use_relu=use_relu)
+        self.linear = nn.Linear(mid_size, out_size)
+
+    def forward(self, x):
+        return self.linear(self.fc(x))
+
+
+class LayerNorm(nn.Layer):
+    """openvqa's LayerNorm: a_2 * (x - mean) / (unbiased std + eps) + b_2. Not paddle.nn.LayerNorm."""
+
+    def __init__(self, size, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.a_2 = self.create_parameter([size], default_initializer=nn.initializer.Constant(1.0))
+        self.b_2 = self.create_parameter([size], default_initializer=nn.initializer.Constant(0.0))
+
+    def forward(self, x):
+        mean = x.mean(-1, keepdim=True)
+        centered = x - mean
+        # Unbiased std written out: on CPU builds paddle.std runs a Python fallback with a host sync per call.
+        std = paddle.sqrt(paddle.sum(centered * centered, axis=-1, keepdim=True) / (x.shape[-1] - 1))
+        return self.a_2 * centered / (std + self.eps) + self.b_2
+
+
+class MHAtt(nn.Layer):
+    """Multi-head attention; heads are contiguous slices of the hidden vector."""
+
+    def __init__(self, hidden_size, multi_head, dropout_r):
+        super().__init__()
+        if hidden_size % multi_head:
+            raise ValueError(f"HIDDEN_SIZE {hidden_size} must be divisible by MULTI_HEAD {multi_head}")
+        self.hidden_size = hidden_size
+        self.multi_head = multi_head
+        self.linear_v = nn.Linear(hidden_size, hidden_size)
+        self.linear_k = nn.Linear(hidden_size, hidden_size)
+        self.linear_q = nn.Linear(hidden_size, hidden_size)
+        self.linear_merge = nn.Linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout_r)
+
+    def split_heads(self, x):
+        """(B, n, H) -> (B, heads, n, H / heads)."""
+        # 0 keeps the batch size as is, also when it is unknown (-1) in an exported static graph
+        return x.reshape([0, -1, self.multi_head, self.hidden_size // self.multi_head]).transpose([0, 2, 1, 3])
+
+    def merge_heads(self, x):
+        """(B, heads, n, H / heads) -> (B, n, H)."""
+        return x.transpose([0, 2, 1, 3]).reshape([0, -1, self.hidden_size])
+
+    def scores(self, k, q):
+        return paddle.matmul(q, k, transpose_y=True) / math.sqrt(q.shape[-1])
+
+    def forward(self, v, k, q, mask):
+        v = self.split_heads(self.linear_v(v))
+        k = self.split_heads(self.linear_k(k))
+        q = self.split_heads(self.linear_q(q))
+        scores = self.scores(k, q)
+        if mask is not None:
+            scores = masked_fill(scores, mask)
+        att_map = self.dropout(F.softmax(scores, axis=-1))
+        return self.linear_merge(self.merge_heads(paddle.matmul(att_map, v)))
+
+
+class FFN(nn.Layer):
+    def __init__(self, hidden_size, ff_size, dropout_r):
+        super().__init__()
+        self.mlp = MLP(hidden_size, ff_size, hidden_size, dropout_r=dropout_r, use_relu=True)
+
+    def forward(self, x):
+        return self.mlp(x)
+
+
+class AttFlat(nn.Layer):
+    """Attention pooling over tokens: ``glimpses`` softmax-weighted sums, concatenated, then linear_merge."""
+
+    def __init__(self, in_size, mid_size, glimpses, out_size, dropout_r):
+        super().__init__()
+        self.glimpses = glimpses
+        self.mlp = MLP(in_size, mid_size, glimpses, dropout_r=dropout_r, use_relu=True)
+        self.linear_merge = nn.Linear(in_size * glimpses, out_size)
+
+    def forward(self, x, x_mask):
+        att = self.mlp(x)
+        att = masked_fill(att, x_mask.squeeze(1).squeeze(1).unsqueeze(2))
+        att = F.softmax(att, axis=1)
+        pooled = [paddle.sum(att[:, :, i:i + 1] * x, axis=1) for i in range(self.glimpses)]
+        return self.linear_merge(paddle.concat(pooled, axis=1))
+
+
+class SA(nn.Layer):
+    """Self-attention layer (openvqa MCAN SA, TRAR encoder): post-LN residual attention, then FFN."""
+
+    def __init__(self, hidden_size, ff_size, multi_head, dropout_r):
+        super().__init__()
+        self.mhatt = MHAtt(hidden_size, multi_head, dropout_r)
+        self.ffn = FFN(hidden_size, ff_size, dropout_r)
+        self.dropout1 = nn.Dropout(dropout_r)
+        self.norm1 = LayerNorm(hidden_size)
+        self.dropout2 = nn.Dropout(dropout_r)
+        self.norm2 = LayerNorm(hidden_size)
+
+    def forward(self, y, y_mask):
+        y = self.norm1(y + self.dropout1(self.mhatt(y, y, y, y_mask)))
+        return self.norm2(y + self.dropout2(self.ffn(y)))
+
+
+def make_embedding(token_size, embed_size, pretrained_emb):
+    """Word embedding, overwritten by ``pretrained_emb`` (numpy (token_size, embed_size)) when given."""
+    embedding = nn.Embedding(token_size, embed_size)
+    if pretrained_emb is not None:
+        check_pretrained_emb(pretrained_emb, token_size, embed_size)
+        embedding.weight.set_value(paddle.to_tensor(pretrained_emb, dtype="float32"))
+    return embedding
+
+
+def check_pretrained_emb(pretrained_emb, token_size, embed_size):
+    if tuple(pretrained_emb.shape) != (token_size, embed_size):
+        raise ValueError(f"pretrained_emb has shape {tuple(pretrained_emb.shape)}, expected (token_size, "
+                         f"WORD_EMBED_SIZE) = ({token_size}, {embed_size})")
+
+
+class Adapter(nn.Layer):
+    """Projects the image features to HIDDEN_SIZE; the image mask comes from the raw features."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.data_format = cfg.DATA_FORMAT
+        self.use_bbox_feat = False
+        if cfg.DATA_FORMAT == "vqa":
+            feat_size = cfg.FEAT_SIZE["vqa"]
+            in_size = feat_size["FRCN_FEAT_SIZE"][1]
+            self.use_bbox_feat = bool(cfg.USE_BBOX_FEAT)
+            if self.use_bbox_feat:
+                self.bbox_linear = nn.Linear(feat_size["BBOX_FEAT_SIZE"][1], cfg.BBOXFEAT_EMB_SIZE)
+                in_size += cfg.BBOXFEAT_EMB_SIZE
+            self.frcn_linear = nn.Linear(in_size, cfg.HIDDEN_SIZE)
+        elif cfg.DATA_FORMAT == "clevr":
+            self.grid_linear = nn.Linear(cfg.FEAT_SIZE["clevr"]["GRID_FEAT_SIZE"][1], cfg.HIDDEN_SIZE)
+        else:
+            raise ValueError(f"DATA_FORMAT must be 'vqa' or 'clevr', got {cfg.DATA_FORMAT!r}")
+
+    def forward(self, frcn_feat, grid_feat, bbox_feat):
+        if self.data_format == "clevr":
+            return self.grid_linear(grid_feat), make_mask(grid_feat)
+        img_mask = make_mask(frcn_feat)
+        if self.use_bbox_feat:
+            frcn_feat = paddle.concat((frcn_feat, self.bbox_linear(bbox_feat)), axis=-1)
+        return self.frcn_linear(frcn_feat), img_mask

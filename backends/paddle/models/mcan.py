@@ -1,0 +1,72 @@
+"""MCAN (openvqa models/mcan) in PaddlePaddle, small and large by config. Mirror of backends/torch/models/mcan.py.
+
+Encoder-decoder: SA layers on the question, then SGA layers on the image (self-attention, guided attention to the
+final question features, FFN). Structured parameter names equal openvqa's (Linear weights are [in, out]).
+"""
+from paddle import nn
+
+from backends.paddle.layers import (FFN, LSTM, SA, Adapter, AttFlat, LayerNorm, MHAtt, NetBase, make_embedding,
+                                    make_mask)
+
+
+class SGA(nn.Layer):
+    def __init__(self, cfg):
+        super().__init__()
+        self.mhatt1 = MHAtt(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.DROPOUT_R)
+        self.mhatt2 = MHAtt(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.DROPOUT_R)
+        self.ffn = FFN(cfg.HIDDEN_SIZE, cfg.FF_SIZE, cfg.DROPOUT_R)
+        self.dropout1 = nn.Dropout(cfg.DROPOUT_R)
+        self.norm1 = LayerNorm(cfg.HIDDEN_SIZE)
+        self.dropout2 = nn.Dropout(cfg.DROPOUT_R)
+        self.norm2 = LayerNorm(cfg.HIDDEN_SIZE)
+        self.dropout3 = nn.Dropout(cfg.DROPOUT_R)
+        self.norm3 = LayerNorm(cfg.HIDDEN_SIZE)
+
+    def forward(self, x, y, x_mask, y_mask):
+        x = self.norm1(x + self.dropout1(self.mhatt1(x, x, x, x_mask)))
+        x = self.norm2(x + self.dropout2(self.mhatt2(y, y, x, y_mask)))
+        return self.norm3(x + self.dropout3(self.ffn(x)))
+
+
+class MCA_ED(nn.Layer):
+    def __init__(self, cfg):
+        super().__init__()
+        self.enc_list = nn.LayerList(
+            [SA(cfg.HIDDEN_SIZE, cfg.FF_SIZE, cfg.MULTI_HEAD, cfg.DROPOUT_R) for _ in range(cfg.LAYER)])
+        self.dec_list = nn.LayerList([SGA(cfg) for _ in range(cfg.LAYER)])
+
+    def forward(self, y, x, y_mask, x_mask):
+        for enc in self.enc_list:
+            y = enc(y, y_mask)
+        for dec in self.dec_list:
+            x = dec(x, y, x_mask, y_mask)
+        return y, x
+
+
+class Net(NetBase):
+    def __init__(self, cfg, pretrained_emb, token_size, answer_size):
+        super().__init__()
+        self.embedding = make_embedding(token_size, cfg.WORD_EMBED_SIZE, pretrained_emb)
+        self.lstm = LSTM(input_size=cfg.WORD_EMBED_SIZE, hidden_size=cfg.HIDDEN_SIZE, num_layers=1, time_major=False)
+        self.adapter = Adapter(cfg)
+        self.backbone = MCA_ED(cfg)
+        self.attflat_img = AttFlat(cfg.HIDDEN_SIZE, cfg.FLAT_MLP_SIZE, cfg.FLAT_GLIMPSES, cfg.FLAT_OUT_SIZE,
+                                   cfg.DROPOUT_R)
+        self.attflat_lang = AttFlat(cfg.HIDDEN_SIZE, cfg.FLAT_MLP_SIZE, cfg.FLAT_GLIMPSES, cfg.FLAT_OUT_SIZE,
+                                    cfg.DROPOUT_R)
+        self.proj_norm = LayerNorm(cfg.FLAT_OUT_SIZE)
+        self.proj = nn.Linear(cfg.FLAT_OUT_SIZE, answer_size)
+
+    def set_tau(self, tau):
+        """MCAN has no routing; kept so every Net takes the same calls."""
+
+    def routing_alphas(self):
+        return []
+
+    def forward(self, frcn_feat, grid_feat, bbox_feat, ques_ix):
+        lang_mask = make_mask(ques_ix.unsqueeze(2))
+        lang_feat, _ = self.lstm(self.embedding(ques_ix))
+        img_feat, img_mask = self.adapter(frcn_feat, grid_feat, bbox_feat)
+        lang_feat, img_feat = self.backbone(lang_feat, img_feat, lang_mask, img_mask)
+        proj_feat = self.attflat_lang(lang_feat, lang_mask) + self.attflat_img(img_feat, img_mask)
+        return self.proj(self.proj_norm(proj_feat))

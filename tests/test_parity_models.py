@@ -1,0 +1,174 @@
+"""Torch <-> paddle parity of the TRAR and MCAN nets: same weights (initialised in torch, copied to paddle with the
+Linear weights transposed), same numpy inputs, both frameworks in one process.
+
+Eval mode: every named intermediate (encoder output, decoder output, pooled features, routing weights, logits) within
+FORWARD_ATOL. Train mode with dropout 0 and soft routing: every parameter's gradient within GRAD_RTOL of the torch
+gradient's largest magnitude (train mode because paddle 3.3.1 on CPU cannot backprop through nn.LSTM in eval mode).
+"""
+import numpy as np
+import pytest
+
+from tests.model_configs import (ANSWER_SIZE, TOKEN_SIZE, build, capture, forward, full_cfg, layers_module,
+                                 load_state, make_batch, named_grads, numpy_state, tiny_cfg, to_numpy, to_tensor)
+from tests.tolerances import FORWARD_ATOL, GRAD_RTOL
+
+pytestmark = pytest.mark.parity
+
+
+def torch_to_paddle(torch_net):
+    """{key: numpy} in paddle's layout: Linear weights (found by module type) transposed, everything else as is."""
+    linear = layers_module("torch").linear_weight_names(torch_net)
+    return {k: v.T.copy() if k in linear else v for k, v in numpy_state("torch", torch_net).items()}
+
+
+def twin_nets(cfg, token_size=TOKEN_SIZE, answer_size=ANSWER_SIZE, seed=0):
+    torch_net = build("torch", cfg, seed=seed, token_size=token_size, answer_size=answer_size)
+    paddle_net = build("paddle", cfg, seed=seed, token_size=token_size, answer_size=answer_size)
+    load_state("paddle", paddle_net, torch_to_paddle(torch_net))
+    return torch_net, paddle_net
+
+
+def run_with_intermediates(fw, net, batch, train=False):
+    """Logits plus the outputs of the backbone, the two poolings and (TRAR) the routing weights, as numpy."""
+    store = {}
+    hooks = [capture(fw, net.backbone, store, "backbone"),
+             capture(fw, net.attflat_lang, store, "attflat_lang"),
+             capture(fw, net.attflat_img, store, "attflat_img")]
+    try:
+        logits = forward(fw, net, batch, train=train)
+    finally:
+        for h in hooks:
+            h.remove()
+    lang, img = store.pop("backbone")
+    out = {"encoder_output": lang, "decoder_output": img, **store, "logits": logits}
+    out = {name: to_numpy(fw, value) for name, value in out.items()}
+    for i, alphas in enumerate(net.routing_alphas()):
+        out[f"routing_alphas.{i}"] = to_numpy(fw, alphas)
+    return out, logits
+
+
+def assert_all_close(expected, got, atol, path="outputs"):
+    """Walk dicts/lists/arrays together; fail naming the first path that differs. Unknown types are an error."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and set(got) == set(expected), f"{path}: keys {sorted(got)} != {sorted(expected)}"
+        for key in expected:
+            assert_all_close(expected[key], got[key], atol, f"{path}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert isinstance(got, (list, tuple)) and len(got) == len(expected), f"{path}: lengths differ"
+        for i, (e, g) in enumerate(zip(expected, got)):
+            assert_all_close(e, g, atol, f"{path}.{i}")
+    elif isinstance(expected, np.ndarray):
+        assert isinstance(got, np.ndarray) and got.shape == expected.shape, \
+            f"{path}: shape {getattr(got, 'shape', None)} != {expected.shape}"
+        assert np.isfinite(expected).all() and np.isfinite(got).all(), f"{path}: non-finite values"
+        diff = float(np.max(np.abs(got.astype(np.float64) - expected))) if expected.size else 0.0
+        assert diff <= atol, f"{path}: max abs difference {diff:.3g} > {atol:g}"
+    else:
+        raise TypeError(f"{path}: cannot compare values of type {type(expected).__name__}")
+
+
+EVAL_CASES = {
+    "trar_soft_avg": ("trar", "vqa", {}),
+    "trar_soft_attention": ("trar", "vqa", {"POOLING": "attention"}),
+    "trar_soft_fc": ("trar", "vqa", {"POOLING": "fc"}),
+    "trar_hard_avg": ("trar", "vqa", {"ROUTING": "hard", "TAU_MAX": 0.5}),
+    "trar_hard_attention_binarize": ("trar", "vqa", {"ROUTING": "hard", "POOLING": "attention", "BINARIZE": True}),
+    "trar_clevr_hard_fc_binarize": ("trar", "clevr", {}),
+    "mcan_small": ("mcan_small", "vqa", {}),
+    "mcan_small_bbox": ("mcan_small", "vqa", {"USE_BBOX_FEAT": True, "BBOXFEAT_EMB_SIZE": 6}),
+    "mcan_large": ("mcan_large", "vqa", {}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EVAL_CASES))
+def test_eval_forward_parity(both_backends, case):
+    model, dataset, overrides = EVAL_CASES[case]
+    cfg = tiny_cfg(model, dataset, **overrides)
+    torch_net, paddle_net = twin_nets(cfg)
+    batch = make_batch(cfg, batch_size=4)
+    expected, _ = run_with_intermediates("torch", torch_net, batch)
+    got, _ = run_with_intermediates("paddle", paddle_net, batch)
+    assert_all_close(expected, got, FORWARD_ATOL, case)
+
+
+def test_eval_forward_parity_full_size_trar(both_backends):
+    """The shipped vqa TRAR (52M parameters, 3129 answers), two samples."""
+    cfg = full_cfg("trar", "vqa")
+    torch_net, paddle_net = twin_nets(cfg, token_size=50, answer_size=3129)
+    batch = make_batch(cfg, batch_size=2)
+    batch["ques_ix"] %= 50
+    batch["ques_ix"][0, 5:] = 0
+    expected, _ = run_with_intermediates("torch", torch_net, batch)
+    got, _ = run_with_intermediates("paddle", paddle_net, batch)
+    assert_all_close(expected, got, FORWARD_ATOL, "trar_full")
+
+
+GRAD_CASES = {
+    "trar_soft_avg": ("trar", "vqa", {}),
+    "trar_soft_attention": ("trar", "vqa", {"POOLING": "attention"}),
+    "trar_soft_fc_clevr": ("trar", "clevr", {"ROUTING": "soft", "BINARIZE": False}),
+    "mcan_small": ("mcan_small", "vqa", {}),
+}
+
+
+def loss_and_backward(fw, net, batch, weights):
+    """A fixed linear loss sum(logits * weights), so the gradient reaching the logits is ``weights`` itself."""
+    out, logits = run_with_intermediates(fw, net, batch, train=True)
+    (logits * to_tensor(fw, weights)).sum().backward()
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(GRAD_CASES))
+def test_gradient_parity(both_backends, case):
+    model, dataset, overrides = GRAD_CASES[case]
+    cfg = tiny_cfg(model, dataset, DROPOUT_R=0.0, **overrides)
+    torch_net, paddle_net = twin_nets(cfg)
+    batch = make_batch(cfg, batch_size=4)
+    weights = np.random.default_rng(3).standard_normal((4, ANSWER_SIZE)).astype(np.float32)
+
+    expected = loss_and_backward("torch", torch_net, batch, weights)
+    got = loss_and_backward("paddle", paddle_net, batch, weights)
+    assert_all_close(expected, got, FORWARD_ATOL, f"{case}.train")
+
+    linear = layers_module("torch").linear_weight_names(torch_net)
+    torch_grads = named_grads("torch", torch_net)
+    paddle_grads = named_grads("paddle", paddle_net)
+    assert sorted(paddle_grads) == sorted(torch_grads)
+    largest = max(float(np.max(np.abs(g))) for g in torch_grads.values() if g is not None)
+    for name, g_torch in torch_grads.items():
+        g_paddle = paddle_grads[name]
+        assert g_torch is not None and g_paddle is not None, f"{case}.grad.{name}: no gradient"
+        if name in linear:
+            g_paddle = g_paddle.T
+        diff = float(np.max(np.abs(g_paddle.astype(np.float64) - g_torch)))
+        if zero_in_exact_arithmetic(name):
+            noise = max(float(np.max(np.abs(g_torch))), float(np.max(np.abs(g_paddle))))
+            assert noise <= GRAD_RTOL * largest, \
+                f"{case}.grad.{name}: should be ~0, max abs {noise:.3g} vs largest gradient {largest:.3g}"
+        else:
+            rel = diff / float(np.max(np.abs(g_torch)))
+            assert rel <= GRAD_RTOL, f"{case}.grad.{name}: max abs difference / max |torch grad| = {rel:.3g}"
+
+
+def zero_in_exact_arithmetic(name):
+    """Biases whose gradient is exactly zero in exact arithmetic: each adds one constant to all inputs of a softmax
+    (the key bias of every attention; the one-glimpse score bias of AttFlat and of the routing pools). Their computed
+    gradients are rounding noise, so they are checked against the net's largest gradient instead of their own."""
+    if name.endswith(".linear_k.bias") or name.endswith("routing_block.pool.bias"):
+        return True
+    return name.endswith("mlp.linear.bias") and (name.startswith("attflat_") or "routing_block.pool." in name)
+
+
+@pytest.mark.parametrize("case", sorted(EVAL_CASES))
+def test_module_trees_mirror(both_backends, case):
+    """Same class names at the same paths in both frameworks (inside an LSTM only paddle has per-cell sublayers;
+    torch's ModuleList is paddle's LayerList)."""
+    model, dataset, overrides = EVAL_CASES[case]
+    cfg = tiny_cfg(model, dataset, **overrides)
+    torch_net = build("torch", cfg)
+    paddle_net = build("paddle", cfg)
+    torch_tree = [(name, {"ModuleList": "LayerList"}.get(type(m).__name__, type(m).__name__))
+                  for name, m in torch_net.named_modules()]
+    paddle_tree = [(name, type(m).__name__) for name, m in paddle_net.named_sublayers(include_self=True)
+                   if not name.startswith("lstm.")]
+    assert paddle_tree == torch_tree
