@@ -1,4 +1,11 @@
-"""The framework-neutral backend interface. Numpy arrays cross the boundary; tensors never leave a backend."""
+"""The framework-neutral backend interface. Numpy arrays cross the boundary; tensors never leave a backend.
+
+Also the few framework-neutral rules both trainers share, so the torch and paddle twins cannot drift apart.
+"""
+
+# Net.forward's arguments, in order (docs/architecture.md, sample format); 'ans' is the training target.
+INPUT_KEYS = ("frcn_feat", "grid_feat", "bbox_feat", "ques_ix")
+ADAM_KEYS = ("betas", "eps", "weight_decay", "amsgrad")
 
 
 class BackendUnavailable(ImportError):
@@ -32,6 +39,10 @@ class Backend:
     def make_trainer(self, net, cfg):
         raise NotImplementedError
 
+    def routing_alphas(self, net):
+        """TRAR: the routing weights of the last forward, one float32 array (B, len(ORDERS)) per decoder layer."""
+        raise NotImplementedError
+
 
 class Trainer:
     def train_step(self, batch, lr):
@@ -46,3 +57,22 @@ class Trainer:
 
     def load_optimizer_state(self, meta):
         raise NotImplementedError
+
+
+def adam_settings(cfg):
+    """torch-style Adam settings from cfg.OPT_PARAMS: {'betas': (b1, b2), 'eps', 'weight_decay', 'amsgrad'}."""
+    params = dict(cfg.OPT_PARAMS)
+    unknown = sorted(set(params) - set(ADAM_KEYS))
+    if unknown:
+        raise ValueError(f"OPT_PARAMS: unknown Adam setting {', '.join(unknown)}; "
+                         f"expected some of {', '.join(ADAM_KEYS)}")
+    betas = tuple(float(b) for b in params.get("betas", (0.9, 0.999)))
+    if len(betas) != 2:
+        raise ValueError(f"OPT_PARAMS.betas: expected two numbers, got {params['betas']!r}")
+    return {"betas": betas, "eps": float(params.get("eps", 1e-8)),
+            "weight_decay": float(params.get("weight_decay", 0.0)), "amsgrad": bool(params.get("amsgrad", False))}
+
+
+def sub_batches(batch_size, sub_batch_size):
+    """Contiguous slices of SUB_BATCH_SIZE covering a batch: GRAD_ACCU_STEPS of them for a full batch."""
+    return [slice(start, min(start + sub_batch_size, batch_size)) for start in range(0, batch_size, sub_batch_size)]

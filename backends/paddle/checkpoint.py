@@ -1,0 +1,119 @@
+"""Checkpoint files for the PaddlePaddle backend. Mirror of backends/torch/checkpoint.py.
+
+Written: a pair, each to a temp file first; the .pdopt is renamed into place before the .pdparams, so a .pdparams is
+never seen next to a missing or older .pdopt.
+- <stem>.pdparams: paddle.save of {structured name: ndarray}, Paddle layout (Linear weights [in, out]), LSTM tensors
+  once under torch's names (lstm.weight_ih_l0, ...), no name table. paddle.load + Layer.set_state_dict read it.
+- <stem>.pdopt: paddle.save of
+      {'epoch': int, 'lr_base': float,
+       'optimizer': {'framework': 'paddle',
+                     'state': {structured parameter name: {'moment1': ndarray, 'moment2': ndarray,
+                                                           'beta1_pow_acc': (1,), 'beta2_pow_acc': (1,)}}}}
+  Adam's accumulators are keyed by the parameter's structured name, not by Paddle's internal name (linear_12.w_0),
+  which depends on how many layers the process had built before.
+Read:
+- this project's .pdparams; a Paddle port's (LSTM aliases lstm.0.cell.*, the 'StructuredToParameterName@@' table);
+  a paddle.save'd openvqa container {'state_dict', 'optimizer', 'lr_base', 'epoch'};
+- a torch .pkl (openvqa / TRAR-VQA container or bare state dict, zip or legacy format) through convert.pickles, so
+  torch is never imported; Linear weights are transposed using the model's Linear list.
+"""
+import numpy as np
+import paddle
+
+from backends.paddle.layers import linear_weight_names
+from convert import layout, pickles
+from core.checkpoints import atomic_save
+
+
+def read_checkpoint(path):
+    """(loaded object, is_paddle_layout) of a checkpoint file of either framework."""
+    if pickles.checkpoint_kind(path) == 'pickle':
+        return pickles.read_pdparams(path), True
+    return pickles.read_torch_checkpoint(path), False
+
+
+def _numpy_dtype(tensor):
+    return np.dtype(str(tensor.dtype).split('.')[-1])
+
+
+def load_checkpoint(net, path):
+    """Load weights into ``net`` (strict, with a report naming the config keys that probably differ);
+    return {'epoch', 'lr_base', 'optimizer'}, None where the file has none."""
+    obj, paddle_layout = read_checkpoint(path)
+    state, meta = layout.split_container(obj, path)
+    state = layout.normalize_lstm_names({k: np.asarray(v) for k, v in state.items()})
+    if paddle_layout:
+        meta = pickles.read_pdopt_meta(path, meta)
+    else:
+        state = layout.to_paddle_layout(state, linear_weight_names(net))
+    own = net.state_dict()
+    layout.check_compatible({k: tuple(v.shape) for k, v in own.items()},
+                            {k: tuple(v.shape) for k, v in state.items()}, path)
+    net.set_state_dict({k: state[k].astype(_numpy_dtype(v), copy=False) for k, v in own.items()})
+    return meta
+
+
+def _param_names(net):
+    """{Paddle's internal parameter name: structured name}."""
+    return {p.name: name for name, p in net.named_parameters()}
+
+
+def _split_accumulator_key(key, internal_names):
+    """'linear_3.w_0_moment1_0' -> ('linear_3.w_0', 'moment1'), or None for keys of no parameter."""
+    for internal in internal_names:
+        if key.startswith(internal + '_'):
+            return internal, key[len(internal) + 1:].rsplit('_', 1)[0]
+    return None
+
+
+def _accumulator_keys(optimizer, net):
+    """{optimizer state key: (structured parameter name, accumulator name)}."""
+    names = _param_names(net)
+    internal = sorted(names, key=len, reverse=True)   # the longest name first: linear_1.w_0 is a prefix of no other
+    keys = {}
+    for key in optimizer.state_dict():
+        split = _split_accumulator_key(key, internal)
+        if split is not None:
+            keys[key] = (names[split[0]], split[1])
+    return keys
+
+
+def optimizer_state(optimizer, net):
+    """Adam's accumulators keyed by structured parameter names (the .pdopt 'optimizer' entry)."""
+    current = optimizer.state_dict()
+    state = {}
+    for key, (param, accumulator) in _accumulator_keys(optimizer, net).items():
+        state.setdefault(param, {})[accumulator] = current[key].numpy()
+    return {'framework': 'paddle', 'state': state}
+
+
+def restore_optimizer_state(optimizer, net, state):
+    """Load a saved paddle Adam state; returns False (and changes nothing) for another framework's state."""
+    if not (isinstance(state, dict) and state.get('framework') == 'paddle'):
+        return False
+    # Paddle creates accumulators at the first step under names it makes up then; create them now so the saved
+    # values can be matched to their real names.
+    params = [p for p in net.parameters() if not p.stop_gradient]
+    optimizer._create_accumulators(paddle.static.default_main_program().global_block(), params)
+    current = optimizer.state_dict()
+    saved = state['state']
+    for key, (param, accumulator) in _accumulator_keys(optimizer, net).items():
+        value = saved.get(param, {}).get(accumulator)
+        if value is not None:
+            current[key] = np.asarray(value)
+    optimizer.set_state_dict(current)
+    return True
+
+
+def save_checkpoint(path, net, optimizer, epoch, lr_base):
+    """<stem>.pdparams and <stem>.pdopt for ``path`` = <stem>.pdparams (or <stem>)."""
+    stem = path[:-len('.pdparams')] if path.endswith('.pdparams') else path
+    params = layout.normalize_lstm_names({k: v.numpy() for k, v in net.state_dict().items()})
+    meta = {'epoch': int(epoch), 'lr_base': float(lr_base), 'optimizer': optimizer_state(optimizer, net)}
+
+    def write_pair(params_tmp):
+        def write_both(opt_tmp):
+            paddle.save(params, params_tmp)
+            paddle.save(meta, opt_tmp)
+        atomic_save(stem + '.pdopt', write_both)        # renamed first
+    atomic_save(stem + '.pdparams', write_pair)          # renamed last

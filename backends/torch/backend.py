@@ -1,0 +1,167 @@
+"""The PyTorch backend: device, seeding, loaders, the trainer, prediction and checkpoints.
+
+Mirrored in backends/paddle/backend.py (same functions, same order). Numpy arrays come in and go out; the trainer
+follows the original train_engine: Adam with the learning rate the engine gives per step, the loss summed over
+batch x answers, exact gradient accumulation over contiguous sub-batches, optional global-norm clipping.
+"""
+import os
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backends.base import INPUT_KEYS, Backend, Trainer, adam_settings, sub_batches
+from backends.torch import checkpoint, models
+
+
+def collate(samples):
+    """Sample dicts of numpy arrays -> a dict of batched tensors."""
+    return {key: torch.from_numpy(np.stack([s[key] for s in samples])) for key in samples[0]}
+
+
+def make_loss(cfg):
+    """loss(pred, ans) per LOSS_FUNC with LOSS_REDUCTION ('sum': over batch x answers, not divided by the batch)."""
+    reduction = cfg.LOSS_REDUCTION
+    if cfg.LOSS_FUNC == 'bce':
+        fn = nn.BCEWithLogitsLoss(reduction=reduction)
+        return lambda pred, ans: fn(pred, ans)
+    if cfg.LOSS_FUNC == 'kld':
+        fn = nn.KLDivLoss(reduction=reduction)
+        return lambda pred, ans: fn(F.log_softmax(pred, dim=1), ans)
+    if cfg.LOSS_FUNC == 'ce':
+        fn = nn.CrossEntropyLoss(reduction=reduction)
+        return lambda pred, ans: fn(pred, ans.reshape(-1))
+    raise ValueError(f"LOSS_FUNC: unknown loss {cfg.LOSS_FUNC!r}; expected bce, kld or ce")
+
+
+class TorchTrainer(Trainer):
+    def __init__(self, net, cfg, device):
+        self.net = net
+        self.device = device
+        self.sub_batch_size = cfg.SUB_BATCH_SIZE
+        self.clip = float(cfg.GRAD_NORM_CLIP)
+        self.params = [p for p in net.parameters() if p.requires_grad]
+        self.adam = adam_settings(cfg)
+        self.optimizer = torch.optim.Adam(self.params, lr=0.0, **self.adam)
+        self.loss_fn = make_loss(cfg)
+        self.amp = bool(cfg.AMP) and device.type == 'cuda'
+        if cfg.AMP and not self.amp:
+            warnings.warn("AMP: mixed precision needs a GPU; training in float32 on the CPU", RuntimeWarning,
+                          stacklevel=3)
+        self.scaler = torch.amp.GradScaler('cuda') if self.amp else None
+
+    def train_step(self, batch, lr):
+        for group in self.optimizer.param_groups:
+            group['lr'] = lr
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        inputs = _to_device(batch, self.device, INPUT_KEYS + ('ans',))
+        total = 0.0
+        for part in sub_batches(len(inputs['ans']), self.sub_batch_size):
+            with torch.autocast('cuda', dtype=torch.float16, enabled=self.amp):
+                pred = self.net(*(inputs[k][part] for k in INPUT_KEYS))
+            loss = self.loss_fn(pred.float(), inputs['ans'][part])
+            (self.scaler.scale(loss) if self.amp else loss).backward()
+            total += loss.item()
+        if self.clip > 0:
+            if self.amp:
+                self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        if self.amp:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return total
+
+    def set_tau(self, tau):
+        self.net.set_tau(tau)
+
+    def save(self, path, epoch, lr_base):
+        checkpoint.save_checkpoint(path, self.net, self.optimizer, epoch, lr_base)
+
+    def load_optimizer_state(self, meta):
+        state = (meta or {}).get('optimizer')
+        if not state:
+            return
+        if not checkpoint.restore_optimizer_state(self.optimizer, self.net, state):
+            warnings.warn("the checkpoint's optimizer state is from another framework; Adam's moments restart "
+                          "from zero", RuntimeWarning, stacklevel=2)
+            return
+        for group in self.optimizer.param_groups:   # the config's Adam settings win over the saved ones
+            group.update(self.adam)
+
+
+def _to_device(batch, device, keys):
+    out = {}
+    for key in keys:
+        value = batch[key]
+        if not isinstance(value, torch.Tensor):
+            value = np.ascontiguousarray(value)
+            value = torch.from_numpy(value) if value.flags.writeable else torch.tensor(value)
+        out[key] = value.to(device, non_blocking=True)
+    return out
+
+
+class TorchBackend(Backend):
+    name = 'torch'
+    checkpoint_ext = '.pkl'
+
+    def __init__(self):
+        self.device = torch.device('cpu')
+
+    def seed(self, seed):
+        torch.manual_seed(seed)   # seeds every CUDA device too
+
+    def set_device(self, gpu=None):
+        if 'OMP_NUM_THREADS' not in os.environ:
+            torch.set_num_threads(os.cpu_count() or 1)
+        ids = [p.strip() for p in str(gpu or '').split(',') if p.strip()]
+        if not ids:
+            self.device = torch.device('cpu')
+        elif not torch.cuda.is_available():
+            warnings.warn(f"GPU={gpu!r} but torch sees no CUDA device; running on the CPU", RuntimeWarning,
+                          stacklevel=2)
+            self.device = torch.device('cpu')
+        else:
+            if len(ids) > 1:
+                warnings.warn(f"GPU={gpu!r}: this backend trains on one device; using cuda:{ids[0]}",
+                              RuntimeWarning, stacklevel=2)
+            self.device = torch.device(f'cuda:{ids[0]}')
+            torch.cuda.set_device(self.device)
+        return str(self.device)
+
+    def build_model(self, cfg, token_size, answer_size, pretrained_emb=None):
+        return models.build_net(cfg, token_size, answer_size, pretrained_emb).to(self.device)
+
+    def load_checkpoint(self, net, path):
+        return checkpoint.load_checkpoint(net, path)
+
+    def predict(self, net, batch):
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                inputs = _to_device(batch, self.device, INPUT_KEYS)
+                logits = net(*(inputs[k] for k in INPUT_KEYS))
+        finally:
+            net.train(was_training)
+        return logits.float().cpu().numpy()
+
+    def make_loader(self, dataset, batch_sampler, num_workers=0, pin_memory=False):
+        batches = [[int(i) for i in batch] for batch in batch_sampler]
+        workers = max(0, min(int(num_workers), os.cpu_count() or 1))
+        return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                                           pin_memory=bool(pin_memory) and self.device.type == 'cuda',
+                                           collate_fn=collate)
+
+    def make_trainer(self, net, cfg):
+        return TorchTrainer(net, cfg, self.device)
+
+    def routing_alphas(self, net):
+        return [a.detach().float().cpu().numpy() for a in net.routing_alphas()]
+
+
+BACKEND_CLASS = TorchBackend

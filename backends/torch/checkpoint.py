@@ -1,0 +1,77 @@
+"""Checkpoint files for the PyTorch backend. Mirrored in backends/paddle/checkpoint.py.
+
+Written: the original openvqa container, one torch.save (zip) file
+    {'state_dict': net.state_dict(), 'optimizer': Adam.state_dict(), 'lr_base': float, 'epoch': int}
+Read:
+- that container or a bare state dict, from openvqa / TRAR-VQA (zip or legacy torch format, 'module.' prefixes);
+  torch.load(weights_only=True) first, then convert.pickles' restricted reader (weights_only refuses some harmless
+  files); never weights_only=False.
+- a Paddle .pdparams (this project's or a Paddle port's): Linear weights transposed using the model's Linear list,
+  LSTM aliases folded into the torch names; epoch and lr_base come from the .pdopt beside it.
+"""
+import numpy as np
+import torch
+
+from backends.torch.layers import linear_weight_names
+from convert import layout, pickles
+from core.checkpoints import atomic_write
+
+
+def _to_torch(obj):
+    """numpy arrays (from the restricted reader) -> tensors, inside containers."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj if obj.flags.writeable else obj.copy())
+    if isinstance(obj, dict):
+        return type(obj)((k, _to_torch(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_torch(v) for v in obj)
+    return obj
+
+
+def read_checkpoint(path):
+    """(loaded object, is_paddle_layout) of a checkpoint file of either framework."""
+    if pickles.checkpoint_kind(path) == 'pickle':
+        return pickles.read_pdparams(path), True
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True), False
+    except Exception:
+        # weights_only refuses a few harmless things (numpy scalars, some old files); the restricted reader
+        # accepts those and refuses code, naming the global; a damaged file gets its one-line error from it.
+        return _to_torch(pickles.read_torch_checkpoint(path)), False
+
+
+def load_checkpoint(net, path):
+    """Load weights into ``net`` (strict, with a report naming the config keys that probably differ);
+    return {'epoch', 'lr_base', 'optimizer'}, None where the file has none."""
+    obj, paddle_layout = read_checkpoint(path)
+    state, meta = layout.split_container(obj, path)
+    if paddle_layout:
+        state = layout.normalize_lstm_names({k: np.asarray(v) for k, v in state.items()})
+        state = _to_torch(layout.to_torch_layout(state, linear_weight_names(net)))
+        meta = pickles.read_pdopt_meta(path, meta)
+    own = net.state_dict()
+    layout.check_compatible({k: tuple(v.shape) for k, v in own.items()},
+                            {k: tuple(v.shape) for k, v in state.items()}, path)
+    net.load_state_dict(state, strict=True)
+    return meta
+
+
+def optimizer_state(optimizer, net):
+    """The optimizer state as saved in a checkpoint: torch's own Adam state_dict (the original format)."""
+    return optimizer.state_dict()
+
+
+def restore_optimizer_state(optimizer, net, state):
+    """Load a saved torch Adam state; returns False (and changes nothing) for another framework's state."""
+    if not (isinstance(state, dict) and 'param_groups' in state and 'state' in state):
+        return False
+    optimizer.load_state_dict(_to_torch(state))
+    return True
+
+
+def save_checkpoint(path, net, optimizer, epoch, lr_base):
+    """The openvqa container at ``path`` (written to a temp file, then renamed)."""
+    container = {'state_dict': net.state_dict(), 'optimizer': optimizer_state(optimizer, net),
+                 'lr_base': float(lr_base), 'epoch': int(epoch)}
+    with atomic_write(path) as f:
+        torch.save(container, f)

@@ -1,0 +1,227 @@
+"""Checkpoint files across frameworks: the original openvqa container (zip and legacy torch formats), bare and
+DataParallel state dicts, Paddle-port .pdparams, this project's own files, and the errors for files that do not fit."""
+import pickle
+
+import numpy as np
+import pytest
+
+from convert.layout import CheckpointMismatch
+from convert.pickles import CheckpointReadError
+from tests.model_configs import ANSWER_SIZE, TOKEN_SIZE, make_batch, tiny_cfg
+from tests.tolerances import FORWARD_ATOL
+
+torch = pytest.importorskip("torch")
+paddle = pytest.importorskip("paddle")
+
+MODELS = {"trar": ("trar", {}), "mcan": ("mcan_small", {})}
+
+
+@pytest.fixture(scope="module")
+def backends():
+    from backends import get_backend
+    torch_be, paddle_be = get_backend("torch"), get_backend("paddle")
+    torch_be.set_device("")
+    paddle_be.set_device("")
+    return torch_be, paddle_be
+
+
+def _cfg(model="trar", **overrides):
+    return tiny_cfg(MODELS[model][0], "vqa", DROPOUT_R=0.0, **overrides)
+
+
+def _torch_net(be, cfg, answer_size=ANSWER_SIZE, seed=0):
+    be.seed(seed)
+    return be.build_model(cfg, TOKEN_SIZE, answer_size)
+
+
+def _fresh(be, cfg, answer_size=ANSWER_SIZE, seed=1):
+    """A net with other random weights, so a load that does nothing cannot pass."""
+    be.seed(seed)
+    return be.build_model(cfg, TOKEN_SIZE, answer_size)
+
+
+def _container(net):
+    return {"state_dict": net.state_dict(), "optimizer": None, "lr_base": 2e-5, "epoch": 11}
+
+
+def _logits_match(be, net, batch, expected):
+    got = be.predict(net, batch)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= FORWARD_ATOL
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_original_container_loads_in_both_backends(backends, tmp_path, model, zip_format):
+    torch_be, paddle_be = backends
+    cfg = _cfg(model)
+    source = _torch_net(torch_be, cfg)
+    batch = make_batch(cfg, batch_size=3)
+    expected = torch_be.predict(source, batch)
+    path = str(tmp_path / "epoch11.pkl")
+    torch.save(_container(source), path, _use_new_zipfile_serialization=zip_format)
+    for be in backends:
+        net = _fresh(be, cfg)
+        assert np.abs(be.predict(net, batch) - expected).max() > 1e-3   # the load below has work to do
+        meta = be.load_checkpoint(net, path)
+        assert meta["epoch"] == 11 and meta["lr_base"] == pytest.approx(2e-5)
+        _logits_match(be, net, batch, expected)
+
+
+@pytest.mark.parametrize("prefix", ["", "module."], ids=["bare", "dataparallel"])
+def test_bare_state_dict_and_module_prefix(backends, tmp_path, prefix):
+    torch_be, _ = backends
+    cfg = _cfg()
+    source = _torch_net(torch_be, cfg)
+    batch = make_batch(cfg)
+    expected = torch_be.predict(source, batch)
+    path = str(tmp_path / "bare.pkl")
+    torch.save({prefix + k: v for k, v in source.state_dict().items()}, path)
+    for be in backends:
+        net = _fresh(be, cfg)
+        meta = be.load_checkpoint(net, path)
+        assert meta == {"epoch": None, "lr_base": None, "optimizer": None}
+        _logits_match(be, net, batch, expected)
+
+
+def _paddle_port_file(backends, cfg, path, container=False):
+    """A file as the Paddle port writes it, built by hand from a torch net: every Linear weight transposed
+    (Linear layers found in the paddle net's own layer tree), LSTM tensors under both names, the name table.
+    container=True: the port's paddle.save({'state_dict', 'optimizer', 'lr_base', 'epoch'}) with paddle Tensors."""
+    torch_be, paddle_be = backends
+    source = _torch_net(torch_be, cfg)
+    layer_tree = _fresh(paddle_be, cfg)
+    linear = {f"{name}.weight" for name, layer in layer_tree.named_sublayers()
+              if isinstance(layer, paddle.nn.Linear)}
+    state = {}
+    for key, value in source.state_dict().items():
+        array = value.numpy()
+        state[key] = array.T.copy() if key in linear else array
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        state[f"lstm.0.cell.{name}"] = state[f"lstm.{name}_l0"].copy()
+    if container:
+        tensors = {k: paddle.to_tensor(v) for k, v in state.items()}
+        paddle.save({"state_dict": tensors, "optimizer": {}, "lr_base": 1e-4, "epoch": 4}, path)
+    else:
+        state["StructuredToParameterName@@"] = {k: f"param_{i}.w_0" for i, k in enumerate(state)}
+        paddle.save(state, path)
+    return source, linear
+
+
+@pytest.mark.parametrize("container", [False, True], ids=["pdparams", "container"])
+def test_paddle_port_files_load_in_both_backends(backends, tmp_path, container):
+    torch_be, _ = backends
+    cfg = _cfg()
+    path = str(tmp_path / ("epoch4.pkl" if container else "port.pdparams"))
+    source, linear = _paddle_port_file(backends, cfg, path, container)
+    assert len(linear) > 20                                   # the transposes are really exercised
+    batch = make_batch(cfg)
+    expected = torch_be.predict(source, batch)
+    for be in backends:
+        net = _fresh(be, cfg)
+        meta = be.load_checkpoint(net, path)
+        assert meta["epoch"] == (4 if container else None)   # a bare .pdparams has no .pdopt beside it
+        _logits_match(be, net, batch, expected)
+
+
+def test_inconsistent_lstm_aliases_are_an_error(backends, tmp_path):
+    cfg = _cfg()
+    path = str(tmp_path / "port.pdparams")
+    _paddle_port_file(backends, cfg, path)
+    state = paddle.load(path, return_numpy=True)
+    state["lstm.0.cell.bias_ih"] = state["lstm.0.cell.bias_ih"] + 1.0
+    paddle.save(state, path)
+    for be in backends:
+        with pytest.raises(CheckpointMismatch, match="lstm.0.cell.bias_ih differs from lstm.bias_ih_l0"):
+            be.load_checkpoint(_fresh(be, cfg), path)
+
+
+def test_own_files_cross_over(backends, tmp_path):
+    """A torch-trained .pkl into paddle and a paddle-trained .pdparams (+ .pdopt) into torch give equal logits."""
+    torch_be, paddle_be = backends
+    cfg = _cfg()
+    batch = make_batch(cfg)
+    for writer, reader in ((torch_be, paddle_be), (paddle_be, torch_be)):
+        net = _torch_net(writer, cfg)
+        trainer = writer.make_trainer(net, cfg)
+        path = str(tmp_path / f"epoch3{writer.checkpoint_ext}")
+        trainer.save(path, 3, 4e-5)
+        other = _fresh(reader, cfg)
+        meta = reader.load_checkpoint(other, path)
+        assert meta["epoch"] == 3 and meta["lr_base"] == pytest.approx(4e-5)
+        _logits_match(reader, other, batch, writer.predict(net, batch))
+
+
+@pytest.mark.parametrize("change, hint", [
+    (dict(POOLING="fc"), "POOLING"),
+    (dict(ORDERS=[0, 1]), "ORDERS"),
+    (dict(LAYER=3), "LAYER"),
+    (dict(HIDDEN_SIZE=16, FLAT_MLP_SIZE=16), "HIDDEN_SIZE"),
+], ids=["pooling", "orders", "layer", "hidden"])
+def test_wrong_config_names_the_probable_key(backends, tmp_path, change, hint):
+    torch_be, _ = backends
+    path = str(tmp_path / "avg.pkl")
+    torch.save(_container(_torch_net(torch_be, _cfg())), path)
+    for be in backends:
+        with pytest.raises(CheckpointMismatch) as info:
+            be.load_checkpoint(_fresh(be, _cfg(**change)), path)
+        message = str(info.value)
+        assert hint in message and path in message and "\n" not in message
+
+
+def test_other_answer_list_is_named(backends, tmp_path):
+    torch_be, _ = backends
+    path = str(tmp_path / "answers.pkl")
+    torch.save(_container(_torch_net(torch_be, _cfg())), path)
+    for be in backends:
+        with pytest.raises(CheckpointMismatch, match=r"shape conflicts 2 \(proj\.weight.*answer list"):
+            be.load_checkpoint(_fresh(be, _cfg(), answer_size=ANSWER_SIZE + 2), path)
+
+
+def test_trar_checkpoint_into_mcan_names_the_model(backends, tmp_path):
+    torch_be, _ = backends
+    path = str(tmp_path / "trar.pkl")
+    torch.save(_container(_torch_net(torch_be, _cfg("trar"))), path)
+    for be in backends:
+        with pytest.raises(CheckpointMismatch, match=r"unexpected keys \d+ .*routing_block.*check MODEL"):
+            be.load_checkpoint(_fresh(be, _cfg("mcan")), path)
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_truncated_file_gives_one_line_error(backends, tmp_path, zip_format):
+    torch_be, _ = backends
+    path = tmp_path / "epoch1.pkl"
+    torch.save(_container(_torch_net(torch_be, _cfg())), str(path), _use_new_zipfile_serialization=zip_format)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    for be in backends:
+        with pytest.raises(CheckpointReadError) as info:
+            be.load_checkpoint(_fresh(be, _cfg()), str(path))
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_not_a_state_dict(backends, tmp_path):
+    path = tmp_path / "list.pkl"
+    torch.save({"weights": [torch.zeros(2)]}, str(path))
+    for be in backends:
+        with pytest.raises(CheckpointMismatch, match="neither a checkpoint container"):
+            be.load_checkpoint(_fresh(be, _cfg()), str(path))
+
+
+class _RunsCommand:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+        return os.system, (self.command,)
+
+
+def test_malicious_checkpoint_is_refused_by_both_backends(backends, tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    torch.save({"state_dict": {"w": _RunsCommand(f"touch {marker}")}}, str(path))
+    for be in backends:
+        with pytest.raises(pickle.UnpicklingError, match="system"):
+            be.load_checkpoint(_fresh(be, _cfg()), str(path))
+    assert not marker.exists()
