@@ -5,6 +5,20 @@ Also the few framework-neutral rules both trainers share, so the torch and paddl
 
 # Net.forward's arguments, in order (docs/architecture.md, sample format); 'ans' is the training target.
 INPUT_KEYS = ("frcn_feat", "grid_feat", "bbox_feat", "ques_ix")
+# Inputs that some models take by keyword when the dataset provides them (MMNasNet's box geometry from core.geometry).
+OPTIONAL_INPUT_KEYS = ("rel_geom",)
+
+
+def input_keys(batch):
+    """The model-input keys present in ``batch``: the four positional ones, then any optional ones."""
+    return INPUT_KEYS + tuple(k for k in OPTIONAL_INPUT_KEYS if k in batch)
+
+
+def net_call(net, inputs, part=slice(None)):
+    """Call ``net`` on (a sub-batch of) the inputs: positional keys in order, optional keys by name."""
+    args = [inputs[k][part] for k in INPUT_KEYS]
+    kwargs = {k: inputs[k][part] for k in OPTIONAL_INPUT_KEYS if k in inputs}
+    return net(*args, **kwargs)
 ADAM_KEYS = ("betas", "eps", "weight_decay", "amsgrad")
 
 

@@ -107,7 +107,7 @@ _KEY_OF_DEST = {'backend': 'BACKEND'}  # the one flag that is not an openvqa one
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog='run.py', description='Train and evaluate openvqa models (TRAR, MCAN) on PaddlePaddle or PyTorch.',
+        prog='run.py', description='Train and evaluate openvqa models (TRAR, MCAN, MMNasNet) on PaddlePaddle or PyTorch.',
         epilog="example: python run.py --RUN=train --MODEL=trar --DATASET=demo --backend=torch")
     for title, flags in _GROUPS:
         group = parser.add_argument_group(title)

@@ -148,8 +148,12 @@ def evaluate_checkpoint(cfg, be):
     dataset = build_dataset(cfg, mode)
     net = be.build_model(cfg, dataset.token_size, dataset.ans_size, dataset.pretrained_emb)
     path = checkpoints.resume_path(cfg, be.checkpoint_ext)
-    be.load_checkpoint(net, path)
+    meta = be.load_checkpoint(net, path)
     _say(cfg, f"Loaded {path}")
+    if cfg.MODEL_USE == "trar" and cfg.ROUTING == "hard" and meta.get("epoch"):
+        # the temperature the checkpoint's last epoch trained with (the original evaluates at TAU_MAX)
+        net.set_tau(tau_at(int(meta["epoch"]) - 1, cfg.TAU_POLICY, cfg.TAU_MAX, cfg.TAU_MIN, cfg.MAX_EPOCH,
+                           cfg.WARMUP_EPOCH))
     version = cfg.CKPT_VERSION
     if mode == "val":
         log = RunLog(checkpoints.log_path(cfg, version))

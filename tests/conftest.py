@@ -3,6 +3,9 @@ import os
 
 import pytest
 
+# One thread per framework: the suite shares 2 cores, and oversubscribed threads make tiny models 10x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 BACKEND_NAMES = ["torch", "paddle"]
 
 

@@ -13,7 +13,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from backends.base import INPUT_KEYS, Backend, Trainer, adam_settings, sub_batches
+from backends.base import Backend, Trainer, adam_settings, input_keys, net_call, sub_batches
 from backends.paddle import checkpoint, models
 
 
@@ -59,11 +59,11 @@ class PaddleTrainer(Trainer):
         self.optimizer.set_lr(lr)
         self.net.train()
         self.optimizer.clear_grad(set_to_zero=False)
-        inputs = _to_device(batch, self.device, INPUT_KEYS + ('ans',))
+        inputs = _to_device(batch, self.device, input_keys(batch) + ('ans',))
         total = 0.0
         for part in sub_batches(inputs['ans'].shape[0], self.sub_batch_size):
             with paddle.amp.auto_cast(enable=self.amp, dtype='float16'):
-                pred = self.net(*(inputs[k][part] for k in INPUT_KEYS))
+                pred = net_call(self.net, inputs, part)
             loss = self.loss_fn(pred.astype('float32'), inputs['ans'][part])
             (self.scaler.scale(loss) if self.amp else loss).backward()
             total += float(loss)
@@ -144,8 +144,8 @@ class PaddleBackend(Backend):
         net.eval()
         try:
             with paddle.no_grad():
-                inputs = _to_device(batch, self.device, INPUT_KEYS)
-                logits = net(*(inputs[k] for k in INPUT_KEYS))
+                inputs = _to_device(batch, self.device, input_keys(batch))
+                logits = net_call(net, inputs)
         finally:
             if was_training:
                 net.train()

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.base import INPUT_KEYS, Backend, Trainer, adam_settings, sub_batches
+from backends.base import Backend, Trainer, adam_settings, input_keys, net_call, sub_batches
 from backends.torch import checkpoint, models
 
 
@@ -57,11 +57,11 @@ class TorchTrainer(Trainer):
             group['lr'] = lr
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        inputs = _to_device(batch, self.device, INPUT_KEYS + ('ans',))
+        inputs = _to_device(batch, self.device, input_keys(batch) + ('ans',))
         total = 0.0
         for part in sub_batches(len(inputs['ans']), self.sub_batch_size):
             with torch.autocast('cuda', dtype=torch.float16, enabled=self.amp):
-                pred = self.net(*(inputs[k][part] for k in INPUT_KEYS))
+                pred = net_call(self.net, inputs, part)
             loss = self.loss_fn(pred.float(), inputs['ans'][part])
             (self.scaler.scale(loss) if self.amp else loss).backward()
             total += loss.item()
@@ -144,8 +144,8 @@ class TorchBackend(Backend):
         net.eval()
         try:
             with torch.no_grad():
-                inputs = _to_device(batch, self.device, INPUT_KEYS)
-                logits = net(*(inputs[k] for k in INPUT_KEYS))
+                inputs = _to_device(batch, self.device, input_keys(batch))
+                logits = net_call(net, inputs)
         finally:
             net.train(was_training)
         return logits.float().cpu().numpy()

@@ -9,6 +9,7 @@ from core.data.glove import cached_vocabulary, pretrained_embedding
 from core.data.paths import (VQA_VOCAB_SPLITS, annotation_path, cfg_get, feat_dirs, format_root, load_json,
                              question_path, require_dir, require_file, split_names, warn_once)
 from core.data.tokenizer import VQA_MAX_TOKEN, build_vocab, encode
+from core.geometry import relation_geometry
 
 FMT = "vqa"
 _ZEROS = np.zeros(1, np.float32)
@@ -31,6 +32,8 @@ class VQADataset:
         self.bbox_rows = int(sizes.get("BBOX_FEAT_SIZE", (self.frcn_size[0], 5))[0])
         self.use_bbox_feat = bool(cfg_get(cfg, "USE_BBOX_FEAT", False))
         self.bbox_normalize = bool(cfg_get(cfg, "BBOX_NORMALIZE", False))
+        # MMNasNet's relation attention takes the pairwise box geometry, computed here once per sample
+        self.rel_geom = cfg_get(cfg, "MODEL_USE", None) == "mmnasnet"
         self.max_token = VQA_MAX_TOKEN
 
         splits = split_names(cfg.SPLIT[mode], FMT)
@@ -110,8 +113,11 @@ class VQADataset:
             ans = soft_scores(self.annotations[qid]["answers"], self.ans_to_ix, self.loss_func)
         else:
             ans = _ZEROS.copy()
-        return {"frcn_feat": frcn, "grid_feat": _ZEROS.copy(), "bbox_feat": bbox,
-                "ques_ix": encode(self.questions[qid]["question"], self.token_to_ix, self.max_token), "ans": ans}
+        sample = {"frcn_feat": frcn, "grid_feat": _ZEROS.copy(), "bbox_feat": bbox,
+                  "ques_ix": encode(self.questions[qid]["question"], self.token_to_ix, self.max_token), "ans": ans}
+        if self.rel_geom:
+            sample["rel_geom"] = relation_geometry(bbox[:, :4])
+        return sample
 
     def _features(self, iid):
         """(frcn_feat, bbox_feat) of an image; bbox_feat is the (1,) dummy for grid features."""
