@@ -14,14 +14,15 @@ def _pyplot():
 
 
 def training_curves(history, path, title=""):
-    """history: list of dicts with 'epoch', 'loss' and optionally 'val' (overall accuracy, percent)."""
+    """history: core.runlog.read_history's dicts: 'epoch', 'loss' and, when validated, 'val_overall' (percent)."""
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue", label="train loss")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("train loss (per question)", color="tab:blue")
-    val = [(h["epoch"], h["val"]) for h in history if h.get("val") is not None]
+    ax.set_ylabel("train loss per question (log scale)", color="tab:blue")
+    ax.set_yscale("log")
+    val = [(h["epoch"], h["val_overall"]) for h in history if h.get("val_overall") is not None]
     if val:
         ax2 = ax.twinx()
         ax2.plot(*zip(*val), "s-", color="tab:orange", label="val accuracy")
