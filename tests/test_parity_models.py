@@ -10,6 +10,7 @@ import pytest
 
 from tests.model_configs import (ANSWER_SIZE, TOKEN_SIZE, build, capture, forward, full_cfg, layers_module,
                                  load_state, make_batch, named_grads, numpy_state, tiny_cfg, to_numpy, to_tensor)
+from convert.parity import zero_in_exact_arithmetic
 from tests.tolerances import FORWARD_ATOL, GRAD_RTOL
 
 pytestmark = pytest.mark.parity
@@ -148,15 +149,6 @@ def test_gradient_parity(both_backends, case):
         else:
             rel = diff / float(np.max(np.abs(g_torch)))
             assert rel <= GRAD_RTOL, f"{case}.grad.{name}: max abs difference / max |torch grad| = {rel:.3g}"
-
-
-def zero_in_exact_arithmetic(name):
-    """Biases whose gradient is exactly zero in exact arithmetic: each adds one constant to all inputs of a softmax
-    (the key bias of every attention; the one-glimpse score bias of AttFlat and of the routing pools). Their computed
-    gradients are rounding noise, so they are checked against the net's largest gradient instead of their own."""
-    if name.endswith(".linear_k.bias") or name.endswith("routing_block.pool.bias"):
-        return True
-    return name.endswith("mlp.linear.bias") and (name.startswith("attflat_") or "routing_block.pool." in name)
 
 
 @pytest.mark.parametrize("case", sorted(EVAL_CASES))

@@ -89,8 +89,8 @@ class PaddleTrainer(Trainer):
         if not state:
             return
         if not checkpoint.restore_optimizer_state(self.optimizer, self.net, state):
-            warnings.warn("the checkpoint's optimizer state is from another framework; Adam's moments restart "
-                          "from zero", RuntimeWarning, stacklevel=2)
+            warnings.warn("the checkpoint's optimizer state is in a layout this backend does not know (neither "
+                          "framework's Adam); Adam's moments restart from zero", RuntimeWarning, stacklevel=2)
 
 
 def _to_device(batch, device, keys):

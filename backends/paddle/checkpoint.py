@@ -22,6 +22,7 @@ import paddle
 
 from backends.paddle.layers import linear_weight_names
 from convert import layout, pickles
+from convert import optimizer as adam_state
 from core.checkpoints import atomic_save
 
 
@@ -88,8 +89,17 @@ def optimizer_state(optimizer, net):
 
 
 def restore_optimizer_state(optimizer, net, state):
-    """Load a saved paddle Adam state; returns False (and changes nothing) for another framework's state."""
-    if not (isinstance(state, dict) and state.get('framework') == 'paddle'):
+    """Load a saved Adam state: this project's Paddle one, or a torch one converted by convert.optimizer (moments
+    transposed for Linear weights, the step turned into beta powers); returns False (and changes nothing) for
+    anything else."""
+    if adam_state.is_torch_adam(state):
+        linear = linear_weight_names(net)
+        params = {name: tuple(reversed(p.shape)) if name in linear else tuple(p.shape)
+                  for name, p in net.named_parameters() if not p.stop_gradient}
+        state = adam_state.torch_to_paddle(state, list(params), linear, (float(optimizer._beta1),
+                                                                         float(optimizer._beta2)),
+                                           torch_shapes=params)
+    if not adam_state.is_paddle_adam(state):
         return False
     # Paddle creates accumulators at the first step under names it makes up then; create them now so the saved
     # values can be matched to their real names.

@@ -87,8 +87,8 @@ class TorchTrainer(Trainer):
         if not state:
             return
         if not checkpoint.restore_optimizer_state(self.optimizer, self.net, state):
-            warnings.warn("the checkpoint's optimizer state is from another framework; Adam's moments restart "
-                          "from zero", RuntimeWarning, stacklevel=2)
+            warnings.warn("the checkpoint's optimizer state is in a layout this backend does not know (neither "
+                          "framework's Adam); Adam's moments restart from zero", RuntimeWarning, stacklevel=2)
             return
         for group in self.optimizer.param_groups:   # the config's Adam settings win over the saved ones
             group.update(self.adam)

@@ -14,6 +14,7 @@ import torch
 
 from backends.torch.layers import linear_weight_names
 from convert import layout, pickles
+from convert import optimizer as adam_state
 from core.checkpoints import atomic_write
 
 
@@ -62,8 +63,14 @@ def optimizer_state(optimizer, net):
 
 
 def restore_optimizer_state(optimizer, net, state):
-    """Load a saved torch Adam state; returns False (and changes nothing) for another framework's state."""
-    if not (isinstance(state, dict) and 'param_groups' in state and 'state' in state):
+    """Load a saved Adam state: torch's own, or a Paddle one converted by convert.optimizer (moments transposed for
+    Linear weights, the step read from the beta powers); returns False (and changes nothing) for anything else."""
+    if adam_state.is_paddle_adam(state):
+        group = {k: v for k, v in optimizer.state_dict()['param_groups'][0].items() if k != 'params'}
+        params = {name: tuple(p.shape) for name, p in net.named_parameters() if p.requires_grad}
+        state = adam_state.paddle_to_torch(state, list(params), linear_weight_names(net), group['betas'], group,
+                                           torch_shapes=params)
+    if not adam_state.is_torch_adam(state):
         return False
     optimizer.load_state_dict(_to_torch(state))
     return True

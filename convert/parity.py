@@ -1,0 +1,524 @@
+"""python -m convert parity: the torch and paddle nets of one config, compared layer by layer (in the manner of PaDiff).
+
+    python -m convert parity --MODEL trar --DATASET demo [--ckpt FILE [--paddle-ckpt FILE]] [--steps N]
+                             [--report out.json] [--tol 1e-5] [--grad-tol 1e-5] [--train-tol 1e-4]
+
+Both nets get the same weights: --ckpt loaded by each backend (each reads both frameworks' files), or a random torch
+init copied to paddle with its Linear weights transposed; --paddle-ckpt gives the paddle net other weights, e.g. a
+conversion's output to check against its source. Inputs: the first batches of the demo data for --DATASET demo
+(generated under DATA_ROOT if missing), else a synthetic batch of the config's input shapes. Three checks, fp32 CPU:
+1. eval forward: every module's output, paired by structured name through forward hooks (torch
+   register_forward_hook, paddle register_forward_post_hook), in torch's call order; logits are the root's output;
+2. gradients of every parameter after one backward of the config's loss, train mode with dropout 0 (Paddle 3.3.1
+   on CPU cannot backprop through nn.LSTM in eval mode) and, for hard routing, the routing blocks in eval mode so no
+   Gumbel noise is drawn;
+3. the loss of N optimizer steps of each backend's own trainer (Adam, the config's warmup schedule over N steps),
+   then the eval logits; skipped for hard routing, whose trainers draw Gumbel noise from two unrelated RNGs.
+A layer's "rel" is max |paddle - torch| / max(1, max |torch|): relative for large outputs, absolute below 1.
+A gradient's is max |diff| / max |torch gradient|, except where the gradient is zero in exact arithmetic (see
+zero_in_exact_arithmetic), which is measured against the net's largest gradient; the loss's and the training
+losses' are |diff| / max(1, |torch loss|). Exit status 0 when everything is within tolerance, 1 otherwise (the
+first layer above tolerance is named), 2 on bad input.
+"""
+import contextlib
+import json
+import math
+import pickle
+import sys
+import time
+
+import numpy as np
+
+from backends import get_backend
+from backends.base import input_keys, net_call
+from convert import layout
+from convert.cli import add_config_arguments, check_source, config_overrides, one_line, read_source
+from convert.manifest import sizes_from_state
+from convert.pickles import checkpoint_kind
+from core.checkpoints import atomic_write
+from core.config import ConfigError, load_config
+from convert.tolerances import GRAD_RTOL, TRAIN_RTOL
+from core.schedules import warmup_lr
+
+DEFAULT_TOL = GRAD_RTOL
+DEFAULT_TRAIN_TOL = TRAIN_RTOL
+ROOT_NAME = '<net>'
+SYNTHETIC_QUESTION_LEN = 14
+SYNTHETIC_TOKENS = 100
+SYNTHETIC_ANSWERS = {'vqa': 3129, 'clevr': 28}
+
+
+def zero_in_exact_arithmetic(name):
+    """Biases whose gradient is exactly zero in exact arithmetic: each adds one constant to all inputs of a softmax
+    (the key bias of every attention; the one-glimpse score bias of AttFlat and of the routing pools). Their computed
+    gradients are rounding noise, so they are checked against the net's largest gradient instead of their own."""
+    if name.endswith('.linear_k.bias') or name.endswith('routing_block.pool.bias'):
+        return True
+    return name.endswith('mlp.linear.bias') and (name.startswith('attflat_') or 'routing_block.pool.' in name)
+
+
+# ---- the two frameworks, behind the same few calls ------------------------------------------------------------
+
+class _Torch:
+    name = 'torch'
+
+    def __init__(self):
+        import torch
+        from backends.torch import backend, layers
+        from backends.torch.models import trar
+        self.torch, self.backend, self.layers = torch, backend, layers
+        self.routing_block = trar.RoutingBlock
+        self.be = get_backend('torch')
+        self.be.set_device('')
+
+    def modules(self, net):
+        return list(net.named_modules())
+
+    def hook(self, module, fn):
+        return module.register_forward_hook(fn)
+
+    def is_tensor(self, value):
+        return isinstance(value, self.torch.Tensor)
+
+    def numpy(self, tensor):
+        return tensor.detach().cpu().numpy()
+
+    def float32(self, tensor):
+        return tensor.float()
+
+    def tensors(self, batch):
+        return {k: self.torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+
+    def no_grad(self):
+        return self.torch.no_grad()
+
+    def grads(self, net):
+        return {n: None if p.grad is None else self.numpy(p.grad) for n, p in net.named_parameters()}
+
+    def state(self, net):
+        return {k: self.numpy(v).copy() for k, v in net.state_dict().items()}
+
+    def load(self, net, state):
+        net.load_state_dict({k: self.torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+
+
+class _Paddle:
+    name = 'paddle'
+
+    def __init__(self):
+        import paddle
+        from backends.paddle import backend, layers
+        from backends.paddle.models import trar
+        self.paddle, self.backend, self.layers = paddle, backend, layers
+        self.routing_block = trar.RoutingBlock
+        self.be = get_backend('paddle')
+        self.be.set_device('')
+
+    def modules(self, net):
+        return list(net.named_sublayers(include_self=True))
+
+    def hook(self, module, fn):
+        return module.register_forward_post_hook(fn)
+
+    def is_tensor(self, value):
+        return isinstance(value, self.paddle.Tensor)
+
+    def numpy(self, tensor):
+        return tensor.numpy()
+
+    def float32(self, tensor):
+        return tensor.astype('float32')
+
+    def tensors(self, batch):
+        return {k: self.paddle.to_tensor(np.ascontiguousarray(v)) for k, v in batch.items()}
+
+    def no_grad(self):
+        return self.paddle.no_grad()
+
+    def grads(self, net):
+        return {n: None if p.grad is None else self.numpy(p.grad) for n, p in net.named_parameters()}
+
+    def state(self, net):
+        return {k: self.numpy(v).copy() for k, v in net.state_dict().items()}
+
+    def load(self, net, state):
+        missing, unexpected = net.set_state_dict(state)
+        if missing or unexpected:
+            raise layout.CheckpointMismatch(f"paddle net: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+# ---- inputs ----------------------------------------------------------------------------------------------------
+
+def synthetic_batch(cfg, batch_size, token_size, answer_size, seed=0):
+    """Random inputs of the config's shapes in the sample format of docs/architecture.md (train targets included);
+    later samples have padded image rows and shorter questions, so every mask is exercised."""
+    rng = np.random.default_rng(seed)
+    zeros = np.zeros((batch_size, 1), np.float32)
+    batch = {'frcn_feat': zeros, 'grid_feat': zeros, 'bbox_feat': zeros}
+    if cfg.DATA_FORMAT == 'clevr':
+        rows, width = cfg.FEAT_SIZE['clevr']['GRID_FEAT_SIZE']
+        key = 'grid_feat'
+    else:
+        rows, width = cfg.FEAT_SIZE['vqa']['FRCN_FEAT_SIZE']
+        key = 'frcn_feat'
+    image = rng.standard_normal((batch_size, rows, width)).astype(np.float32)
+    for i in range(1, batch_size):
+        image[i, rows - (i * rows) // (2 * batch_size):] = 0
+    batch[key] = image
+    if cfg.DATA_FORMAT == 'vqa' and (cfg.FEAT_TYPE == 'region' or cfg.USE_BBOX_FEAT):
+        n = cfg.FEAT_SIZE['vqa']['BBOX_FEAT_SIZE'][0]
+        x1, y1 = rng.uniform(0, 400, (batch_size, n)), rng.uniform(0, 300, (batch_size, n))
+        x2, y2 = x1 + rng.uniform(8, 200, (batch_size, n)), y1 + rng.uniform(8, 200, (batch_size, n))
+        columns = [x1, y1, x2, y2] + ([(x2 - x1) * (y2 - y1)] if cfg.USE_BBOX_FEAT else [])
+        batch['bbox_feat'] = np.stack(columns, axis=-1).astype(np.float32)
+        batch['bbox_feat'][image[:, :n].any(-1) == 0] = 0
+    ques = rng.integers(1, token_size, (batch_size, SYNTHETIC_QUESTION_LEN)).astype(np.int64)
+    for i in range(batch_size):
+        ques[i, max(1, SYNTHETIC_QUESTION_LEN - 3 * i):] = 0
+    batch['ques_ix'] = ques
+    if cfg.LOSS_FUNC == 'ce':
+        batch['ans'] = rng.integers(0, answer_size, (batch_size, 1)).astype(np.int64)
+    else:
+        scores = np.round(rng.uniform(size=(batch_size, answer_size)) ** 8 * 3) / 3
+        if cfg.LOSS_FUNC == 'kld':
+            scores[:, 0] += 0.1
+            scores /= scores.sum(1, keepdims=True)
+        batch['ans'] = scores.astype(np.float32)
+    return batch
+
+
+def _stack(samples):
+    return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+
+
+def demo_batches(cfg, batch_size, count):
+    """``count`` consecutive batches of the demo training data, and (token_size, answer_size)."""
+    from core.data import build_dataset
+    from core.data.demo import ensure_demo_data
+    ensure_demo_data(cfg.DATA_ROOT)
+    dataset = build_dataset(cfg, 'train')
+    if len(dataset) < batch_size * count:
+        raise ValueError(f"the demo data has {len(dataset)} samples, fewer than {count} batches of {batch_size}")
+    batches = [_stack([dataset[i] for i in range(b * batch_size, (b + 1) * batch_size)]) for b in range(count)]
+    return batches, (dataset.token_size, dataset.ans_size)
+
+
+# ---- comparison ------------------------------------------------------------------------------------------------
+
+def _flatten(fw, value, name):
+    """[(name, numpy)] of a module output: tensors, and tuples/lists of them as name[0], name[1][0], ... (None
+    skipped); anything else is an error, so no output goes unchecked without saying so."""
+    if value is None:
+        return []
+    if isinstance(value, (tuple, list)):
+        return [pair for i, v in enumerate(value) for pair in _flatten(fw, v, f'{name}[{i}]')]
+    if fw.is_tensor(value):
+        return [(name, fw.numpy(value).copy())]
+    raise TypeError(f"{name}: cannot compare a module output of type {type(value).__name__}")
+
+
+def capture_forward(fw, net, batch):
+    """{(name, call index): numpy} of every module's output in one eval forward, and the names in call order."""
+    outputs, order, calls = {}, [], {}
+
+    def make_hook(name):
+        def hook(_module, _inputs, output):
+            index = calls[name] = calls.get(name, -1) + 1
+            label = name if index == 0 else f'{name}#{index}'
+            for key, value in _flatten(fw, output, label):
+                outputs[key] = value
+                order.append(key)
+        return hook
+
+    handles = [fw.hook(module, make_hook(name or ROOT_NAME)) for name, module in fw.modules(net)]
+    net.eval()
+    try:
+        with fw.no_grad():
+            net_call(net, fw.tensors({k: batch[k] for k in input_keys(batch)}))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs, order
+
+
+def compare_arrays(ref, got, scale):
+    """{'max_abs', 'mean_abs', 'rel'} of got vs ref; rel = max_abs / scale. Shape or finiteness problems -> 'error'."""
+    if ref.shape != got.shape:
+        return {'max_abs': math.inf, 'mean_abs': math.inf, 'rel': math.inf,
+                'error': f'shape {tuple(got.shape)} vs torch {tuple(ref.shape)}'}
+    a, b = ref.astype(np.float64), got.astype(np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return {'max_abs': math.inf, 'mean_abs': math.inf, 'rel': math.inf, 'error': 'non-finite values'}
+    diff = np.abs(b - a)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    return {'max_abs': max_abs, 'mean_abs': float(diff.mean()) if diff.size else 0.0, 'rel': max_abs / scale}
+
+
+def _scale(ref):
+    return max(1.0, float(np.max(np.abs(ref.astype(np.float64))))) if ref.size else 1.0
+
+
+def compare_forward(ref, ref_order, got, tol):
+    rows = []
+    for name in ref_order:
+        if name in got:
+            row = {'layer': name, **compare_arrays(ref[name], got[name], _scale(ref[name]))}
+            row['ok'] = row['rel'] <= tol
+            rows.append(row)
+    return _section(rows, tol, unpaired_torch=[n for n in ref_order if n not in got],
+                    unpaired_paddle=sorted(n for n in got if n not in ref))
+
+
+def compare_gradients(ref, got, linear_keys, tol):
+    """Per parameter: max abs diff of the gradients (paddle's Linear weights transposed back)."""
+    present = [g for g in ref.values() if g is not None]
+    largest = max((float(np.max(np.abs(g))) for g in present if g.size), default=0.0)
+    rows = []
+    for name, g_ref in ref.items():
+        g_got = got.get(name)
+        if g_ref is None or g_got is None:
+            rows.append({'layer': name, 'max_abs': math.inf, 'mean_abs': math.inf, 'rel': math.inf, 'ok': False,
+                         'error': f"no gradient in {'torch' if g_ref is None else 'paddle'}"})
+            continue
+        if name in linear_keys:
+            g_got = g_got.T
+        if zero_in_exact_arithmetic(name):
+            row = compare_arrays(g_ref, g_got, max(largest, 1e-30))
+            if 'error' not in row:   # both are rounding noise: their size, not their difference, must be small
+                noise = max(float(np.max(np.abs(g_ref))), float(np.max(np.abs(g_got)))) if g_ref.size else 0.0
+                row['rel'] = noise / max(largest, 1e-30)
+            row['zero_in_exact_arithmetic'] = True
+        else:
+            row = compare_arrays(g_ref, g_got, max(float(np.max(np.abs(g_ref))) if g_ref.size else 0.0, 1e-30))
+        row = {'layer': name, **row}
+        row['ok'] = row['rel'] <= tol
+        rows.append(row)
+    section = _section(rows, tol, unpaired_torch=[], unpaired_paddle=sorted(set(got) - set(ref)))
+    section['largest_gradient'] = largest
+    return section
+
+
+def _section(rows, tol, **extra):
+    bad = next((r['layer'] for r in rows if not r['ok']), None)
+    return {'tolerance': tol, 'rows': rows, 'first_failure': bad, 'passed': bad is None,
+            'max_rel': max((r['rel'] for r in rows), default=0.0), **extra}
+
+
+# ---- the three checks ------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _noise_free_training(fw, net, hard_routing):
+    """Train mode (dropout is 0 in the parity config); hard routing's blocks in eval mode: no Gumbel noise."""
+    net.train()
+    if hard_routing:
+        for _, module in fw.modules(net):
+            if isinstance(module, fw.routing_block):
+                module.eval()
+    try:
+        yield
+    finally:
+        net.eval()
+
+
+def gradient_pass(fw, net, cfg, batch):
+    """(loss, {param: gradient}) of one forward + backward of the config's loss."""
+    loss_fn = fw.backend.make_loss(cfg)
+    inputs = fw.tensors({k: batch[k] for k in input_keys(batch) + ('ans',)})
+    with _noise_free_training(fw, net, cfg.MODEL_USE == 'trar' and cfg.ROUTING == 'hard'):
+        pred = net_call(net, inputs)
+        loss = loss_fn(fw.float32(pred), inputs['ans'])
+        loss.backward()
+    return float(fw.numpy(loss)), fw.grads(net)
+
+
+def train_losses(fw, net, cfg, batches, lrs):
+    trainer = fw.be.make_trainer(net, cfg)
+    losses = [trainer.train_step(batch, lr) for batch, lr in zip(batches, lrs)]
+    return losses, fw.be.predict(net, batches[0])
+
+
+def _rel(a, b):
+    return abs(a - b) / max(1.0, abs(a))
+
+
+# ---- driver ----------------------------------------------------------------------------------------------------
+
+def checkpoint_sizes(path):
+    """(token_size, answer_size) of a checkpoint of either framework."""
+    framework = 'paddle' if checkpoint_kind(path) == 'pickle' else 'torch'
+    check_source(path, framework)
+    state, _, _ = read_source(path, framework)
+    return sizes_from_state(state, path)
+
+
+def run_parity(cfg, ckpt=None, paddle_ckpt=None, steps=3, batch_size=4, tol=DEFAULT_TOL,
+               train_tol=DEFAULT_TRAIN_TOL, seed=0, grad_tol=None):
+    """The report dict (see the module docstring); nothing printed."""
+    start = time.perf_counter()
+    if paddle_ckpt and not ckpt:
+        raise ValueError("--paddle-ckpt needs --ckpt (the torch net's weights to compare against)")
+    cfg = cfg.copy(DROPOUT_R=0.0)
+    t, p = _Torch(), _Paddle()
+    count = max(1, steps)
+    ckpt_sizes = checkpoint_sizes(ckpt) if ckpt else None
+    if cfg.DATASET == 'demo':
+        batches, sizes = demo_batches(cfg, batch_size, count)
+        data = f'demo ({cfg.DATA_ROOT})'
+        if ckpt_sizes is not None and ckpt_sizes != tuple(sizes):
+            raise layout.CheckpointMismatch(f"{ckpt}: (token_size, answer_size) {ckpt_sizes} differ from the demo "
+                                            f"data's {tuple(sizes)}")
+    else:
+        sizes = ckpt_sizes or (SYNTHETIC_TOKENS, SYNTHETIC_ANSWERS[cfg.DATA_FORMAT])
+        batches = [synthetic_batch(cfg, batch_size, *sizes, seed=seed + i) for i in range(count)]
+        data = 'synthetic'
+    token_size, answer_size = sizes
+
+    t.be.seed(seed)
+    net_t = t.be.build_model(cfg, token_size, answer_size)
+    net_p = p.be.build_model(cfg, token_size, answer_size)
+    linear = t.layers.linear_weight_names(net_t)
+    if ckpt:
+        t.be.load_checkpoint(net_t, ckpt)
+        p.be.load_checkpoint(net_p, paddle_ckpt or ckpt)
+    else:
+        p.load(net_p, layout.to_paddle_layout(t.state(net_t), linear))
+    initial = t.state(net_t), p.state(net_p)
+
+    report = {'model': cfg.MODEL, 'dataset': cfg.DATASET, 'ckpt': ckpt, 'paddle_ckpt': paddle_ckpt, 'data': data,
+              'batch_size': batch_size, 'token_size': token_size, 'answer_size': answer_size,
+              'parameters': int(sum(v.size for v in initial[0].values()))}
+
+    ref, order = capture_forward(t, net_t, batches[0])
+    got, _ = capture_forward(p, net_p, batches[0])
+    report['forward'] = compare_forward(ref, order, got, tol)
+    del ref, got
+
+    loss_t, grads_t = gradient_pass(t, net_t, cfg, batches[0])
+    loss_p, grads_p = gradient_pass(p, net_p, cfg, batches[0])
+    grad_tol = tol if grad_tol is None else grad_tol
+    grads = compare_gradients(grads_t, grads_p, linear, grad_tol)
+    loss_row = {'layer': 'loss', 'max_abs': abs(loss_t - loss_p), 'mean_abs': abs(loss_t - loss_p),
+                'rel': _rel(loss_t, loss_p)}
+    loss_row['ok'] = loss_row['rel'] <= grad_tol
+    report['gradients'] = {**grads, **_section([loss_row] + grads['rows'], grad_tol), 'loss_torch': loss_t,
+                           'loss_paddle': loss_p}
+    del grads_t, grads_p
+
+    report['train'] = train_check(t, p, cfg, net_t, net_p, initial, batches, steps, batch_size, train_tol)
+    report['passed'] = all(report[k]['passed'] for k in ('forward', 'gradients', 'train'))
+    report['first_failure'] = next((f"{k}: {report[k]['first_failure']}" for k in ('forward', 'gradients', 'train')
+                                    if report[k].get('first_failure')), None)
+    report['seconds'] = round(time.perf_counter() - start, 2)
+    return report
+
+
+def train_check(t, p, cfg, net_t, net_p, initial, batches, steps, batch_size, tol):
+    section = {'tolerance': tol, 'steps': steps, 'skipped': None, 'passed': True, 'first_failure': None}
+    if steps <= 0:
+        section['skipped'] = 'no steps requested'
+        return section
+    if cfg.MODEL_USE == 'trar' and cfg.ROUTING == 'hard':
+        section['skipped'] = ("hard routing: the trainers draw Gumbel noise in training, from the two frameworks' "
+                              "unrelated RNGs")
+        return section
+    t.load(net_t, initial[0])
+    p.load(net_p, initial[1])
+    lrs = [warmup_lr(i + 1, float(cfg.LR_BASE), steps * batch_size, batch_size, cfg.WARMUP_EPOCH)
+           for i in range(steps)]
+    losses_t, logits_t = train_losses(t, net_t, cfg, batches, lrs)
+    losses_p, logits_p = train_losses(p, net_p, cfg, batches, lrs)
+    rows = [{'layer': f'step {i + 1} loss', 'max_abs': abs(a - b), 'mean_abs': abs(a - b), 'rel': _rel(a, b)}
+            for i, (a, b) in enumerate(zip(losses_t, losses_p))]
+    rows.append({'layer': f'logits after {steps} steps', **compare_arrays(logits_t, logits_p, _scale(logits_t))})
+    for row in rows:
+        row['ok'] = row['rel'] <= tol
+    section.update(_section(rows, tol), steps=steps, lrs=lrs, losses_torch=losses_t, losses_paddle=losses_p,
+                   skipped=None)
+    return section
+
+
+# ---- output ----------------------------------------------------------------------------------------------------
+
+def _fmt(x):
+    return 'inf' if x == math.inf else f'{x:.3g}'
+
+
+def format_section(title, section):
+    if section.get('skipped'):
+        return [f'{title}: skipped ({section["skipped"]})']
+    rows = section['rows']
+    width = max([len(r['layer']) for r in rows] + [5])
+    lines = [f"{title}: {len(rows)} rows, tolerance {section['tolerance']:g}",
+             f"  {'layer':<{width}}  {'max abs':>9}  {'mean abs':>9}  {'rel':>9}"]
+    for r in rows:
+        mark = '  <-- first above tolerance' if r['layer'] == section['first_failure'] else \
+            ('  (above tolerance)' if not r['ok'] else '')
+        note = f"  [{r['error']}]" if r.get('error') else ''
+        lines.append(f"  {r['layer']:<{width}}  {_fmt(r['max_abs']):>9}  {_fmt(r['mean_abs']):>9}  "
+                     f"{_fmt(r['rel']):>9}{mark}{note}")
+    for key in ('unpaired_torch', 'unpaired_paddle'):
+        if section.get(key):
+            lines.append(f"  {key.replace('_', ' ')} (not compared): {', '.join(section[key])}")
+    return lines
+
+
+def format_report(report):
+    lines = [f"parity {report['model']} / {report['dataset']}: {report['parameters']:,} parameters, "
+             f"batch {report['batch_size']} of {report['data']} data, weights "
+             f"{report['ckpt'] or 'random torch init copied to paddle'}"
+             + (f" (paddle: {report['paddle_ckpt']})" if report['paddle_ckpt'] else '')]
+    lines += format_section('forward (eval), rel = max abs / max(1, max |torch|)', report['forward'])
+    g = report['gradients']
+    lines += format_section(f"gradients (loss torch {g['loss_torch']:.7g}, paddle {g['loss_paddle']:.7g}), "
+                            f"rel = max abs / max |torch grad| (zero-in-exact-arithmetic biases: / largest gradient "
+                            f"{g['largest_gradient']:.3g})", g)
+    lines += format_section('training (each backend\'s trainer, Adam)', report['train'])
+    verdict = 'PASSED' if report['passed'] else f"FAILED: first above tolerance: {report['first_failure']}"
+    lines.append(f"{verdict} ({report['seconds']} s)")
+    return '\n'.join(lines)
+
+
+def write_report(path, report):
+    with atomic_write(path, 'w') as f:
+        json.dump(report, f, indent=1, default=float, allow_nan=True)
+
+
+def add_arguments(parser):
+    add_config_arguments(parser)
+    parser.add_argument('--ckpt', metavar='FILE', help="weights for both nets (either framework's checkpoint); "
+                                                       "default: a random torch init copied to paddle")
+    parser.add_argument('--paddle-ckpt', metavar='FILE', help='other weights for the paddle net (e.g. a converted '
+                                                              'copy of --ckpt)')
+    parser.add_argument('--steps', type=int, default=3, help='optimizer steps in the training check (default 3)')
+    parser.add_argument('--batch-size', type=int, default=4, help='samples per batch (default 4)')
+    parser.add_argument('--tol', type=float, default=DEFAULT_TOL, help=f'forward tolerance (default {DEFAULT_TOL:g})')
+    parser.add_argument('--grad-tol', type=float, default=None,
+                        help='gradient tolerance (default: --tol). Full-size nets need about 2e-5: their small routing '
+                             'gradients carry ~1e-5 of fp32 rounding in each framework')
+    parser.add_argument('--train-tol', type=float, default=DEFAULT_TRAIN_TOL,
+                        help=f'training-loss tolerance (default {DEFAULT_TRAIN_TOL:g})')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--report', metavar='PATH', help='write the report as json (atomically)')
+
+
+def run_from_args(args):
+    try:
+        cfg = load_config(args.MODEL, args.DATASET, config_overrides(args.config, args.SET))
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        report = run_parity(cfg, args.ckpt, args.paddle_ckpt, args.steps, args.batch_size, args.tol, args.train_tol,
+                            args.seed, args.grad_tol)
+    except (ConfigError, FileNotFoundError, ValueError, ImportError, pickle.UnpicklingError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.report:
+        write_report(args.report, report)
+    return 0 if report['passed'] else 1
+
+
+def main(argv=None):
+    import argparse
+    parser = argparse.ArgumentParser(prog='python -m convert parity', description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))

@@ -1,0 +1,97 @@
+"""python -m convert parity: passes on matching weights, names the first bad layer otherwise, writes its report."""
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from convert import parity
+from convert.cli import convert_file, main
+from convert.pickles import read_pdparams
+from tests.model_configs import tiny_cfg
+from tests.test_convert import config_file, trained
+
+
+def test_gradient_comparison_by_hand():
+    ref = {"att.linear_k.bias": np.array([2e-9, -1e-9]), "w": np.array([[1.0, 2.0]]), "b": np.array([4.0])}
+    # w is a Linear weight: paddle holds it transposed; its last entry is off by 1e-4 (rel 5e-5 of max |w| = 2)
+    got = {"att.linear_k.bias": np.array([-3e-9, 0.0]), "w": np.array([[1.0], [2.0001]]), "b": np.array([4.0])}
+    section = parity.compare_gradients(ref, got, {"w"}, tol=1e-5)
+    rows = {r["layer"]: r for r in section["rows"]}
+    assert rows["att.linear_k.bias"]["ok"]                         # noise 3e-9 / largest gradient 4
+    assert rows["att.linear_k.bias"]["rel"] == pytest.approx(3e-9 / 4)
+    assert rows["w"]["rel"] == pytest.approx(1e-4 / 2) and not rows["w"]["ok"]
+    assert section["first_failure"] == "w" and not section["passed"]
+
+
+def _run(capsys, *argv):
+    code = main(["parity", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parity
+def test_parity_passes_on_matching_weights(both_backends, tmp_path, capsys):
+    report_path = tmp_path / "report.json"
+    code, out, err = _run(capsys, "--MODEL", "trar", "--DATASET", "vqa", "--config",
+                          config_file(tmp_path, "trar", "vqa"), "--steps", "2", "--report", report_path)
+    assert code == 0, out + err
+    assert out.strip().splitlines()[-1].startswith("PASSED")
+    report = json.loads(report_path.read_text())
+    assert report["passed"] and report["first_failure"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "tiny_trar_vqa.yml"]
+
+    import torch
+    torch_net = both_backends[0].build_model(tiny_cfg("trar", "vqa", DROPOUT_R=0.0), 10, 10)
+    layers = {r["layer"].split("[")[0].split("#")[0] for r in report["forward"]["rows"]}
+    modules = {name or parity.ROOT_NAME for name, m in torch_net.named_modules()
+               if not isinstance(m, torch.nn.ModuleList)}     # containers, never called
+    assert layers == modules                                  # every module's output was compared
+    assert [r["layer"] for r in report["gradients"]["rows"]] == ["loss"] + [n for n, _ in torch_net.named_parameters()]
+    assert [r["layer"] for r in report["train"]["rows"]] == ["step 1 loss", "step 2 loss", "logits after 2 steps"]
+
+
+@pytest.mark.parity
+def test_parity_names_the_first_bad_layer(both_backends, tmp_path, capsys):
+    cfg = tiny_cfg("trar", "vqa")
+    config = config_file(tmp_path, "trar", "vqa")
+    _, _, trainer, _ = trained("torch", cfg, steps=1)
+    trainer.save(str(tmp_path / "t.pkl"), 1, 1e-3)
+    convert_file("torch2paddle", str(tmp_path / "t.pkl"), str(tmp_path / "p.pdparams"), "trar", "vqa", config=config)
+    args = ["--MODEL", "trar", "--DATASET", "vqa", "--config", config, "--steps", "1", "--ckpt", tmp_path / "t.pkl"]
+
+    code, out, err = _run(capsys, *args, "--paddle-ckpt", tmp_path / "p.pdparams")
+    assert code == 0, out + err
+
+    state = read_pdparams(str(tmp_path / "p.pdparams"))
+    key = "backbone.dec_list.1.mhatt2.linear_q.weight"
+    state[key] = state[key] + 1e-2 * np.random.default_rng(0).standard_normal(state[key].shape).astype(np.float32)
+    (tmp_path / "bad.pdparams").write_bytes(pickle.dumps(state, protocol=4))
+    code, out, err = _run(capsys, *args, "--paddle-ckpt", tmp_path / "bad.pdparams", "--report",
+                          tmp_path / "bad.json")
+    assert code == 1
+    assert "FAILED: first above tolerance: forward: backbone.dec_list.1.mhatt2.linear_q (" in out
+    marked = [line for line in out.splitlines() if "<-- first above tolerance" in line]
+    assert marked[0].split()[0] == "backbone.dec_list.1.mhatt2.linear_q"
+    report = json.loads((tmp_path / "bad.json").read_text())
+    assert report["forward"]["first_failure"] == "backbone.dec_list.1.mhatt2.linear_q" and not report["passed"]
+
+
+@pytest.mark.parity
+def test_hard_routing_on_demo_data(both_backends, tmp_path, capsys):
+    """Demo batches (a small demo set generated in a temp dir); hard routing: gradients compared with the routing
+    blocks' noise off, the training check skipped with its reason."""
+    from core.data.demo import generate
+    generate(str(tmp_path / "demo"), n_train_images=3, n_val_images=1, n_test_images=1)
+    code, out, err = _run(capsys, "--MODEL", "trar", "--DATASET", "demo", "--SET", f"DATA_ROOT={tmp_path / 'demo'}",
+                          "--SET", f"RESULTS_ROOT={tmp_path / 'results'}", "--SET", "ROUTING=hard",
+                          "--SET", "TAU_MAX=0.5", "--report", tmp_path / "r.json")
+    assert code == 0, out + err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["data"].startswith("demo") and report["gradients"]["passed"]
+    assert "Gumbel" in report["train"]["skipped"]
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    code, _, err = _run(capsys, "--MODEL", "trar", "--DATASET", "vqa", "--paddle-ckpt", tmp_path / "x.pdparams")
+    assert code == 2 and "--paddle-ckpt needs --ckpt" in err and len(err.strip().splitlines()) == 1
