@@ -16,7 +16,7 @@ def main(argv=None):
     except ConfigError as exc:
         sys.exit(f"config error: {exc}")
 
-    if cfg.DATASET == "demo":
+    if cfg.DATASET in ("demo", "demo_clevr"):
         from core.data.demo import ensure_demo_data
         ensure_demo_data(cfg.DATA_ROOT)
 

@@ -24,9 +24,10 @@ MODELS = {
 # MMNasNet's searched operators (openvqa ARCH): encoder ops on the question, decoder ops on the image.
 MMNAS_OPS = {'enc': ('SA', 'FFN'), 'dec': ('SA', 'GA', 'RSA', 'FFN')}
 # Dataset name (--DATASET) -> DATA_FORMAT (the loader format; also the key into FEAT_SIZE).
-DATASETS = {'vqa': 'vqa', 'clevr': 'clevr', 'demo': 'vqa'}
+DATASETS = {'vqa': 'vqa', 'clevr': 'clevr', 'demo': 'vqa', 'demo_clevr': 'clevr'}
 # Parts allowed in TRAIN_SPLIT ('train+val+vg'), per dataset.
-TRAIN_SPLITS = {'vqa': ('train', 'val', 'vg'), 'clevr': ('train', 'val'), 'demo': ('train', 'val')}
+TRAIN_SPLITS = {'vqa': ('train', 'val', 'vg'), 'clevr': ('train', 'val'), 'demo': ('train', 'val'),
+                'demo_clevr': ('train', 'val')}
 # Loss functions per DATA_FORMAT (the original TASK_LOSS_CHECK, minus mse).
 LOSS_FUNCS = {'vqa': ('bce', 'kld'), 'clevr': ('ce',)}
 # The names in backends.BACKENDS (core does not import backends).
@@ -64,7 +65,7 @@ DEFAULTS = {
     'BACKEND': 'paddle', 'TRAIN_SPLIT': 'train', 'EVAL_EVERY_EPOCH': True, 'TEST_SAVE_PRED': False,
     'GPU': '', 'SEED': 0, 'VERSION': None, 'CKPT_VERSION': None, 'CKPT_EPOCH': 0, 'CKPT_PATH': None,
     'RESUME': False, 'NUM_WORKERS': 2, 'PIN_MEM': False, 'VERBOSE': True, 'CONFIG': None,
-    # Paths (relative to the working directory; DATA_ROOT is 'data/demo' for DATASET demo)
+    # Paths (relative to the working directory; DATA_ROOT is 'data/demo' for the demo datasets)
     'DATA_ROOT': 'data', 'RESULTS_ROOT': 'results', 'CKPTS_ROOT': 'ckpts',
     # Subsets for small machines: first N questions per split, an image-id list (file or list), answer types
     'SUBSET': None, 'SUBSET_IIDS': None, 'SUBSET_ANS_TYPES': None, 'SKIP_MISSING_FEATS': False,
@@ -254,7 +255,7 @@ def load_config(model, dataset, overrides=None, run_mode='train'):
     path = model_config_path(model, dataset)
     values = _copy.deepcopy(DEFAULTS)
     values.update(MODEL=model, DATASET=dataset, RUN_MODE=run_mode)
-    if dataset == 'demo':
+    if dataset in ('demo', 'demo_clevr'):
         values['DATA_ROOT'] = os.path.join('data', 'demo')
     origin = {key: 'defaults' for key in values}
     explicit = set()

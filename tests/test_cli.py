@@ -100,7 +100,7 @@ def test_config_from_argv_end_to_end():
     assert (cfg.BATCH_SIZE, cfg.LR_BASE, cfg.BACKEND) == (16, 2e-5, 'torch')
     assert cfg.FEAT_SIZE['vqa']['FRCN_FEAT_SIZE'] == (16, 48)
     # the yml decides what no flag sets
-    assert (cfg.MAX_EPOCH, cfg.HIDDEN_SIZE) == (10, 64)
+    assert (cfg.MAX_EPOCH, cfg.HIDDEN_SIZE) == (12, 64)
 
 
 def test_config_errors_pass_through():

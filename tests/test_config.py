@@ -343,6 +343,9 @@ EXPECTED = {
     ('demo', 'trar'): dict(_DEMO, MODEL_USE='trar', FEAT_TYPE='grid', FRCN=(36, 48), BBOX=(12, 5), IMG_SCALE=6,
                            ORDERS=[0, 1, 2], ROUTING='soft', POOLING='avg'),
     ('demo', 'mcan_small'): dict(_DEMO, MODEL_USE='mcan', FEAT_TYPE='region', FRCN=(12, 48), BBOX=(12, 5)),
+    ('demo_clevr', 'trar'): dict(_DEMO, MODEL_USE='trar', DATA_FORMAT='clevr', GRID=(36, 48), IMG_SCALE=6,
+                                 ORDERS=[0, 1, 2], LOSS_FUNC='ce'),
+    ('demo_clevr', 'mcan_small'): dict(_DEMO, MODEL_USE='mcan', DATA_FORMAT='clevr', GRID=(36, 48), LOSS_FUNC='ce'),
     # MMNasNet (reference mmnasnet.md §2 and §1.8): LR 1.2e-4 small / 7e-5 large, clip 1.0, pixel boxes
     ('vqa', 'mmnasnet_small'): dict(_VQA_RUN, LR_BASE=1.2e-4, GRAD_NORM_CLIP=1.0, MODEL_USE='mmnasnet',
                                     HIDDEN_SIZE=512, MULTI_HEAD=8, REL_HBASE=64, REL_SIZE=64, FLAT_MLP_SIZE=512,

@@ -20,8 +20,8 @@ def demo_root(tmp_path_factory):
     return root
 
 
-def _run(tmp_path, demo_root, backend, *flags, model="trar"):
-    argv = ["--MODEL", model, "--DATASET", "demo", f"--backend={backend.name}", "--DATA_ROOT", str(demo_root),
+def _run(tmp_path, demo_root, backend, *flags, model="trar", dataset="demo"):
+    argv = ["--MODEL", model, "--DATASET", dataset, f"--backend={backend.name}", "--DATA_ROOT", str(demo_root),
             "--SET", f"RESULTS_ROOT={tmp_path / 'results'}", "--SET", f"CKPTS_ROOT={tmp_path / 'ckpts'}",
             *TINY, *flags]
     return run.main(argv)
@@ -81,3 +81,13 @@ def test_missing_checkpoint_is_a_clear_exit(backend, tmp_path, demo_root):
     with pytest.raises(SystemExit) as info:
         _run(tmp_path, demo_root, backend, "--RUN=val", "--CKPT_V=nope", "--CKPT_E=3")
     assert "nope" in str(info.value)
+
+
+@pytest.mark.slow
+def test_clevr_format_demo_trains_validates_and_tests(backend, tmp_path, demo_root):
+    out = _run(tmp_path, demo_root, backend, "--RUN=train", "--VERSION=c", "--MAX_EPOCH=1", dataset="demo_clevr")
+    assert out["epoch"] == 1 and 0.0 <= out["val"] <= 100.0
+    test = _run(tmp_path, demo_root, backend, "--RUN=test", "--CKPT_V=c", "--CKPT_E=1", dataset="demo_clevr")
+    answers = open(test["result_file"]).read().split("\n")
+    with open(demo_root / "clevr" / "raw" / "questions" / "CLEVR_test_questions.json") as f:
+        assert len([a for a in answers if a]) == len(json.load(f)["questions"])

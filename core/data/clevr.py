@@ -79,7 +79,7 @@ class CLEVRDataset:
         if not answer_splits:
             raise FileNotFoundError(f"CLEVR answers are listed from the train and val question files; neither "
                                     f"{paths['train']} nor {paths['val']} exists")
-        if missing and cfg.DATASET != "demo":
+        if missing and not cfg.DATASET.startswith("demo"):
             warn_once(f"CLEVR vocabulary built without {', '.join(missing)}: the original scans train, val and test "
                       "questions (answers: train and val), so the vocabulary, question length or answer list may "
                       "differ from the released checkpoints'")

@@ -65,6 +65,7 @@ class VQADataset:
 
         ext = features.GRID_EXT if self.feat_type == "grid" else features.REGION_EXT
         self.feat_index = features.index_features(folders, ext)
+        self.feat_store = None
         ans_types = subsets.read_ans_types(cfg_get(cfg, "SUBSET_ANS_TYPES"))
         if ans_types is not None and mode == "test":
             warn_once("SUBSET_ANS_TYPES is ignored for test questions (they have no annotations)")
@@ -75,6 +76,8 @@ class VQADataset:
             skip_missing=bool(cfg_get(cfg, "SKIP_MISSING_FEATS", False)), label=f"{mode} ({'+'.join(splits)}): ")
 
         self._features(samples[0]["iid"])  # a malformed feature file fails now, not mid-epoch
+        if cfg_get(cfg, "FEAT_STORE"):
+            self.use_feature_store(cfg.FEAT_STORE, [s["iid"] for s in samples])
         # after the file and feature checks, so a bad layout fails before a long GloVe scan
         self.token_to_ix, vocab_key = self._vocabulary(cfg, loaded)
         loaded.clear()
@@ -94,7 +97,7 @@ class VQADataset:
         paths = [question_path(self.root, FMT, s) for s in VQA_VOCAB_SPLITS]
         present = [p for p in paths if os.path.isfile(p)]
         missing = [p for p in paths if p not in present]
-        if missing and cfg.DATASET != "demo":  # the demo data has no VG file by design
+        if missing and not cfg.DATASET.startswith("demo"):  # the demo data has no VG file by design
             warn_once(f"vocabulary built without {', '.join(missing)}: the original scans the train, val, test2015 "
                       "and VG question files, so this vocabulary (and the word embedding size) differs from the "
                       "released checkpoints'")
@@ -119,8 +122,26 @@ class VQADataset:
             sample["rel_geom"] = relation_geometry(bbox[:, :4])
         return sample
 
+    def use_feature_store(self, path, iids=None):
+        """Read features from a memory-mapped store (``python -m bench.feature_store``) instead of one file per
+        sample; the arrays are identical. Every image of this dataset must be in the store."""
+        store = features.FeatureStore(path)
+        if store.kind != self.feat_type or store.dim != self.frcn_size[1]:
+            raise ValueError(f"{path}: the feature store holds {store.kind} features of width {store.dim}, this "
+                             f"dataset reads FEAT_TYPE {self.feat_type!r} of width {self.frcn_size[1]}")
+        missing = sorted({iid for iid in (self.iids if iids is None else iids) if iid not in store})
+        if missing:
+            raise ValueError(f"{path}: the feature store lacks {len(missing)} images of this dataset (first: "
+                             f"{missing[0]}); rebuild it from the feature folders")
+        self.feat_store = store
+
     def _features(self, iid):
         """(frcn_feat, bbox_feat) of an image; bbox_feat is the (1,) dummy for grid features."""
+        store = self.feat_store
+        if store is not None:
+            if self.feat_type == "grid":
+                return store.grid(iid, self.frcn_size[0]), _ZEROS.copy()
+            return store.region(iid, self.frcn_size, self.bbox_rows, self.use_bbox_feat, self.bbox_normalize)
         path = self.feat_index[iid]
         if self.feat_type == "grid":
             return features.load_grid(path, *self.frcn_size), _ZEROS.copy()
