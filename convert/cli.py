@@ -24,12 +24,12 @@ import sys
 import time
 
 import numpy as np
-import yaml
 
 from backends.base import adam_settings
 from convert import layout, mmnas, optimizer, pickles
 from convert.manifest import NoFramework, build_manifest, sizes_from_state
 from core.checkpoints import atomic_write
+from core.cli import key_value
 from core.config import DATASETS, MODELS, ConfigError, load_config
 from core.data.answers import ANSWER_DICT_PATH
 
@@ -44,21 +44,11 @@ class WrongDirection(ValueError):
 
 # ---- config flags, shared with convert.parity ----------------------------------------------------------------
 
-def _key_value(text):
-    key, sep, value = text.partition('=')
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError:
-        raise argparse.ArgumentTypeError(f"cannot read the value of {text!r} as YAML") from None
-
-
 def add_config_arguments(parser):
     parser.add_argument('--MODEL', required=True, choices=tuple(MODELS), help='model: configs/<DATASET>/<MODEL>.yml')
     parser.add_argument('--DATASET', required=True, choices=tuple(DATASETS), help='dataset of the config')
     parser.add_argument('--config', metavar='PATH', help='extra yml merged over the model config (as run.py --CONFIG)')
-    parser.add_argument('--SET', action='append', type=_key_value, default=[], metavar='KEY=VALUE',
+    parser.add_argument('--SET', action='append', type=key_value, default=[], metavar='KEY=VALUE',
                         help='any config key, value read as YAML (repeatable)')
 
 

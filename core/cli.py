@@ -46,7 +46,7 @@ def _comma_list(text):
     return items
 
 
-def _key_value(text):
+def key_value(text):
     key, sep, value = _unquote(text).partition('=')
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -64,7 +64,7 @@ _GROUPS = [
         ('--DATASET', 'DATASET', _unquote, 'dataset (required)'),
         ('--backend', 'backend', _unquote, 'framework to run on (default: paddle)'),
         ('--CONFIG', 'CONFIG', _unquote, 'extra yml merged over the model config'),
-        ('--SET', 'SET', _key_value, 'KEY=VALUE for any config key, value read as YAML (repeatable)'),
+        ('--SET', 'SET', key_value, 'KEY=VALUE for any config key, value read as YAML (repeatable)'),
     ]),
     ('training', [
         ('--SPLIT', 'TRAIN_SPLIT', _unquote, "training splits joined by '+', e.g. train+val+vg (default: train)"),
