@@ -7,6 +7,8 @@ import importlib
 
 from backends.base import Backend, BackendUnavailable
 
+__all__ = ["Backend", "BackendUnavailable", "available_backends", "get_backend"]
+
 BACKENDS = {
     "paddle": ("paddlepaddle==3.3.1", "backends.paddle.backend"),
     "torch": ("torch==2.13.0", "backends.torch.backend"),

@@ -17,7 +17,7 @@ from core.evaluation import clevr as clevr_eval
 from core.evaluation import results as result_writers
 from core.evaluation import vqa as vqa_eval
 from core.runlog import RunLog, read_history
-from core.schedules import decayed_lr_base, tau_at, warmup_lr
+from core.schedules import tau_at, warmup_lr
 from core.data.sampler import epoch_batches, eval_batches
 
 

@@ -82,7 +82,39 @@ def lstm_aliases(net):
 
 
 class NetBase(nn.Layer):
-    """Base of the paddle Nets: set_state_dict accepts LSTM tensors under torch names, paddle aliases or both."""
+    """Base of the Nets: the stem and head that TRAR, MCAN and MMNasNet share; set_state_dict accepts LSTM tensors
+    under torch names, paddle aliases or both."""
+
+    def add_stem(self, cfg, pretrained_emb, token_size):
+        """The question stem and the image adapter, registered first as in the original."""
+        self.embedding = make_embedding(token_size, cfg.WORD_EMBED_SIZE, pretrained_emb)
+        self.lstm = LSTM(input_size=cfg.WORD_EMBED_SIZE, hidden_size=cfg.HIDDEN_SIZE, num_layers=1, time_major=False)
+        self.adapter = Adapter(cfg)
+
+    def add_head(self, cfg, answer_size):
+        """AttFlat per modality, sum fusion, LayerNorm and the classifier, registered after the backbone."""
+        self.attflat_img = AttFlat(cfg.HIDDEN_SIZE, cfg.FLAT_MLP_SIZE, cfg.FLAT_GLIMPSES, cfg.FLAT_OUT_SIZE,
+                                   cfg.DROPOUT_R)
+        self.attflat_lang = AttFlat(cfg.HIDDEN_SIZE, cfg.FLAT_MLP_SIZE, cfg.FLAT_GLIMPSES, cfg.FLAT_OUT_SIZE,
+                                    cfg.DROPOUT_R)
+        self.proj_norm = LayerNorm(cfg.FLAT_OUT_SIZE)
+        self.proj = nn.Linear(cfg.FLAT_OUT_SIZE, answer_size)
+
+    def embed(self, frcn_feat, grid_feat, bbox_feat, ques_ix):
+        lang_mask = make_mask(ques_ix.unsqueeze(2))
+        lang_feat, _ = self.lstm(self.embedding(ques_ix))
+        img_feat, img_mask = self.adapter(frcn_feat, grid_feat, bbox_feat)
+        return lang_feat, lang_mask, img_feat, img_mask
+
+    def classify(self, lang_feat, lang_mask, img_feat, img_mask):
+        proj_feat = self.attflat_lang(lang_feat, lang_mask) + self.attflat_img(img_feat, img_mask)
+        return self.proj(self.proj_norm(proj_feat))
+
+    def set_tau(self, tau):
+        """Only TRAR routes; every Net takes the same calls."""
+
+    def routing_alphas(self):
+        return []
 
     def set_state_dict(self, state_dict, use_structured_name=True):
         state_dict = dict(state_dict)

@@ -12,8 +12,40 @@ from torch import nn
 
 MASK_FILL = -1e9
 LSTM = nn.LSTM
-# Base of the Nets. torch needs nothing extra; the paddle NetBase maps LSTM parameter aliases when loading.
-NetBase = nn.Module
+class NetBase(nn.Module):
+    """Base of the Nets: the stem and head that TRAR, MCAN and MMNasNet share (the paddle twin also maps LSTM
+    parameter aliases when loading)."""
+
+    def add_stem(self, cfg, pretrained_emb, token_size):
+        """The question stem and the image adapter, registered first as in the original."""
+        self.embedding = make_embedding(token_size, cfg.WORD_EMBED_SIZE, pretrained_emb)
+        self.lstm = LSTM(input_size=cfg.WORD_EMBED_SIZE, hidden_size=cfg.HIDDEN_SIZE, num_layers=1, batch_first=True)
+        self.adapter = Adapter(cfg)
+
+    def add_head(self, cfg, answer_size):
+        """AttFlat per modality, sum fusion, LayerNorm and the classifier, registered after the backbone."""
+        self.attflat_img = AttFlat(cfg.HIDDEN_SIZE, cfg.FLAT_MLP_SIZE, cfg.FLAT_GLIMPSES, cfg.FLAT_OUT_SIZE,
+                                   cfg.DROPOUT_R)
+        self.attflat_lang = AttFlat(cfg.HIDDEN_SIZE, cfg.FLAT_MLP_SIZE, cfg.FLAT_GLIMPSES, cfg.FLAT_OUT_SIZE,
+                                    cfg.DROPOUT_R)
+        self.proj_norm = LayerNorm(cfg.FLAT_OUT_SIZE)
+        self.proj = nn.Linear(cfg.FLAT_OUT_SIZE, answer_size)
+
+    def embed(self, frcn_feat, grid_feat, bbox_feat, ques_ix):
+        lang_mask = make_mask(ques_ix.unsqueeze(2))
+        lang_feat, _ = self.lstm(self.embedding(ques_ix))
+        img_feat, img_mask = self.adapter(frcn_feat, grid_feat, bbox_feat)
+        return lang_feat, lang_mask, img_feat, img_mask
+
+    def classify(self, lang_feat, lang_mask, img_feat, img_mask):
+        proj_feat = self.attflat_lang(lang_feat, lang_mask) + self.attflat_img(img_feat, img_mask)
+        return self.proj(self.proj_norm(proj_feat))
+
+    def set_tau(self, tau):
+        """Only TRAR routes; every Net takes the same calls."""
+
+    def routing_alphas(self):
+        return []
 
 
 def masked_fill(x, mask):

@@ -5,8 +5,7 @@ final question features, FFN). Structured parameter names equal openvqa's (Linea
 """
 from paddle import nn
 
-from backends.paddle.layers import (FFN, LSTM, SA, Adapter, AttFlat, LayerNorm, MHAtt, NetBase, make_embedding,
-                                    make_mask)
+from backends.paddle.layers import FFN, SA, LayerNorm, MHAtt, NetBase
 
 
 class SGA(nn.Layer):
@@ -46,27 +45,11 @@ class MCA_ED(nn.Layer):
 class Net(NetBase):
     def __init__(self, cfg, pretrained_emb, token_size, answer_size):
         super().__init__()
-        self.embedding = make_embedding(token_size, cfg.WORD_EMBED_SIZE, pretrained_emb)
-        self.lstm = LSTM(input_size=cfg.WORD_EMBED_SIZE, hidden_size=cfg.HIDDEN_SIZE, num_layers=1, time_major=False)
-        self.adapter = Adapter(cfg)
+        self.add_stem(cfg, pretrained_emb, token_size)
         self.backbone = MCA_ED(cfg)
-        self.attflat_img = AttFlat(cfg.HIDDEN_SIZE, cfg.FLAT_MLP_SIZE, cfg.FLAT_GLIMPSES, cfg.FLAT_OUT_SIZE,
-                                   cfg.DROPOUT_R)
-        self.attflat_lang = AttFlat(cfg.HIDDEN_SIZE, cfg.FLAT_MLP_SIZE, cfg.FLAT_GLIMPSES, cfg.FLAT_OUT_SIZE,
-                                    cfg.DROPOUT_R)
-        self.proj_norm = LayerNorm(cfg.FLAT_OUT_SIZE)
-        self.proj = nn.Linear(cfg.FLAT_OUT_SIZE, answer_size)
-
-    def set_tau(self, tau):
-        """MCAN has no routing; kept so every Net takes the same calls."""
-
-    def routing_alphas(self):
-        return []
+        self.add_head(cfg, answer_size)
 
     def forward(self, frcn_feat, grid_feat, bbox_feat, ques_ix):
-        lang_mask = make_mask(ques_ix.unsqueeze(2))
-        lang_feat, _ = self.lstm(self.embedding(ques_ix))
-        img_feat, img_mask = self.adapter(frcn_feat, grid_feat, bbox_feat)
+        lang_feat, lang_mask, img_feat, img_mask = self.embed(frcn_feat, grid_feat, bbox_feat, ques_ix)
         lang_feat, img_feat = self.backbone(lang_feat, img_feat, lang_mask, img_mask)
-        proj_feat = self.attflat_lang(lang_feat, lang_mask) + self.attflat_img(img_feat, img_mask)
-        return self.proj(self.proj_norm(proj_feat))
+        return self.classify(lang_feat, lang_mask, img_feat, img_mask)

@@ -11,7 +11,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from backends.paddle import layers
-from backends.paddle.layers import LSTM, Adapter, AttFlat, LayerNorm, MHAtt, NetBase, make_embedding, make_mask
+from backends.paddle.layers import LayerNorm, MHAtt, NetBase
 from core.geometry import DELTA_MIN
 
 REL_LOG_MIN = 1e-6  # ReLU'd relation weights are clamped to this before the log
@@ -141,33 +141,17 @@ class Net(NetBase):
             raise ValueError("MMNasNet needs VQA region features with USE_BBOX_FEAT False (its relation geometry "
                              f"uses the raw pixel boxes); got DATA_FORMAT {cfg.DATA_FORMAT!r}, "
                              f"USE_BBOX_FEAT {cfg.USE_BBOX_FEAT}")
-        self.embedding = make_embedding(token_size, cfg.WORD_EMBED_SIZE, pretrained_emb)
-        self.lstm = LSTM(input_size=cfg.WORD_EMBED_SIZE, hidden_size=cfg.HIDDEN_SIZE, num_layers=1, time_major=False)
-        self.adapter = Adapter(cfg)
+        self.add_stem(cfg, pretrained_emb, token_size)
         self.backbone = NAS_ED(cfg)
         self.linear_rel = nn.Linear(4, cfg.REL_SIZE)
         self.relu = nn.ReLU()
-        self.attflat_img = AttFlat(cfg.HIDDEN_SIZE, cfg.FLAT_MLP_SIZE, cfg.FLAT_GLIMPSES, cfg.FLAT_OUT_SIZE,
-                                   cfg.DROPOUT_R)
-        self.attflat_lang = AttFlat(cfg.HIDDEN_SIZE, cfg.FLAT_MLP_SIZE, cfg.FLAT_GLIMPSES, cfg.FLAT_OUT_SIZE,
-                                    cfg.DROPOUT_R)
-        self.proj_norm = LayerNorm(cfg.FLAT_OUT_SIZE)
-        self.proj = nn.Linear(cfg.FLAT_OUT_SIZE, answer_size)
-
-    def set_tau(self, tau):
-        """MMNasNet has no routing; kept so every Net takes the same calls."""
-
-    def routing_alphas(self):
-        return []
+        self.add_head(cfg, answer_size)
 
     def forward(self, frcn_feat, grid_feat, bbox_feat, ques_ix, rel_geom=None):
         """``rel_geom``: (B, N, N, 4) from core.geometry (the dataset's 'rel_geom'); computed from bbox_feat if None."""
-        lang_mask = make_mask(ques_ix.unsqueeze(2))
-        lang_feat, _ = self.lstm(self.embedding(ques_ix))
-        img_feat, img_mask = self.adapter(frcn_feat, grid_feat, bbox_feat)
+        lang_feat, lang_mask, img_feat, img_mask = self.embed(frcn_feat, grid_feat, bbox_feat, ques_ix)
         if rel_geom is None:
             rel_geom = relation_geometry(bbox_feat[..., :4])
         rela = self.relu(self.linear_rel(rel_geom))
         lang_feat, img_feat = self.backbone(lang_feat, img_feat, lang_mask, img_mask, rela)
-        proj_feat = self.attflat_lang(lang_feat, lang_mask) + self.attflat_img(img_feat, img_mask)
-        return self.proj(self.proj_norm(proj_feat))
+        return self.classify(lang_feat, lang_mask, img_feat, img_mask)
