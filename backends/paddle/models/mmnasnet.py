@@ -66,12 +66,8 @@ class SA(nn.Layer):
         return self.norm(x + self.dropout(self.mhatt(x, x, x, x_mask)))
 
 
-class GA(nn.Layer):
-    def __init__(self, cfg):
-        super().__init__()
-        self.mhatt = MHAtt(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.DROPOUT_R)
-        self.dropout = nn.Dropout(cfg.DROPOUT_R)
-        self.norm = LayerNorm(cfg.HIDDEN_SIZE)
+class GA(SA):
+    """SA's parameters; the image queries attend to the question."""
 
     def forward(self, x, y, x_mask, y_mask, rela):
         return self.norm(x + self.dropout(self.mhatt(y, y, x, y_mask)))
