@@ -1,10 +1,25 @@
 """PaddlePaddle backend. Thread settings are made here, before anything imports paddle.
 
-``import paddle`` sets OMP_NUM_THREADS=1 when it is unset, and Paddle's bundled MKL picks a slow code path on AMD CPUs
-unless MKL_DEBUG_CPU_TYPE=5. Values the user already set are kept.
+``import paddle`` sets OMP_NUM_THREADS=1 when it is unset. Paddle's bundled MKL (mklml 2019) picks a slow code path on
+AMD CPUs unless MKL_DEBUG_CPU_TYPE=5 (AVX2); on Intel CPUs with AVX-512 the same setting forces that AVX2 path too and
+makes its matmuls 1.5-1.9x slower (measured: docs/benchmarks.md), so it is set on AMD CPUs only. Values the user
+already set are kept.
 """
 import os
 
+
+def _amd_cpu():
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return "AuthenticAMD" in line
+    except OSError:
+        pass
+    return False
+
+
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
-os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+if _amd_cpu():
+    os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")

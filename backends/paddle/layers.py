@@ -17,7 +17,8 @@ def masked_fill(x, mask):
     """MASK_FILL where ``mask`` is True (fp32, as the original); clipped to the dtype's range so half precision
     gets no -inf (and no NaN rows)."""
     fill = max(MASK_FILL, float(paddle.finfo(x.dtype).min))
-    return paddle.masked_fill(x, mask, fill)
+    # paddle.where rather than paddle.masked_fill: same values, and paddle2onnx has no converter for masked_fill
+    return paddle.where(mask, paddle.full([], fill, x.dtype), x)
 
 
 def make_mask(feature):

@@ -79,7 +79,7 @@ class VQADataset:
         if cfg_get(cfg, "FEAT_STORE"):
             self.use_feature_store(cfg.FEAT_STORE, [s["iid"] for s in samples])
         # after the file and feature checks, so a bad layout fails before a long GloVe scan
-        self.token_to_ix, vocab_key = self._vocabulary(cfg, loaded)
+        self.token_to_ix, vocab_key = question_vocabulary(cfg, loaded)
         loaded.clear()
         self.pretrained_emb = pretrained_embedding(cfg, self.token_to_ix, vocab_key)
 
@@ -92,19 +92,6 @@ class VQADataset:
         self.ans_size = len(self.ans_to_ix)
         self.questions_path = q_paths[0] if len(q_paths) == 1 else q_paths
         self.annotations_path = None if not a_paths else (a_paths[0] if len(a_paths) == 1 else a_paths)
-
-    def _vocabulary(self, cfg, loaded):
-        paths = [question_path(self.root, FMT, s) for s in VQA_VOCAB_SPLITS]
-        present = [p for p in paths if os.path.isfile(p)]
-        missing = [p for p in paths if p not in present]
-        if missing and not cfg.DATASET.startswith("demo"):  # the demo data has no VG file by design
-            warn_once(f"vocabulary built without {', '.join(missing)}: the original scans the train, val, test2015 "
-                      "and VG question files, so this vocabulary (and the word embedding size) differs from the "
-                      "released checkpoints'")
-        record, key = cached_vocabulary(
-            cfg.RESULTS_ROOT, FMT, present,
-            lambda: {"token_to_ix": build_vocab(_questions(p, loaded) for p in present)})
-        return record["token_to_ix"], key
 
     def __len__(self):
         return self.data_size
@@ -146,6 +133,27 @@ class VQADataset:
         if self.feat_type == "grid":
             return features.load_grid(path, *self.frcn_size), _ZEROS.copy()
         return features.load_region(path, self.frcn_size, self.bbox_rows, self.use_bbox_feat, self.bbox_normalize)
+
+
+def question_vocabulary(cfg, loaded=None):
+    """(token_to_ix, cache key) as the original builds it: the train, val, test2015 and VG question files, in that
+    order, those that exist; cached under RESULTS_ROOT so every run and both backends share it."""
+    loaded = {} if loaded is None else loaded
+    root = format_root(cfg.DATA_ROOT, FMT)
+    paths = [question_path(root, FMT, s) for s in VQA_VOCAB_SPLITS]
+    present = [p for p in paths if os.path.isfile(p)]
+    missing = [p for p in paths if p not in present]
+    if not present:
+        raise FileNotFoundError(f"DATA_ROOT: no VQA question file under {root} to build the vocabulary from; "
+                                f"expected some of {', '.join(paths)}")
+    if missing and not cfg.DATASET.startswith("demo"):  # the demo data has no VG file by design
+        warn_once(f"vocabulary built without {', '.join(missing)}: the original scans the train, val, test2015 "
+                  "and VG question files, so this vocabulary (and the word embedding size) differs from the "
+                  "released checkpoints'")
+    record, key = cached_vocabulary(
+        cfg.RESULTS_ROOT, FMT, present,
+        lambda: {"token_to_ix": build_vocab(_questions(p, loaded) for p in present)})
+    return record["token_to_ix"], key
 
 
 def _questions(path, loaded):

@@ -144,8 +144,10 @@ class TRAR_ED(nn.Layer):
         self.enc_list = nn.LayerList(
             [SA(cfg.HIDDEN_SIZE, cfg.FF_SIZE, cfg.MULTI_HEAD, cfg.DROPOUT_R) for _ in range(cfg.LAYER)])
         self.dec_list = nn.LayerList([Decoder(cfg) for _ in range(cfg.LAYER)])
-        # (L, N, N), True = outside the span; order 0 is all False. Moves with the model, never saved.
-        self.register_buffer("span_masks", paddle.to_tensor(span_mask_stack(cfg.IMG_SCALE, cfg.ORDERS)),
+        # (L, N, N), 1 = outside the span; order 0 is all 0. Moves with the model, never saved. Held as int32 and
+        # cast in forward: paddle2onnx cannot write a bool constant into an exported program.
+        self.register_buffer("span_masks",
+                             paddle.to_tensor(span_mask_stack(cfg.IMG_SCALE, cfg.ORDERS).astype("int32")),
                              persistable=False)
 
     def set_tau(self, tau):
@@ -154,7 +156,7 @@ class TRAR_ED(nn.Layer):
     def forward(self, y, x, y_mask, x_mask):
         for enc in self.enc_list:
             y = enc(y, y_mask)
-        x_masks = paddle.logical_or(x_mask, self.span_masks)   # (B, 1, 1, N) | (L, N, N) -> (B, L, N, N)
+        x_masks = paddle.logical_or(x_mask, self.span_masks.astype("bool"))   # (B,1,1,N) | (L,N,N) -> (B,L,N,N)
         for dec in self.dec_list:
             x = dec(x, y, x_masks, y_mask, self.tau)
         return y, x

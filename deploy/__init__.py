@@ -1,0 +1,13 @@
+"""Deployment: an inference folder from a checkpoint, answered by Paddle Inference (or onnxruntime).
+
+    python -m deploy export  --MODEL trar --DATASET demo --CKPT_PATH ckpts/ckpt_x/epoch10.pdparams --out export/trar
+    python -m deploy predict --model export/trar --question "what color is the circle?" --features 123.npy
+    python -m deploy onnx    --MODEL trar --DATASET demo --CKPT_PATH ckpts/ckpt_x/epoch10.pdparams --out export/trar_onnx
+    python -m deploy bench   --MODEL trar --DATASET vqa
+
+bundle.py   the folder's files and manifest, question encoding and feature loading (numpy, no framework)
+export.py   Paddle static export (paddle.jit.to_static + paddle.jit.save), run.py --RUN=export lands here
+predict.py  the Paddle Inference predictor (paddle.inference.Config + create_predictor) and onnxruntime runner
+onnx.py     ONNX export through torch.onnx from the torch backend
+timing.py   latency / throughput timing, predictor vs dynamic graph
+"""

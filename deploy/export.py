@@ -1,0 +1,166 @@
+"""Paddle static export: a checkpoint -> an inference folder (deploy/bundle.py) that Paddle Inference loads.
+
+    python run.py --RUN=export --backend=paddle --MODEL trar --DATASET demo --CKPT_PATH ckpts/ckpt_x/epoch10.pdparams
+    python -m deploy export --MODEL trar --DATASET demo --CKPT_PATH ckpts/ckpt_x/epoch10.pdparams --out DIR
+
+The Net is wrapped in a Layer that takes only the inputs the model reads (paddle.jit.save refuses inputs a program
+does not use), traced with paddle.jit.to_static with a dynamic batch axis, and saved with paddle.jit.save (Paddle 3:
+model.json, the PIR program, + model.pdiparams). The saved model is then run once by Paddle Inference and compared
+with the dynamic graph on a random batch before the folder is put in place.
+
+Static export always runs on Paddle. With --backend=torch the checkpoint is still read by the paddle backend, which
+converts a torch .pkl (Linear weights transposed by the model's own layer list) on the way.
+"""
+import os
+import shutil
+import sys
+
+import numpy as np
+
+import backends.paddle  # noqa: F401  (thread defaults, set before paddle is imported)
+import paddle
+from paddle import nn
+from paddle.static import InputSpec
+
+from backends import BackendUnavailable, get_backend
+from backends.base import INPUT_KEYS
+from convert.layout import CheckpointMismatch
+from core import checkpoints
+from deploy import bundle
+
+SUPPORTED_MODELS = ("trar", "mcan", "mmnasnet")
+VERIFY_BATCH = 3
+# Exported logits may differ from the dynamic graph's by float rounding only (oneDNN kernels, fused passes).
+VERIFY_ATOL = 1e-4
+
+
+class ExportError(ValueError):
+    """The export cannot be made (no checkpoint, a checkpoint that does not fit, a model that is not supported)."""
+
+
+def _net_args(names, values):
+    """Net.forward's four positional arguments; None for the inputs the model does not read."""
+    given = dict(zip(names, values))
+    return [given.get(key) for key in INPUT_KEYS]
+
+
+class ImageQuestion(nn.Layer):
+    """The exported forward of models reading one image input (grid, region or CLEVR features) and the question."""
+
+    def __init__(self, net, names):
+        super().__init__()
+        self.net = net
+        self.names = tuple(names)
+
+    def forward(self, image, ques_ix):
+        return self.net(*_net_args(self.names, (image, ques_ix)))
+
+
+class ImageBoxesQuestion(ImageQuestion):
+    """... and the boxes (bbox_feat: MMNasNet's relation geometry, or USE_BBOX_FEAT)."""
+
+    def forward(self, image, bbox_feat, ques_ix):
+        return self.net(*_net_args(self.names, (image, bbox_feat, ques_ix)))
+
+
+def dynamic_logits(net, names, batch):
+    was_training = net.training
+    net.eval()
+    try:
+        with paddle.no_grad():
+            return net(*_net_args(names, [paddle.to_tensor(batch[n]) for n in names])).numpy()
+    finally:
+        if was_training:
+            net.train()
+
+
+def export_net(net, cfg, out_dir, token_to_ix, answers, max_token, extra=None):
+    """Write the inference folder of a built paddle Net (weights loaded) to ``out_dir``; returns the manifest."""
+    from deploy.predict import PaddleRunner
+    if cfg.MODEL_USE not in SUPPORTED_MODELS:
+        raise ExportError(f"MODEL: static export supports {', '.join(SUPPORTED_MODELS)}, not {cfg.MODEL_USE!r}")
+    manifest = bundle.base_manifest(cfg, "paddle", token_to_ix, answers, max_token)
+    specs = manifest["inputs"]
+    names = [s["name"] for s in specs]
+    wrapper = (ImageQuestion if len(names) == 2 else ImageBoxesQuestion)(net, names)
+    wrapper.eval()
+    input_spec = [InputSpec([None] + list(s["shape"][1:]), s["dtype"], s["name"]) for s in specs]
+    sample = bundle.sample_inputs(specs, VERIFY_BATCH, len(token_to_ix))
+    expected = dynamic_logits(net, names, sample)
+
+    stage = bundle.staging_dir(out_dir)
+    try:
+        static = paddle.jit.to_static(wrapper, input_spec=input_spec, full_graph=True)
+        paddle.jit.save(static, os.path.join(stage, "model"), input_spec=input_spec)
+        runner = PaddleRunner(os.path.join(stage, "model.json"), os.path.join(stage, "model.pdiparams"), threads=1)
+        got = runner.run(sample)
+        diff = float(np.abs(got - expected).max())
+        if got.shape != expected.shape or not diff <= VERIFY_ATOL * max(1.0, float(np.abs(expected).max())):
+            raise ExportError(f"{out_dir}: the exported program disagrees with the dynamic model (max abs "
+                              f"difference {diff:.3g}, output {got.shape} vs {expected.shape}); nothing was written")
+        manifest.update(
+            outputs=[{"name": runner.output_names[0], "shape": [-1, len(answers)], "dtype": "float32"}],
+            framework="paddle", framework_version=paddle.__version__, verified_max_abs_diff=diff, **(extra or {}))
+        if cfg.MODEL_USE == "trar":
+            manifest["routing"] = {"ROUTING": cfg.ROUTING, "BINARIZE": bool(cfg.BINARIZE),
+                                   "tau": float(net.backbone.tau)}
+        return bundle.finish(stage, out_dir, manifest, token_to_ix, answers, cfg)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def export_checkpoint(cfg, ckpt_path, out_dir):
+    """Build the model of ``cfg`` on Paddle, load ``ckpt_path`` (.pdparams, or a torch .pkl converted on the way),
+    and export it to ``out_dir``; returns the manifest."""
+    be = _paddle_backend()
+    token_to_ix, answers, max_token = bundle.question_vocabulary(cfg)
+    net = be.build_model(cfg, len(token_to_ix), len(answers))
+    try:
+        meta = be.load_checkpoint(net, ckpt_path)
+    except CheckpointMismatch as exc:
+        raise ExportError(f"the checkpoint does not match the config ({cfg.MODEL} on {cfg.DATASET} with "
+                          f"{len(token_to_ix)} words from {cfg.DATA_ROOT}): {exc}") from None
+    extra = {"checkpoint": os.path.abspath(ckpt_path), "checkpoint_epoch": (meta or {}).get("epoch")}
+    return export_net(net, cfg, out_dir, token_to_ix, answers, max_token, extra)
+
+
+def find_checkpoint(cfg):
+    """CKPT_PATH, else ckpts/ckpt_<CKPT_VERSION>/epoch<CKPT_EPOCH>.pdparams, else the same name in .pkl."""
+    if cfg.CKPT_PATH is None and not cfg.CKPT_EPOCH:
+        raise ExportError("CKPT_PATH: export needs a checkpoint; give --CKPT_PATH FILE, or --CKPT_V NAME and "
+                          "--CKPT_E N")
+    errors = []
+    for ext in (".pdparams", ".pkl"):
+        try:
+            return checkpoints.resume_path(cfg, ext)
+        except FileNotFoundError as exc:
+            errors.append(exc)
+    raise errors[0]
+
+
+def default_out_dir(cfg):
+    return os.path.join(cfg.RESULTS_ROOT, "export", cfg.CKPT_VERSION)
+
+
+def export_from_config(cfg, be, out_dir=None):
+    """run.py --RUN=export: export the configured checkpoint; errors end the program with a one-line message."""
+    if be.name != "paddle":
+        print(f"note: static export runs on Paddle (paddle.jit.save), not on the {be.name} backend; the checkpoint "
+              "is read by the paddle backend, which converts a torch .pkl on the way", file=sys.stderr)
+    try:
+        ckpt = find_checkpoint(cfg)
+        out_dir = out_dir or default_out_dir(cfg)
+        manifest = export_checkpoint(cfg, ckpt, out_dir)
+    except (BackendUnavailable, FileNotFoundError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+    inputs = ", ".join(f"{s['name']} {tuple(s['shape'])} {s['dtype']}" for s in manifest["inputs"])
+    print(f"Exported {ckpt} ({cfg.MODEL}, {cfg.DATASET}) to {out_dir}\n  inputs: {inputs}\n"
+          f"  checked against the dynamic graph: max abs difference {manifest['verified_max_abs_diff']:.2e}")
+    return {"out_dir": out_dir, "checkpoint": ckpt, "manifest": manifest}
+
+
+def _paddle_backend():
+    try:
+        return get_backend("paddle")
+    except BackendUnavailable as exc:
+        raise ExportError(f"static export needs Paddle: {exc}") from None

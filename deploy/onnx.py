@@ -1,0 +1,250 @@
+"""ONNX inference folders, checked with onnxruntime, by two routes:
+
+    python -m deploy onnx --MODEL trar --DATASET demo --CKPT_PATH FILE [--out DIR] [--exporter dynamo|legacy]
+    python -m deploy onnx --from-paddle EXPORT_DIR [--out DIR]          (paddle2onnx, from a static Paddle export)
+
+Both write an inference folder (deploy/bundle.py) with runtime 'onnx' (model.onnx + vocab, answers, config,
+manifest); `python -m deploy predict --model DIR` answers with it through onnxruntime.
+
+1. torch.onnx from the torch backend (works with torch 2.13): the checkpoint may be a .pkl or a .pdparams, the torch
+   backend reads both. Needs onnx, onnxscript (dynamo exporter) and onnxruntime.
+2. paddle2onnx from the static model: paddle2onnx 2.1.0 (the newest, Jan 2026) aborts on the Paddle 3.3.1 programs
+   of these models as they are written today: it has no converter for `pd_op.masked_fill` (every attention masks its
+   scores with paddle.masked_fill) and cannot write a bool constant (TRAR's span masks: "Only support data type of
+   FLOAT/DOUBLE/INT32/INT64 in Constant function"). Such programs are refused here before paddle2onnx runs. With the
+   masks written as paddle.where and the span masks kept as int32 (cast to bool in forward) all four model kinds
+   convert and match Paddle Inference within 2e-6 (tried by hand). See docs/aistudio.md.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+
+from backends import BackendUnavailable, get_backend
+from backends.base import INPUT_KEYS
+from convert.layout import CheckpointMismatch
+from deploy import bundle
+
+EXPORTERS = ("dynamo", "legacy")
+DEFAULT_OPSET = 18   # torch 2.13's dynamo exporter writes opset 18; converting it down fails on this model
+VERIFY_ATOL = 1e-4
+
+
+class OnnxExportError(ValueError):
+    """The ONNX export cannot be made or does not match the torch model."""
+
+
+def _wrapper(net, names):
+    import torch
+
+    class Inputs(torch.nn.Module):
+        """Net with only the inputs the model reads, in the manifest's order."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, *inputs):
+            given = dict(zip(names, inputs))
+            return self.net(*(given.get(key) for key in INPUT_KEYS))
+
+    return Inputs().eval()
+
+
+def export_torch_net(net, cfg, out_dir, token_to_ix, answers, max_token, exporter="dynamo", opset=None, extra=None):
+    """torch.onnx.export of a torch Net (weights loaded), batch axis dynamic; checked with onnxruntime when it is
+    installed. Returns the manifest."""
+    import torch
+    if exporter not in EXPORTERS:
+        raise OnnxExportError(f"exporter: expected one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    manifest = bundle.base_manifest(cfg, "onnx", token_to_ix, answers, max_token)
+    names = [s["name"] for s in manifest["inputs"]]
+    module = _wrapper(net.eval(), names)
+    sample = bundle.sample_inputs(manifest["inputs"], 3, len(token_to_ix))
+    args = tuple(torch.from_numpy(sample[n]) for n in names)
+    with torch.no_grad():
+        expected = module(*args).numpy()
+    opset = int(opset or DEFAULT_OPSET)
+    stage = bundle.staging_dir(out_dir)
+    try:
+        path = os.path.join(stage, "model.onnx")
+        kwargs = dict(input_names=names, output_names=["logits"], opset_version=opset)
+        if exporter == "dynamo":
+            batch = torch.export.Dim("batch", min=1, max=65536)
+            kwargs["dynamic_shapes"] = (tuple({0: batch} for _ in names),)
+        else:
+            kwargs["dynamic_axes"] = {name: {0: "batch"} for name in names + ["logits"]}
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")   # the legacy exporter's deprecation and tracer notes
+            torch.onnx.export(module, args, path, dynamo=exporter == "dynamo", **kwargs)
+        _single_file(path)
+        diff = _check_with_onnxruntime(path, sample, expected, out_dir)
+        manifest.update(outputs=[{"name": "logits", "shape": [-1, len(answers)], "dtype": "float32"}],
+                        framework="torch", framework_version=torch.__version__, exporter=exporter, opset=opset,
+                        verified_max_abs_diff=diff, **(extra or {}))
+        return bundle.finish(stage, out_dir, manifest, token_to_ix, answers, cfg)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _single_file(path):
+    """Fold the weights the dynamo exporter writes beside the model (model.onnx.data) into model.onnx, so the
+    folder has one model file (an ONNX protobuf holds up to 2 GB; the large models are below 1 GB)."""
+    import onnx
+    data = [name for name in os.listdir(os.path.dirname(path)) if name.startswith(os.path.basename(path) + ".")]
+    if data:
+        onnx.save_model(onnx.load(path), path, save_as_external_data=False)
+        for name in data:
+            os.remove(os.path.join(os.path.dirname(path), name))
+
+
+def _check_with_onnxruntime(path, sample, expected, out_dir):
+    """Max abs difference of onnxruntime's logits from torch's (batch 3, then batch 1); None without onnxruntime."""
+    try:
+        import onnxruntime
+    except ImportError:
+        warnings.warn("onnxruntime is not installed: the ONNX model was not checked (pip install onnxruntime)",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    diff = 0.0
+    for rows in (slice(None), slice(0, 1)):
+        got = session.run(None, {name: value[rows] for name, value in sample.items()})[0]
+        if got.shape != expected[rows].shape:
+            raise OnnxExportError(f"{out_dir}: onnxruntime gives {got.shape}, torch {expected[rows].shape}")
+        diff = max(diff, float(np.abs(got - expected[rows]).max()))
+    if not diff <= VERIFY_ATOL * max(1.0, float(np.abs(expected).max())):
+        raise OnnxExportError(f"{out_dir}: the ONNX model disagrees with torch (max abs difference {diff:.3g}); "
+                              "nothing was written")
+    return diff
+
+
+def export_onnx_checkpoint(cfg, ckpt_path, out_dir, exporter="dynamo", opset=None):
+    try:
+        be = get_backend("torch")
+    except BackendUnavailable as exc:
+        raise OnnxExportError(f"ONNX export goes through torch.onnx: {exc}") from None
+    token_to_ix, answers, max_token = bundle.question_vocabulary(cfg)
+    net = be.build_model(cfg, len(token_to_ix), len(answers))
+    try:
+        meta = be.load_checkpoint(net, ckpt_path)
+    except CheckpointMismatch as exc:
+        raise OnnxExportError(f"the checkpoint does not match the config ({cfg.MODEL} on {cfg.DATASET}): "
+                              f"{exc}") from None
+    extra = {"checkpoint": os.path.abspath(ckpt_path), "checkpoint_epoch": (meta or {}).get("epoch")}
+    return export_torch_net(net, cfg, out_dir, token_to_ix, answers, max_token, exporter, opset, extra)
+
+
+def onnx_from_config(cfg, out_dir=None, exporter="dynamo", opset=None):
+    """python -m deploy onnx: errors end the program with a one-line message."""
+    from deploy.export import find_checkpoint
+    try:
+        import onnx  # noqa: F401  (torch.onnx needs it)
+    except ImportError:
+        sys.exit("error: ONNX export needs the optional packages onnx, onnxscript and onnxruntime "
+                 "(pip install onnx onnxscript onnxruntime)")
+    try:
+        ckpt = find_checkpoint(cfg)
+        out_dir = out_dir or os.path.join(cfg.RESULTS_ROOT, "export", f"{cfg.CKPT_VERSION}_onnx")
+        manifest = export_onnx_checkpoint(cfg, ckpt, out_dir, exporter, opset)
+    except (FileNotFoundError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+    diff = manifest["verified_max_abs_diff"]
+    check = "not checked (no onnxruntime)" if diff is None else f"onnxruntime vs torch: max abs difference {diff:.2e}"
+    print(f"Exported {ckpt} ({cfg.MODEL}, {cfg.DATASET}) to {out_dir}/model.onnx ({exporter}, opset "
+          f"{manifest['opset']}); {check}")
+    return {"out_dir": out_dir, "checkpoint": ckpt, "manifest": manifest}
+
+
+# ------------------------------------------------------------------------------------------------- paddle2onnx
+P2O_OPSET = 17
+
+
+def paddle2onnx_blockers(program_path):
+    """What in a saved PIR program (model.json) paddle2onnx 2.1.0 cannot convert; [] when nothing is found."""
+    with open(program_path, encoding="utf-8") as f:
+        program = json.load(f)
+    masked, bool_constants = 0, []
+    stack = [program]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            kind = node.get("#")
+            if isinstance(kind, str) and kind.endswith(".masked_fill"):
+                masked += 1
+            if kind == "p" and '"0.t_bool"' in json.dumps(node.get("O", {})):
+                attrs = node.get("A") or []
+                bool_constants.append(str(attrs[-1]) if attrs else "?")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    blockers = []
+    if masked:
+        blockers.append(f"{masked} pd_op.masked_fill ops (no paddle2onnx converter; mask with paddle.where)")
+    if bool_constants:
+        blockers.append(f"bool constants {', '.join(bool_constants)} (paddle2onnx writes only float/int constants)")
+    return blockers
+
+
+def onnx_from_paddle_folder(model_dir, out_dir, opset=P2O_OPSET):
+    """paddle2onnx on an exported Paddle folder, checked against Paddle Inference with onnxruntime; returns the
+    manifest of the new folder."""
+    from deploy.predict import PaddleRunner
+    source = bundle.Bundle(model_dir, runtime="paddle")
+    blockers = paddle2onnx_blockers(source.file("model"))
+    if blockers:
+        raise OnnxExportError(f"{source.file('model')}: paddle2onnx cannot convert this program: "
+                              f"{'; '.join(blockers)}. Use the torch route: python -m deploy onnx --MODEL ... "
+                              "--CKPT_PATH ...")
+    stage = bundle.staging_dir(out_dir)
+    try:
+        path = os.path.join(stage, "model.onnx")
+        # in a child process: paddle2onnx aborts the whole process on an operator it does not know
+        code = ("import sys, paddle2onnx; paddle2onnx.export(sys.argv[1], sys.argv[2], save_file=sys.argv[3], "
+                "opset_version=int(sys.argv[4]), enable_onnx_checker=True)")
+        done = subprocess.run([sys.executable, "-c", code, source.file("model"), source.file("params"), path,
+                               str(opset)], capture_output=True, text=True)
+        if done.returncode != 0 or not os.path.isfile(path):
+            tail = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()][-3:]
+            raise OnnxExportError(f"{source.file('model')}: paddle2onnx failed (exit {done.returncode}): "
+                                  f"{' | '.join(tail)}")
+        sample = bundle.sample_inputs(source.inputs, 3, len(source.token_to_ix))
+        expected = PaddleRunner(source.file("model"), source.file("params"), threads=1).run(sample)
+        diff = _check_with_onnxruntime(path, sample, expected, out_dir)
+        manifest = {k: v for k, v in source.manifest.items() if k not in ("files", "sha256")}
+        manifest.update(runtime="onnx", outputs=[{"name": _output_name(path), "shape": [-1, len(source.answers)],
+                                                  "dtype": "float32"}],
+                        exporter="paddle2onnx", opset=opset, verified_max_abs_diff=diff,
+                        source=os.path.abspath(model_dir))
+        with open(source.file("config"), encoding="utf-8") as f:
+            config = f.read()
+        return bundle.finish(stage, out_dir, manifest, source.token_to_ix, source.answers, config)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _output_name(path):
+    import onnx
+    return onnx.load(path, load_external_data=False).graph.output[0].name
+
+
+def onnx_from_paddle_cli(model_dir, out_dir=None, opset=None):
+    """python -m deploy onnx --from-paddle DIR: errors end the program with a one-line message."""
+    try:
+        import onnxruntime  # noqa: F401
+        import paddle2onnx  # noqa: F401
+    except ImportError as exc:
+        sys.exit(f"error: the paddle2onnx route needs the optional packages paddle2onnx and onnxruntime "
+                 f"({exc.name} is missing: pip install paddle2onnx onnxruntime)")
+    out_dir = out_dir or os.path.normpath(model_dir) + "_onnx"
+    try:
+        manifest = onnx_from_paddle_folder(model_dir, out_dir, opset or P2O_OPSET)
+    except (FileNotFoundError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+    print(f"Converted {model_dir} to {out_dir}/model.onnx (paddle2onnx, opset {manifest['opset']}); onnxruntime vs "
+          f"Paddle Inference: max abs difference {manifest['verified_max_abs_diff']:.2e}")
+    return {"out_dir": out_dir, "manifest": manifest}

@@ -1,0 +1,223 @@
+"""Answering questions with an exported folder: Paddle Inference (paddle.inference.Config + create_predictor), or
+onnxruntime for a folder written by ``python -m deploy onnx``.
+
+    predictor = Predictor('results/export/trar')                    # CPU; device='gpu' for a CUDA build of Paddle
+    predictor.answer(['what color is the circle?'], ['feats/123.npy'], k=5)
+    predictor.answer_file('questions.json', 'feats/test2015', 'result.json')   # EvalAI json (CLEVR: text lines)
+
+Questions and features are encoded by deploy.bundle with the training pipeline's functions.
+"""
+import contextlib
+import ctypes
+import io
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+
+from core.data import features
+from core.data.paths import load_json
+from core.evaluation.results import write_clevr_results, write_vqa_results
+from deploy.bundle import Bundle, BundleError
+
+# Paddle Inference CPU settings (docs/aistudio.md, "Speed"). enable_memory_optim() fails on Paddle 3.3.1 with a
+# PIR program at the first run ("Not find predictor_id 0 and pass_name memory_optimize_pass"), so it stays off.
+CPU_DEFAULTS = {"mkldnn": True, "ir_optim": True, "memory_optim": False}
+GPU_MEMORY_POOL_MB = 256
+
+
+def default_threads():
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+@contextlib.contextmanager
+def _c_stdout_to_stderr():
+    """Send the process's C-level stdout to stderr for a while.
+
+    Paddle's oneDNN kernels print 'ReduceMeanCheckIfOneDNNSupport' to the C stdout on a predictor's first run;
+    stdout is kept for the answers.
+    """
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        yield
+        return
+    libc = ctypes.CDLL(None)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        libc.fflush(None)   # what C++ buffered goes to stderr, not to the restored stdout
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+class PaddleRunner:
+    """One paddle.inference predictor: run({input name: array}) -> float32 logits."""
+
+    def __init__(self, model_file, params_file, device="cpu", gpu_id=0, threads=None, mkldnn=True, ir_optim=True,
+                 memory_optim=False):
+        import backends.paddle  # noqa: F401  (thread defaults, set before paddle is imported)
+        from paddle import inference
+        config = inference.Config(model_file, params_file)
+        config.disable_glog_info()
+        self.device = "cpu"
+        if device == "gpu":
+            import paddle
+            if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+                config.enable_use_gpu(GPU_MEMORY_POOL_MB, int(gpu_id))
+                self.device = f"gpu:{int(gpu_id)}"
+            else:
+                warnings.warn("device 'gpu': this Paddle build sees no CUDA device; predicting on the CPU",
+                              RuntimeWarning, stacklevel=2)
+        if self.device == "cpu":
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(int(threads or default_threads()))
+            if mkldnn:
+                config.enable_mkldnn()
+            else:
+                config.disable_mkldnn()
+        config.switch_ir_optim(bool(ir_optim))
+        if memory_optim:
+            config.enable_memory_optim()
+        self.predictor = inference.create_predictor(config)
+        self.input_names = list(self.predictor.get_input_names())
+        self.output_names = list(self.predictor.get_output_names())
+        self._ran = False
+
+    def run(self, batch):
+        for name in self.input_names:
+            handle = self.predictor.get_input_handle(name)
+            array = np.ascontiguousarray(batch[name])
+            handle.reshape(list(array.shape))
+            handle.copy_from_cpu(array)
+        if self._ran:
+            self.predictor.run()
+        else:
+            with _c_stdout_to_stderr():
+                self.predictor.run()
+            self._ran = True
+        return self.predictor.get_output_handle(self.output_names[0]).copy_to_cpu().astype(np.float32, copy=False)
+
+
+class OnnxRunner:
+    """An onnxruntime session with the same run() as PaddleRunner."""
+
+    def __init__(self, model_file, device="cpu", threads=None, **_cpu_knobs):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise BundleError(f"{model_file}: an ONNX model needs onnxruntime (pip install onnxruntime)") from None
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = int(threads or default_threads())
+        providers = ["CPUExecutionProvider"]
+        if device == "gpu" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = onnxruntime.InferenceSession(model_file, options, providers=providers)
+        self.device = "gpu" if providers[0].startswith("CUDA") else "cpu"
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, batch):
+        feed = {name: np.ascontiguousarray(batch[name]) for name in self.input_names}
+        return self.session.run(self.output_names[:1], feed)[0].astype(np.float32, copy=False)
+
+
+def make_runner(bundle, device="cpu", gpu_id=0, threads=None, **cpu_knobs):
+    knobs = dict(CPU_DEFAULTS, **cpu_knobs)
+    if bundle.runtime == "onnx":
+        runner = OnnxRunner(bundle.file("model"), device=device, threads=threads)
+    else:
+        runner = PaddleRunner(bundle.file("model"), bundle.file("params"), device=device, gpu_id=gpu_id,
+                              threads=threads, **knobs)
+    if sorted(runner.input_names) != sorted(bundle.input_names):
+        raise BundleError(f"{bundle.file('model')}: the model takes inputs {runner.input_names}, but "
+                          f"{bundle.path('manifest.json')} lists {bundle.input_names}; export the folder again")
+    return runner
+
+
+class Predictor:
+    """An exported folder, checked, with its runtime: logits, top-k answers and result files."""
+
+    def __init__(self, model_dir, device="cpu", gpu_id=0, threads=None, verify_hashes=True, **cpu_knobs):
+        """verify_hashes: compare every file with the manifest's sha256 (about a second per GB)."""
+        self.bundle = Bundle(model_dir, verify_hashes=verify_hashes)
+        self.runner = make_runner(self.bundle, device=device, gpu_id=gpu_id, threads=threads, **cpu_knobs)
+
+    def logits(self, batch):
+        """float32 (B, answers) for a dict of batched input arrays (checked against the manifest)."""
+        self.bundle.check_batch(batch)
+        return self.runner.run(batch)
+
+    def answer(self, questions, feature_paths, k=5):
+        """[{'question', 'unknown_words', 'answers': [(answer, score)]}] for parallel lists of questions and files."""
+        logits = self.logits(self.bundle.make_batch(questions, feature_paths))
+        return [{"question": q, "unknown_words": self.bundle.encode(q)[1], "answers": top}
+                for q, top in zip(questions, self.bundle.top_answers(logits, k))]
+
+    def answer_file(self, questions_path, features_dir, out_path, batch_size=64):
+        """Answer every question of a question file; write the EvalAI json (VQA) or answer lines (CLEVR)."""
+        items = read_questions(questions_path, self.bundle.manifest["data_format"])
+        index = feature_index(features_dir, self.bundle.feature["ext"])
+        paths = []
+        for qid, iid, _ in items:
+            if iid not in index:
+                raise BundleError(f"{features_dir}: no {self.bundle.feature['ext']} feature file for image {iid} "
+                                  f"(question {qid} of {questions_path})")
+            paths.append(index[iid])
+        answers = []
+        for start in range(0, len(items), int(batch_size)):
+            chunk = items[start:start + int(batch_size)]
+            batch = self.bundle.make_batch([q for _, _, q in chunk], paths[start:start + len(chunk)])
+            answers += self.bundle.best_answers(self.logits(batch))
+        if self.bundle.manifest["data_format"] == "clevr":
+            write_clevr_results(out_path, answers)
+        else:
+            write_vqa_results(out_path, [qid for qid, _, _ in items], answers)
+        return len(answers)
+
+
+def read_questions(path, data_format):
+    """[(question id, image id, text)] from a VQA or CLEVR question file (a {'questions': [...]} object or a list)."""
+    if not os.path.isfile(path):
+        raise BundleError(f"{path}: no such question file")
+    try:
+        data = load_json(path)
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
+    questions = data.get("questions") if isinstance(data, dict) else data
+    if not isinstance(questions, list):
+        raise BundleError(f"{path}: expected a json object with a 'questions' list, or a list of questions")
+    keys = ("question_index", "image_index") if data_format == "clevr" else ("question_id", "image_id")
+    items = []
+    for n, q in enumerate(questions):
+        if not isinstance(q, dict) or "question" not in q or any(k not in q for k in keys):
+            raise BundleError(f"{path}: question {n} needs 'question', '{keys[0]}' and '{keys[1]}'")
+        items.append((q[keys[0]], int(q[keys[1]]), q["question"]))
+    return items
+
+
+def feature_index(folder, ext):
+    if not os.path.isdir(folder):
+        raise BundleError(f"{folder}: no such feature folder")
+    index = features.index_features([folder], ext)
+    if not index:
+        raise BundleError(f"{folder}: no {ext} feature files in it")
+    return index
+
+
+def format_answers(result, k):
+    lines = [f"question: {result['question']}"]
+    if result["unknown_words"]:
+        lines.append(f"  (not in the vocabulary, read as UNK: {', '.join(result['unknown_words'])})")
+    width = max(len(a) for a, _ in result["answers"])
+    lines += [f"  {i + 1}. {a:<{width}}  {s:.4f}" for i, (a, s) in enumerate(result["answers"][:k])]
+    return "\n".join(lines)
+
+
+def result_json(results):
+    return json.dumps([{"question": r["question"], "unknown_words": r["unknown_words"],
+                        "answers": [{"answer": a, "score": s} for a, s in r["answers"]]} for r in results], indent=1)
