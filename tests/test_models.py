@@ -460,3 +460,21 @@ def test_paddle_lstm_state_dict_uses_torch_names_and_loads_either_alias():
         missing, unexpected = target.set_state_dict(state)
         assert missing == [] and unexpected == []
         np.testing.assert_array_equal(predict("paddle", target, batch), expected)
+
+
+# ---- initialisation: both frameworks draw PyTorch's defaults (the originals train from them) ------------------------
+
+def test_initialisation_follows_pytorch_defaults(fw):
+    cfg = full_cfg("mcan_small")
+    net = build(fw, cfg)
+    state = {k: to_numpy(fw, v) for k, v in net.state_dict().items()}
+    w = state["backbone.enc_list.0.mhatt.linear_q.weight"]        # 512 x 512, fan_in 512
+    b = state["backbone.enc_list.0.mhatt.linear_q.bias"]
+    bound = 1 / np.sqrt(512)
+    # U(-bound, bound): every value inside, standard deviation bound / sqrt(3) (Xavier would give 0.0442 vs 0.0255)
+    assert np.abs(w).max() <= bound and abs(w.std() - bound / np.sqrt(3)) < 0.02 * bound
+    assert np.abs(b).max() <= bound and b.std() > 0.4 * bound          # non-zero biases (paddle's default is zeros)
+    emb = state["embedding.weight"]                                    # N(0, 1)
+    assert abs(emb.std() - 1.0) < 0.05 and abs(emb.mean()) < 0.05
+    lstm = state["lstm.weight_hh_l0"]                                  # U(-1/sqrt(512), 1/sqrt(512))
+    assert np.abs(lstm).max() <= bound and abs(lstm.std() - bound / np.sqrt(3)) < 0.02 * bound

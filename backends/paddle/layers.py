@@ -9,6 +9,7 @@ import math
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
+from paddle.autograd import PyLayer
 
 MASK_FILL = -1e9
 
@@ -82,6 +83,59 @@ def lstm_aliases(net):
     return pairs
 
 
+# ---- faster parameter gradients on the CPU ---------------------------------------------------------------------
+# Paddle's CPU reduction over leading axes (the gradient of a bias, or of LayerNorm's a_2 / b_2, summed over
+# batch x rows) runs single-threaded at ~11 ns per element; one matmul with a row of ones does it ~30x faster. The
+# forward and every activation gradient stay bit-identical; only these parameter gradients change, at the last ulps
+# (summation order), as any two reductions do. docs/benchmarks.md has the measurements.
+
+def _sum_rows(t):
+    """Sum over every axis but the last, as one matmul with a row of ones."""
+    flat = t.reshape([-1, t.shape[-1]])
+    return paddle.matmul(paddle.ones([1, flat.shape[0]], dtype=flat.dtype), flat).reshape(t.shape[-1:])
+
+
+class _BiasAdd(PyLayer):
+    """x + bias (bias over the last axis): paddle's add forward, the bias gradient by _sum_rows."""
+
+    @staticmethod
+    def forward(ctx, x, bias):
+        return x + bias
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, _sum_rows(grad)
+
+
+class _RowScale(PyLayer):
+    """scale * x (scale over the last axis): paddle's multiply forward and x gradient, the scale gradient by
+    _sum_rows."""
+
+    @staticmethod
+    def forward(ctx, scale, x):
+        ctx.save_for_backward(scale, x)
+        return scale * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        scale, x = ctx.saved_tensor()
+        return _sum_rows(grad * x), grad * scale
+
+
+def _trains(*params):
+    """True when a dynamic-graph backward will need these parameters' gradients (not in eval, export or no_grad)."""
+    return paddle.in_dynamic_mode() and paddle.is_grad_enabled() and any(not p.stop_gradient for p in params)
+
+
+class Linear(nn.Linear):
+    """paddle.nn.Linear with the same parameters and forward (matmul, then + bias) and a faster bias gradient."""
+
+    def forward(self, x):
+        if self.bias is None or not _trains(self.bias):
+            return super().forward(x)
+        return _BiasAdd.apply(paddle.matmul(x, self.weight), self.bias)
+
+
 class NetBase(nn.Layer):
     """Base of the Nets: the stem and head that TRAR, MCAN and MMNasNet share; set_state_dict accepts LSTM tensors
     under torch names, paddle aliases or both."""
@@ -99,7 +153,7 @@ class NetBase(nn.Layer):
         self.attflat_lang = AttFlat(cfg.HIDDEN_SIZE, cfg.FLAT_MLP_SIZE, cfg.FLAT_GLIMPSES, cfg.FLAT_OUT_SIZE,
                                     cfg.DROPOUT_R)
         self.proj_norm = LayerNorm(cfg.FLAT_OUT_SIZE)
-        self.proj = nn.Linear(cfg.FLAT_OUT_SIZE, answer_size)
+        self.proj = Linear(cfg.FLAT_OUT_SIZE, answer_size)
 
     def embed(self, frcn_feat, grid_feat, bbox_feat, ques_ix):
         lang_mask = make_mask(ques_ix.unsqueeze(2))
@@ -132,7 +186,7 @@ class FC(nn.Layer):
         super().__init__()
         self.dropout_r = dropout_r
         self.use_relu = use_relu
-        self.linear = nn.Linear(in_size, out_size)
+        self.linear = Linear(in_size, out_size)
         if use_relu:
             self.relu = nn.ReLU()
         if dropout_r > 0:
@@ -151,7 +205,7 @@ class MLP(nn.Layer):
     def __init__(self, in_size, mid_size, out_size, dropout_r=0.0, use_relu=True):
         super().__init__()
         self.fc = FC(in_size, mid_size, dropout_r=dropout_r, use_relu=use_relu)
-        self.linear = nn.Linear(mid_size, out_size)
+        self.linear = Linear(mid_size, out_size)
 
     def forward(self, x):
         return self.linear(self.fc(x))
@@ -171,6 +225,8 @@ class LayerNorm(nn.Layer):
         centered = x - mean
         # Unbiased std written out: on CPU builds paddle.std runs a Python fallback with a host sync per call.
         std = paddle.sqrt(paddle.sum(centered * centered, axis=-1, keepdim=True) / (x.shape[-1] - 1))
+        if _trains(self.a_2, self.b_2):
+            return _BiasAdd.apply(_RowScale.apply(self.a_2, centered) / (std + self.eps), self.b_2)
         return self.a_2 * centered / (std + self.eps) + self.b_2
 
 
@@ -183,10 +239,10 @@ class MHAtt(nn.Layer):
             raise ValueError(f"HIDDEN_SIZE {hidden_size} must be divisible by MULTI_HEAD {multi_head}")
         self.hidden_size = hidden_size
         self.multi_head = multi_head
-        self.linear_v = nn.Linear(hidden_size, hidden_size)
-        self.linear_k = nn.Linear(hidden_size, hidden_size)
-        self.linear_q = nn.Linear(hidden_size, hidden_size)
-        self.linear_merge = nn.Linear(hidden_size, hidden_size)
+        self.linear_v = Linear(hidden_size, hidden_size)
+        self.linear_k = Linear(hidden_size, hidden_size)
+        self.linear_q = Linear(hidden_size, hidden_size)
+        self.linear_merge = Linear(hidden_size, hidden_size)
         self.dropout = nn.Dropout(dropout_r)
 
     def split_heads(self, x):
@@ -228,7 +284,7 @@ class AttFlat(nn.Layer):
         super().__init__()
         self.glimpses = glimpses
         self.mlp = MLP(in_size, mid_size, glimpses, dropout_r=dropout_r, use_relu=True)
-        self.linear_merge = nn.Linear(in_size * glimpses, out_size)
+        self.linear_merge = Linear(in_size * glimpses, out_size)
 
     def forward(self, x, x_mask):
         att = self.mlp(x)
@@ -257,7 +313,8 @@ class SA(nn.Layer):
 
 def make_embedding(token_size, embed_size, pretrained_emb):
     """Word embedding, overwritten by ``pretrained_emb`` (numpy (token_size, embed_size)) when given."""
-    embedding = nn.Embedding(token_size, embed_size)
+    # N(0, 1) as torch's nn.Embedding (see init_like_torch)
+    embedding = nn.Embedding(token_size, embed_size, weight_attr=nn.initializer.Normal(0.0, 1.0))
     if pretrained_emb is not None:
         check_pretrained_emb(pretrained_emb, token_size, embed_size)
         embedding.weight.set_value(paddle.to_tensor(pretrained_emb, dtype="float32"))
@@ -282,11 +339,11 @@ class Adapter(nn.Layer):
             in_size = feat_size["FRCN_FEAT_SIZE"][1]
             self.use_bbox_feat = bool(cfg.USE_BBOX_FEAT)
             if self.use_bbox_feat:
-                self.bbox_linear = nn.Linear(feat_size["BBOX_FEAT_SIZE"][1], cfg.BBOXFEAT_EMB_SIZE)
+                self.bbox_linear = Linear(feat_size["BBOX_FEAT_SIZE"][1], cfg.BBOXFEAT_EMB_SIZE)
                 in_size += cfg.BBOXFEAT_EMB_SIZE
-            self.frcn_linear = nn.Linear(in_size, cfg.HIDDEN_SIZE)
+            self.frcn_linear = Linear(in_size, cfg.HIDDEN_SIZE)
         elif cfg.DATA_FORMAT == "clevr":
-            self.grid_linear = nn.Linear(cfg.FEAT_SIZE["clevr"]["GRID_FEAT_SIZE"][1], cfg.HIDDEN_SIZE)
+            self.grid_linear = Linear(cfg.FEAT_SIZE["clevr"]["GRID_FEAT_SIZE"][1], cfg.HIDDEN_SIZE)
         else:
             raise ValueError(f"DATA_FORMAT must be 'vqa' or 'clevr', got {cfg.DATA_FORMAT!r}")
 
@@ -297,3 +354,20 @@ class Adapter(nn.Layer):
         if self.use_bbox_feat:
             frcn_feat = paddle.concat((frcn_feat, self.bbox_linear(bbox_feat)), axis=-1)
         return self.frcn_linear(frcn_feat), img_mask
+
+
+def init_like_torch(net):
+    """Re-draw every Linear as PyTorch initialises it: weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    The original models train from PyTorch's defaults; Paddle's (Xavier weights, zero biases) train the same net to a
+    lower accuracy band on the demo data. The Embedding is drawn N(0, 1) in make_embedding and paddle.nn.LSTM already
+    draws U(-1/sqrt(hidden), 1/sqrt(hidden)) as torch does. Uses paddle's RNG, so paddle.seed fixes it.
+    """
+    for layer in net.sublayers(include_self=True):
+        if isinstance(layer, nn.Linear):
+            bound = 1.0 / math.sqrt(layer.weight.shape[0])   # Paddle's Linear weight is [in, out]
+            init = nn.initializer.Uniform(-bound, bound)
+            init(layer.weight)
+            if layer.bias is not None:
+                init(layer.bias)
+    return net

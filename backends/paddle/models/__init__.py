@@ -1,4 +1,5 @@
 """PaddlePaddle models by cfg.MODEL_USE. Mirror of backends/torch/models/__init__.py."""
+from backends.paddle.layers import init_like_torch
 from backends.paddle.models import mcan, mmnasnet, trar
 
 MODEL_CLASSES = {"trar": trar.Net, "mcan": mcan.Net, "mmnasnet": mmnasnet.Net}
@@ -13,7 +14,8 @@ def model_class(cfg):
 
 
 def build_net(cfg, token_size, answer_size, pretrained_emb=None):
-    return model_class(cfg)(cfg, pretrained_emb, token_size, answer_size)
+    # PyTorch's default initialisation, the one the original models train from (torch's build_net gets it for free)
+    return init_like_torch(model_class(cfg)(cfg, pretrained_emb, token_size, answer_size))
 
 
 def state_dict_shapes(cfg, token_size, answer_size):
