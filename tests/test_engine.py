@@ -70,11 +70,17 @@ def test_train_resume_val_test(backend, tmp_path, demo_root):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["mcan_small", "mmnasnet_small"])
-def test_other_models_train_and_validate(backend, tmp_path, demo_root, model):
+def test_other_models_train_resume_validate_and_test(backend, tmp_path, demo_root, model):
     extra = ["--SET", "REL_HBASE=8", "--SET", "REL_SIZE=8"] if model.startswith("mmnas") else []
     out = _run(tmp_path, demo_root, backend, "--RUN=train", "--VERSION=m", "--MAX_EPOCH=1", *extra, model=model)
     assert out["epoch"] == 1 and np.isfinite(out["loss"]) and 0.0 <= out["val"] <= 100.0
     assert os.path.exists(out["checkpoint"])
+    resumed = _run(tmp_path, demo_root, backend, "--RUN=train", "--VERSION=m2", "--MAX_EPOCH=2", "--RESUME=True",
+                   "--CKPT_V=m", "--CKPT_E=1", *extra, model=model)
+    assert resumed["epoch"] == 2 and np.isfinite(resumed["loss"])
+    test = _run(tmp_path, demo_root, backend, "--RUN=test", "--CKPT_V=m2", "--CKPT_E=2", *extra, model=model)
+    with open(test["result_file"]) as f:
+        assert len(json.load(f)) == test["questions"] > 0
 
 
 def test_missing_checkpoint_is_a_clear_exit(backend, tmp_path, demo_root):
