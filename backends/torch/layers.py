@@ -12,6 +12,8 @@ from torch import nn
 
 MASK_FILL = -1e9
 LSTM = nn.LSTM
+# torch needs nothing extra; the paddle Linear computes its bias gradient faster on the CPU (same forward).
+Linear = nn.Linear
 class NetBase(nn.Module):
     """Base of the Nets: the stem and head that TRAR, MCAN and MMNasNet share (the paddle twin also maps LSTM
     parameter aliases when loading)."""
@@ -29,7 +31,7 @@ class NetBase(nn.Module):
         self.attflat_lang = AttFlat(cfg.HIDDEN_SIZE, cfg.FLAT_MLP_SIZE, cfg.FLAT_GLIMPSES, cfg.FLAT_OUT_SIZE,
                                     cfg.DROPOUT_R)
         self.proj_norm = LayerNorm(cfg.FLAT_OUT_SIZE)
-        self.proj = nn.Linear(cfg.FLAT_OUT_SIZE, answer_size)
+        self.proj = Linear(cfg.FLAT_OUT_SIZE, answer_size)
 
     def embed(self, frcn_feat, grid_feat, bbox_feat, ques_ix):
         lang_mask = make_mask(ques_ix.unsqueeze(2))
@@ -71,7 +73,7 @@ class FC(nn.Module):
         super().__init__()
         self.dropout_r = dropout_r
         self.use_relu = use_relu
-        self.linear = nn.Linear(in_size, out_size)
+        self.linear = Linear(in_size, out_size)
         if use_relu:
             self.relu = nn.ReLU()
         if dropout_r > 0:
@@ -90,7 +92,7 @@ class MLP(nn.Module):
     def __init__(self, in_size, mid_size, out_size, dropout_r=0.0, use_relu=True):
         super().__init__()
         self.fc = FC(in_size, mid_size, dropout_r=dropout_r, use_relu=use_relu)
-        self.linear = nn.Linear(mid_size, out_size)
+        self.linear = Linear(mid_size, out_size)
 
     def forward(self, x):
         return self.linear(self.fc(x))
@@ -120,10 +122,10 @@ class MHAtt(nn.Module):
             raise ValueError(f"HIDDEN_SIZE {hidden_size} must be divisible by MULTI_HEAD {multi_head}")
         self.hidden_size = hidden_size
         self.multi_head = multi_head
-        self.linear_v = nn.Linear(hidden_size, hidden_size)
-        self.linear_k = nn.Linear(hidden_size, hidden_size)
-        self.linear_q = nn.Linear(hidden_size, hidden_size)
-        self.linear_merge = nn.Linear(hidden_size, hidden_size)
+        self.linear_v = Linear(hidden_size, hidden_size)
+        self.linear_k = Linear(hidden_size, hidden_size)
+        self.linear_q = Linear(hidden_size, hidden_size)
+        self.linear_merge = Linear(hidden_size, hidden_size)
         self.dropout = nn.Dropout(dropout_r)
 
     def split_heads(self, x):
@@ -164,7 +166,7 @@ class AttFlat(nn.Module):
         super().__init__()
         self.glimpses = glimpses
         self.mlp = MLP(in_size, mid_size, glimpses, dropout_r=dropout_r, use_relu=True)
-        self.linear_merge = nn.Linear(in_size * glimpses, out_size)
+        self.linear_merge = Linear(in_size * glimpses, out_size)
 
     def forward(self, x, x_mask):
         att = self.mlp(x)
@@ -219,11 +221,11 @@ class Adapter(nn.Module):
             in_size = feat_size["FRCN_FEAT_SIZE"][1]
             self.use_bbox_feat = bool(cfg.USE_BBOX_FEAT)
             if self.use_bbox_feat:
-                self.bbox_linear = nn.Linear(feat_size["BBOX_FEAT_SIZE"][1], cfg.BBOXFEAT_EMB_SIZE)
+                self.bbox_linear = Linear(feat_size["BBOX_FEAT_SIZE"][1], cfg.BBOXFEAT_EMB_SIZE)
                 in_size += cfg.BBOXFEAT_EMB_SIZE
-            self.frcn_linear = nn.Linear(in_size, cfg.HIDDEN_SIZE)
+            self.frcn_linear = Linear(in_size, cfg.HIDDEN_SIZE)
         elif cfg.DATA_FORMAT == "clevr":
-            self.grid_linear = nn.Linear(cfg.FEAT_SIZE["clevr"]["GRID_FEAT_SIZE"][1], cfg.HIDDEN_SIZE)
+            self.grid_linear = Linear(cfg.FEAT_SIZE["clevr"]["GRID_FEAT_SIZE"][1], cfg.HIDDEN_SIZE)
         else:
             raise ValueError(f"DATA_FORMAT must be 'vqa' or 'clevr', got {cfg.DATA_FORMAT!r}")
 

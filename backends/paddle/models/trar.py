@@ -14,7 +14,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from backends.paddle.layers import FFN, SA, AttFlat, LayerNorm, MHAtt, NetBase, make_mask, masked_fill
+from backends.paddle.layers import FFN, SA, AttFlat, LayerNorm, Linear, MHAtt, NetBase, make_mask, masked_fill
 from core.masks import span_mask_stack
 
 POOLINGS = ("avg", "attention", "fc")
@@ -61,11 +61,11 @@ class RoutingBlock(nn.Layer):
         if pooling == "attention":
             self.pool = AttFlatPool(hidden_size, dropout_r)
         elif pooling == "fc":
-            self.pool = nn.Linear(hidden_size, 1)
+            self.pool = Linear(hidden_size, 1)
         self.mlp = nn.Sequential(
-            nn.Linear(hidden_size, hidden_size // reduction, bias_attr=False),
+            Linear(hidden_size, hidden_size // reduction, bias_attr=False),
             nn.ReLU(),
-            nn.Linear(hidden_size // reduction, n_orders))
+            Linear(hidden_size // reduction, n_orders))
         self.last_alphas = None
 
     def pooled(self, x):

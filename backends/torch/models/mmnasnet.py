@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backends.torch import layers
-from backends.torch.layers import LayerNorm, MHAtt, NetBase
+from backends.torch.layers import LayerNorm, Linear, MHAtt, NetBase
 from core.geometry import DELTA_MIN
 
 REL_LOG_MIN = 1e-6  # ReLU'd relation weights are clamped to this before the log
@@ -38,7 +38,7 @@ class RelMHAtt(MHAtt):
         if cfg.HIDDEN_SIZE % cfg.REL_HBASE:
             raise ValueError(f"HIDDEN_SIZE {cfg.HIDDEN_SIZE} must be divisible by REL_HBASE {cfg.REL_HBASE}")
         super().__init__(cfg.HIDDEN_SIZE, cfg.HIDDEN_SIZE // cfg.REL_HBASE, cfg.DROPOUT_R)
-        self.linear_r = nn.Linear(cfg.REL_SIZE, self.multi_head)
+        self.linear_r = Linear(cfg.REL_SIZE, self.multi_head)
         self.relu = nn.ReLU()
 
     def forward(self, v, k, q, mask, rela):
@@ -139,7 +139,7 @@ class Net(NetBase):
                              f"USE_BBOX_FEAT {cfg.USE_BBOX_FEAT}")
         self.add_stem(cfg, pretrained_emb, token_size)
         self.backbone = NAS_ED(cfg)
-        self.linear_rel = nn.Linear(4, cfg.REL_SIZE)
+        self.linear_rel = Linear(4, cfg.REL_SIZE)
         self.relu = nn.ReLU()
         self.add_head(cfg, answer_size)
 

@@ -1,0 +1,346 @@
+"""python -m bench: speed and memory benchmarks per backend (docs/benchmarks.md).
+
+    python -m bench all|train|eval|data|convert|infer [--backends torch,paddle] [--models trar,mcan,mmnasnet]
+                        [--sizes demo,default] [--steps N] [--default-steps N] [--threads 2] [--gpu 0 [--amp]]
+                        [--out bench/results/<date>.json] [--docs docs/benchmarks.md | --no-docs]
+    python -m bench report RESULTS.json [MORE.json ...] [--docs docs/benchmarks.md] [--before OLD.json ...]
+
+Every model measurement runs in a fresh subprocess with OMP_NUM_THREADS / MKL_NUM_THREADS = --threads; for each
+(model, size) the backends run one after the other, so they see the same machine state and are reported as ratios.
+The 1-minute load average is recorded with every measurement; --max-load / --wait-quiet wait for a quiet machine.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench import report
+from bench.train_step import KINDS, MODELS, RESULT_MARK, SIZES
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMANDS = ("all", "train", "eval", "data", "convert", "infer", "report")
+BACKEND_NAMES = ("torch", "paddle")
+
+
+def _csv(allowed, flag):
+    def parse(text):
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"{flag}: expected a comma list of {', '.join(allowed)}, got {text!r}")
+        return items
+    return parse
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("command", choices=COMMANDS)
+    p.add_argument("results", nargs="*", help="report: result JSON files (later files win)")
+    p.add_argument("--backends", type=_csv(BACKEND_NAMES, "--backends"), default=list(BACKEND_NAMES))
+    p.add_argument("--models", type=_csv(MODELS, "--models"), default=list(MODELS))
+    p.add_argument("--sizes", type=_csv(SIZES, "--sizes"), default=list(SIZES))
+    p.add_argument("--steps", type=int, default=10, help="measured steps at the demo size (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="warm-up steps at the demo size (default 3)")
+    p.add_argument("--default-steps", type=int, default=3, help="measured steps at the default size (default 3)")
+    p.add_argument("--default-warmup", type=int, default=1, help="warm-up steps at the default size (default 1)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="intra-op threads per framework (default: the machine's cores)")
+    p.add_argument("--gpu", default="", help="GPU id (e.g. 0); empty = CPU. Untested without a GPU")
+    p.add_argument("--amp", action="store_true", help="mixed precision (GPU only)")
+    p.add_argument("--data-images", type=int, default=300, help="images for the data-loading benchmark")
+    p.add_argument("--convert-repeats", type=int, default=3)
+    p.add_argument("--infer-batch-sizes", type=int, nargs="+", default=[1, 64],
+                   help="batch sizes for the Paddle Inference timing (deploy.timing)")
+    p.add_argument("--max-load", type=float, default=0.5,
+                   help="other runnable tasks (averaged over 3 s) below which the machine counts as quiet")
+    p.add_argument("--wait-quiet", type=float, default=0.0,
+                   help="seconds to wait (at most) for a quiet machine before each measurement")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement subprocess")
+    p.add_argument("--out", help="result JSON (default bench/results/<date>.json)")
+    p.add_argument("--docs", default=os.path.join(REPO, "docs", "benchmarks.md"),
+                   help="markdown file whose generated block is rewritten")
+    p.add_argument("--no-docs", action="store_true", help="write the JSON only")
+    p.add_argument("--before", nargs="+", default=[], help="report: result files from before a change")
+    p.add_argument("--before-label", default="", help="report: what changed between --before and the results")
+    return p
+
+
+def machine():
+    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            kb = int(f.readline().split()[1])
+        info["memory_gib"] = round(kb / 2 ** 20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, check=False, timeout=20).stdout.strip()
+        if out:
+            info["gpu"] = out.splitlines()[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def _commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             check=False).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=False).stdout.strip()
+        return (out + ("+local changes" if dirty else "")) or "?"
+    except OSError:
+        return "?"
+
+
+def running_now(seconds=3.0):
+    """Average number of other runnable tasks over ``seconds`` (/proc/stat procs_running, minus this process).
+
+    Unlike the 1-minute load average it does not remember our own previous measurement, so it says whether *other*
+    work is running right now. Falls back to the load average where /proc/stat is missing."""
+    samples = []
+    end = time.time() + seconds
+    while time.time() < end:
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("procs_running"):
+                        samples.append(int(line.split()[1]) - 1)
+        except OSError:
+            return os.getloadavg()[0]
+        time.sleep(0.05)
+    return sum(samples) / len(samples) if samples else os.getloadavg()[0]
+
+
+def wait_quiet(max_load, seconds):
+    """Wait up to ``seconds`` for other work to drop below ``max_load`` runnable tasks; returns (running, load1)."""
+    deadline = time.time() + seconds
+    running = running_now()
+    while running >= max_load and time.time() < deadline:
+        time.sleep(min(10.0, max(0.0, deadline - time.time())))
+        running = running_now()
+    return running, os.getloadavg()[0]
+
+
+def _procs_running():
+    with open("/proc/stat", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("procs_running"):
+                return int(line.split()[1])
+    raise OSError("no procs_running in /proc/stat")
+
+
+def _running_threads(pid):
+    count = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat", encoding="ascii", errors="replace") as f:
+                count += f.read().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):
+            pass
+    return count
+
+
+SAMPLE_INTERVAL = 0.25
+
+
+def _sample_others(proc, interval=SAMPLE_INTERVAL):
+    """(time.perf_counter(), other runnable tasks) every ``interval`` s while ``proc`` runs: procs_running minus this
+    sampler and the child's running threads. Sampled from the parent, so the measured process runs no extra thread."""
+    samples = []
+    while proc.poll() is None:
+        try:
+            samples.append((time.perf_counter(), _procs_running() - 1 - _running_threads(proc.pid)))
+        except OSError:
+            break
+        time.sleep(interval)
+    return samples
+
+
+def run_child(module, spec, threads, timeout, max_others=0.5):
+    """Run ``python -m <module> '<spec json>'`` in a fresh process; returns its result dict (or {'error': ...}).
+
+    When the child reports 'step_windows', each measured step gets the mean number of other runnable tasks seen
+    during it ('others_running_per_step'), and 'clean_median_s' is the median over the steps that had the machine
+    to themselves (fewer than ``max_others``)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, "-m", module, json.dumps(spec)]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err, text=True)
+        deadline = time.time() + timeout
+        samples = []
+        while proc.poll() is None and time.time() < deadline:
+            samples += _sample_others(_Deadline(proc, deadline))
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            return {**spec, "error": f"timed out after {timeout:.0f} s"}
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_MARK):
+            return _attach_others(json.loads(line[len(RESULT_MARK):]), samples, max_others)
+    tail = (stderr.strip().splitlines() or ["no output"])[-1]
+    return {**spec, "error": f"exit {proc.returncode}: {tail}"}
+
+
+class _Deadline:
+    """A Popen whose poll() also reports the timeout, so the sampler stops at the deadline."""
+
+    def __init__(self, proc, deadline):
+        self.proc, self.deadline, self.pid = proc, deadline, proc.pid
+
+    def poll(self):
+        return self.proc.poll() if time.time() < self.deadline else -1
+
+
+def _attach_others(result, samples, max_others):
+    windows = result.pop("step_windows", None)
+    if not windows:
+        return result
+    per_step = []
+    for t0, t1 in windows:  # a step shorter than the sampling interval takes the samples around it
+        seen = [v for t, v in samples if t0 - SAMPLE_INTERVAL <= t <= t1 + SAMPLE_INTERVAL]
+        per_step.append(round(sum(seen) / len(seen), 2) if seen else None)
+    clean = [t for t, o in zip(result["times_s"], per_step) if o is not None and o < max_others]
+    result["others_running_per_step"] = per_step
+    result["clean_steps"] = len(clean)
+    result["clean_median_s"] = round(statistics.median(clean), 5) if clean else None
+    return result
+
+
+def _say(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def model_runs(args, kinds, state):
+    runs = []
+    for size in args.sizes:
+        steps, warmup = (args.steps, args.warmup) if size == "demo" else (args.default_steps, args.default_warmup)
+        for model in args.models:
+            for kind in kinds:
+                for backend in args.backends:
+                    spec = {"kind": kind, "backend": backend, "model": model, "size": size, "steps": steps,
+                            "warmup": warmup, "gpu": args.gpu, "amp": args.amp}
+                    running, load = wait_quiet(args.max_load, args.wait_quiet)
+                    state["quiet"] &= running < args.max_load
+                    result = run_child("bench.train_step", spec, args.threads, args.timeout, args.max_load)
+                    result["others_running_before"] = round(running, 2)
+                    result["load_before"] = round(load, 2)
+                    result["others_running_after"] = round(running_now(1.0), 2)
+                    runs.append(result)
+                    _say(_summary(result))
+    return runs
+
+
+def _summary(r):
+    head = f"{r.get('kind')} {r.get('backend')} {r.get('model')} {r.get('size')}"
+    if "error" in r:
+        return f"{head}: ERROR {r['error']}"
+    return (f"{head}: median {r['median_s']:.4f} s, clean {r.get('clean_steps')}/{r['steps']} steps "
+            f"(median {r.get('clean_median_s')}), peak RSS {r['peak_rss_mib']:.0f} MiB, others running "
+            f"{r.get('others_running_before')} before / {r.get('others_running_after')} after")
+
+
+def default_out():
+    return os.path.join(REPO, "bench", "results", f"{datetime.date.today().isoformat()}.json")
+
+
+def write_json(path, obj):
+    from core.data.paths import atomic_write_json
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_json(path, obj)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    if args.command == "report":
+        if not args.results:
+            raise SystemExit("python -m bench report: name at least one result JSON file")
+        merged = report.load_results(args.results)
+        if args.before:
+            report.add_before(merged, args.before, args.before_label)
+        print(report.write_docs(merged, args.docs, _chart_path(args.docs)))
+        return
+    if args.threads < 1 or args.steps < 1 or args.default_steps < 1:
+        raise SystemExit("--threads, --steps and --default-steps must be >= 1")
+    state = {"quiet": True}
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
+            "command": "python -m bench " + " ".join(shlex.quote(a) for a in argv), "commit": _commit(),
+            "threads": args.threads, "max_load": args.max_load, "load_before": round(os.getloadavg()[0], 2),
+            "software": f"python {platform.python_version()}, {_versions()}"}
+    results = {"meta": meta, "runs": []}
+    cmd = args.command
+    if cmd in ("all", "train", "eval"):
+        kinds = list(KINDS) if cmd == "all" else [cmd]
+        results["runs"] = model_runs(args, kinds, state)
+        state["quiet"] &= all(r.get("clean_steps") == r.get("steps") for r in results["runs"])
+    if cmd in ("all", "data"):
+        running, _ = wait_quiet(args.max_load, args.wait_quiet)
+        state["quiet"] &= running < args.max_load
+        results["data"] = run_child("bench.data_loading", {"images": args.data_images, "backends": args.backends,
+                                                            "workers": os.cpu_count() or 1}, args.threads,
+                                    args.timeout)
+        _say(f"data: {json.dumps(results['data'])[:300]}")
+    if cmd in ("all", "convert"):
+        running, _ = wait_quiet(args.max_load, args.wait_quiet)
+        state["quiet"] &= running < args.max_load
+        results["convert"] = run_child("bench.conversion", {"models": args.models, "sizes": args.sizes,
+                                                            "repeats": args.convert_repeats}, args.threads,
+                                       args.timeout)
+        _say(f"convert: {json.dumps(results['convert'])[:300]}")
+    if cmd in ("all", "infer"):
+        running, _ = wait_quiet(args.max_load, args.wait_quiet)
+        state["quiet"] &= running < args.max_load
+        results["infer"] = run_child("bench.inference", {"models": args.models, "sizes": args.sizes,
+                                                         "batch_sizes": args.infer_batch_sizes,
+                                                         "threads": args.threads}, args.threads, args.timeout)
+        _say(f"infer: {json.dumps(results['infer'])[:300]}")
+    meta["quiet"] = state["quiet"]
+    meta["load_after"] = round(os.getloadavg()[0], 2)
+    out = args.out or default_out()
+    write_json(out, results)
+    print(out)
+    if not args.no_docs:
+        print(report.write_docs(report.load_results([out]), args.docs, _chart_path(args.docs)))
+
+
+def _chart_path(docs):
+    return os.path.join(os.path.dirname(os.path.abspath(docs)), "benchmarks.png")
+
+
+def _versions():
+    from importlib import metadata
+    parts = []
+    for dist in ("torch", "paddlepaddle", "numpy"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(parts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Checkpoint conversion time: torch .pkl -> paddle .pdparams/.pdopt and back, through convert.cli.convert_file.
+
+    python -m bench.conversion '{"models": ["trar"], "sizes": ["default"], "repeats": 3}'
+
+prints one line ``BENCH_RESULT {json}``. The source is a checkpoint the torch backend writes after one train step
+(weights and Adam state), so the converter moves both. Each direction is timed ``repeats`` times; the median counts.
+"""
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+from bench.train_step import ANSWER_SIZE, CONFIGS, LR, RESULT_MARK, TOKEN_SIZE, bench_config, framework_batch, \
+    synthetic_samples
+
+
+def converter():
+    """convert.cli.convert_file, or None while the converter has not landed."""
+    try:
+        from convert.cli import convert_file
+    except ImportError:
+        return None
+    return convert_file
+
+
+def torch_checkpoint(model, size, path):
+    """Write a torch checkpoint (weights + Adam state after one step) of (model, size); returns its size in bytes."""
+    from backends import get_backend
+    be = get_backend("torch")
+    be.set_device("")
+    be.seed(0)
+    cfg = bench_config(model, size, BATCH_SIZE=2)
+    net = be.build_model(cfg, TOKEN_SIZE[size], ANSWER_SIZE)
+    trainer = be.make_trainer(net, cfg)
+    trainer.train_step(framework_batch(be, synthetic_samples(cfg, 2, TOKEN_SIZE[size], ANSWER_SIZE)), LR)
+    trainer.save(path, 1, LR)
+    return os.path.getsize(path)
+
+
+def measure(spec):
+    convert_file = converter()
+    if convert_file is None:
+        return {"missing": "convert.cli.convert_file is not importable yet: conversion time not measured"}
+    repeats = int(spec.get("repeats", 3))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-convert-", dir=spec.get("root")) as root:
+        for size in spec.get("sizes", ["default"]):
+            for model in spec.get("models", ["trar"]):
+                name, dataset = CONFIGS[(model, size)]
+                sets = [("USE_GLOVE", False)]
+                src = os.path.join(root, f"{model}_{size}.pkl")
+                mb = torch_checkpoint(model, size, src) / 1e6
+                pd_path = os.path.join(root, f"{model}_{size}.pdparams")
+                back = os.path.join(root, f"{model}_{size}_back.pkl")
+                for direction, a, b in (("torch2paddle", src, pd_path), ("paddle2torch", pd_path, back)):
+                    times, summary = [], None
+                    for _ in range(repeats):
+                        start = time.perf_counter()
+                        summary = convert_file(direction, a, b, name, dataset, sets=sets)
+                        times.append(time.perf_counter() - start)
+                    rows.append({"model": model, "size": size, "direction": direction, "mb": round(mb, 1),
+                                 "times_s": [round(t, 4) for t in times],
+                                 "median_s": round(statistics.median(times), 4),
+                                 "tensors": summary.get("tensors"), "optimizer": summary.get("optimizer")})
+    return {"rows": rows, "repeats": repeats, "load_avg": list(os.getloadavg())}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m bench.conversion '<json spec>'")
+    try:
+        spec = json.loads(argv[0])
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"bench.conversion: the argument is not a JSON object ({exc})") from None
+    print(RESULT_MARK + json.dumps(measure(spec)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Feature-loading throughput at the real feature sizes, from per-image files and from the memory-mapped store.
+
+    python -m bench.data_loading '{"images": 300, "backends": ["torch", "paddle"]}'
+
+prints one line ``BENCH_RESULT {json}``. The data are the demo data (core.data.demo: real VQA-v2 file layout, questions
+and annotations) whose feature files are rewritten at the default sizes: grid .npy (64, 2048) float16 (TRAR's 8x8
+grids) and region .npz 'x' (2048, n) float32 with n = 10..100 boxes plus pixel boxes (openvqa's bottom-up features).
+The files were just written, so they are read from the page cache: this measures decoding and copying, not the disk.
+"""
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from bench.feature_store import build_store
+from bench.train_step import RESULT_MARK
+from core.data import demo, features
+from core.data.paths import atomic_write_bytes
+from core.data.sampler import epoch_batches
+
+GRID_SIZE = (64, 2048)
+REGION_SIZE = (100, 2048)
+MIN_BOXES = 10
+SOURCES = ("grid", "region")
+
+
+def _npy_bytes(array):
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def make_feature_data(root, n_images, seed=0, grid_size=GRID_SIZE, region_size=REGION_SIZE):
+    """Demo data under ``root`` (n_images training images, 5 questions each) with full-size feature files."""
+    demo.generate(root, seed=seed, n_train_images=n_images, n_val_images=1, n_test_images=1, questions_per_image=5)
+    rng = np.random.default_rng([seed, 99])
+    feat_root = os.path.join(root, "vqa", "feats")
+    for split in sorted(os.listdir(feat_root)):
+        folder = os.path.join(feat_root, split)
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if name.endswith(features.GRID_EXT):
+                grid = rng.standard_normal(grid_size, dtype=np.float32).astype(np.float16)
+                atomic_write_bytes(path, _npy_bytes(grid))
+            elif name.endswith(features.REGION_EXT):
+                n = int(rng.integers(MIN_BOXES, region_size[0] + 1))
+                xy = rng.uniform(0, 400, (n, 2))
+                boxes = np.concatenate([xy, xy + rng.uniform(8, 240, (n, 2))], axis=1).astype(np.float32)
+                arrays = {"x": np.abs(rng.standard_normal((region_size[1], n), dtype=np.float32)), "bbox": boxes,
+                          "image_h": np.array(480), "image_w": np.array(640)}
+                atomic_write_bytes(path, demo.npz_bytes(arrays))
+    return root
+
+
+def dataset_config(root, source, grid_size=GRID_SIZE, region_size=REGION_SIZE):
+    """The config of a dataset reading ``source`` ('grid' for TRAR, 'region' for MCAN) features under ``root``."""
+    from core.config import load_config
+    common = {"DATA_ROOT": root, "RESULTS_ROOT": os.path.join(root, "results"), "USE_GLOVE": False,
+              "VERSION": "bench", "VERBOSE": False}
+    if source == "grid":
+        scale = int(round(grid_size[0] ** 0.5))
+        return load_config("trar", "demo", overrides={**common, "IMG_SCALE": scale, "ORDERS": [0, 1],
+                                                      "FEAT_SIZE": {"vqa": {"FRCN_FEAT_SIZE": list(grid_size)}}})
+    return load_config("mcan_small", "demo", overrides={
+        **common, "FEAT_SIZE": {"vqa": {"FRCN_FEAT_SIZE": list(region_size), "BBOX_FEAT_SIZE": [region_size[0], 5]}}})
+
+
+def _rate(count, seconds):
+    return round(count / max(seconds, 1e-9), 1)
+
+
+def dataset_throughput(ds, order):
+    """Samples per second of ``ds[i]`` over ``order``, in this process (what one DataLoader worker does)."""
+    start = time.perf_counter()
+    for i in order:
+        ds[int(i)]
+    return _rate(len(order), time.perf_counter() - start)
+
+
+def loader_throughput(be, ds, batches, workers):
+    """Samples per second through the backend's DataLoader (collate and conversion to tensors included)."""
+    start = time.perf_counter()
+    count = 0
+    for batch in be.make_loader(ds, batches, num_workers=workers):
+        count += int(batch["ques_ix"].shape[0])
+    return _rate(count, time.perf_counter() - start)
+
+
+def measure(spec):
+    """Throughput of every source x reader; ``spec``: images, backends, workers, batch_size, root (optional)."""
+    from core.data import build_dataset
+    images = int(spec.get("images", 300))
+    batch_size = int(spec.get("batch_size", 64))
+    workers = int(spec.get("workers", os.cpu_count() or 1))
+    backends = list(spec.get("backends", []))
+    sizes = {"grid_size": tuple(spec.get("grid_size", GRID_SIZE)),
+             "region_size": tuple(spec.get("region_size", REGION_SIZE))}
+    result = {"images": images, "questions_per_image": 5, "batch_size": batch_size, "workers": workers,
+              **{k: list(v) for k, v in sizes.items()}, "load_avg": list(os.getloadavg())}
+    with tempfile.TemporaryDirectory(prefix="bench-data-", dir=spec.get("root")) as root:
+        start = time.perf_counter()
+        make_feature_data(root, images, **sizes)
+        result["generate_s"] = round(time.perf_counter() - start, 2)
+        for source in SOURCES:
+            cfg = dataset_config(root, source, **sizes)
+            ds = build_dataset(cfg, "train")
+            order = np.concatenate(epoch_batches(len(ds), 1, seed=0, epoch=0))
+            batches = epoch_batches(len(ds), batch_size, seed=0, epoch=0)
+            entry = {"samples": len(ds), "file_bytes": sum(os.path.getsize(p) for p in ds.feat_index.values())}
+            entry["per_file_samples_per_s"] = dataset_throughput(ds, order)
+            for name in backends:
+                from backends import get_backend
+                be = get_backend(name)
+                entry[f"{name}_loader_w{workers}_samples_per_s"] = loader_throughput(be, ds, batches, workers)
+            store_dir = os.path.join(root, f"store-{source}")
+            summary = build_store(ds.feat_index, store_dir, source, cfg.FEAT_SIZE["vqa"]["FRCN_FEAT_SIZE"][1])
+            entry["store_build_s"], entry["store_bytes"] = summary["seconds"], summary["bytes"]
+            ds.use_feature_store(store_dir)
+            entry["store_samples_per_s"] = dataset_throughput(ds, order)
+            for name in backends:
+                from backends import get_backend
+                be = get_backend(name)
+                entry[f"{name}_loader_w{workers}_store_samples_per_s"] = loader_throughput(be, ds, batches, workers)
+            result[source] = entry
+    return result
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m bench.data_loading '<json spec>'")
+    try:
+        spec = json.loads(argv[0])
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"bench.data_loading: the argument is not a JSON object ({exc})") from None
+    print(RESULT_MARK + json.dumps(measure(spec)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""One-time conversion of per-image feature files into a memory-mapped feature store.
+
+    python -m bench.feature_store --feats data/vqa/feats/train2014 data/vqa/feats/val2014 --kind grid --out STORE
+
+The originals read one small file per sample (a .npy grid or a .npz of regions). A store holds the same arrays,
+unchanged, in a few large .npy files that the dataset memory-maps (core.data.features.FeatureStore; enable it with
+``VQADataset.use_feature_store(STORE)``). The store is written in a temporary folder beside ``--out`` and renamed into
+place when complete, meta.json last.
+"""
+import argparse
+import json
+import os
+import shutil
+import time
+import zipfile
+
+import numpy as np
+
+from core.data import features
+
+KINDS = {"grid": features.GRID_EXT, "region": features.REGION_EXT}
+
+
+def _header(fp):
+    """(shape, dtype) from an open .npy stream, reading only the header."""
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+    return shape, dtype
+
+
+def file_layout(path, kind, dim):
+    """(rows, feature dtype, bbox dtype or None) of one feature file, from its headers only."""
+    try:
+        if kind == "grid":
+            with open(path, "rb") as fp:
+                shape, dtype = _header(fp)
+            if len(shape) != 2 or shape[1] != dim:
+                raise ValueError(f"expected shape (cells, {dim}), got {shape}")
+            return shape[0], dtype, None
+        with zipfile.ZipFile(path) as zf:
+            with zf.open("x.npy") as fp:
+                shape, dtype = _header(fp)
+            with zf.open("bbox.npy") as fp:
+                bbox_shape, bbox_dtype = _header(fp)
+        if len(shape) != 2 or shape[0] != dim or bbox_shape != (shape[1], 4):
+            raise ValueError(f"expected 'x' ({dim}, n) and 'bbox' (n, 4), got {shape} and {bbox_shape}")
+        return shape[1], dtype, bbox_dtype
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: cannot read a {kind} feature file for the store ({exc})") from None
+
+
+def build_store(index, out, kind, dim, force=False, progress=None):
+    """Write a store of the files in ``index`` ({image id: path}) to the folder ``out``; returns a summary dict."""
+    if kind not in KINDS:
+        raise ValueError(f"--kind: expected one of {sorted(KINDS)}, got {kind!r}")
+    if not index:
+        raise ValueError(f"no {KINDS[kind]} feature files to convert")
+    if os.path.exists(out) and not force:
+        raise ValueError(f"{out} exists; pass --force to replace it")
+    start = time.perf_counter()
+    iids = np.array(sorted(index), dtype=np.int64)
+    layouts = [file_layout(index[int(i)], kind, dim) for i in iids]
+    dtypes = {str(lay[1]) for lay in layouts} | ({str(lay[2]) for lay in layouts} if kind == "region" else set())
+    feat_dtype, bbox_dtype = layouts[0][1], layouts[0][2]
+    for iid, lay in zip(iids, layouts):
+        if lay[1] != feat_dtype or lay[2] != bbox_dtype:
+            raise ValueError(f"{index[int(iid)]}: dtype {lay[1]}/{lay[2]} differs from the first file's "
+                             f"{feat_dtype}/{bbox_dtype}; a store holds one dtype")
+    rows = np.array([lay[0] for lay in layouts], dtype=np.int32)
+    max_rows = int(rows.max())
+
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(out)}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        np.save(os.path.join(tmp, "iids.npy"), iids)
+        np.save(os.path.join(tmp, "rows.npy"), rows)
+        feats = np.lib.format.open_memmap(os.path.join(tmp, "feats.npy"), mode="w+", dtype=feat_dtype,
+                                          shape=(len(iids), max_rows, dim))
+        if kind == "region":
+            bbox = np.lib.format.open_memmap(os.path.join(tmp, "bbox.npy"), mode="w+", dtype=bbox_dtype,
+                                             shape=(len(iids), max_rows, 4))
+            hw = np.zeros((len(iids), 2), np.float64)
+        for k, iid in enumerate(iids):
+            path = index[int(iid)]
+            if kind == "grid":
+                feats[k, :rows[k]] = features.read_grid(path, dim)
+            else:
+                x, boxes, image_h, image_w = features.read_region(path, dim)
+                feats[k, :rows[k]] = x.T
+                bbox[k, :rows[k]] = boxes
+                hw[k] = (image_h, image_w)
+            if progress and (k + 1) % 1000 == 0:
+                progress(k + 1, len(iids))
+        feats.flush()
+        del feats
+        if kind == "region":
+            bbox.flush()
+            del bbox
+            np.save(os.path.join(tmp, "hw.npy"), hw)
+        meta = {"format": features.STORE_FORMAT, "version": features.STORE_VERSION, "kind": kind, "dim": dim,
+                "count": len(iids), "max_rows": max_rows, "dtypes": sorted(dtypes),
+                "sources": sorted({os.path.dirname(os.path.abspath(p)) for p in index.values()})}
+        with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=1)
+        old = None
+        if os.path.exists(out):
+            old = os.path.join(parent, f".{os.path.basename(out)}.old-{os.getpid()}")
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = sum(os.path.getsize(os.path.join(out, name)) for name in os.listdir(out))
+    return {"kind": kind, "images": len(iids), "max_rows": max_rows, "bytes": size,
+            "seconds": round(time.perf_counter() - start, 3), "out": out}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.feature_store", description=__doc__.splitlines()[0])
+    parser.add_argument("--feats", nargs="+", required=True, help="feature folders (e.g. .../feats/train2014)")
+    parser.add_argument("--kind", choices=sorted(KINDS), required=True, help="grid (.npy) or region (.npz)")
+    parser.add_argument("--dim", type=int, default=2048, help="feature width (FRCN_FEAT_SIZE[1], default 2048)")
+    parser.add_argument("--out", required=True, help="store folder to write")
+    parser.add_argument("--force", action="store_true", help="replace an existing store")
+    args = parser.parse_args(argv)
+    for folder in args.feats:
+        if not os.path.isdir(folder):
+            parser.error(f"--feats: no such folder {folder}")
+    index = features.index_features(args.feats, KINDS[args.kind])
+    try:
+        summary = build_store(index, args.out, args.kind, args.dim, force=args.force,
+                              progress=lambda done, total: print(f"{done}/{total}", flush=True))
+    except ValueError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Paddle Inference predictor against the dynamic graph, through deploy.timing.bench (random weights).
+
+    python -m bench.inference '{"models": ["trar"], "sizes": ["default"], "batch_sizes": [1, 64]}'
+
+prints one line ``BENCH_RESULT {json}``. deploy.timing exports the net with paddle.jit.save and times the predictor and
+``be.predict`` call by call in turn; this module only picks the configs and keeps the knob setting deploy uses by
+default (oneDNN + IR optimisation) unless ``all_settings`` is true.
+"""
+import json
+import os
+import sys
+
+from bench.train_step import ANSWER_SIZE, RESULT_MARK, TOKEN_SIZE, bench_config
+
+DEFAULT_SETTING = "default (oneDNN + IR optim)"
+
+
+def timing_module():
+    """deploy.timing, or None while it has not landed."""
+    try:
+        from deploy import timing
+    except ImportError:
+        return None
+    return timing if hasattr(timing, "bench") else None
+
+
+def measure(spec):
+    timing = timing_module()
+    if timing is None:
+        return {"missing": "deploy.timing.bench is not importable yet: Paddle Inference timing not measured"}
+    settings = None
+    if not spec.get("all_settings") and DEFAULT_SETTING in getattr(timing, "KNOB_SETTINGS", {}):
+        settings = {DEFAULT_SETTING: timing.KNOB_SETTINGS[DEFAULT_SETTING]}
+    rows = []
+    for size in spec.get("sizes", ["default"]):
+        for model in spec.get("models", ["trar"]):
+            cfg = bench_config(model, size)
+            for row in timing.bench(cfg, batch_sizes=tuple(spec.get("batch_sizes", (1, 64))),
+                                    threads=spec.get("threads"), warmup=int(spec.get("warmup", 2)),
+                                    repeats=int(spec.get("repeats", 5)), token_size=TOKEN_SIZE[size],
+                                    answer_size=ANSWER_SIZE, settings=settings, log=None):
+                rows.append({"model": model, "size": size, **row})
+    return {"rows": rows, "load_avg": list(os.getloadavg())}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m bench.inference '<json spec>'")
+    try:
+        spec = json.loads(argv[0])
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"bench.inference: the argument is not a JSON object ({exc})") from None
+    print(RESULT_MARK + json.dumps(measure(spec)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Train-step and eval timing of one (backend, model, size), run in a fresh process.
+
+    python -m bench.train_step '{"kind": "train", "backend": "torch", "model": "trar", "size": "default"}'
+
+prints one line ``BENCH_RESULT {json}``. The parent (bench.__main__) starts one such process per measurement, with
+OMP_NUM_THREADS / MKL_NUM_THREADS set, so the peak RSS (getrusage high-water mark) belongs to that measurement alone.
+
+A train step is the backend's ``trainer.train_step(batch, lr)``: forward, summed BCE loss, backward, Adam, as the
+engine calls it. The batch is synthetic (shapes and padding of the real data) and passes once through the backend's
+own DataLoader, so the step sees framework tensors exactly as in training; the same batch is reused every step.
+"""
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+MODELS = ("trar", "mcan", "mmnasnet")
+SIZES = ("demo", "default")
+KINDS = ("train", "eval")
+# (model, size) -> (config name, dataset) for core.config.load_config. 'default' = the shipped VQA configs
+# (batch 64, HIDDEN_SIZE 512, 6+6 layers; MMNasNet-small's 12+18 searched ops).
+CONFIGS = {
+    ("trar", "demo"): ("trar", "demo"), ("trar", "default"): ("trar", "vqa"),
+    ("mcan", "demo"): ("mcan_small", "demo"), ("mcan", "default"): ("mcan_small", "vqa"),
+    ("mmnasnet", "demo"): ("mmnasnet_small", "demo"), ("mmnasnet", "default"): ("mmnasnet_small", "vqa"),
+}
+# Vocabulary sizes: the demo data's 36 tokens; VQA-v2 train+val+test+VG with GloVe (openvqa's token_size).
+TOKEN_SIZE = {"demo": 36, "default": 20573}
+ANSWER_SIZE = 3129  # core/data/answer_dict.json, for both sizes
+QUESTION_LEN = 14
+RESULT_MARK = "BENCH_RESULT "
+LR = 1e-4
+
+
+def bench_config(model, size, **overrides):
+    """The validated Config measured for (model, size). GloVe off: a random embedding of the same shape."""
+    from core.config import load_config
+    if (model, size) not in CONFIGS:
+        raise ValueError(f"model/size: expected model in {MODELS} and size in {SIZES}, got {model!r}/{size!r}")
+    name, dataset = CONFIGS[(model, size)]
+    settings = {"USE_GLOVE": False, "SEED": 0, "VERSION": "bench", "VERBOSE": False}
+    settings.update(overrides)
+    return load_config(name, dataset, overrides=settings)
+
+
+def synthetic_samples(cfg, n, token_size, answer_size, seed=0):
+    """``n`` sample dicts in the dataset format (docs/architecture.md) with the shapes and padding of real data.
+
+    Grid features fill every row (TRAR's grids have no padding); region features have 10..rows boxes, the rest zero,
+    with pixel boxes inside a 640x480 image; questions have 4..14 tokens; answers are sparse soft scores.
+    """
+    rng = np.random.default_rng(seed)
+    rows, dim = cfg.FEAT_SIZE["vqa"]["FRCN_FEAT_SIZE"]
+    region = cfg.FEAT_TYPE == "region"
+    bbox_rows = cfg.FEAT_SIZE["vqa"].get("BBOX_FEAT_SIZE", (rows, 5))[0]
+    zeros = np.zeros(1, np.float32)
+    samples = []
+    for _ in range(n):
+        frcn = rng.standard_normal((rows, dim)).astype(np.float32)
+        bbox = zeros
+        if region:
+            boxes = int(rng.integers(min(10, rows), rows + 1))
+            frcn[boxes:] = 0
+            xy = rng.uniform(0, 400, (bbox_rows, 2))
+            wh = rng.uniform(8, 240, (bbox_rows, 2))
+            bbox = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+            if cfg.USE_BBOX_FEAT:
+                area = (bbox[:, 2] - bbox[:, 0]) * (bbox[:, 3] - bbox[:, 1])
+                bbox = np.concatenate([bbox, area[:, None]], axis=1)
+            bbox[boxes:] = 0
+        ques_ix = np.zeros(QUESTION_LEN, np.int64)
+        length = int(rng.integers(4, QUESTION_LEN + 1))
+        ques_ix[:length] = rng.integers(3, token_size, length)
+        ans = np.zeros(answer_size, np.float32)
+        picks = rng.choice(answer_size, size=int(rng.integers(1, 4)), replace=False)
+        ans[picks] = rng.choice([0.3, 0.6, 0.9, 1.0], size=len(picks))
+        samples.append({"frcn_feat": frcn, "grid_feat": zeros.copy(), "bbox_feat": bbox, "ques_ix": ques_ix,
+                        "ans": ans})
+    return samples
+
+
+class _ListDataset:
+    def __init__(self, samples):
+        self.samples = samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        return self.samples[index]
+
+
+def framework_batch(be, samples):
+    """One batch of framework tensors from the backend's own loader (collate and conversion as in training)."""
+    loader = be.make_loader(_ListDataset(samples), [list(range(len(samples)))], num_workers=0)
+    return next(iter(loader))
+
+
+def rss_mib():
+    """(current RSS, high-water mark) of this process in MiB, from /proc/self/status (Linux)."""
+    values = {}
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    values[line.split(":")[0]] = int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    peak = values.get("VmHWM", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    return values.get("VmRSS", peak), peak
+
+
+def framework_info(name):
+    """Version and intra-op thread count of the framework behind backend ``name`` (already imported)."""
+    if name == "torch":
+        import torch
+        return {"version": torch.__version__, "threads": torch.get_num_threads()}
+    import paddle
+    return {"version": paddle.__version__, "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None}
+
+
+def _sync_and_gpu_peak(be_name, device):
+    """Peak GPU memory in MiB since the start (None on the CPU)."""
+    if device == "cpu":
+        return None
+    if be_name == "torch":
+        import torch
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    import paddle
+    paddle.device.synchronize()
+    return paddle.device.cuda.max_memory_allocated() / 2 ** 20
+
+
+def measure(spec):
+    """Run one measurement described by ``spec`` (see run_spec's keys) in this process; returns a result dict."""
+    from backends import get_backend
+    kind, model, size = spec["kind"], spec["model"], spec["size"]
+    if kind not in KINDS:
+        raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+    steps, warmup = int(spec.get("steps", 3)), int(spec.get("warmup", 1))
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+    overrides = {"AMP": bool(spec.get("amp", False))}
+    if spec.get("batch_size"):
+        overrides["BATCH_SIZE"] = int(spec["batch_size"])
+    cfg = bench_config(model, size, **overrides)
+    t0 = time.perf_counter()
+    be = get_backend(spec["backend"])
+    import_s = time.perf_counter() - t0
+    device = be.set_device(spec.get("gpu") or "")
+    be.seed(0)
+    rss_start, _ = rss_mib()
+    token_size = TOKEN_SIZE[size]
+    t0 = time.perf_counter()
+    net = be.build_model(cfg, token_size, ANSWER_SIZE)
+    build_s = time.perf_counter() - t0
+    batch_size = cfg.BATCH_SIZE if kind == "train" else cfg.EVAL_BATCH_SIZE
+    batch = framework_batch(be, synthetic_samples(cfg, batch_size, token_size, ANSWER_SIZE))
+    rss_built, _ = rss_mib()
+    if kind == "train":
+        trainer = be.make_trainer(net, cfg)
+        step = lambda: trainer.train_step(batch, LR)  # noqa: E731
+    else:
+        step = lambda: be.predict(net, batch)  # noqa: E731
+    times, cpu_times, windows, last = [], [], [], None
+    for i in range(warmup + steps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        last = step()
+        _sync_and_gpu_peak(be.name, device)
+        t1 = time.perf_counter()
+        if i >= warmup:
+            times.append(t1 - t0)
+            cpu_times.append(time.process_time() - c0)
+            windows.append((t0, t1))  # CLOCK_MONOTONIC: the parent matches its load samples to these
+    _, peak = rss_mib()
+    median = statistics.median(times)
+    result = {
+        "kind": kind, "backend": be.name, "model": model, "size": size, "device": device, "amp": overrides["AMP"],
+        "batch_size": batch_size, "hidden_size": cfg.HIDDEN_SIZE, "steps": steps, "warmup": warmup,
+        "times_s": [round(t, 5) for t in times], "median_s": round(median, 5),
+        "cpu_times_s": [round(t, 5) for t in cpu_times], "step_windows": windows,
+        "samples_per_s": round(batch_size / median, 2),
+        "peak_rss_mib": round(peak, 1), "rss_before_build_mib": round(rss_start, 1),
+        "rss_after_build_mib": round(rss_built, 1), "step_peak_over_build_mib": round(peak - rss_built, 1),
+        "gpu_peak_mib": _sync_and_gpu_peak(be.name, device), "import_s": round(import_s, 3),
+        "build_s": round(build_s, 3), "framework": framework_info(be.name),
+        "parameters": int(sum(int(np.prod(p.shape)) for p in net.parameters())),
+        "load_avg": list(os.getloadavg()),
+    }
+    if kind == "train":
+        result["loss"] = float(last)
+    return result
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m bench.train_step '<json spec>'")
+    try:
+        spec = json.loads(argv[0])
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"bench.train_step: the argument is not a JSON object ({exc})") from None
+    print(RESULT_MARK + json.dumps(measure(spec)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

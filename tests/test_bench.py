@@ -1,0 +1,302 @@
+"""bench/: functional checks at tiny sizes, 1-2 steps. No timing is asserted anywhere (speed goals are reported in
+docs/benchmarks.md, never tested). The feature store must give exactly the per-file loader's arrays."""
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from bench import report
+from bench import train_step as ts
+from bench.__main__ import build_parser
+from bench.__main__ import main as bench_main
+from bench.data_loading import dataset_config, make_feature_data
+from bench.data_loading import measure as measure_data
+from bench.feature_store import build_store
+from core.data import build_dataset, features
+
+
+# ---- train / eval measurement ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", ["trar", "mmnasnet"])
+def test_synthetic_samples_have_the_dataset_format(model):
+    cfg = ts.bench_config(model, "demo")
+    samples = ts.synthetic_samples(cfg, 6, token_size=36, answer_size=50, seed=1)
+    rows, dim = cfg.FEAT_SIZE["vqa"]["FRCN_FEAT_SIZE"]
+    for s in samples:
+        assert s["frcn_feat"].shape == (rows, dim) and s["frcn_feat"].dtype == np.float32
+        assert s["ques_ix"].shape == (14,) and s["ques_ix"].dtype == np.int64
+        assert 0 < s["ques_ix"].max() < 36 and s["ques_ix"][0] != 0           # real tokens first, then PAD
+        assert s["ans"].shape == (50,) and 1 <= np.count_nonzero(s["ans"]) <= 3
+        if model == "trar":                                                   # grids: no padded rows
+            assert s["bbox_feat"].shape == (1,) and np.all(np.abs(s["frcn_feat"]).sum(1) > 0)
+        else:                                                                 # regions: 10..rows boxes, then zeros
+            real = int((np.abs(s["frcn_feat"]).sum(1) > 0).sum())
+            assert min(10, rows) <= real <= rows
+            assert s["bbox_feat"].shape == (cfg.FEAT_SIZE["vqa"]["BBOX_FEAT_SIZE"][0], 4)
+            boxes = s["bbox_feat"][:real]
+            assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
+            assert not s["bbox_feat"][real:].any()
+
+
+def test_bench_config_rejects_unknown_model_or_size():
+    with pytest.raises(ValueError, match="model/size"):
+        ts.bench_config("trar", "huge")
+
+
+@pytest.mark.parametrize("kind", ["train", "eval"])
+def test_measure_in_process(backend, kind):
+    spec = {"kind": kind, "backend": backend.name, "model": "mcan", "size": "demo", "steps": 2, "warmup": 0,
+            "batch_size": 4}
+    result = ts.measure(spec)
+    assert result["backend"] == backend.name and result["device"] == "cpu"
+    assert len(result["times_s"]) == 2 and result["median_s"] == pytest.approx(float(np.median(result["times_s"])),
+                                                                              abs=1e-5)
+    assert result["batch_size"] == (4 if kind == "train" else 2)               # EVAL_BATCH_SIZE = batch // 2
+    assert result["peak_rss_mib"] >= result["rss_after_build_mib"] > 0
+    if kind == "train":
+        assert np.isfinite(result["loss"]) and result["loss"] > 0
+    json.dumps(result)                                                        # what the child prints must serialise
+
+
+def test_measure_rejects_bad_spec():
+    with pytest.raises(ValueError, match="kind"):
+        ts.measure({"kind": "fly", "backend": "torch", "model": "mcan", "size": "demo"})
+    with pytest.raises(ValueError, match="steps"):
+        ts.measure({"kind": "train", "backend": "torch", "model": "mcan", "size": "demo", "steps": 0})
+
+
+def test_cli_end_to_end_in_a_subprocess(tmp_path):
+    """`python -m bench train` runs each measurement in a child process and writes JSON and the docs block."""
+    out, docs = tmp_path / "r.json", tmp_path / "bench.md"
+    docs.write_text("# Benchmarks\n\nHand-written notes.\n")
+    bench_main(["train", "--backends", "torch", "--models", "mcan", "--sizes", "demo", "--steps", "1",
+                "--warmup", "0", "--threads", "1", "--out", str(out), "--docs", str(docs)])
+    res = json.loads(out.read_text())
+    (run,) = res["runs"]
+    assert "error" not in run, run
+    assert (run["backend"], run["model"], run["size"], run["kind"]) == ("torch", "mcan", "demo", "train")
+    assert run["framework"]["threads"] == 1                                    # --threads reached the child
+    assert res["meta"]["machine"]["cores"] == os.cpu_count()
+    text = docs.read_text()
+    assert text.startswith("# Benchmarks\n\nHand-written notes.") and report.BEGIN in text and "| mcan | demo |" in text
+    assert (tmp_path / "benchmarks.png").stat().st_size > 0
+
+
+def test_cli_rejects_unknown_names():
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--models", "trar,bert"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fly"])
+
+
+# ---- report -------------------------------------------------------------------------------------------------------
+
+def _run(kind, backend, model, size, median, peak, batch=64):
+    return {"kind": kind, "backend": backend, "model": model, "size": size, "device": "cpu", "batch_size": batch,
+            "median_s": median, "samples_per_s": batch / median, "peak_rss_mib": peak, "load_avg": [0.1, 0.2, 0.3],
+            "framework": {"threads": 2}}
+
+
+def _results():
+    return {"meta": {"date": "2026-01-01", "machine": {"cpu": "X", "cores": 2, "memory_gib": 4}, "quiet": True},
+            "runs": [_run("train", "torch", "trar", "default", 6.16, 2000.0),
+                     _run("train", "paddle", "trar", "default", 9.24, 2500.0),
+                     _run("train", "torch", "mcan", "default", 4.0, 1500.0),
+                     _run("train", "paddle", "mcan", "default", 4.4, 1600.0)],
+            "data": {"grid": {"samples": 10, "file_bytes": 2e6, "per_file_samples_per_s": 415.6,
+                              "store_samples_per_s": 1000.0, "store_build_s": 0.5},
+                     "region": {"samples": 10, "file_bytes": 4e6, "per_file_samples_per_s": 200.0,
+                                "store_build_s": 0.5}}}
+
+
+def test_report_ratios_and_goals(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_results()))
+    merged = report.load_results([str(path)])
+    table = report.model_table(merged["runs"], "train")
+    assert "| trar | default | cpu | 64 | 6.16 | 9.24 | 1.5 |" in table              # 9.24 / 6.16
+    assert "| mcan | default | cpu | 64 | 4 | 4.4 | 1.1 |" in table
+    goals = report.goal_lines(merged)
+    assert "0.70x the original's 8.8 s (goal <= 0.75x: met)" in goals               # 6.16 / 8.8
+    assert "1.08x the 5.7 s arithmetic floor" in goals                              # 6.16 / 5.7
+    assert "trar default: **1.50x** (goal <= 1.2x: NOT met)" in goals
+    assert "mcan default: **1.10x** (goal <= 1.2x: met)" in goals
+    # consumption 64 / 6.16 = 10.39 samples/s; 415.6 / 10.39 = 40x; region: 64 / 4.0 = 16 -> 200 / 16 = 12x
+    assert "= **40x** the 10.4 samples/s" in goals and "(goal >= 20x: met)" in goals
+    assert "= **12x** the 16.0 samples/s" in goals and "(goal >= 20x: NOT met)" in goals
+
+
+def test_report_merges_files_later_wins(tmp_path):
+    first, second = _results(), {"meta": {"date": "later"}, "runs": [_run("train", "torch", "trar", "default",
+                                                                          5.0, 1.0)]}
+    (tmp_path / "a.json").write_text(json.dumps(first))
+    (tmp_path / "b.json").write_text(json.dumps(second))
+    merged = report.load_results([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert len(merged["runs"]) == 4 and merged["meta"]["date"] == "later" and merged["data"]
+    torch_trar = report._find(merged["runs"], "train", "torch", "trar", "default")
+    assert torch_trar["median_s"] == 5.0
+
+
+def test_write_docs_replaces_only_the_generated_block(tmp_path):
+    docs = tmp_path / "b.md"
+    docs.write_text(f"# B\n\nbefore\n\n{report.BEGIN}\nold numbers\n{report.END}\n\nafter\n")
+    merged = {"meta": {}, "runs": _results()["runs"], "data": None, "convert": None}
+    report.write_docs(merged, str(docs), str(tmp_path / "c.png"))
+    text = docs.read_text()
+    assert "old numbers" not in text and text.count(report.BEGIN) == 1
+    assert text.startswith("# B\n\nbefore\n\n") and text.endswith("\n\nafter\n") and "| 6.16 | 9.24 |" in text
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ---- feature store ------------------------------------------------------------------------------------------------
+
+def _npz(path, **arrays):
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    path.write_bytes(buf.getvalue())
+
+
+def _region_files(folder, rng, bbox_dtype=np.float32):
+    """Three region files with 3, 7 and 5 boxes, pixel boxes, image sizes stored as 0-d and 1-element arrays."""
+    index = {}
+    for iid, n in ((11, 3), (4, 7), (250, 5)):
+        xy = rng.uniform(0, 50, (n, 2))
+        bbox = np.concatenate([xy, xy + rng.uniform(1, 30, (n, 2))], 1).astype(bbox_dtype)
+        path = folder / f"COCO_train2014_{iid:012d}.jpg.npz"
+        _npz(path, x=rng.standard_normal((6, n)).astype(np.float32), bbox=bbox,
+             image_h=np.array(97 + iid), image_w=np.array([131]))
+        index[iid] = str(path)
+    return index
+
+
+@pytest.mark.parametrize("normalize,use_bbox_feat,bbox_dtype", [(True, True, np.float32), (False, False, np.float32),
+                                                                (True, False, np.float64)])
+def test_store_region_equals_per_file_loader(tmp_path, normalize, use_bbox_feat, bbox_dtype):
+    index = _region_files(tmp_path, np.random.default_rng(0), bbox_dtype)
+    summary = build_store(index, str(tmp_path / "store"), "region", 6)
+    assert summary["images"] == 3 and summary["max_rows"] == 7
+    store = features.FeatureStore(str(tmp_path / "store"))
+    for iid, path in index.items():
+        for rows in (4, 8):                                                   # truncating and padding
+            want = features.load_region(path, (rows, 6), rows, use_bbox_feat, normalize)
+            got = store.region(iid, (rows, 6), rows, use_bbox_feat, normalize)
+            for w, g in zip(want, got):
+                assert g.dtype == w.dtype and g.shape == w.shape and np.array_equal(g, w)
+                assert type(g) is np.ndarray                                 # a copy, not a view of the map
+
+
+def test_store_grid_equals_per_file_loader(tmp_path):
+    rng = np.random.default_rng(1)
+    index = {}
+    for iid, cells in ((3, 9), (8, 4)):
+        path = tmp_path / f"{iid}.npy"
+        np.save(path, rng.standard_normal((cells, 5)).astype(np.float16))
+        index[iid] = str(path)
+    build_store(index, str(tmp_path / "s"), "grid", 5)
+    store = features.FeatureStore(str(tmp_path / "s"))
+    for iid, path in index.items():
+        want, got = features.load_grid(path, 9, 5), store.grid(iid, 9)
+        assert got.dtype == np.float32 and np.array_equal(got, want)
+    assert 8 in store and 5 not in store and len(store) == 2
+
+
+def test_store_refuses_mixed_dtypes_and_existing_output(tmp_path):
+    np.save(tmp_path / "1.npy", np.zeros((4, 5), np.float16))
+    np.save(tmp_path / "2.npy", np.zeros((4, 5), np.float32))
+    index = features.index_features([str(tmp_path)], ".npy")
+    with pytest.raises(ValueError, match=r"2\.npy: dtype float32.* differs"):
+        build_store(index, str(tmp_path / "s"), "grid", 5)
+    assert not os.path.exists(tmp_path / "s")                                 # nothing half-written left
+    with pytest.raises(ValueError, match=r"expected shape \(cells, 7\)"):
+        build_store({1: str(tmp_path / "1.npy")}, str(tmp_path / "s"), "grid", 7)
+    build_store({1: str(tmp_path / "1.npy")}, str(tmp_path / "s"), "grid", 5)
+    with pytest.raises(ValueError, match="exists; pass --force"):
+        build_store({1: str(tmp_path / "1.npy")}, str(tmp_path / "s"), "grid", 5)
+    build_store({1: str(tmp_path / "1.npy")}, str(tmp_path / "s"), "grid", 5, force=True)
+    leftovers = [n for n in os.listdir(tmp_path) if n.startswith(".s.")]
+    assert leftovers == []
+
+
+def test_store_rejects_a_folder_that_is_not_a_store(tmp_path):
+    with pytest.raises(ValueError, match="not a feature store"):
+        features.FeatureStore(str(tmp_path))
+
+
+def test_store_pickles_without_copying_the_maps(tmp_path):
+    import pickle
+    index = _region_files(tmp_path, np.random.default_rng(2))
+    build_store(index, str(tmp_path / "s"), "region", 6)
+    store = features.FeatureStore(str(tmp_path / "s"))
+    data = pickle.dumps(store)
+    assert len(data) < 4000                                                   # the maps are reopened, not copied
+    again = pickle.loads(data)
+    assert np.array_equal(again.region(4, (7, 6), 7, False, True)[0], store.region(4, (7, 6), 7, False, True)[0])
+
+
+@pytest.mark.parametrize("source", ["grid", "region"])
+def test_dataset_with_store_gives_identical_samples(tmp_path, source):
+    root = str(tmp_path / "data")
+    sizes = {"grid_size": (16, 8), "region_size": (12, 8)}
+    make_feature_data(root, 4, **sizes)
+    per_file = build_dataset(dataset_config(root, source, **sizes), "train")
+    stored = build_dataset(dataset_config(root, source, **sizes), "train")
+    dim = (sizes["grid_size"] if source == "grid" else sizes["region_size"])[1]
+    build_store(stored.feat_index, str(tmp_path / "store"), source, dim)
+    stored.use_feature_store(str(tmp_path / "store"))
+    assert len(per_file) == len(stored) == 20
+    for i in range(len(per_file)):
+        a, b = per_file[i], stored[i]
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), (i, key)
+    if source == "region":                                                    # real boxes vary: some rows padded
+        assert any(not per_file[i]["frcn_feat"][-1].any() for i in range(len(per_file)))
+
+
+def test_dataset_refuses_a_store_that_misses_images_or_kind(tmp_path):
+    root = str(tmp_path / "data")
+    sizes = {"grid_size": (16, 8), "region_size": (12, 8)}
+    make_feature_data(root, 3, **sizes)
+    ds = build_dataset(dataset_config(root, "grid", **sizes), "train")
+    some = dict(list(ds.feat_index.items())[:1])
+    build_store(some, str(tmp_path / "small"), "grid", 8)
+    with pytest.raises(ValueError, match="lacks 2 images"):
+        ds.use_feature_store(str(tmp_path / "small"))
+    build_store(ds.feat_index, str(tmp_path / "wide"), "grid", 8)
+    region = build_dataset(dataset_config(root, "region", **sizes), "train")
+    with pytest.raises(ValueError, match="holds grid features"):
+        region.use_feature_store(str(tmp_path / "wide"))
+
+
+def test_data_loading_measure_tiny(tmp_path):
+    res = measure_data({"images": 3, "backends": [], "grid_size": [16, 8], "region_size": [12, 8],
+                        "batch_size": 4, "root": str(tmp_path)})
+    for source in ("grid", "region"):
+        entry = res[source]
+        assert entry["samples"] == 15
+        assert entry["per_file_samples_per_s"] > 0 and entry["store_samples_per_s"] > 0
+        assert entry["store_bytes"] > 0
+    assert os.listdir(tmp_path) == []                                         # the temporary data are removed
+
+
+def test_region_header_reader_matches_np_load(tmp_path):
+    from bench.feature_store import file_layout
+    index = _region_files(tmp_path, np.random.default_rng(3), np.float64)
+    rows, dtype, bbox_dtype = file_layout(index[4], "region", 6)
+    assert (rows, dtype, bbox_dtype) == (7, np.dtype(np.float32), np.dtype(np.float64))
+    bad = tmp_path / "bad.npz"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("y.npy", b"")
+    with pytest.raises(ValueError, match="bad.npz: cannot read a region feature file"):
+        file_layout(str(bad), "region", 6)
+
+
+def test_before_after_table():
+    before = [_run("train", "paddle", "trar", "default", 20.0, 1.0), _run("train", "torch", "trar", "default", 9.0, 1.0)]
+    after = [_run("train", "paddle", "trar", "default", 15.0, 1.0)]
+    table = report.before_after_table(before, after)
+    assert "| paddle | trar | default | 20 | 15 | 0.75 |" in table and "torch" not in table
+    assert report.before_after_table(before, []) == ""
