@@ -232,8 +232,8 @@ def machine_lines(meta):
              f"- date: {meta.get('date', '?')}; git commit {meta.get('commit', '?')}",
              f"- software: {meta.get('software', '?')}",
              f"- threads per framework: {meta.get('threads', '?')}; 1-minute load average before the run: "
-             f"{meta.get('load_before', '?')}; quiet (fewer than {meta.get('max_load', '?')} other runnable tasks, "
-             f"averaged over 3 s, before each measurement): {meta.get('quiet', '?')}",
+             f"{meta.get('load_before', '?')}; a step is clean when fewer than {meta.get('max_load', '?')} other "
+             "tasks were runnable during it (sampled every 0.25 s)",
              f"- reproduce: `{meta.get('command', '?')}`"]
     return "\n".join(lines)
 
@@ -241,10 +241,13 @@ def machine_lines(meta):
 def render(merged, chart_name=None):
     """The generated markdown block (without markers)."""
     parts = ["### Run", machine_lines(merged["meta"])]
-    if not merged["meta"].get("quiet", True):
-        parts.append("\n**Measured under load**: other processes shared the cores during some measurements (see "
-                     "the 'others running' column: runnable tasks of other users just before each measurement); "
-                     "those times are inflated and noisier than on a quiet machine.")
+    loaded = [r for r in merged["runs"] if "clean_steps" in r and r["clean_steps"] < r["steps"]]
+    if loaded:
+        names = ", ".join(f"{r['kind']} {r['backend']} {r['model']} {r['size']} ({_clean(r)})" for r in loaded)
+        parts.append(f"\n**Partly measured under load**: other processes ran during some steps of: {names}. Those "
+                     "rows use their clean steps, or all steps (inflated) where none was clean.")
+    elif not merged["meta"].get("quiet", True) and not any("clean_steps" in r for r in merged["runs"]):
+        parts.append("\n**Measured under load**: other processes shared the cores; times are inflated.")
     goals = goal_lines(merged)
     if goals:
         parts += ["\n### Goals", goals]
