@@ -4,9 +4,12 @@ Raising one needs a comment with the measured maximum difference."""
 # fp32 CPU, eval mode, same weights and inputs: max abs difference of logits / intermediates
 # (measured: 3.6e-7 tiny MMNasNet, 1.5e-6 full-size TRAR logits).
 FORWARD_ATOL = 1e-5
-# Gradient of every parameter after one backward, dropout off: max abs diff / max abs of the torch gradient.
-# Full-size TRAR measures up to 1.46e-5 on two small routing gradients (torch fp32 itself is 7e-6 off fp64 there),
-# so `python -m convert parity` at full size needs --grad-tol 2e-5; the tiny test configs stay below 1e-5.
+# Gradient of every parameter after one backward: max abs diff / max abs of the torch gradient.
 GRAD_RTOL = 1e-5
+# ... except the TRAR routing logits layer (routing_block.mlp.2, see convert.parity.cancelling_gradient): its
+# gradient's components over the orders sum to zero (softmax shift), so each is a difference of near-equal terms and
+# carries their rounding. Measured: 1.46e-5 at full size (torch fp32 itself is 7e-6 off fp64 there), 2.4e-5 on the
+# tiny attention-pooling test net with dropout 0.3.
+CANCELLING_GRAD_RTOL = 5e-5
 # Loss over a few optimizer steps (Adam places eps differently in each framework: ulp-level drift).
 TRAIN_RTOL = 1e-4

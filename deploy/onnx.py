@@ -8,13 +8,15 @@ manifest); `python -m deploy predict --model DIR` answers with it through onnxru
 
 1. torch.onnx from the torch backend (works with torch 2.13): the checkpoint may be a .pkl or a .pdparams, the torch
    backend reads both. Needs onnx, onnxscript (dynamo exporter) and onnxruntime.
-2. paddle2onnx from the static model: paddle2onnx 2.1.0 (the newest, Jan 2026) aborts on the Paddle 3.3.1 programs
-   of these models as they are written today: it has no converter for `pd_op.masked_fill` (every attention masks its
-   scores with paddle.masked_fill) and cannot write a bool constant (TRAR's span masks: "Only support data type of
-   FLOAT/DOUBLE/INT32/INT64 in Constant function"). Such programs are refused here before paddle2onnx runs. With the
-   masks written as paddle.where and the span masks kept as int32 (cast to bool in forward) all four model kinds
-   convert and match Paddle Inference within 2e-6 (tried by hand). See docs/aistudio.md.
+2. paddle2onnx from the static model: paddle2onnx 2.1.0 converts all four model kinds (TRAR soft, TRAR hard +
+   BINARIZE, MCAN, MMNasNet) from Paddle 3.3.1 programs, opset 17; onnxruntime matches Paddle Inference to about 1e-6.
+   It needs the masks written as paddle.where and the span masks held as int32 (backends/paddle does so): paddle2onnx
+   has no converter for `pd_op.masked_fill` and cannot write a bool constant, and such programs are refused here
+   before it runs. paddle2onnx 2.1.0 declares onnx<=1.17.0, which conflicts with the onnx pinned for the torch route;
+   install it with `pip install --no-deps paddle2onnx==2.1.0` (the conversion itself is C++ and uses no Python onnx;
+   the constant folding it would do with polygraphy is left to onnxruntime, which folds at load). See docs/aistudio.md.
 """
+import importlib.util
 import json
 import os
 import shutil
@@ -203,28 +205,73 @@ def onnx_from_paddle_folder(model_dir, out_dir, opset=P2O_OPSET):
     stage = bundle.staging_dir(out_dir)
     try:
         path = os.path.join(stage, "model.onnx")
-        # in a child process: paddle2onnx aborts the whole process on an operator it does not know
-        code = ("import sys, paddle2onnx; paddle2onnx.export(sys.argv[1], sys.argv[2], save_file=sys.argv[3], "
-                "opset_version=int(sys.argv[4]), enable_onnx_checker=True)")
-        done = subprocess.run([sys.executable, "-c", code, source.file("model"), source.file("params"), path,
-                               str(opset)], capture_output=True, text=True)
-        if done.returncode != 0 or not os.path.isfile(path):
-            tail = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()][-3:]
-            raise OnnxExportError(f"{source.file('model')}: paddle2onnx failed (exit {done.returncode}): "
-                                  f"{' | '.join(tail)}")
+        version = _run_paddle2onnx(source.file("model"), source.file("params"), path, opset)
+        _drop_dead_nodes(path)
+        opset = _model_opset(path) or opset   # paddle2onnx raises the opset when an operator needs it
         sample = bundle.sample_inputs(source.inputs, 3, len(source.token_to_ix))
         expected = PaddleRunner(source.file("model"), source.file("params"), threads=1).run(sample)
         diff = _check_with_onnxruntime(path, sample, expected, out_dir)
         manifest = {k: v for k, v in source.manifest.items() if k not in ("files", "sha256")}
         manifest.update(runtime="onnx", outputs=[{"name": _output_name(path), "shape": [-1, len(source.answers)],
                                                   "dtype": "float32"}],
-                        exporter="paddle2onnx", opset=opset, verified_max_abs_diff=diff,
+                        exporter="paddle2onnx", exporter_version=version, opset=opset,
+                        verified_max_abs_diff=diff,
                         source=os.path.abspath(model_dir))
         with open(source.file("config"), encoding="utf-8") as f:
             config = f.read()
         return bundle.finish(stage, out_dir, manifest, source.token_to_ix, source.answers, config)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+# In a child process: paddle2onnx aborts the whole process on an operator it does not know. optimize_tool: none of
+# its post-passes. Its default (polygraphy constant folding) sets POLYGRAPHY_AUTOINSTALL_DEPS=1, which lets
+# polygraphy pip-install packages during a conversion; onnxruntime folds the constants itself when it loads the model.
+_P2O_CHILD = """
+import sys, paddle2onnx
+paddle2onnx.export(sys.argv[1], sys.argv[2], save_file=sys.argv[3], opset_version=int(sys.argv[4]),
+                   enable_onnx_checker=True, optimize_tool="none")
+print("paddle2onnx_version=" + paddle2onnx.__version__)
+"""
+
+
+def _run_paddle2onnx(model_file, params_file, onnx_path, opset):
+    """Convert in a child process; returns paddle2onnx's version."""
+    done = subprocess.run([sys.executable, "-c", _P2O_CHILD, model_file, params_file, onnx_path, str(opset)],
+                          capture_output=True, text=True)
+    if done.returncode != 0 or not os.path.isfile(onnx_path):
+        tail = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()][-3:]
+        raise OnnxExportError(f"{model_file}: paddle2onnx failed (exit {done.returncode}): {' | '.join(tail)}")
+    return next((line.split("=", 1)[1] for line in done.stdout.splitlines() if line.startswith("paddle2onnx_version=")),
+                None)
+
+
+def _drop_dead_nodes(path):
+    """Remove nodes whose outputs nothing reads (paddle2onnx leaves unused Constant nodes: onnxruntime warns about
+    each one when it loads the model). Only for graphs without subgraphs (If/Loop), whose reads are then all in
+    the top-level nodes' inputs and the graph outputs."""
+    import onnx
+    model = onnx.load(path)
+    graph = model.graph
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
+        return
+    nodes = list(graph.node)
+    while True:
+        read = {name for node in nodes for name in node.input} | {out.name for out in graph.output}
+        live = [node for node in nodes if any(name in read for name in node.output)]
+        if len(live) == len(nodes):
+            break
+        nodes = live
+    if len(nodes) < len(graph.node):
+        del graph.node[:]
+        graph.node.extend(nodes)
+        onnx.save_model(model, path)
+
+
+def _model_opset(path):
+    import onnx
+    imports = onnx.load(path, load_external_data=False).opset_import
+    return next((o.version for o in imports if o.domain in ("", "ai.onnx")), None)
 
 
 def _output_name(path):
@@ -234,12 +281,12 @@ def _output_name(path):
 
 def onnx_from_paddle_cli(model_dir, out_dir=None, opset=None):
     """python -m deploy onnx --from-paddle DIR: errors end the program with a one-line message."""
-    try:
-        import onnxruntime  # noqa: F401
-        import paddle2onnx  # noqa: F401
-    except ImportError as exc:
-        sys.exit(f"error: the paddle2onnx route needs the optional packages paddle2onnx and onnxruntime "
-                 f"({exc.name} is missing: pip install paddle2onnx onnxruntime)")
+    # paddle2onnx is only looked up here: it is imported in the converting child process alone
+    missing = [name for name in ("paddle2onnx", "onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        sys.exit(f"error: the paddle2onnx route needs the optional packages paddle2onnx, onnx and onnxruntime "
+                 f"({', '.join(missing)} missing: pip install onnx onnxruntime; "
+                 "pip install --no-deps paddle2onnx==2.1.0)")
     out_dir = out_dir or os.path.normpath(model_dir) + "_onnx"
     try:
         manifest = onnx_from_paddle_folder(model_dir, out_dir, opset or P2O_OPSET)

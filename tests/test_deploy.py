@@ -168,7 +168,7 @@ def test_trained_predictor_answers_every_demo_question_with_the_right_kind(train
     """Batch mode over the val questions. After three short epochs the answer kind (a colour for 'what color',
     yes/no for 'is there', a number for 'how many', a shape for 'what shape') is right for >= 90% of questions;
     answering the most common answer to everything gets only the yes/no share (checked below), and an untrained
-    model picks among 3129 answers. (Grounding in the image needs far longer training than a test allows.)"""
+    model picks among 3129 answers. (Accuracy against the annotations: tests/test_deploy_accuracy.py.)"""
     from deploy.predict import Predictor
     raw = os.path.join(demo_root, "vqa", "raw")
     qfile = os.path.join(raw, "v2_OpenEnded_mscoco_val2014_questions.json")

@@ -52,6 +52,25 @@ def test_parity_passes_on_matching_weights(both_backends, tmp_path, capsys):
 
 
 @pytest.mark.parity
+def test_parity_with_dropout_on(both_backends, tmp_path, capsys):
+    """--dropout keeps the config's DROPOUT_R (0.1 in the tiny config): the gradients and three training steps still
+    agree, because both frameworks drop the same elements; the losses differ from a dropout-free run's."""
+    config = config_file(tmp_path, "trar", "vqa")
+    reports = {}
+    for flag in ("--dropout", None):
+        path = tmp_path / f"{flag}.json"
+        code, out, err = _run(capsys, "--MODEL", "trar", "--DATASET", "vqa", "--config", config, "--steps", "3",
+                              "--report", path, *([flag] if flag else []))
+        assert code == 0, out + err
+        reports[flag] = json.loads(path.read_text())
+    on, off = reports["--dropout"], reports[None]
+    assert on["dropout"] == 0.1 and off["dropout"] == 0.0
+    assert on["gradients"]["passed"] and on["train"]["passed"] and on["train"]["skipped"] is None
+    assert on["gradients"]["loss_torch"] != off["gradients"]["loss_torch"]
+    assert on["train"]["losses_torch"] != off["train"]["losses_torch"]
+
+
+@pytest.mark.parity
 def test_parity_names_the_first_bad_layer(both_backends, tmp_path, capsys):
     cfg = tiny_cfg("trar", "vqa")
     config = config_file(tmp_path, "trar", "vqa")

@@ -15,6 +15,7 @@ from paddle import nn
 
 from backends.base import Backend, Trainer, adam_settings, input_keys, net_call, sub_batches
 from backends.paddle import checkpoint, models
+from core.dropout_masks import STREAM as DROPOUT_MASKS
 
 
 def collate(samples):
@@ -115,6 +116,7 @@ class PaddleBackend(Backend):
 
     def seed(self, seed):
         paddle.seed(seed)
+        DROPOUT_MASKS.reset(seed)
 
     def set_device(self, gpu=None):
         # Thread counts are set in backends/paddle/__init__.py: paddle reads them when it is imported.

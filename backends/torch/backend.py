@@ -14,6 +14,7 @@ from torch import nn
 
 from backends.base import Backend, Trainer, adam_settings, input_keys, net_call, sub_batches
 from backends.torch import checkpoint, models
+from core.dropout_masks import STREAM as DROPOUT_MASKS
 
 
 def collate(samples):
@@ -114,6 +115,7 @@ class TorchBackend(Backend):
 
     def seed(self, seed):
         torch.manual_seed(seed)   # seeds every CUDA device too
+        DROPOUT_MASKS.reset(seed)
 
     def set_device(self, gpu=None):
         if 'OMP_NUM_THREADS' not in os.environ:

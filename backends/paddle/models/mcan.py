@@ -5,7 +5,7 @@ final question features, FFN). Structured parameter names equal openvqa's (Linea
 """
 from paddle import nn
 
-from backends.paddle.layers import FFN, SA, LayerNorm, MHAtt, NetBase
+from backends.paddle.layers import FFN, SA, Dropout, LayerNorm, MHAtt, NetBase
 
 
 class SGA(nn.Layer):
@@ -14,11 +14,11 @@ class SGA(nn.Layer):
         self.mhatt1 = MHAtt(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.DROPOUT_R)
         self.mhatt2 = MHAtt(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.DROPOUT_R)
         self.ffn = FFN(cfg.HIDDEN_SIZE, cfg.FF_SIZE, cfg.DROPOUT_R)
-        self.dropout1 = nn.Dropout(cfg.DROPOUT_R)
+        self.dropout1 = Dropout(cfg.DROPOUT_R)
         self.norm1 = LayerNorm(cfg.HIDDEN_SIZE)
-        self.dropout2 = nn.Dropout(cfg.DROPOUT_R)
+        self.dropout2 = Dropout(cfg.DROPOUT_R)
         self.norm2 = LayerNorm(cfg.HIDDEN_SIZE)
-        self.dropout3 = nn.Dropout(cfg.DROPOUT_R)
+        self.dropout3 = Dropout(cfg.DROPOUT_R)
         self.norm3 = LayerNorm(cfg.HIDDEN_SIZE)
 
     def forward(self, x, y, x_mask, y_mask):

@@ -11,7 +11,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from backends.paddle import layers
-from backends.paddle.layers import LayerNorm, Linear, MHAtt, NetBase
+from backends.paddle.layers import Dropout, LayerNorm, Linear, MHAtt, NetBase
 from core.geometry import DELTA_MIN
 
 REL_LOG_MIN = 1e-6  # ReLU'd relation weights are clamped to this before the log
@@ -59,7 +59,7 @@ class SA(nn.Layer):
     def __init__(self, cfg):
         super().__init__()
         self.mhatt = MHAtt(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.DROPOUT_R)
-        self.dropout = nn.Dropout(cfg.DROPOUT_R)
+        self.dropout = Dropout(cfg.DROPOUT_R)
         self.norm = LayerNorm(cfg.HIDDEN_SIZE)
 
     def forward(self, x, y, x_mask, y_mask, rela):
@@ -77,7 +77,7 @@ class RSA(nn.Layer):
     def __init__(self, cfg):
         super().__init__()
         self.mhatt = RelMHAtt(cfg)
-        self.dropout = nn.Dropout(cfg.DROPOUT_R)
+        self.dropout = Dropout(cfg.DROPOUT_R)
         self.norm = LayerNorm(cfg.HIDDEN_SIZE)
 
     def forward(self, x, y, x_mask, y_mask, rela):
@@ -89,7 +89,7 @@ class FFN(layers.FFN):
 
     def __init__(self, cfg):
         super().__init__(cfg.HIDDEN_SIZE, cfg.HIDDEN_SIZE * 4, cfg.DROPOUT_R)
-        self.dropout = nn.Dropout(cfg.DROPOUT_R)
+        self.dropout = Dropout(cfg.DROPOUT_R)
         self.norm = LayerNorm(cfg.HIDDEN_SIZE)
 
     def forward(self, x, y, x_mask, y_mask, rela):

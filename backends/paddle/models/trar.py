@@ -14,7 +14,8 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from backends.paddle.layers import FFN, SA, AttFlat, LayerNorm, Linear, MHAtt, NetBase, make_mask, masked_fill
+from backends.paddle.layers import (FFN, SA, AttFlat, Dropout, LayerNorm, Linear, MHAtt, NetBase, make_mask,
+                                   masked_fill)
 from core.masks import span_mask_stack
 
 POOLINGS = ("avg", "attention", "fc")
@@ -121,11 +122,11 @@ class Decoder(nn.Layer):
         self.mhatt1 = SARoutingBlock(cfg)
         self.mhatt2 = MHAtt(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.DROPOUT_R)
         self.ffn = FFN(cfg.HIDDEN_SIZE, cfg.FF_SIZE, cfg.DROPOUT_R)
-        self.dropout1 = nn.Dropout(cfg.DROPOUT_R)
+        self.dropout1 = Dropout(cfg.DROPOUT_R)
         self.norm1 = LayerNorm(cfg.HIDDEN_SIZE)
-        self.dropout2 = nn.Dropout(cfg.DROPOUT_R)
+        self.dropout2 = Dropout(cfg.DROPOUT_R)
         self.norm2 = LayerNorm(cfg.HIDDEN_SIZE)
-        self.dropout3 = nn.Dropout(cfg.DROPOUT_R)
+        self.dropout3 = Dropout(cfg.DROPOUT_R)
         self.norm3 = LayerNorm(cfg.HIDDEN_SIZE)
 
     def forward(self, x, y, x_masks, y_mask, tau):

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.torch.layers import FFN, SA, AttFlat, LayerNorm, Linear, MHAtt, NetBase, make_mask, masked_fill
+from backends.torch.layers import (FFN, SA, AttFlat, Dropout, LayerNorm, Linear, MHAtt, NetBase, make_mask,
+                                   masked_fill)
 from core.masks import span_mask_stack
 
 POOLINGS = ("avg", "attention", "fc")
@@ -120,11 +121,11 @@ class Decoder(nn.Module):
         self.mhatt1 = SARoutingBlock(cfg)
         self.mhatt2 = MHAtt(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.DROPOUT_R)
         self.ffn = FFN(cfg.HIDDEN_SIZE, cfg.FF_SIZE, cfg.DROPOUT_R)
-        self.dropout1 = nn.Dropout(cfg.DROPOUT_R)
+        self.dropout1 = Dropout(cfg.DROPOUT_R)
         self.norm1 = LayerNorm(cfg.HIDDEN_SIZE)
-        self.dropout2 = nn.Dropout(cfg.DROPOUT_R)
+        self.dropout2 = Dropout(cfg.DROPOUT_R)
         self.norm2 = LayerNorm(cfg.HIDDEN_SIZE)
-        self.dropout3 = nn.Dropout(cfg.DROPOUT_R)
+        self.dropout3 = Dropout(cfg.DROPOUT_R)
         self.norm3 = LayerNorm(cfg.HIDDEN_SIZE)
 
     def forward(self, x, y, x_masks, y_mask, tau):
