@@ -247,25 +247,14 @@ def _run_paddle2onnx(model_file, params_file, onnx_path, opset):
 
 
 def _drop_dead_nodes(path):
-    """Remove nodes whose outputs nothing reads (paddle2onnx leaves unused Constant nodes: onnxruntime warns about
-    each one when it loads the model). Only for graphs without subgraphs (If/Loop), whose reads are then all in
-    the top-level nodes' inputs and the graph outputs."""
+    """Keep only the nodes between the graph's inputs and outputs (paddle2onnx leaves unused Constant nodes, and
+    onnxruntime warns about each one when it loads the model)."""
     import onnx
-    model = onnx.load(path)
-    graph = model.graph
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
-        return
-    nodes = list(graph.node)
-    while True:
-        read = {name for node in nodes for name in node.input} | {out.name for out in graph.output}
-        live = [node for node in nodes if any(name in read for name in node.output)]
-        if len(live) == len(nodes):
-            break
-        nodes = live
-    if len(nodes) < len(graph.node):
-        del graph.node[:]
-        graph.node.extend(nodes)
-        onnx.save_model(model, path)
+    import onnx.utils
+    graph = onnx.load(path, load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i.name for i in graph.input if i.name not in initializers]
+    onnx.utils.extract_model(path, path, inputs, [o.name for o in graph.output])
 
 
 def _model_opset(path):

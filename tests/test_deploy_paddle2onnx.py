@@ -15,7 +15,8 @@ import pytest
 pytest.importorskip("paddle", reason="the paddle2onnx route starts from a static Paddle export")
 
 from deploy import bundle
-from tests.model_configs import TOKEN_SIZE, build, make_batch, tiny_cfg
+from tests.model_configs import TOKEN_SIZE, build
+from tests.test_deploy import KINDS, _inputs, _tiny
 from tests.tolerances import FORWARD_ATOL
 
 _MISSING = [m for m in ("paddle2onnx", "onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
@@ -23,33 +24,7 @@ needs_paddle2onnx = pytest.mark.skipif(
     bool(_MISSING), reason=f"optional packages not installed: {', '.join(_MISSING)} "
                            "(pip install onnx onnxruntime; pip install --no-deps paddle2onnx==2.1.0)")
 
-# The four exported model kinds of tests/test_deploy.py, at its tiny sizes.
-TINY_MMNAS = dict(REL_HBASE=8, REL_SIZE=8, ARCH={"enc": ["SA", "FFN"], "dec": ["GA", "RSA", "FFN", "SA"]})
-KINDS = {
-    "trar_soft": ("trar", dict(ROUTING="soft", POOLING="attention")),
-    "trar_hard_binarize": ("trar", dict(ROUTING="hard", BINARIZE=True, POOLING="fc")),
-    "mcan": ("mcan_small", {}),
-    "mmnasnet": ("mmnasnet_small", TINY_MMNAS),
-}
 ANSWERS = [f"answer {i}" for i in range(7)]
-
-
-def _tiny(kind):
-    model, extra = KINDS[kind]
-    return tiny_cfg(model, "vqa", **extra)
-
-
-def _inputs(cfg, batch_size, seed):
-    """make_batch's padded rows and questions, plus valid pixel boxes (zero where the row is padding)."""
-    batch = make_batch(cfg, batch_size=batch_size, seed=seed)
-    if bundle.uses_boxes(cfg):
-        rng = np.random.default_rng(seed)
-        rows = batch["frcn_feat"].shape[1]
-        corner = rng.uniform(0, 200, (batch_size, rows, 2))
-        boxes = np.concatenate([corner, corner + rng.uniform(4, 80, (batch_size, rows, 2))], axis=-1)
-        boxes[np.abs(batch["frcn_feat"]).sum(-1) == 0] = 0
-        batch["bbox_feat"] = boxes.astype(np.float32)
-    return batch
 
 
 def _paddle_export(kind, out_dir):

