@@ -10,7 +10,8 @@ import pytest
 
 from core.masks import span_mask_stack
 from tests.model_configs import (ANSWER_SIZE, TOKEN_SIZE, build, forward, full_cfg, load_state, make_batch,
-                                 models_module, layers_module, numpy_state, predict, tiny_cfg, to_numpy, to_tensor)
+                                 models_module, layers_module, named_grads, numpy_state, predict, tiny_cfg, to_numpy,
+                                 to_tensor)
 from tests.tolerances import FORWARD_ATOL
 
 
@@ -333,6 +334,48 @@ def test_layer_norm_is_openvqa_formula(fw):
     load_state(fw, norm, {"a_2": a, "b_2": b})
     got = to_numpy(fw, norm(to_tensor(fw, x)))
     np.testing.assert_allclose(got, np_layer_norm(x.astype(np.float64), a, b), rtol=0, atol=1e-5)
+
+
+def _np_layer_norm_grads(x, a, b, weights, step=1e-6):
+    """Central finite differences (float64) of sum(np_layer_norm(x, a, b) * weights) for x, a and b."""
+    def loss(x_, a_, b_):
+        return float((np_layer_norm(x_, a_, b_) * weights).sum())
+    grads = []
+    for index, array in enumerate((x, a, b)):
+        grad = np.zeros_like(array)
+        for i in np.ndindex(array.shape):
+            args = [x.copy(), a.copy(), b.copy()]
+            args[index][i] += step
+            up = loss(*args)
+            args[index][i] -= 2 * step
+            grad[i] = (up - loss(*args)) / (2 * step)
+        grads.append(grad)
+    return grads
+
+
+def test_layer_norm_gradients_match_finite_differences(fw):
+    """The training path (torch: a written-out backward; paddle: row-scale and bias-add layers) against float64
+    finite differences of the numpy formula."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 8))
+    a = rng.standard_normal(8)
+    b = rng.standard_normal(8)
+    weights = rng.standard_normal((2, 3, 8))
+    norm = layers_module(fw).LayerNorm(8)
+    load_state(fw, norm, {"a_2": a.astype(np.float32), "b_2": b.astype(np.float32)})
+    xt = to_tensor(fw, x.astype(np.float32))
+    if fw == "torch":
+        xt.requires_grad_(True)
+    else:
+        xt.stop_gradient = False
+    out = norm(xt)
+    (out * to_tensor(fw, weights.astype(np.float32))).sum().backward()
+    np.testing.assert_allclose(to_numpy(fw, out), np_layer_norm(x, a, b), rtol=0, atol=1e-5)
+    want_x, want_a, want_b = _np_layer_norm_grads(x, a, b, weights)
+    got = named_grads(fw, norm)
+    np.testing.assert_allclose(to_numpy(fw, xt.grad), want_x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["a_2"], want_a, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["b_2"], want_b, rtol=1e-4, atol=1e-5)
 
 
 def test_make_mask(fw):

@@ -7,9 +7,11 @@ makes its matmuls 1.5-1.9x slower (measured: docs/benchmarks.md), so it is set o
 FLAGS_use_stride_kernel=0: with Paddle 3's default (1), transpose returns a strided view and the next matmul or reshape
 copies it element by element, ~20 ns per element on the CPU; a multi-head attention's split / merge of heads then
 costs more than its matmuls (paddle's TRAR train step: 1.5 s of 14 s). With 0, transpose is a real transpose kernel.
-Values the user already set are kept.
+Values the user already set are kept. glibc malloc is tuned as core/malloc_tuning.py says.
 """
 import os
+
+from core.malloc_tuning import tune_malloc
 
 
 def _amd_cpu():
@@ -28,3 +30,4 @@ os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 if _amd_cpu():
     os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
 os.environ.setdefault("FLAGS_use_stride_kernel", "0")
+tune_malloc()

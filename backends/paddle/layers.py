@@ -88,8 +88,8 @@ def lstm_aliases(net):
 
 # ---- faster parameter gradients on the CPU ---------------------------------------------------------------------
 # Paddle's CPU reduction over leading axes (the gradient of a bias, or of LayerNorm's a_2 / b_2, summed over
-# batch x rows) runs single-threaded at ~11 ns per element; one matmul with a row of ones does it ~30x faster. The
-# forward and every activation gradient stay bit-identical; only these parameter gradients change, at the last ulps
+# batch x rows) runs single-threaded at ~11 ns per element; one matmul with a row of ones does it ~30x faster. In
+# Linear the forward and the activation gradient stay bit-identical; only the bias gradient changes, at the last ulps
 # (summation order), as any two reductions do. docs/benchmarks.md has the measurements.
 
 def _sum_rows(t):
@@ -110,23 +110,8 @@ class _BiasAdd(PyLayer):
         return grad, _sum_rows(grad)
 
 
-class _RowScale(PyLayer):
-    """scale * x (scale over the last axis): paddle's multiply forward and x gradient, the scale gradient by
-    _sum_rows."""
-
-    @staticmethod
-    def forward(ctx, scale, x):
-        ctx.save_for_backward(scale, x)
-        return scale * x
-
-    @staticmethod
-    def backward(ctx, grad):
-        scale, x = ctx.saved_tensor()
-        return _sum_rows(grad * x), grad * scale
-
-
 def _trains(*params):
-    """True when a dynamic-graph backward will need these parameters' gradients (not in eval, export or no_grad)."""
+    """True when a dynamic-graph backward will need these tensors' gradients (not in export or no_grad)."""
     return paddle.in_dynamic_mode() and paddle.is_grad_enabled() and any(not p.stop_gradient for p in params)
 
 
@@ -247,6 +232,36 @@ class MLP(nn.Layer):
         return self.linear(self.fc(x))
 
 
+class _NormScaleShift(PyLayer):
+    """openvqa's LayerNorm, forward and backward written out (the same maths as autograd through mean, sqrt, div;
+    about half the passes over the activations; the parameter gradients by _sum_rows).
+
+    y = a * c / d + b with c = x - mean(x), d = std(x) + eps, std unbiased over the last axis (n entries):
+    dx = g / d - mean(g / d) - c * sum(g * c) / (d^2 (n - 1) std), g = dy * a. A constant row (std 0) gives NaN,
+    as autograd through the std does.
+    """
+
+    @staticmethod
+    def forward(ctx, x, a, b, eps):
+        centered = x - x.mean(-1, keepdim=True)
+        # Unbiased std written out: on CPU builds paddle.std runs a Python fallback with a host sync per call.
+        std = paddle.sqrt(paddle.sum(centered * centered, axis=-1, keepdim=True) / (x.shape[-1] - 1))
+        denom = std + eps
+        ctx.save_for_backward(centered, std, denom, a)
+        return a * centered / denom + b
+
+    @staticmethod
+    def backward(ctx, dy):
+        centered, std, denom, a = ctx.saved_tensor()
+        dy_d = dy / denom
+        grad_a = _sum_rows(dy_d * centered)
+        grad_b = _sum_rows(dy)
+        g_d = dy_d * a
+        coef = (g_d * centered).sum(-1, keepdim=True) / (std * denom * (centered.shape[-1] - 1))
+        grad_x = g_d - g_d.mean(-1, keepdim=True) - centered * coef
+        return grad_x, grad_a, grad_b
+
+
 class LayerNorm(nn.Layer):
     """openvqa's LayerNorm: a_2 * (x - mean) / (unbiased std + eps) + b_2. Not paddle.nn.LayerNorm."""
 
@@ -257,12 +272,11 @@ class LayerNorm(nn.Layer):
         self.b_2 = self.create_parameter([size], default_initializer=nn.initializer.Constant(0.0))
 
     def forward(self, x):
+        if _trains(x, self.a_2, self.b_2):
+            return _NormScaleShift.apply(x, self.a_2, self.b_2, self.eps)
         mean = x.mean(-1, keepdim=True)
         centered = x - mean
-        # Unbiased std written out: on CPU builds paddle.std runs a Python fallback with a host sync per call.
         std = paddle.sqrt(paddle.sum(centered * centered, axis=-1, keepdim=True) / (x.shape[-1] - 1))
-        if _trains(self.a_2, self.b_2):
-            return _BiasAdd.apply(_RowScale.apply(self.a_2, centered) / (std + self.eps), self.b_2)
         return self.a_2 * centered / (std + self.eps) + self.b_2
 
 

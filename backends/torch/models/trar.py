@@ -108,8 +108,9 @@ class SARoutingBlock(MHAtt):
         k = self.split_heads(self.linear_k(k))
         q = self.split_heads(self.linear_q(q))
         scores = self.scores(k, q).unsqueeze(1)                                  # (B, 1, heads, N, N)
-        att_maps = F.softmax(masked_fill(scores, masks.unsqueeze(2)), dim=-1)   # (B, L, heads, N, N)
-        att_map = torch.einsum("bl,blcnm->bcnm", alphas, self.dropout(att_maps))
+        att_maps = self.dropout(F.softmax(masked_fill(scores, masks.unsqueeze(2)), dim=-1))  # (B, L, heads, N, N)
+        # sum over l of alphas[b, l] * att_maps[b, l], as one batched matmul (B, 1, L) x (B, L, heads * N * N)
+        att_map = torch.matmul(alphas.unsqueeze(1), att_maps.flatten(2)).reshape(att_maps[:, 0].shape)
         return self.linear_merge(self.merge_heads(torch.matmul(att_map, v)))
 
 
