@@ -86,24 +86,56 @@ def lstm_aliases(net):
     return pairs
 
 
-# ---- faster parameter gradients on the CPU ---------------------------------------------------------------------
-# Paddle's CPU reduction over leading axes (the gradient of a bias, or of LayerNorm's a_2 / b_2, summed over
-# batch x rows) runs single-threaded at ~11 ns per element; one matmul with a row of ones does it ~30x faster. In
-# Linear the forward and the activation gradient stay bit-identical; only the bias gradient changes, at the last ulps
-# (summation order), as any two reductions do. docs/benchmarks.md has the measurements.
+# ---- faster reductions and broadcasts on the CPU -----------------------------------------------------------------
+# On the CPU, Paddle's reductions (over leading axes: the gradient of a bias or of LayerNorm's a_2 / b_2; over the
+# last axis: LayerNorm's row sums) run single-threaded, and its broadcasting elementwise ops run 3-6x slower than
+# same-shape ones. A matmul with ones does each job ~5-30x faster: a sum as a product with a row or column of ones,
+# a broadcast as an exact outer product with ones (v * 1 = v). Forwards stay bit-identical; sums change at the last
+# ulps (summation order), as any two reductions do. Elsewhere (GPU: TF32 matmuls would round the operands) the
+# helpers are the plain reductions and broadcasts. docs/benchmarks.md has the measurements.
+
+def _by_matmul(t):
+    return t.place.is_cpu_place()
+
 
 def _sum_rows(t):
-    """Sum over every axis but the last, as one matmul with a row of ones."""
+    """Sum over every axis but the last."""
     flat = t.reshape([-1, t.shape[-1]])
+    if not _by_matmul(flat):
+        return flat.sum(0)
     return paddle.matmul(paddle.ones([1, flat.shape[0]], dtype=flat.dtype), flat).reshape(t.shape[-1:])
 
 
+def _row_sums(flat):
+    """(N, n) -> (N, 1): the sum of each row."""
+    if not _by_matmul(flat):
+        return flat.sum(-1, keepdim=True)
+    return paddle.matmul(flat, paddle.ones([flat.shape[1], 1], dtype=flat.dtype))
+
+
+def _spread(column, n):
+    """(N, 1) -> (N, n), each row its value repeated (on the GPU: the column itself, for broadcasting)."""
+    if not _by_matmul(column):
+        return column
+    return paddle.matmul(column, paddle.ones([1, n], dtype=column.dtype))
+
+
+def _stack_rows(vector, rows):
+    """(n,) -> (rows, n), the vector in every row (on the GPU: the vector itself, for broadcasting)."""
+    if not _by_matmul(vector):
+        return vector
+    return paddle.matmul(paddle.ones([rows, 1], dtype=vector.dtype), vector.reshape([1, -1]))
+
+
 class _BiasAdd(PyLayer):
-    """x + bias (bias over the last axis): paddle's add forward, the bias gradient by _sum_rows."""
+    """x + bias (bias over the last axis), the bias spread to x's shape first (a same-shape add is ~3x faster than
+    Paddle's broadcasting one on the CPU; the same sums); the bias gradient by _sum_rows."""
 
     @staticmethod
     def forward(ctx, x, bias):
-        return x + bias
+        if not _by_matmul(x):
+            return x + bias
+        return x + _stack_rows(bias, int(np.prod(x.shape[:-1]))).reshape(x.shape)
 
     @staticmethod
     def backward(ctx, grad):
@@ -234,32 +266,42 @@ class MLP(nn.Layer):
 
 class _NormScaleShift(PyLayer):
     """openvqa's LayerNorm, forward and backward written out (the same maths as autograd through mean, sqrt, div;
-    about half the passes over the activations; the parameter gradients by _sum_rows).
+    about half the passes over the activations).
 
     y = a * c / d + b with c = x - mean(x), d = std(x) + eps, std unbiased over the last axis (n entries):
     dx = g / d - mean(g / d) - c * sum(g * c) / (d^2 (n - 1) std), g = dy * a. A constant row (std 0) gives NaN,
     as autograd through the std does.
+
+    On the CPU every operand is first spread to the full (N, n) shape and every row sum is a matmul (see the
+    helpers above): the same products and quotients in the same order as the broadcasting formula; only the row
+    sums' summation order differs.
     """
 
     @staticmethod
     def forward(ctx, x, a, b, eps):
-        centered = x - x.mean(-1, keepdim=True)
+        n = x.shape[-1]
+        flat = x.reshape([-1, n])
+        rows = flat.shape[0]
+        centered = flat - _spread(_row_sums(flat) / n, n)
         # Unbiased std written out: on CPU builds paddle.std runs a Python fallback with a host sync per call.
-        std = paddle.sqrt(paddle.sum(centered * centered, axis=-1, keepdim=True) / (x.shape[-1] - 1))
+        std = paddle.sqrt(_row_sums(centered * centered) / (n - 1))
         denom = std + eps
         ctx.save_for_backward(centered, std, denom, a)
-        return a * centered / denom + b
+        y = _stack_rows(a, rows) * centered / _spread(denom, n) + _stack_rows(b, rows)
+        return y.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, dy):
         centered, std, denom, a = ctx.saved_tensor()
-        dy_d = dy / denom
+        rows, n = centered.shape
+        flat = dy.reshape([rows, n])
+        dy_d = flat / _spread(denom, n)
         grad_a = _sum_rows(dy_d * centered)
-        grad_b = _sum_rows(dy)
-        g_d = dy_d * a
-        coef = (g_d * centered).sum(-1, keepdim=True) / (std * denom * (centered.shape[-1] - 1))
-        grad_x = g_d - g_d.mean(-1, keepdim=True) - centered * coef
-        return grad_x, grad_a, grad_b
+        grad_b = _sum_rows(flat)
+        g_d = dy_d * _stack_rows(a, rows)
+        coef = _row_sums(g_d * centered) / (std * denom * (n - 1))
+        grad_x = g_d - _spread(_row_sums(g_d) / n, n) - centered * _spread(coef, n)
+        return grad_x.reshape(dy.shape), grad_a, grad_b
 
 
 class LayerNorm(nn.Layer):
