@@ -1,6 +1,6 @@
 """python -m bench: speed and memory benchmarks per backend (docs/benchmarks.md).
 
-    python -m bench all|train|eval|data|convert|infer [--backends torch,paddle] [--models trar,mcan,mmnasnet]
+    python -m bench all|train|eval|floor|data|convert|infer [--backends torch,paddle] [--models trar,mcan,mmnasnet]
                         [--sizes demo,default] [--steps N] [--default-steps N] [--threads 2] [--gpu 0 [--amp]]
                         [--out bench/results/<date>.json] [--docs docs/benchmarks.md | --no-docs]
     python -m bench report RESULTS.json [MORE.json ...] [--docs docs/benchmarks.md] [--before OLD.json ...]
@@ -25,7 +25,7 @@ from bench import report
 from bench.train_step import KINDS, MODELS, RESULT_MARK, SIZES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ("all", "train", "eval", "data", "convert", "infer", "report")
+COMMANDS = ("all", "train", "eval", "floor", "data", "convert", "infer", "report")
 BACKEND_NAMES = ("torch", "paddle")
 
 
@@ -297,6 +297,12 @@ def main(argv=None):
         kinds = list(KINDS) if cmd == "all" else [cmd]
         results["runs"] = model_runs(args, kinds, state)
         state["quiet"] &= all(r.get("clean_steps") == r.get("steps") for r in results["runs"])
+    if cmd in ("all", "train", "floor") and "torch" in args.backends and not args.gpu:
+        running, _ = wait_quiet(args.max_load, args.wait_quiet)
+        state["quiet"] &= running < args.max_load
+        results["floor"] = run_child("bench.floor", {"models": args.models, "sizes": args.sizes}, args.threads,
+                                     args.timeout)
+        _say(f"floor: {json.dumps(results['floor'])[:300]}")
     if cmd in ("all", "data"):
         running, _ = wait_quiet(args.max_load, args.wait_quiet)
         state["quiet"] &= running < args.max_load

@@ -21,7 +21,7 @@ SOURCE_MODEL = {"grid": "trar", "region": "mcan"}   # which model's train step c
 
 def load_results(paths):
     """Merge result files: 'meta' of the last file, measurement lists keyed by (kind, backend, model, size)."""
-    merged = {"meta": {}, "runs": {}, "data": None, "convert": None, "infer": None, "metas": []}
+    merged = {"meta": {}, "runs": {}, "data": None, "convert": None, "infer": None, "floor": None, "metas": []}
     for path in paths:
         with open(path, encoding="utf-8") as f:
             res = json.load(f)
@@ -29,7 +29,7 @@ def load_results(paths):
         merged["metas"].append(res.get("meta", {}))
         for run in res.get("runs", []):
             merged["runs"][_key(run)] = run
-        for section in ("data", "convert", "infer"):
+        for section in ("data", "convert", "infer", "floor"):
             if res.get(section):
                 merged[section] = res[section]
     merged["runs"] = list(merged["runs"].values())
@@ -154,7 +154,8 @@ def goal_lines(merged):
         lines.append(f"- torch train step, default TRAR (batch 64, fp32, {_threads(torch_trar)} threads): "
                      f"**{step:.2f} s** = {step / ORIGINAL_TRAR_STEP_S:.2f}x the original's {ORIGINAL_TRAR_STEP_S} s "
                      f"(goal <= {TORCH_GOAL}x: {_met(step / ORIGINAL_TRAR_STEP_S <= TORCH_GOAL)}); "
-                     f"{step / FLOOR_TRAR_STEP_S:.2f}x the {FLOOR_TRAR_STEP_S} s arithmetic floor.")
+                     f"{step / FLOOR_TRAR_STEP_S:.2f}x the issue's {FLOOR_TRAR_STEP_S} s arithmetic floor.")
+    lines += floor_lines(runs, merged.get("floor"))
     for model in ("trar", "mcan", "mmnasnet"):
         for size in ("default", "demo"):
             t = _find(runs, "train", "torch", model, size)
@@ -177,6 +178,23 @@ def goal_lines(merged):
                                  f"a default {model} torch train step consumes (goal >= {LOADING_GOAL:.0f}x: "
                                  f"{_met(rate / consume >= LOADING_GOAL)})")
     return "\n".join(lines)
+
+
+def floor_lines(runs, floor):
+    """Each torch train step as a fraction of the floor measured in the same run (bench/floor.py)."""
+    if not floor or "floors" not in floor:
+        return []
+    lines = []
+    for key, entry in floor["floors"].items():
+        model, size = key.split("/")
+        t = _find(runs, "train", "torch", model, size)
+        if t:
+            step = step_time(t)
+            lines.append(f"- torch train step, {model} {size}: {step:.3g} s = **{step / entry['floor_s']:.2f}x the "
+                         f"floor measured here**, {entry['floor_s']:.3g} s ({entry['gflop']:.0f} GFLOP of matmuls "
+                         f"per step at {floor['best_gflops_per_s']:.0f} GFLOP/s, the best float32 matmul rate torch "
+                         f"reached with {floor['threads']} threads)")
+    return lines
 
 
 def _threads(run):

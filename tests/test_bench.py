@@ -79,10 +79,23 @@ def test_cli_end_to_end_in_a_subprocess(tmp_path):
     assert "error" not in run, run
     assert (run["backend"], run["model"], run["size"], run["kind"]) == ("torch", "mcan", "demo", "train")
     assert run["framework"]["threads"] == 1                                    # --threads reached the child
+    assert res["floor"]["threads"] == 1 and res["floor"]["floors"]["mcan/demo"]["gflop"] > 0
     assert res["meta"]["machine"]["cores"] == os.cpu_count()
     text = docs.read_text()
     assert text.startswith("# Benchmarks\n\nHand-written notes.") and report.BEGIN in text and "| mcan | demo |" in text
     assert (tmp_path / "benchmarks.png").stat().st_size > 0
+
+
+def test_floor_measure_tiny():
+    """bench.floor: matmul rates from timed products, a step's matmul FLOPs from torch's counter, floor = ratio."""
+    from bench import floor
+    rates = floor.matmul_rate(shapes=((64, 32, 16),), repeats=2)
+    assert list(rates) == ["64x32x16"] and rates["64x32x16"] > 0
+    result = floor.measure({"models": ["mcan"], "sizes": ["demo"]})
+    entry = result["floors"]["mcan/demo"]
+    assert entry["gflop"] > 0
+    assert entry["floor_s"] == pytest.approx(entry["gflop"] / result["best_gflops_per_s"], rel=1e-2, abs=1e-4)
+    json.dumps(result)
 
 
 def test_cli_rejects_unknown_names():
@@ -109,7 +122,9 @@ def _results():
             "data": {"grid": {"samples": 10, "file_bytes": 2e6, "per_file_samples_per_s": 415.6,
                               "store_samples_per_s": 1000.0, "store_build_s": 0.5},
                      "region": {"samples": 10, "file_bytes": 4e6, "per_file_samples_per_s": 200.0,
-                                "store_build_s": 0.5}}}
+                                "store_build_s": 0.5}},
+            "floor": {"best_gflops_per_s": 350.0, "threads": 2,
+                      "floors": {"trar/default": {"gflop": 700.0, "floor_s": 2.0}}}}
 
 
 def test_report_ratios_and_goals(tmp_path):
@@ -121,7 +136,8 @@ def test_report_ratios_and_goals(tmp_path):
     assert "| mcan | default | cpu | 64 | 4 | 4.4 | 1.1 |" in table
     goals = report.goal_lines(merged)
     assert "0.70x the original's 8.8 s (goal <= 0.75x: met)" in goals               # 6.16 / 8.8
-    assert "1.08x the 5.7 s arithmetic floor" in goals                              # 6.16 / 5.7
+    assert "1.08x the issue's 5.7 s arithmetic floor" in goals                      # 6.16 / 5.7
+    assert "6.16 s = **3.08x the floor measured here**, 2 s (700 GFLOP" in goals     # 6.16 / 2.0
     assert "trar default: **1.50x** (goal <= 1.2x: NOT met)" in goals
     assert "mcan default: **1.10x** (goal <= 1.2x: met)" in goals
     # consumption 64 / 6.16 = 10.39 samples/s; 415.6 / 10.39 = 40x; region: 64 / 4.0 = 16 -> 200 / 16 = 12x

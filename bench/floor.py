@@ -1,0 +1,80 @@
+"""The arithmetic floor of a train step on this machine, measured rather than assumed (torch, in a fresh process).
+
+    python -m bench.floor '{"models": ["trar"], "sizes": ["default"]}'
+
+prints one line ``BENCH_RESULT {json}``. Floor = the matmul FLOPs of one train step (forward + backward, counted by
+torch.utils.flop_counter while ``trainer.train_step`` runs; elementwise work, softmax and Adam are not counted) /
+the best single-precision matmul rate torch reaches here with the same threads. No step can be faster than that
+without doing fewer multiplications, so ``step / floor`` says how much time goes to everything but the matmuls.
+"""
+import json
+import statistics
+import sys
+import time
+
+from bench.train_step import ANSWER_SIZE, LR, RESULT_MARK, TOKEN_SIZE, bench_config, framework_batch, synthetic_samples
+
+# (m, k, n) of the products that dominate the default configs: FFN and projections over batch 64 x 64..100 rows,
+# and a large square one. The floor takes the best rate of these.
+MATMUL_SHAPES = ((4096, 512, 2048), (6400, 2048, 512), (2048, 2048, 2048))
+
+
+def matmul_rate(shapes=MATMUL_SHAPES, repeats=7):
+    """{'m x k x n': GFLOP/s} for float32 torch.mm (median of ``repeats`` after one warm-up)."""
+    import torch
+    rates = {}
+    gen = torch.Generator().manual_seed(0)
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
+        torch.mm(a, b)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            times.append(time.perf_counter() - t0)
+        rates[f"{m}x{k}x{n}"] = round(2 * m * k * n / statistics.median(times) / 1e9, 1)
+    return rates
+
+
+def step_flops(model, size):
+    """Matmul FLOPs of one torch train step of (model, size), as the benchmark runs it."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from backends import get_backend
+    cfg = bench_config(model, size)
+    be = get_backend("torch")
+    be.seed(0)
+    net = be.build_model(cfg, TOKEN_SIZE[size], ANSWER_SIZE)
+    batch = framework_batch(be, synthetic_samples(cfg, cfg.BATCH_SIZE, TOKEN_SIZE[size], ANSWER_SIZE))
+    trainer = be.make_trainer(net, cfg)
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(batch, LR)
+    return counter.get_total_flops()
+
+
+def measure(spec):
+    rates = matmul_rate()
+    best = max(rates.values())
+    floors = {}
+    for size in spec.get("sizes", ["default"]):
+        for model in spec.get("models", ["trar"]):
+            gflop = step_flops(model, size) / 1e9
+            floors[f"{model}/{size}"] = {"gflop": round(gflop, 3), "floor_s": round(gflop / best, 6)}
+    import torch
+    return {"matmul_gflops_per_s": rates, "best_gflops_per_s": best, "threads": torch.get_num_threads(),
+            "floors": floors}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m bench.floor '<json spec>'")
+    try:
+        spec = json.loads(argv[0])
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"bench.floor: the argument is not a JSON object ({exc})") from None
+    print(RESULT_MARK + json.dumps(measure(spec)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
