@@ -11,12 +11,25 @@ import tempfile
 
 
 def _temp_in(path):
-    """A new empty temp file next to ``path``, keeping its extension (some savers insist on one)."""
+    """A new empty temp file next to ``path``, keeping its extension (some savers insist on one), with the mode
+    ``path`` will have: its current one when it exists, else what the umask gives a new file (mkstemp's is 0600)."""
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     ext = os.path.splitext(name)[1]
     fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix=f'.tmp{ext}', dir=folder)
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        mode = new_file_mode()
+    os.fchmod(fd, mode)
     return fd, tmp
+
+
+def new_file_mode():
+    """The permission bits open() would give a new file under the current umask."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _fsync(path):

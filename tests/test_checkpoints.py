@@ -32,6 +32,28 @@ def test_atomic_write_failure_keeps_old_file_and_leaves_no_temp(tmp_path):
     assert os.listdir(tmp_path) == ['out.json']
 
 
+def test_atomic_writes_give_the_mode_of_a_plain_open(tmp_path):
+    """New files get what open() gives under the umask (not mkstemp's 0600); a replaced file keeps its own mode."""
+    from core.data.paths import atomic_write_bytes
+    old_umask = os.umask(0o027)
+    try:
+        (tmp_path / 'plain').write_bytes(b'x')
+        expected = os.stat(tmp_path / 'plain').st_mode & 0o777
+        with ck.atomic_write(str(tmp_path / 'a.json'), 'w') as f:
+            f.write('{}')
+        ck.atomic_save(str(tmp_path / 'b.bin'), lambda tmp: open(tmp, 'wb').close())
+        atomic_write_bytes(str(tmp_path / 'c.bin'), b'c')
+    finally:
+        os.umask(old_umask)
+    assert expected == 0o640
+    for name in ('a.json', 'b.bin', 'c.bin'):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == expected, name
+    os.chmod(tmp_path / 'a.json', 0o600)
+    with ck.atomic_write(str(tmp_path / 'a.json'), 'w') as f:
+        f.write('{"new": 1}')
+    assert os.stat(tmp_path / 'a.json').st_mode & 0o777 == 0o600
+
+
 def test_atomic_write_rejects_read_modes(tmp_path):
     with pytest.raises(ValueError, match='mode'):
         with ck.atomic_write(str(tmp_path / 'x'), 'rb'):

@@ -2,7 +2,8 @@
 import json
 import logging
 import os
-import tempfile
+
+from core.checkpoints import atomic_write
 
 VQA_QUESTION_FILES = {
     "train": "v2_OpenEnded_mscoco_train2014_questions.json",
@@ -103,17 +104,8 @@ def load_json(path, key=None):
 
 def atomic_write_bytes(path, data):
     """Write ``data`` to ``path`` through a temp file in the same folder and os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, "wb") as f:
+        f.write(data)
 
 
 def atomic_write_json(path, obj):
