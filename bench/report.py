@@ -57,9 +57,10 @@ def _find(runs, kind, backend, model, size, device="cpu"):
 
 
 def step_time(run):
-    """The time a run is reported with: the median over its clean steps (no other work running) when it has any,
-    else the median over all its steps."""
-    if run.get("clean_steps"):
+    """The time a run is reported with: the median over its clean steps (no other work running) when at least half
+    its steps were clean, else the median over all its steps (a few 'clean' steps among many short ones say more
+    about the 0.25 s load sampling than about the machine)."""
+    if run.get("clean_steps") and 2 * run["clean_steps"] >= run["steps"]:
         return run["clean_median_s"]
     return run["median_s"]
 
@@ -187,7 +188,7 @@ def floor_lines(runs, floor):
     lines = []
     for key, entry in floor["floors"].items():
         model, size = key.split("/")
-        t = _find(runs, "train", "torch", model, size)
+        t = size == "default" and _find(runs, "train", "torch", model, size)   # demo steps are mostly overhead
         if t:
             step = step_time(t)
             lines.append(f"- torch train step, {model} {size}: {step:.3g} s = **{step / entry['floor_s']:.2f}x the "
@@ -256,14 +257,25 @@ def machine_lines(meta):
     return "\n".join(lines)
 
 
+def merged_lines(metas):
+    """One line per merged result file (later files win), when there are several."""
+    if len(metas) < 2:
+        return ""
+    lines = ["- merged from these runs (later ones win where both measured the same thing):"]
+    lines += [f"  - {m.get('date', '?')}, commit {m.get('commit', '?')}: `{m.get('command', '?')}`" for m in metas]
+    return "\n".join(lines)
+
+
 def render(merged, chart_name=None):
     """The generated markdown block (without markers)."""
     parts = ["### Run", machine_lines(merged["meta"])]
+    if merged_lines(merged.get("metas", [])):
+        parts.append(merged_lines(merged["metas"]))
     loaded = [r for r in merged["runs"] if "clean_steps" in r and r["clean_steps"] < r["steps"]]
     if loaded:
         names = ", ".join(f"{r['kind']} {r['backend']} {r['model']} {r['size']} ({_clean(r)})" for r in loaded)
         parts.append(f"\n**Partly measured under load**: other processes ran during some steps of: {names}. Those "
-                     "rows use their clean steps, or all steps (inflated) where none was clean.")
+                     "rows use their clean steps where at least half were clean, else all steps (possibly inflated).")
     elif not merged["meta"].get("quiet", True) and not any("clean_steps" in r for r in merged["runs"]):
         parts.append("\n**Measured under load**: other processes shared the cores; times are inflated.")
     goals = goal_lines(merged)

@@ -145,6 +145,14 @@ def test_report_ratios_and_goals(tmp_path):
     assert "= **12x** the 16.0 samples/s" in goals and "(goal >= 20x: NOT met)" in goals
 
 
+def test_step_time_uses_clean_steps_only_when_most_are_clean():
+    run = dict(_run("train", "torch", "trar", "demo", 0.04, 1.0), steps=10, clean_median_s=0.03)
+    assert report.step_time(dict(run, clean_steps=5)) == 0.03
+    assert report.step_time(dict(run, clean_steps=4)) == 0.04
+    assert report.step_time(dict(run, clean_steps=0)) == 0.04
+    assert report.step_time(_run("train", "torch", "trar", "demo", 0.04, 1.0)) == 0.04     # no load samples
+
+
 def test_report_merges_files_later_wins(tmp_path):
     first, second = _results(), {"meta": {"date": "later"}, "runs": [_run("train", "torch", "trar", "default",
                                                                           5.0, 1.0)]}
