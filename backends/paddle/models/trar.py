@@ -144,7 +144,10 @@ class SARoutingBlock(MHAtt):
                 and scores.place.is_cpu_place():
             att_maps = _SpanSoftmax.apply(scores, masks.unsqueeze(2))
         else:
-            att_maps = F.softmax(masked_fill(scores.unsqueeze(1), masks.unsqueeze(2)), axis=-1)
+            scores = scores.unsqueeze(1)
+            if not paddle.in_dynamic_mode():  # masked_fill's mask must broadcast to its input: one score map per order
+                scores = paddle.tile(scores, [1, masks.shape[1], 1, 1, 1])
+            att_maps = F.softmax(masked_fill(scores, masks.unsqueeze(2)), axis=-1)
         att_maps = self.dropout(att_maps)                                         # (B, L, heads, N, N)
         # sum over l of alphas[b, l] * att_maps[b, l], as one batched matmul (B, 1, L) x (B, L, heads * N * N);
         # paddle.einsum's backward took ~3x as long
