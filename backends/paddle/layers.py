@@ -105,7 +105,7 @@ def _by_matmul(t):
 
 
 @functools.lru_cache(maxsize=256)
-def _ones(shape, dtype):
+def cached_ones(shape, dtype):
     """A cached CPU tensor of ones (read only): creating one per call cost ~5 ms of a 60 ms demo step."""
     return paddle.ones(shape, dtype=dtype)
 
@@ -115,28 +115,28 @@ def _sum_rows(t):
     flat = t.reshape([-1, t.shape[-1]])
     if not _by_matmul(flat):
         return flat.sum(0)
-    return paddle.matmul(_ones((1, flat.shape[0]), flat.dtype), flat).reshape(t.shape[-1:])
+    return paddle.matmul(cached_ones((1, flat.shape[0]), flat.dtype), flat).reshape(t.shape[-1:])
 
 
-def _row_sums(flat):
+def row_sums(flat):
     """(N, n) -> (N, 1): the sum of each row."""
     if not _by_matmul(flat):
         return flat.sum(-1, keepdim=True)
-    return paddle.matmul(flat, _ones((flat.shape[1], 1), flat.dtype))
+    return paddle.matmul(flat, cached_ones((flat.shape[1], 1), flat.dtype))
 
 
-def _spread(column, n):
+def spread(column, n):
     """(N, 1) -> (N, n), each row its value repeated (on the GPU: the column itself, for broadcasting)."""
     if not _by_matmul(column):
         return column
-    return paddle.matmul(column, _ones((1, n), column.dtype))
+    return paddle.matmul(column, cached_ones((1, n), column.dtype))
 
 
 def _stack_rows(vector, rows):
     """(n,) -> (rows, n), the vector in every row (on the GPU: the vector itself, for broadcasting)."""
     if not _by_matmul(vector):
         return vector
-    return paddle.matmul(_ones((rows, 1), vector.dtype), vector.reshape([1, -1]))
+    return paddle.matmul(cached_ones((rows, 1), vector.dtype), vector.reshape([1, -1]))
 
 
 class _BiasAdd(PyLayer):
@@ -294,12 +294,12 @@ class _NormScaleShift(PyLayer):
         n = x.shape[-1]
         flat = x.reshape([-1, n])
         rows = flat.shape[0]
-        centered = flat - _spread(_row_sums(flat) / n, n)
+        centered = flat - spread(row_sums(flat) / n, n)
         # Unbiased std written out: on CPU builds paddle.std runs a Python fallback with a host sync per call.
-        std = paddle.sqrt(_row_sums(centered * centered) / (n - 1))
+        std = paddle.sqrt(row_sums(centered * centered) / (n - 1))
         denom = std + eps
         ctx.save_for_backward(centered, std, denom, a)
-        y = _stack_rows(a, rows) * centered / _spread(denom, n) + _stack_rows(b, rows)
+        y = _stack_rows(a, rows) * centered / spread(denom, n) + _stack_rows(b, rows)
         return y.reshape(x.shape)
 
     @staticmethod
@@ -307,12 +307,12 @@ class _NormScaleShift(PyLayer):
         centered, std, denom, a = ctx.saved_tensor()
         rows, n = centered.shape
         flat = dy.reshape([rows, n])
-        dy_d = flat / _spread(denom, n)
+        dy_d = flat / spread(denom, n)
         grad_a = _sum_rows(dy_d * centered)
         grad_b = _sum_rows(flat)
         g_d = dy_d * _stack_rows(a, rows)
-        coef = _row_sums(g_d * centered) / (std * denom * (n - 1))
-        grad_x = g_d - _spread(_row_sums(g_d) / n, n) - centered * _spread(coef, n)
+        coef = row_sums(g_d * centered) / (std * denom * (n - 1))
+        grad_x = g_d - spread(row_sums(g_d) / n, n) - centered * spread(coef, n)
         return grad_x.reshape(dy.shape), grad_a, grad_b
 
 

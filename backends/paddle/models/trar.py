@@ -15,8 +15,8 @@ import paddle.nn.functional as F
 from paddle import nn
 from paddle.autograd import PyLayer
 
-from backends.paddle.layers import (FFN, SA, AttFlat, Dropout, LayerNorm, Linear, MHAtt, NetBase, make_mask,
-                                   masked_fill)
+from backends.paddle.layers import (FFN, MASK_FILL, SA, AttFlat, Dropout, LayerNorm, Linear, MHAtt, NetBase,
+                                   cached_ones, make_mask, masked_fill, row_sums, spread)
 from core.masks import span_mask_stack
 
 POOLINGS = ("avg", "attention", "fc")
@@ -95,20 +95,36 @@ class RoutingBlock(nn.Layer):
         return alphas
 
 
+def _repeat(x, times):
+    """(B, ...) -> (B, times, ...): x copied ``times`` times after the batch axis, by one batched matmul with a column
+    of ones (exact; on the CPU ~2x faster than paddle.tile, and no broadcasting op later)."""
+    batch = x.shape[0]
+    out = paddle.matmul(cached_ones((times, 1), x.dtype), x.reshape([batch, 1, -1]))
+    return out.reshape([batch, times] + x.shape[1:])
+
+
 class _SpanSoftmax(PyLayer):
     """softmax(masked_fill(scores, masks)) for every order at once: scores (B, heads, N, N), masks (B, L, 1, N, N)
     -> (B, L, heads, N, N); the CPU training path of SARoutingBlock.
 
-    The backward is autograd's, written out: a masked entry has probability exactly 0 (exp(-1e9 - max) underflows), so
-    the softmax gradient is already 0 there and the masked fill's gradient (zero at masked entries) only matters in
-    rows whose every key is masked, which get it explicitly. The sum over the L orders of the broadcast scores is one
-    matmul with a row of ones (paddle's expand gradient reduces that axis single-threaded, ~6x slower).
+    The masked fill is x * keep + fill with keep = 1, fill = 0 where kept and keep = 0, fill = MASK_FILL where masked:
+    exactly masked_fill's values for finite scores (x * 1 + 0 = x, x * 0 + MASK_FILL = MASK_FILL), on operands of one
+    shape (Paddle's CPU where broadcasting the scores over the orders and the mask over the heads took 4x as long).
+    The backward is autograd's, written out: a masked entry has probability exactly 0 (exp(-1e9 - max) underflows),
+    so the softmax gradient is already 0 there and the masked fill's gradient (zero at masked entries) only matters
+    in rows whose every key is masked, which get it explicitly. Row sums and the sum over the L orders are matmuls
+    with ones (paddle's last-axis reduction and expand gradient run single-threaded, 2-6x slower).
     """
 
     @staticmethod
     def forward(ctx, scores, masks):
-        probs = F.softmax(masked_fill(scores.unsqueeze(1), masks), axis=-1)
-        dead_rows = masks.all(-1, keepdim=True)                   # (B, L, 1, N, 1)
+        batch, heads, n = scores.shape[0], scores.shape[1], scores.shape[-1]
+        orders = masks.shape[1]
+        fill = masks.astype(scores.dtype).reshape([batch * orders, n, n])
+        keep = _repeat(1.0 - fill, heads).reshape([batch, orders, heads, n, n])
+        fill = _repeat(fill * MASK_FILL, heads).reshape([batch, orders, heads, n, n])
+        probs = F.softmax(_repeat(scores, orders) * keep + fill, axis=-1)
+        dead_rows = masks.all(-1, keepdim=True)                                  # (B, L, 1, N, 1)
         ctx.any_dead = bool(dead_rows.any())
         ctx.save_for_backward(probs, dead_rows)
         return probs
@@ -116,11 +132,13 @@ class _SpanSoftmax(PyLayer):
     @staticmethod
     def backward(ctx, grad):
         probs, dead_rows = ctx.saved_tensor()
-        grad_scores = probs * (grad - (probs * grad).sum(-1, keepdim=True))
+        n = probs.shape[-1]
+        flat_p, flat_g = probs.reshape([-1, n]), grad.reshape([-1, n])
+        grad_scores = (flat_p * (flat_g - spread(row_sums(flat_p * flat_g), n))).reshape(probs.shape)
         if ctx.any_dead:
             grad_scores = paddle.where(dead_rows, paddle.zeros([], grad_scores.dtype), grad_scores)
         batch, orders = grad_scores.shape[:2]
-        summed = paddle.matmul(paddle.ones([batch, 1, orders], grad_scores.dtype),
+        summed = paddle.matmul(cached_ones((1, orders), grad_scores.dtype),
                                grad_scores.reshape([batch, orders, -1]))
         return summed.reshape([batch] + grad_scores.shape[2:]), None
 
