@@ -96,8 +96,8 @@ def lstm_aliases(net):
 # On the CPU, Paddle's reductions (over leading axes: the gradient of a bias or of LayerNorm's a_2 / b_2; over the
 # last axis: LayerNorm's row sums) run single-threaded, and its broadcasting elementwise ops run 3-6x slower than
 # same-shape ones. A matmul with ones does each job ~5-30x faster: a sum as a product with a row or column of ones,
-# a broadcast as an exact outer product with ones (v * 1 = v). Forwards stay bit-identical; sums change at the last
-# ulps (summation order), as any two reductions do. Elsewhere (GPU: TF32 matmuls would round the operands) the
+# a broadcast as an exact outer product with ones (v * 1 = v). Broadcasts are bit-identical; sums (LayerNorm's mean
+# and std, parameter gradients) change at the last ulps (summation order), as any two reductions do. Elsewhere (GPU: TF32 matmuls would round the operands) the
 # helpers are the plain reductions and broadcasts. docs/benchmarks.md has the measurements.
 
 def _by_matmul(t):
