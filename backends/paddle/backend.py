@@ -3,7 +3,7 @@
 Mirror of backends/torch/backend.py (same functions, same order). Numpy arrays come in and go out; the trainer
 follows the original train_engine: Adam with the learning rate the engine gives per step, the loss summed over
 batch x answers, exact gradient accumulation over contiguous sub-batches, optional global-norm clipping with torch's
-formula (paddle.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), applied when below 1).
+formula (coef = max_norm / (norm + 1e-6), applied when below 1).
 """
 import os
 import warnings
@@ -36,6 +36,22 @@ def make_loss(cfg):
         fn = nn.CrossEntropyLoss(reduction=reduction)
         return lambda pred, ans: fn(pred, ans.reshape([-1]))
     raise ValueError(f"LOSS_FUNC: unknown loss {cfg.LOSS_FUNC!r}; expected bce, kld or ce")
+
+
+@paddle.no_grad()
+def clip_grad_norm(params, max_norm):
+    """paddle.nn.utils.clip_grad_norm_ (2-norm, torch's formula): the same per-parameter norms, each from one
+    paddle.dot instead of p_norm, which Paddle runs single-threaded on the CPU (~10x slower: 0.3 s of an MMNasNet
+    step with its 277 parameters). Returns the total norm."""
+    grads = [p.grad_ for p in params if p.grad_ is not None]   # grad_: the gradient itself, writable in place
+    if not grads:
+        return paddle.to_tensor(0.0)
+    norms = [paddle.sqrt(paddle.dot(g.reshape([-1]), g.reshape([-1]))) for g in grads]
+    total = paddle.linalg.norm(paddle.stack(norms), 2.0)
+    coef = (max_norm / (total + 1e-6)).clip(max=1.0)
+    for g in grads:
+        g.multiply_(coef)
+    return total
 
 
 class PaddleTrainer(Trainer):
@@ -71,7 +87,7 @@ class PaddleTrainer(Trainer):
         if self.clip > 0:
             if self.amp:
                 self.scaler.unscale_(self.optimizer)
-            paddle.nn.utils.clip_grad_norm_(self.params, self.clip)
+            clip_grad_norm(self.params, self.clip)
         if self.amp:
             self.scaler.step(self.optimizer)
             self.scaler.update()
