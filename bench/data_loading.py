@@ -92,6 +92,7 @@ def loader_throughput(be, ds, batches, workers):
 
 def measure(spec):
     """Throughput of every source x reader; ``spec``: images, backends, workers, batch_size, root (optional)."""
+    from backends import get_backend
     from core.data import build_dataset
     images = int(spec.get("images", 300))
     batch_size = int(spec.get("batch_size", 64))
@@ -113,7 +114,6 @@ def measure(spec):
             entry = {"samples": len(ds), "file_bytes": sum(os.path.getsize(p) for p in ds.feat_index.values())}
             entry["per_file_samples_per_s"] = dataset_throughput(ds, order)
             for name in backends:
-                from backends import get_backend
                 be = get_backend(name)
                 entry[f"{name}_loader_w{workers}_samples_per_s"] = loader_throughput(be, ds, batches, workers)
             store_dir = os.path.join(root, f"store-{source}")
@@ -122,7 +122,6 @@ def measure(spec):
             ds.use_feature_store(store_dir)
             entry["store_samples_per_s"] = dataset_throughput(ds, order)
             for name in backends:
-                from backends import get_backend
                 be = get_backend(name)
                 entry[f"{name}_loader_w{workers}_store_samples_per_s"] = loader_throughput(be, ds, batches, workers)
             result[source] = entry

@@ -198,8 +198,9 @@ def test_predict_command_prints_top_k_answers_with_their_scores(trained, demo_ro
     predictor = Predictor(trained["dir"], threads=1)
     logits = predictor.logits(predictor.bundle.make_batch([question], [path]))[0].astype(np.float64)
     best = np.argsort(-logits)[:3]
-    for line, j in zip(lines[1:], best):
-        rank, answer, score = line.split()[0], " ".join(line.split()[1:-1]), float(line.split()[-1])
+    for rank, (line, j) in enumerate(zip(lines[1:], best), start=1):
+        shown_rank, answer, score = line.split()[0], " ".join(line.split()[1:-1]), float(line.split()[-1])
+        assert shown_rank.rstrip(".") == str(rank)
         assert answer == predictor.bundle.answers[j]
         assert score == pytest.approx(np.exp(logits[j]) / np.exp(logits).sum(), abs=1e-4)
 
