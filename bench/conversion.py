@@ -5,15 +5,13 @@
 prints one line ``BENCH_RESULT {json}``. The source is a checkpoint the torch backend writes after one train step
 (weights and Adam state), so the converter moves both. Each direction is timed ``repeats`` times; the median counts.
 """
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-from bench.train_step import ANSWER_SIZE, CONFIGS, LR, RESULT_MARK, TOKEN_SIZE, bench_config, framework_batch, \
-    synthetic_samples
+from bench.train_step import (ANSWER_SIZE, CONFIGS, LR, TOKEN_SIZE, bench_config, child_main, framework_batch,
+                              synthetic_samples)
 
 
 def converter():
@@ -67,16 +65,5 @@ def measure(spec):
     return {"rows": rows, "repeats": repeats, "load_avg": list(os.getloadavg())}
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m bench.conversion '<json spec>'")
-    try:
-        spec = json.loads(argv[0])
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"bench.conversion: the argument is not a JSON object ({exc})") from None
-    print(RESULT_MARK + json.dumps(measure(spec)), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    child_main("bench.conversion", measure)

@@ -8,16 +8,14 @@ grids) and region .npz 'x' (2048, n) float32 with n = 10..100 boxes plus pixel b
 The files were just written, so they are read from the page cache: this measures decoding and copying, not the disk.
 """
 import io
-import json
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 
 from bench.feature_store import build_store
-from bench.train_step import RESULT_MARK
+from bench.train_step import child_main
 from core.data import demo, features
 from core.data.paths import atomic_write_bytes
 from core.data.sampler import epoch_batches
@@ -128,16 +126,5 @@ def measure(spec):
     return result
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m bench.data_loading '<json spec>'")
-    try:
-        spec = json.loads(argv[0])
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"bench.data_loading: the argument is not a JSON object ({exc})") from None
-    print(RESULT_MARK + json.dumps(measure(spec)), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    child_main("bench.data_loading", measure)

@@ -7,12 +7,7 @@ torch.utils.flop_counter while ``trainer.train_step`` runs; elementwise work, so
 the best single-precision matmul rate torch reaches here with the same threads. No step can be faster than that
 without doing fewer multiplications, so ``step / floor`` says how much time goes to everything but the matmuls.
 """
-import json
-import statistics
-import sys
-import time
-
-from bench.train_step import ANSWER_SIZE, LR, RESULT_MARK, TOKEN_SIZE, bench_config, framework_batch, synthetic_samples
+from bench.train_step import ANSWER_SIZE, LR, TOKEN_SIZE, bench_config, child_main, framework_batch, synthetic_samples
 
 # (m, k, n) of the products that dominate the default configs: FFN and projections over batch 64 x 64..100 rows,
 # and a large square one. The floor takes the best rate of these.
@@ -22,17 +17,14 @@ MATMUL_SHAPES = ((4096, 512, 2048), (6400, 2048, 512), (2048, 2048, 2048))
 def matmul_rate(shapes=MATMUL_SHAPES, repeats=7):
     """{'m x k x n': GFLOP/s} for float32 torch.mm (median of ``repeats`` after one warm-up)."""
     import torch
-    rates = {}
+
+    from deploy.timing import time_call
     gen = torch.Generator().manual_seed(0)
+    rates = {}
     for m, k, n in shapes:
         a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
-        torch.mm(a, b)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            torch.mm(a, b)
-            times.append(time.perf_counter() - t0)
-        rates[f"{m}x{k}x{n}"] = round(2 * m * k * n / statistics.median(times) / 1e9, 1)
+        median = time_call(lambda: torch.mm(a, b), warmup=1, repeats=repeats)["median_s"]
+        rates[f"{m}x{k}x{n}"] = round(2 * m * k * n / median / 1e9, 1)
     return rates
 
 
@@ -65,16 +57,5 @@ def measure(spec):
             "floors": floors}
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m bench.floor '<json spec>'")
-    try:
-        spec = json.loads(argv[0])
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"bench.floor: the argument is not a JSON object ({exc})") from None
-    print(RESULT_MARK + json.dumps(measure(spec)), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    child_main("bench.floor", measure)

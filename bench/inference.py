@@ -6,11 +6,9 @@ prints one line ``BENCH_RESULT {json}``. deploy.timing exports the net with padd
 ``be.predict`` call by call in turn; this module only picks the configs and keeps the knob setting deploy uses by
 default (oneDNN + IR optimisation) unless ``all_settings`` is true.
 """
-import json
 import os
-import sys
 
-from bench.train_step import ANSWER_SIZE, RESULT_MARK, TOKEN_SIZE, bench_config
+from bench.train_step import ANSWER_SIZE, TOKEN_SIZE, bench_config, child_main
 
 DEFAULT_SETTING = "default (oneDNN + IR optim)"
 
@@ -43,16 +41,5 @@ def measure(spec):
     return {"rows": rows, "load_avg": list(os.getloadavg())}
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m bench.inference '<json spec>'")
-    try:
-        spec = json.loads(argv[0])
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"bench.inference: the argument is not a JSON object ({exc})") from None
-    print(RESULT_MARK + json.dumps(measure(spec)), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    child_main("bench.inference", measure)

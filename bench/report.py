@@ -269,8 +269,9 @@ def merged_lines(metas):
 def render(merged, chart_name=None):
     """The generated markdown block (without markers)."""
     parts = ["### Run", machine_lines(merged["meta"])]
-    if merged_lines(merged.get("metas", [])):
-        parts.append(merged_lines(merged["metas"]))
+    merged_from = merged_lines(merged.get("metas", []))
+    if merged_from:
+        parts.append(merged_from)
     loaded = [r for r in merged["runs"] if "clean_steps" in r and r["clean_steps"] < r["steps"]]
     if loaded:
         names = ", ".join(f"{r['kind']} {r['backend']} {r['model']} {r['size']} ({_clean(r)})" for r in loaded)

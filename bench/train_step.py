@@ -197,16 +197,17 @@ def measure(spec):
     return result
 
 
-def main(argv=None):
+def child_main(module, measure_fn, argv=None):
+    """The entry point of every measurement module: one JSON spec argument in, one ``BENCH_RESULT {json}`` line out."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        raise SystemExit("usage: python -m bench.train_step '<json spec>'")
+        raise SystemExit(f"usage: python -m {module} '<json spec>'")
     try:
         spec = json.loads(argv[0])
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"bench.train_step: the argument is not a JSON object ({exc})") from None
-    print(RESULT_MARK + json.dumps(measure(spec)), flush=True)
+        raise SystemExit(f"{module}: the argument is not a JSON object ({exc})") from None
+    print(RESULT_MARK + json.dumps(measure_fn(spec)), flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    child_main("bench.train_step", measure)

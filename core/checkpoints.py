@@ -20,12 +20,12 @@ def _temp_in(path):
     try:
         mode = os.stat(path).st_mode & 0o777
     except OSError:
-        mode = new_file_mode()
+        mode = _new_file_mode()
     os.fchmod(fd, mode)
     return fd, tmp
 
 
-def new_file_mode():
+def _new_file_mode():
     """The permission bits open() would give a new file under the current umask."""
     umask = os.umask(0o022)
     os.umask(umask)

@@ -24,7 +24,7 @@ import tempfile
 import numpy as np
 import yaml
 
-from core.checkpoints import atomic_write, new_file_mode
+from core.checkpoints import atomic_write
 from core.config import DERIVED, FIXED
 from core.data import build_dataset, features
 from core.data import vqa as vqa_data
@@ -184,9 +184,6 @@ def finish(stage, out_dir, manifest, token_to_ix, answers, config):
         os.replace(os.path.join(stage, name), os.path.join(out_dir, name))
     with atomic_write(old, "w") as f:
         json.dump(manifest, f, indent=1)
-    mode = new_file_mode()
-    for name in list(files.values()) + [MANIFEST_FILE]:   # temp files are created 0600; a bundle is to be shared
-        os.chmod(os.path.join(out_dir, name), mode)
     shutil.rmtree(stage, ignore_errors=True)
     return manifest
 

@@ -106,6 +106,10 @@ def test_exported_logits_equal_the_dynamic_graph_at_any_batch_size(kind, tmp_pat
     assert [s["name"] for s in manifest["inputs"]] == expected_names
     assert sorted(os.listdir(tmp_path)) == ["answers.json", "config.yml", "manifest.json", "model.json",
                                             "model.pdiparams", "vocab.json"]
+    (tmp_path / "plain").write_text("")                  # a bundle is to be shared: files get open()'s mode
+    modes = {os.stat(tmp_path / name).st_mode & 0o777 for name in os.listdir(tmp_path)}
+    assert modes == {os.stat(tmp_path / "plain").st_mode & 0o777}
+    os.remove(tmp_path / "plain")
     predictor = Predictor(str(tmp_path), threads=1)
     for batch_size, seed in ((1, 5), (3, 6), (1, 7)):   # one predictor: the batch axis is dynamic
         batch = _inputs(cfg, batch_size, seed)

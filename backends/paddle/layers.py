@@ -19,14 +19,14 @@ MASK_FILL = -1e9
 
 
 def masked_fill(x, mask):
-    """MASK_FILL where ``mask`` (broadcastable to x's shape) is True (fp32, as the original); clipped to the dtype's range so half precision
-    gets no -inf (and no NaN rows)."""
+    """MASK_FILL where ``mask`` (broadcastable to x's shape) is True (fp32, as the original); clipped to the dtype's
+    range so half precision gets no -inf (and no NaN rows)."""
     fill = max(MASK_FILL, float(paddle.finfo(x.dtype).min))
     # paddle.where rather than paddle.masked_fill: same values, and paddle2onnx has no converter for masked_fill
     if not paddle.in_dynamic_mode():
         # In a static program paddle.where broadcasts operands of different shapes by adding zeros of each one's
         # shape: five full-size adds and two casts, which under Paddle Inference's oneDNN made an exported TRAR
-        # 1.7x slower than the dynamic graph. Same-shape operands make it one op. ``mask`` must broadcast to x.
+        # 1.7x slower than the dynamic graph. Same-shape operands make it one op.
         return paddle.where(paddle.expand(mask, paddle.shape(x)), paddle.full_like(x, fill), x)
     return paddle.where(mask, paddle.full([], fill, x.dtype), x)
 
@@ -97,8 +97,9 @@ def lstm_aliases(net):
 # last axis: LayerNorm's row sums) run single-threaded, and its broadcasting elementwise ops run 3-6x slower than
 # same-shape ones. A matmul with ones does each job ~5-30x faster: a sum as a product with a row or column of ones,
 # a broadcast as an exact outer product with ones (v * 1 = v). Broadcasts are bit-identical; sums (LayerNorm's mean
-# and std, parameter gradients) change at the last ulps (summation order), as any two reductions do. Elsewhere (GPU: TF32 matmuls would round the operands) the
-# helpers are the plain reductions and broadcasts. docs/benchmarks.md has the measurements.
+# and std, parameter gradients) change at the last ulps (summation order), as any two reductions do. Elsewhere
+# (GPU: TF32 matmuls would round the operands) the helpers are the plain reductions and broadcasts.
+# docs/benchmarks.md has the measurements.
 
 def _by_matmul(t):
     return t.place.is_cpu_place()
