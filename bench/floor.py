@@ -4,8 +4,9 @@
 
 prints one line ``BENCH_RESULT {json}``. Floor = the matmul FLOPs of one train step (forward + backward, counted by
 torch.utils.flop_counter while ``trainer.train_step`` runs; elementwise work, softmax and Adam are not counted) /
-the best single-precision matmul rate torch reaches here with the same threads. No step can be faster than that
-without doing fewer multiplications, so ``step / floor`` says how much time goes to everything but the matmuls.
+the best single-precision matmul rate torch reaches here with the same threads (MKL's or oneDNN's). No step can
+be faster than that without doing fewer multiplications, so ``step / floor`` says how much time goes to everything but
+the matmuls.
 """
 from bench.train_step import ANSWER_SIZE, LR, TOKEN_SIZE, bench_config, child_main, framework_batch, synthetic_samples
 
@@ -15,16 +16,23 @@ MATMUL_SHAPES = ((4096, 512, 2048), (6400, 2048, 512), (2048, 2048, 2048))
 
 
 def matmul_rate(shapes=MATMUL_SHAPES, repeats=7):
-    """{'m x k x n': GFLOP/s} for float32 torch.mm (median of ``repeats`` after one warm-up)."""
+    """{'kernel m x k x n': GFLOP/s} for float32 products (median of ``repeats`` after one warm-up): torch.mm (MKL)
+    and, where this torch build has it, the oneDNN linear the torch backend's Linear uses on AMD CPUs
+    (backends/torch/layers.py)."""
     import torch
 
+    from backends.torch import layers
     from deploy.timing import time_call
     gen = torch.Generator().manual_seed(0)
+    kernels = {"mm": torch.mm}
+    if layers._LINEAR_OP is not None:
+        kernels["onednn"] = lambda a, b: layers._onednn(a, b.t())
     rates = {}
     for m, k, n in shapes:
         a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
-        median = time_call(lambda: torch.mm(a, b), warmup=1, repeats=repeats)["median_s"]
-        rates[f"{m}x{k}x{n}"] = round(2 * m * k * n / median / 1e9, 1)
+        for name, kernel in kernels.items():
+            median = time_call(lambda: kernel(a, b), warmup=1, repeats=repeats)["median_s"]
+            rates[f"{name} {m}x{k}x{n}"] = round(2 * m * k * n / median / 1e9, 1)
     return rates
 
 
@@ -39,8 +47,13 @@ def step_flops(model, size):
     net = be.build_model(cfg, TOKEN_SIZE[size], ANSWER_SIZE)
     batch = framework_batch(be, synthetic_samples(cfg, cfg.BATCH_SIZE, TOKEN_SIZE[size], ANSWER_SIZE))
     trainer = be.make_trainer(net, cfg)
-    with FlopCounterMode(display=False) as counter:
-        trainer.train_step(batch, LR)
+    from backends.torch import layers
+    chosen, layers.ONEDNN_LINEAR = layers.ONEDNN_LINEAR, False  # the counter knows aten's products, not oneDNN's
+    try:
+        with FlopCounterMode(display=False) as counter:
+            trainer.train_step(batch, LR)
+    finally:
+        layers.ONEDNN_LINEAR = chosen
     return counter.get_total_flops()
 
 

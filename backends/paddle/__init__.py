@@ -1,8 +1,9 @@
 """PaddlePaddle backend. Thread settings are made here, before anything imports paddle.
 
-``import paddle`` sets OMP_NUM_THREADS=1 when it is unset. Paddle's bundled MKL (mklml 2019) picks a slow code path on
-AMD CPUs unless MKL_DEBUG_CPU_TYPE=5 (AVX2); on Intel CPUs with AVX-512 the same setting forces that AVX2 path too and
-makes its matmuls 1.5-1.9x slower (measured: docs/benchmarks.md), so it is set on AMD CPUs only.
+``import paddle`` sets OMP_NUM_THREADS=1 when it is unset. Paddle's bundled MKL (mklml 2019) picks a slow generic code
+path on AMD CPUs; MKL_DEBUG_CPU_TYPE (core/cpu.py) makes it take the AVX-512 (7) or AVX2 (5) one the CPU has, 2-4x
+faster matmuls. On Intel CPUs MKL's own choice is the fast one (type 5 there forces AVX2 on an AVX-512 CPU: matmuls
+1.5-1.9x slower, docs/benchmarks.md), so nothing is set.
 
 FLAGS_use_stride_kernel=0: with Paddle 3's default (1), transpose returns a strided view and the next matmul or reshape
 copies it element by element, ~20 ns per element on the CPU; a multi-head attention's split / merge of heads then
@@ -11,23 +12,12 @@ Values the user already set are kept. glibc malloc is tuned as core/malloc_tunin
 """
 import os
 
+from core.cpu import mkl_debug_cpu_type
 from core.malloc_tuning import tune_malloc
-
-
-def _amd_cpu():
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return "AuthenticAMD" in line
-    except OSError:
-        pass
-    return False
-
 
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
-if _amd_cpu():
-    os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+if mkl_debug_cpu_type():
+    os.environ.setdefault("MKL_DEBUG_CPU_TYPE", mkl_debug_cpu_type())
 os.environ.setdefault("FLAGS_use_stride_kernel", "0")
 tune_malloc()

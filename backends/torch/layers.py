@@ -5,18 +5,85 @@ keys equal the original checkpoints' keys. Masks are bool tensors, True = masked
 a fully masked row then attends uniformly instead of giving NaN).
 """
 import math
+import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.cpu import is_amd
 from core.dropout_masks import STREAM
 
 MASK_FILL = -1e9
 LSTM = nn.LSTM
-# torch needs nothing extra; the paddle Linear computes its bias gradient faster on the CPU (same forward).
-Linear = nn.Linear
+
+
+def _onednn_linear_op():
+    """torch's oneDNN linear on dense CPU tensors (x @ w.T + b), or None where this torch build lacks it."""
+    try:
+        return torch.ops.mkldnn._linear_pointwise.default
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _use_onednn_linear():
+    """TWINVQA_ONEDNN_LINEAR=1 / 0 chooses; by default on AMD CPUs, where torch's MKL runs its AVX2 code while
+    oneDNN uses the AVX-512 the CPU has (core/cpu.py: 1.5-2x the matmul rate)."""
+    choice = os.environ.get("TWINVQA_ONEDNN_LINEAR", "").strip()
+    if choice not in ("", "0", "1"):
+        raise ValueError(f"TWINVQA_ONEDNN_LINEAR: expected 1 or 0, got {choice!r}")
+    wanted = choice == "1" if choice else is_amd()
+    return wanted and torch.backends.mkldnn.is_available() and _LINEAR_OP is not None
+
+
+_LINEAR_OP = _onednn_linear_op()
+ONEDNN_LINEAR = _use_onednn_linear()
+
+
+def _onednn(x, weight, bias=None):
+    """x @ weight.T (+ bias) through oneDNN (x: (..., k), weight: (n, k); either may be a transposed view)."""
+    return _LINEAR_OP(x, weight, bias, "none", [], "")
+
+
+class _OneDnnLinear(torch.autograd.Function):
+    """F.linear with forward and both gradient products in oneDNN; the same maths (sums in another order)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        rows = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _onednn(grad, weight.t())
+        if ctx.needs_input_grad[1]:
+            grad_w = _onednn(rows.t(), x.reshape(-1, x.shape[-1]).t())
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = rows.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+def _in_graph_capture():
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export())
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, same maths); on the CPU in float32 its products go through oneDNN when
+    _use_onednn_linear() says so. Traced, compiled or exported graphs and other devices get F.linear."""
+
+    def forward(self, x):
+        if (not ONEDNN_LINEAR or x.device.type != "cpu" or x.dtype != torch.float32
+                or self.weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu") or _in_graph_capture()):
+            return super().forward(x)
+        return _OneDnnLinear.apply(x.contiguous(), self.weight, self.bias)
 
 
 class _KeepScale(torch.autograd.Function):

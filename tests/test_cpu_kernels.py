@@ -1,0 +1,107 @@
+"""The CPU kernel choices: core/cpu.py's reading of /proc/cpuinfo, Paddle's MKL_DEBUG_CPU_TYPE, torch's oneDNN Linear."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from core.cpu import cpu_info, is_amd, mkl_debug_cpu_type
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SKX = "avx512f avx512cd avx512bw avx512dq avx512vl"
+
+
+def _cpuinfo(tmp_path, vendor, flags):
+    path = tmp_path / "cpuinfo"
+    block = f"processor\t: {{n}}\nvendor_id\t: {vendor}\nmodel name\t: some cpu\nflags\t\t: {flags}\n\n"
+    path.write_text(block.format(n=0) + block.format(n=1))
+    return cpu_info(str(path))
+
+
+@pytest.mark.parametrize("vendor, flags, expected", [
+    ("AuthenticAMD", f"fpu sse2 avx avx2 fma {SKX} avx512_vnni", "7"),
+    ("AuthenticAMD", "fpu sse2 avx avx2 fma avx512f", "5"),  # AVX-512 foundation alone is not Skylake-X's set
+    ("AuthenticAMD", "fpu sse2 avx", None),
+    ("GenuineIntel", f"fpu sse2 avx avx2 fma {SKX}", None),
+])
+def test_mkl_cpu_type_follows_vendor_and_flags(tmp_path, vendor, flags, expected):
+    info = _cpuinfo(tmp_path, vendor, flags)
+    assert info[0] == vendor and "avx" in info[1]
+    assert is_amd(info) == (vendor == "AuthenticAMD")
+    assert mkl_debug_cpu_type(info) == expected
+
+
+def test_unreadable_cpuinfo_knows_nothing(tmp_path):
+    info = cpu_info(str(tmp_path / "missing"))
+    assert info == ("", frozenset())
+    assert mkl_debug_cpu_type(info) is None
+
+
+def _paddle_env(extra):
+    env = {k: v for k, v in os.environ.items() if k != "MKL_DEBUG_CPU_TYPE"}
+    env.update(extra)
+    code = "import os, backends.paddle; print(os.environ.get('MKL_DEBUG_CPU_TYPE', 'unset'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_paddle_backend_sets_the_mkl_cpu_type_unless_the_user_did():
+    assert _paddle_env({}) == (mkl_debug_cpu_type() or "unset")
+    assert _paddle_env({"MKL_DEBUG_CPU_TYPE": "5"}) == "5"
+
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(4, 9, 48), (5, 48)])
+def test_onednn_linear_matches_mkl_linear(bias, shape):
+    """The oneDNN products (forward, input and weight gradients) against torch's F.linear (MKL): two kernels."""
+    from backends.torch import layers
+    assert layers._LINEAR_OP is not None, "the pinned torch build has mkldnn::_linear_pointwise"
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=gen, requires_grad=True)
+    weight = torch.randn(32, 48, generator=gen, requires_grad=True)
+    b = torch.randn(32, generator=gen, requires_grad=True) if bias else None
+    grad = torch.randn(*shape[:-1], 32, generator=gen)
+    results = []
+    for fn in (layers._OneDnnLinear.apply, torch.nn.functional.linear):
+        out = fn(x, weight, b)
+        inputs = [x, weight] + ([b] if bias else [])
+        results.append([out] + list(torch.autograd.grad(out, inputs, grad)))
+    for ours, ref in zip(*results):
+        assert ours.shape == ref.shape
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_onednn_linear_only_when_training_or_predicting_eagerly(monkeypatch):
+    """A traced graph (ONNX export's path) gets aten::linear, eager calls get the oneDNN op when it is chosen."""
+    from backends.torch import layers
+    monkeypatch.setattr(layers, "ONEDNN_LINEAR", True)
+    lin = layers.Linear(8, 4)
+    x = torch.randn(2, 8)
+    calls = []
+    real = layers._onednn
+    monkeypatch.setattr(layers, "_onednn", lambda *a: calls.append(1) or real(*a))
+    torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-6)
+    assert calls, "the eager forward should go through oneDNN"
+    graph = torch.jit.trace(lin, x).graph
+    assert "aten::linear" in str(graph) and "mkldnn" not in str(graph)
+    monkeypatch.setattr(layers, "ONEDNN_LINEAR", False)
+    calls.clear()
+    lin(x)
+    assert not calls
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("0", False)])
+def test_onednn_linear_choice_by_environment(monkeypatch, value, expected):
+    from backends.torch import layers
+    monkeypatch.setenv("TWINVQA_ONEDNN_LINEAR", value)
+    assert layers._use_onednn_linear() is expected
+
+
+def test_onednn_linear_bad_choice_names_the_variable(monkeypatch):
+    from backends.torch import layers
+    monkeypatch.setenv("TWINVQA_ONEDNN_LINEAR", "yes")
+    with pytest.raises(ValueError, match="TWINVQA_ONEDNN_LINEAR"):
+        layers._use_onednn_linear()
