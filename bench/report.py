@@ -198,6 +198,18 @@ def floor_lines(runs, floor):
     return lines
 
 
+def kernel_line(runs):
+    """Which CPU matmul kernels each backend's Linear used (bench.train_step.framework_info), when recorded."""
+    seen = {}
+    for run in runs:
+        if run.get("device", "cpu") == "cpu" and (run.get("framework") or {}).get("cpu_linear"):
+            seen.setdefault(run["backend"], run["framework"]["cpu_linear"])
+    if not seen:
+        return ""
+    return "- CPU matmul kernels of the Linear layers (core/cpu.py): " + "; ".join(
+        f"{backend}: {seen[backend]}" for backend in sorted(seen))
+
+
 def _threads(run):
     return (run.get("framework") or {}).get("threads") or "?"
 
@@ -269,6 +281,9 @@ def merged_lines(metas):
 def render(merged, chart_name=None):
     """The generated markdown block (without markers)."""
     parts = ["### Run", machine_lines(merged["meta"])]
+    kernels = kernel_line(merged["runs"])
+    if kernels:
+        parts.append(kernels)
     merged_from = merged_lines(merged.get("metas", []))
     if merged_from:
         parts.append(merged_from)

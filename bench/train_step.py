@@ -118,9 +118,14 @@ def framework_info(name):
     """Version and intra-op thread count of the framework behind backend ``name`` (already imported)."""
     if name == "torch":
         import torch
-        return {"version": torch.__version__, "threads": torch.get_num_threads()}
+
+        from backends.torch import layers
+        return {"version": torch.__version__, "threads": torch.get_num_threads(),
+                "cpu_linear": "oneDNN" if layers.ONEDNN_LINEAR else "MKL"}
     import paddle
-    return {"version": paddle.__version__, "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None}
+    cpu_type = os.environ.get("MKL_DEBUG_CPU_TYPE")
+    return {"version": paddle.__version__, "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
+            "cpu_linear": f"MKL, MKL_DEBUG_CPU_TYPE={cpu_type}" if cpu_type else "MKL"}
 
 
 def _sync_and_gpu_peak(be_name, device):

@@ -58,6 +58,7 @@ def test_measure_in_process(backend, kind):
     assert result["peak_rss_mib"] >= result["rss_after_build_mib"] > 0
     if kind == "train":
         assert np.isfinite(result["loss"]) and result["loss"] > 0
+    assert result["framework"]["cpu_linear"].startswith(("MKL", "oneDNN"))
     json.dumps(result)                                                        # what the child prints must serialise
 
 
@@ -143,6 +144,14 @@ def test_report_ratios_and_goals(tmp_path):
     # consumption 64 / 6.16 = 10.39 samples/s; 415.6 / 10.39 = 40x; region: 64 / 4.0 = 16 -> 200 / 16 = 12x
     assert "= **40x** the 10.4 samples/s" in goals and "(goal >= 20x: met)" in goals
     assert "= **12x** the 16.0 samples/s" in goals and "(goal >= 20x: NOT met)" in goals
+
+
+def test_report_names_the_cpu_kernels():
+    runs = _results()["runs"]
+    assert report.kernel_line(runs) == ""                                          # not recorded: no line
+    runs[0]["framework"]["cpu_linear"] = "oneDNN"
+    runs[1]["framework"]["cpu_linear"] = "MKL, MKL_DEBUG_CPU_TYPE=7"
+    assert report.kernel_line(runs).endswith("paddle: MKL, MKL_DEBUG_CPU_TYPE=7; torch: oneDNN")
 
 
 def test_step_time_uses_clean_steps_only_when_most_are_clean():
