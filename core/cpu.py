@@ -39,14 +39,19 @@ def is_amd(info=None):
     return vendor == "AuthenticAMD"
 
 
+def has_avx512(info=None):
+    """True when the CPU has Skylake-X's AVX-512 set (F, CD, BW, DQ, VL)."""
+    _, flags = info or cpu_info()
+    return all(flag in flags for flag in AVX512_SKX)
+
+
 def mkl_debug_cpu_type(info=None):
     """The MKL_DEBUG_CPU_TYPE for Paddle's MKL on this CPU: '7' (AVX-512) or '5' (AVX2) on AMD CPUs, else None."""
     info = info or cpu_info()
     if not is_amd(info):
         return None
-    flags = info[1]
-    if all(flag in flags for flag in AVX512_SKX):
+    if has_avx512(info):
         return "7"
-    if "avx2" in flags and "fma" in flags:
+    if "avx2" in info[1] and "fma" in info[1]:
         return "5"
     return None

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from core.cpu import cpu_info, is_amd, mkl_debug_cpu_type
+from core.cpu import cpu_info, has_avx512, is_amd, mkl_debug_cpu_type
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SKX = "avx512f avx512cd avx512bw avx512dq avx512vl"
@@ -28,6 +28,7 @@ def test_mkl_cpu_type_follows_vendor_and_flags(tmp_path, vendor, flags, expected
     info = _cpuinfo(tmp_path, vendor, flags)
     assert info[0] == vendor and "avx" in info[1]
     assert is_amd(info) == (vendor == "AuthenticAMD")
+    assert has_avx512(info) == (SKX in flags)
     assert mkl_debug_cpu_type(info) == expected
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.cpu import is_amd
+from core.cpu import has_avx512, is_amd
 from core.dropout_masks import STREAM
 
 MASK_FILL = -1e9
@@ -28,12 +28,12 @@ def _onednn_linear_op():
 
 
 def _use_onednn_linear():
-    """TWINVQA_ONEDNN_LINEAR=1 / 0 chooses; by default on AMD CPUs, where torch's MKL runs its AVX2 code while
-    oneDNN uses the AVX-512 the CPU has (core/cpu.py: 1.5-2x the matmul rate)."""
+    """TWINVQA_ONEDNN_LINEAR=1 / 0 chooses; by default on AMD CPUs with AVX-512, where torch's MKL runs its AVX2
+    code while oneDNN uses the AVX-512 the CPU has (core/cpu.py: 1.5-2x the matmul rate)."""
     choice = os.environ.get("TWINVQA_ONEDNN_LINEAR", "").strip()
     if choice not in ("", "0", "1"):
         raise ValueError(f"TWINVQA_ONEDNN_LINEAR: expected 1 or 0, got {choice!r}")
-    wanted = choice == "1" if choice else is_amd()
+    wanted = choice == "1" if choice else (is_amd() and has_avx512())
     return wanted and torch.backends.mkldnn.is_available() and _LINEAR_OP is not None
 
 
