@@ -521,3 +521,31 @@ def test_initialisation_follows_pytorch_defaults(fw):
     assert abs(emb.std() - 1.0) < 0.05 and abs(emb.mean()) < 0.05
     lstm = state["lstm.weight_hh_l0"]                                  # U(-1/sqrt(512), 1/sqrt(512))
     assert np.abs(lstm).max() <= bound and abs(lstm.std() - bound / np.sqrt(3)) < 0.02 * bound
+
+
+@pytest.mark.parametrize("model", ["mcan_small", "trar"])
+def test_paddle_gpu_formulas_equal_the_cpu_ones(model, monkeypatch):
+    """Paddle's Linear and LayerNorm train through PyLayers with matmul-with-ones sums on the CPU, and through
+    paddle's own ops on a GPU (where AMP's auto_cast knows them). No GPU here: the GPU branch is chosen by
+    pretending the tensors are not on the CPU, and its gradients must equal the CPU branch's."""
+    pytest.importorskip("paddle")
+    import paddle
+
+    from backends.paddle import layers
+    cfg = tiny_cfg(model, DROPOUT_R=0.0)
+    batch = make_batch(cfg)
+    weights = np.random.default_rng(3).standard_normal((3, ANSWER_SIZE)).astype(np.float32)
+    results = []
+    for cpu_branch in (True, False):
+        if not cpu_branch:
+            monkeypatch.setattr(layers, "_by_matmul", lambda t: False)
+        net = build("paddle", cfg)
+        out = forward("paddle", net, batch, train=True)
+        (out * paddle.to_tensor(weights)).sum().backward()
+        results.append((to_numpy("paddle", out), named_grads("paddle", net)))
+    (out_cpu, grads_cpu), (out_gpu, grads_gpu) = results
+    np.testing.assert_allclose(out_gpu, out_cpu, rtol=1e-5, atol=1e-6)
+    assert grads_cpu.keys() == grads_gpu.keys()
+    for name, grad in grads_cpu.items():
+        assert grad is not None, name
+        np.testing.assert_allclose(grads_gpu[name], grad, rtol=1e-4, atol=1e-6, err_msg=name)

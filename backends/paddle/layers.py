@@ -161,10 +161,11 @@ def _trains(*params):
 
 
 class Linear(nn.Linear):
-    """paddle.nn.Linear with the same parameters and forward (matmul, then + bias) and a faster bias gradient."""
+    """paddle.nn.Linear with the same parameters and forward (matmul, then + bias) and, when training on the CPU, a
+    faster bias gradient. On a GPU it is paddle's own linear (which AMP's auto_cast knows)."""
 
     def forward(self, x):
-        if self.bias is None or not _trains(self.bias):
+        if self.bias is None or not _trains(self.bias) or not _by_matmul(x):
             return super().forward(x)
         return _BiasAdd.apply(paddle.matmul(x, self.weight), self.bias)
 
@@ -327,7 +328,8 @@ class LayerNorm(nn.Layer):
         self.b_2 = self.create_parameter([size], default_initializer=nn.initializer.Constant(0.0))
 
     def forward(self, x):
-        if _trains(x, self.a_2, self.b_2):
+        # The written-out backward is a CPU optimisation; on a GPU (and under AMP's mixed dtypes) autograd does it.
+        if _trains(x, self.a_2, self.b_2) and _by_matmul(x) and x.dtype == paddle.float32:
             return _NormScaleShift.apply(x, self.a_2, self.b_2, self.eps)
         mean = x.mean(-1, keepdim=True)
         centered = x - mean

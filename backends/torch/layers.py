@@ -240,7 +240,9 @@ class LayerNorm(nn.Module):
         self.b_2 = nn.Parameter(torch.zeros(size))
 
     def forward(self, x):
-        if torch.is_grad_enabled() and (x.requires_grad or self.a_2.requires_grad or self.b_2.requires_grad):
+        # The written-out backward is a CPU optimisation; on a GPU (and under AMP's mixed dtypes) autograd does it.
+        if (torch.is_grad_enabled() and (x.requires_grad or self.a_2.requires_grad or self.b_2.requires_grad)
+                and x.device.type == "cpu" and x.dtype == torch.float32):
             return _NormScaleShift.apply(x, self.a_2, self.b_2, self.eps)
         mean = x.mean(-1, keepdim=True)
         std = x.std(-1, keepdim=True)
