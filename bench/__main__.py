@@ -340,7 +340,7 @@ def _chart_path(docs):
 def _versions():
     from importlib import metadata
     parts = []
-    for dist in ("torch", "paddlepaddle", "numpy"):
+    for dist in ("torch", "paddlepaddle", "paddlepaddle-gpu", "numpy"):
         try:
             parts.append(f"{dist} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:

@@ -48,12 +48,25 @@ def _key(run):
             bool(run.get("amp")))
 
 
+def device_label(run):
+    """The device column: 'cpu', 'cuda:0', 'gpu:0', with ' amp' for mixed precision on a GPU (on the CPU the
+    trainers ignore AMP)."""
+    device = run.get("device", "cpu")
+    return f"{device} amp" if run.get("amp") and device != "cpu" else device
+
+
 def _find(runs, kind, backend, model, size, device="cpu"):
+    """The run of (kind, backend, model, size) on ``device`` (a device_label; torch names a GPU 'cuda:N' and
+    paddle 'gpu:N', both matched by 'gpu:N')."""
     for run in runs:
-        if (run.get("kind"), run.get("backend"), run.get("model"), run.get("size"), run.get("device", "cpu")) == \
-                (kind, backend, model, size, device) and "median_s" in run:
+        if (run.get("kind"), run.get("backend"), run.get("model"), run.get("size")) == (kind, backend, model, size) \
+                and _same_device(device_label(run), device) and "median_s" in run:
             return run
     return None
+
+
+def _same_device(a, b):
+    return a.replace("cuda:", "gpu:") == b.replace("cuda:", "gpu:")
 
 
 def step_time(run):
@@ -87,8 +100,10 @@ def _order(values, preferred):
 def model_table(runs, kind, devices=("cpu",)):
     """Markdown rows: per (model, size, device) the median time and peak RSS of each backend and paddle / torch."""
     unit = "train step (s)" if kind == "train" else "eval batch (s)"
+    # On a GPU the memory that limits a run is the GPU's: those rows show the framework's peak allocated memory.
+    memory = "peak RSS" if list(devices) == ["cpu"] else "peak memory (RSS; GPU: allocated)"
     lines = [f"| model | size | device | batch | torch {unit} | paddle {unit} | paddle / torch | "
-             "torch peak RSS (MiB) | paddle peak RSS (MiB) | torch samples/s | paddle samples/s | clean steps |",
+             f"torch {memory} (MiB) | paddle {memory} (MiB) | torch samples/s | paddle samples/s | clean steps |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     models = _order({r["model"] for r in runs if r.get("kind") == kind}, ["trar", "mcan", "mmnasnet"])
     sizes = _order({r["size"] for r in runs if r.get("kind") == kind}, ["demo", "default"])
@@ -106,9 +121,15 @@ def model_table(runs, kind, devices=("cpu",)):
                 batch = (t or p)["batch_size"]
                 lines.append(
                     f"| {model} | {size} | {device} | {batch} | {_fmt(tt)} | {_fmt(pt)} | {_fmt(ratio)} | "
-                    f"{_fmt(t and t['peak_rss_mib'], 4)} | {_fmt(p and p['peak_rss_mib'], 4)} | "
+                    f"{_fmt(t and _peak_memory(t), 4)} | {_fmt(p and _peak_memory(p), 4)} | "
                     f"{_fmt(t and batch / tt)} | {_fmt(p and batch / pt)} | {_clean(t)}, {_clean(p)} |")
     return "\n".join(lines) if found else ""
+
+
+def _peak_memory(run):
+    if run.get("device", "cpu") != "cpu" and run.get("gpu_peak_mib") is not None:
+        return run["gpu_peak_mib"]
+    return run["peak_rss_mib"]
 
 
 def before_after_table(before_runs, after_runs, kind="train"):
@@ -119,7 +140,7 @@ def before_after_table(before_runs, after_runs, kind="train"):
     for after in after_runs:
         if after.get("kind") != kind or "median_s" not in after:
             continue
-        before = _find(before_runs, kind, after["backend"], after["model"], after["size"], after.get("device", "cpu"))
+        before = _find(before_runs, kind, after["backend"], after["model"], after["size"], device_label(after))
         if not before or before is after:
             continue
         found = True
@@ -299,7 +320,8 @@ def render(merged, chart_name=None):
         parts += ["\n### Goals", goals]
     for kind, title in (("train", "Train step (forward + backward + Adam), median"),
                         ("eval", "Eval (predict, no grad), median per batch of EVAL_BATCH_SIZE")):
-        devices = _order({r.get("device", "cpu") for r in merged["runs"] if r.get("kind") == kind}, ["cpu"])
+        devices = _order({device_label(r).replace("cuda:", "gpu:") for r in merged["runs"] if r.get("kind") == kind},
+                         ["cpu"])
         table = model_table(merged["runs"], kind, devices)
         if table:
             parts += [f"\n### {title}", table]

@@ -333,3 +333,19 @@ def test_before_after_table():
     table = report.before_after_table(before, after)
     assert "| paddle | trar | default | 20 | 15 | 0.75 |" in table and "torch" not in table
     assert report.before_after_table(before, []) == ""
+
+
+def test_gpu_rows_pair_the_backends_and_keep_amp_apart():
+    """torch names its GPU cuda:0 and paddle gpu:0; fp32 and AMP runs of one model are separate rows."""
+    runs = []
+    for amp, (t, p) in ((False, (0.30, 0.36)), (True, (0.20, 0.30))):
+        for backend, median, device in (("torch", t, "cuda:0"), ("paddle", p, "gpu:0")):
+            run = _run("train", backend, "trar", "default", median, 1000.0)
+            run.update(device=device, amp=amp, gpu_peak_mib=8000.0 if amp else 12000.0)
+            runs.append(run)
+    runs.append(_run("train", "torch", "trar", "default", 3.0, 4000.0))             # the CPU row, torch only
+    devices = ["cpu", "gpu:0", "gpu:0 amp"]
+    table = report.model_table(runs, "train", devices)
+    assert "| trar | default | gpu:0 | 64 | 0.3 | 0.36 | 1.2 | 12000 | 12000 |" in table    # GPU memory, not RSS
+    assert "| trar | default | gpu:0 amp | 64 | 0.2 | 0.3 | 1.5 | 8000 | 8000 |" in table
+    assert "| trar | default | cpu | 64 | 3 | – | – | 4000 | – |" in table
