@@ -55,14 +55,14 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("shape", [(4, 9, 48), (5, 48)])
+@pytest.mark.parametrize("shape", [(4, 9, 48), (5, 48), (6, 7, 16)])   # 16 inputs < 32 outputs: the other transpose
 def test_onednn_linear_matches_mkl_linear(bias, shape):
     """The oneDNN products (forward, input and weight gradients) against torch's F.linear (MKL): two kernels."""
     from backends.torch import layers
     assert layers._LINEAR_OP is not None, "the pinned torch build has mkldnn::_linear_pointwise"
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=gen, requires_grad=True)
-    weight = torch.randn(32, 48, generator=gen, requires_grad=True)
+    weight = torch.randn(32, shape[-1], generator=gen, requires_grad=True)
     b = torch.randn(32, generator=gen, requires_grad=True) if bias else None
     grad = torch.randn(*shape[:-1], 32, generator=gen)
     results = []

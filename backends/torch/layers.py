@@ -64,7 +64,14 @@ class _OneDnnLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _onednn(grad, weight.t())
         if ctx.needs_input_grad[1]:
-            grad_w = _onednn(rows.t(), x.reshape(-1, x.shape[-1]).t())
+            # grad_w = rows.T @ x2 needs one operand copied to a transpose (oneDNN computes A @ B.T from a
+            # contiguous A and reads B through its strides); copying the narrower one is faster (measured:
+            # (6400 x 512) inputs, 2048 outputs 44 -> 36 ms; MMNasNet's 4 -> 64 relation embedding 42 -> 7.5 ms).
+            x2 = x.reshape(-1, x.shape[-1])
+            if x2.shape[1] < rows.shape[1]:
+                grad_w = _onednn(x2.t().contiguous(), rows.t()).t()
+            else:
+                grad_w = _onednn(rows.t(), x2.t())
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = rows.sum(0)
         return grad_x, grad_w, grad_b
