@@ -41,13 +41,13 @@ def step_flops(model, size):
     from torch.utils.flop_counter import FlopCounterMode
 
     from backends import get_backend
+    from backends.torch import layers
     cfg = bench_config(model, size)
     be = get_backend("torch")
     be.seed(0)
     net = be.build_model(cfg, TOKEN_SIZE[size], ANSWER_SIZE)
     batch = framework_batch(be, synthetic_samples(cfg, cfg.BATCH_SIZE, TOKEN_SIZE[size], ANSWER_SIZE))
     trainer = be.make_trainer(net, cfg)
-    from backends.torch import layers
     chosen, layers.ONEDNN_LINEAR = layers.ONEDNN_LINEAR, False  # the counter knows aten's products, not oneDNN's
     try:
         with FlopCounterMode(display=False) as counter:

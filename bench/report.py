@@ -49,24 +49,19 @@ def _key(run):
 
 
 def device_label(run):
-    """The device column: 'cpu', 'cuda:0', 'gpu:0', with ' amp' for mixed precision on a GPU (on the CPU the
-    trainers ignore AMP)."""
-    device = run.get("device", "cpu")
+    """The device column: 'cpu' or 'gpu:N' (torch's 'cuda:N' and paddle's 'gpu:N' are one device), with ' amp' for
+    mixed precision on a GPU (on the CPU the trainers ignore AMP)."""
+    device = run.get("device", "cpu").replace("cuda:", "gpu:")
     return f"{device} amp" if run.get("amp") and device != "cpu" else device
 
 
 def _find(runs, kind, backend, model, size, device="cpu"):
-    """The run of (kind, backend, model, size) on ``device`` (a device_label; torch names a GPU 'cuda:N' and
-    paddle 'gpu:N', both matched by 'gpu:N')."""
+    """The run of (kind, backend, model, size) whose device_label is ``device``."""
     for run in runs:
-        if (run.get("kind"), run.get("backend"), run.get("model"), run.get("size")) == (kind, backend, model, size) \
-                and _same_device(device_label(run), device) and "median_s" in run:
+        if (run.get("kind"), run.get("backend"), run.get("model"), run.get("size"), device_label(run)) == \
+                (kind, backend, model, size, device) and "median_s" in run:
             return run
     return None
-
-
-def _same_device(a, b):
-    return a.replace("cuda:", "gpu:") == b.replace("cuda:", "gpu:")
 
 
 def step_time(run):
@@ -320,8 +315,7 @@ def render(merged, chart_name=None):
         parts += ["\n### Goals", goals]
     for kind, title in (("train", "Train step (forward + backward + Adam), median"),
                         ("eval", "Eval (predict, no grad), median per batch of EVAL_BATCH_SIZE")):
-        devices = _order({device_label(r).replace("cuda:", "gpu:") for r in merged["runs"] if r.get("kind") == kind},
-                         ["cpu"])
+        devices = _order({device_label(r) for r in merged["runs"] if r.get("kind") == kind}, ["cpu"])
         table = model_table(merged["runs"], kind, devices)
         if table:
             parts += [f"\n### {title}", table]

@@ -17,7 +17,8 @@ from core.malloc_tuning import tune_malloc
 
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
-if mkl_debug_cpu_type():
-    os.environ.setdefault("MKL_DEBUG_CPU_TYPE", mkl_debug_cpu_type())
+_MKL_CPU_TYPE = mkl_debug_cpu_type()
+if _MKL_CPU_TYPE:
+    os.environ.setdefault("MKL_DEBUG_CPU_TYPE", _MKL_CPU_TYPE)
 os.environ.setdefault("FLAGS_use_stride_kernel", "0")
 tune_malloc()
