@@ -54,7 +54,9 @@ class TorchTrainer(Trainer):
         if cfg.AMP and not self.amp:
             warnings.warn("AMP: mixed precision needs a GPU; training in float32 on the CPU", RuntimeWarning,
                           stacklevel=3)
-        self.scaler = torch.amp.GradScaler('cuda') if self.amp else None
+        self.scaler = torch.amp.GradScaler(device.type) if self.amp else None
+        # What autocast runs in when self.amp; tests/test_mixed_precision.py points it at the CPU (bfloat16).
+        self.autocast = {'device_type': device.type, 'dtype': torch.float16}
 
     def train_step(self, batch, lr):
         for group in self.optimizer.param_groups:
@@ -64,7 +66,7 @@ class TorchTrainer(Trainer):
         inputs = _to_device(batch, self.device, input_keys(batch) + ('ans',))
         total = 0.0
         for part in sub_batches(len(inputs['ans']), self.sub_batch_size):
-            with torch.autocast('cuda', dtype=torch.float16, enabled=self.amp):
+            with torch.autocast(**self.autocast, enabled=self.amp):
                 pred = net_call(self.net, inputs, part)
             loss = self.loss_fn(pred.float(), inputs['ans'][part])
             (self.scaler.scale(loss) if self.amp else loss).backward()
