@@ -28,6 +28,8 @@ def load_results(paths):
         merged["meta"] = res.get("meta", {})
         merged["metas"].append(res.get("meta", {}))
         for run in res.get("runs", []):
+            if "error" in run and "median_s" in merged["runs"].get(_key(run), {}):
+                continue   # a failed attempt does not replace a measurement
             merged["runs"][_key(run)] = run
         for section in ("data", "convert", "infer", "floor"):
             if res.get(section):
@@ -44,14 +46,17 @@ def add_before(merged, paths, label):
 
 
 def _key(run):
-    return (run.get("kind"), run.get("backend"), run.get("model"), run.get("size"), run.get("device", "cpu"),
+    return (run.get("kind"), run.get("backend"), run.get("model"), run.get("size"), device_label(run),
             bool(run.get("amp")))
 
 
 def device_label(run):
     """The device column: 'cpu' or 'gpu:N' (torch's 'cuda:N' and paddle's 'gpu:N' are one device), with ' amp' for
     mixed precision on a GPU (on the CPU the trainers ignore AMP)."""
-    device = run.get("device", "cpu").replace("cuda:", "gpu:")
+    if "device" in run:
+        device = run["device"].replace("cuda:", "gpu:")
+    else:   # a failed run holds only what was asked for
+        device = f"gpu:{str(run['gpu']).split(',')[0]}" if run.get("gpu") else "cpu"
     return f"{device} amp" if run.get("amp") and device != "cpu" else device
 
 
@@ -310,6 +315,11 @@ def render(merged, chart_name=None):
                      "rows use their clean steps where at least half were clean, else all steps (possibly inflated).")
     elif not merged["meta"].get("quiet", True) and not any("clean_steps" in r for r in merged["runs"]):
         parts.append("\n**Measured under load**: other processes shared the cores; times are inflated.")
+    failed = [r for r in merged["runs"] if "error" in r]
+    if failed:
+        parts.append("\n**Failed measurements** (no row below):")
+        parts += [f"- {r.get('kind')} {r.get('backend')} {r.get('model')} {r.get('size')} ({device_label(r)}): "
+                  f"{r['error']}" for r in failed]
     goals = goal_lines(merged)
     if goals:
         parts += ["\n### Goals", goals]

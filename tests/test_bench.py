@@ -62,6 +62,18 @@ def test_measure_in_process(backend, kind):
     json.dumps(result)                                                        # what the child prints must serialise
 
 
+def test_measure_with_gpu_but_no_gpu_is_an_error(backend):
+    """A backend that falls back to the CPU must not report CPU numbers as a GPU run."""
+    from tests.test_backend_runtime import _has_gpu
+    if _has_gpu(backend):
+        pytest.skip("a GPU is present")
+    spec = {"kind": "train", "backend": backend.name, "model": "mcan", "size": "demo", "steps": 1, "warmup": 0,
+            "batch_size": 4, "gpu": "0"}
+    with pytest.warns(RuntimeWarning, match="no CUDA device"), pytest.raises(RuntimeError, match="--gpu 0: .*no CUDA"):
+        ts.measure(spec)
+    backend.set_device("")
+
+
 def test_measure_rejects_bad_spec():
     with pytest.raises(ValueError, match="kind"):
         ts.measure({"kind": "fly", "backend": "torch", "model": "mcan", "size": "demo"})
@@ -171,6 +183,20 @@ def test_report_merges_files_later_wins(tmp_path):
     assert len(merged["runs"]) == 4 and merged["meta"]["date"] == "later" and merged["data"]
     torch_trar = report._find(merged["runs"], "train", "torch", "trar", "default")
     assert torch_trar["median_s"] == 5.0
+
+
+def test_failed_runs_are_listed_and_never_replace_a_measurement(tmp_path):
+    error = "exit 1: RuntimeError: --gpu 0: paddle sees no CUDA device"
+    failed = [{"kind": "train", "backend": "torch", "model": "trar", "size": "default", "error": "exit -9: killed"},
+              {"kind": "train", "backend": "paddle", "model": "trar", "size": "default", "gpu": "0", "error": error}]
+    (tmp_path / "a.json").write_text(json.dumps(_results()))
+    (tmp_path / "b.json").write_text(json.dumps({"meta": {"date": "later"}, "runs": failed}))
+    merged = report.load_results([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert report._find(merged["runs"], "train", "torch", "trar", "default")["median_s"] == 6.16   # kept
+    text = report.render(merged)
+    assert f"- train paddle trar default (gpu:0): {error}" in text
+    assert "exit -9" not in text                                         # superseded by the measurement it failed
+    assert "| trar | default | cpu | 64 | 6.16 | 9.24 | 1.5 |" in text   # the CPU row is untouched by the GPU failure
 
 
 def test_write_docs_replaces_only_the_generated_block(tmp_path):
