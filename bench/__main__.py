@@ -296,7 +296,7 @@ def main(argv=None):
     if cmd in ("all", "train", "eval"):
         kinds = list(KINDS) if cmd == "all" else [cmd]
         results["runs"] = model_runs(args, kinds, state)
-        state["quiet"] &= all(r.get("clean_steps") == r.get("steps") for r in results["runs"])
+        state["quiet"] &= all(r.get("clean_steps") == r.get("steps") for r in results["runs"] if "error" not in r)
     if cmd in ("all", "train", "floor") and "torch" in args.backends and not args.gpu:
         running, _ = wait_quiet(args.max_load, args.wait_quiet)
         state["quiet"] &= running < args.max_load
@@ -331,6 +331,12 @@ def main(argv=None):
     print(out)
     if not args.no_docs:
         print(report.write_docs(report.load_results([out]), args.docs, _chart_path(args.docs)))
+    failed = [f"{r.get('kind')} {r.get('backend')} {r.get('model')} {r.get('size')}" for r in results["runs"]
+              if "error" in r]
+    failed += [part for part in ("floor", "data", "convert", "infer") if "error" in (results.get(part) or {})]
+    if failed:
+        raise SystemExit(f"python -m bench: {len(failed)} measurement(s) failed ({', '.join(failed)}); the reasons "
+                         f"are in {out}")
 
 
 def _chart_path(docs):

@@ -3,6 +3,8 @@ docs/benchmarks.md, never tested). The feature store must give exactly the per-f
 import io
 import json
 import os
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -72,6 +74,37 @@ def test_measure_with_gpu_but_no_gpu_is_an_error(backend):
     with pytest.warns(RuntimeWarning, match="no CUDA device"), pytest.raises(RuntimeError, match="--gpu 0: .*no CUDA"):
         ts.measure(spec)
     backend.set_device("")
+
+
+def test_gpu_check_script_without_cuda(tmp_path):
+    """bench/gpu_check.sh on this CPU machine, with a stub nvidia-smi: it names the installed backends that see no
+    CUDA device and stops (exit 2); told to measure torch anyway, it runs both bench invocations and the report, lists
+    the failures with their reason and exits 1. The GPU measurement itself needs a GPU."""
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: this checks the script's behaviour without one")
+    stub = tmp_path / "bin" / "nvidia-smi"
+    stub.parent.mkdir()
+    stub.write_text("#!/bin/sh\necho 'Stub GPU, 1.0, 1 MiB'\n")
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "PYTHON": sys.executable,
+           "BENCH_ARGS": "--models mcan --sizes demo --steps 1 --warmup 0 --threads 1"}
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "gpu_check.sh")
+    results = tmp_path / "results"
+
+    nothing = subprocess.run(["bash", script, str(results)], env=env, capture_output=True, text=True, timeout=300)
+    assert nothing.returncode == 2, nothing.stderr
+    assert "torch is installed but sees no CUDA device" in nothing.stderr
+    assert not results.exists()
+
+    forced = subprocess.run(["bash", script, str(results)], env={**env, "BACKENDS": "torch"}, capture_output=True,
+                            text=True, timeout=300)
+    assert forced.returncode == 1, forced.stderr
+    (md,) = results.glob("*-gpu.md")
+    text = md.read_text()
+    for device in ("gpu:0", "gpu:0 amp"):
+        assert f"- train torch mcan demo ({device}): exit 1: RuntimeError: --gpu 0: torch sees no CUDA device" in text
+    assert len(list(results.glob("*-gpu*.json"))) == 2
 
 
 def test_measure_rejects_bad_spec():
