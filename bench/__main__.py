@@ -255,7 +255,7 @@ def model_runs(args, kinds, state):
 
 
 def _summary(r):
-    head = f"{r.get('kind')} {r.get('backend')} {r.get('model')} {r.get('size')}"
+    head = report.run_name(r)
     if "error" in r:
         return f"{head}: ERROR {r['error']}"
     return (f"{head}: median {r['median_s']:.4f} s, clean {r.get('clean_steps')}/{r['steps']} steps "
@@ -331,8 +331,7 @@ def main(argv=None):
     print(out)
     if not args.no_docs:
         print(report.write_docs(report.load_results([out]), args.docs, _chart_path(args.docs)))
-    failed = [f"{r.get('kind')} {r.get('backend')} {r.get('model')} {r.get('size')}" for r in results["runs"]
-              if "error" in r]
+    failed = [report.run_name(r) for r in results["runs"] if "error" in r]
     failed += [part for part in ("floor", "data", "convert", "infer") if "error" in (results.get(part) or {})]
     if failed:
         raise SystemExit(f"python -m bench: {len(failed)} measurement(s) failed ({', '.join(failed)}); the reasons "

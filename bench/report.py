@@ -60,6 +60,11 @@ def device_label(run):
     return f"{device} amp" if run.get("amp") and device != "cpu" else device
 
 
+def run_name(run):
+    """'kind backend model size', how a run is named in logs and reports."""
+    return " ".join(str(run.get(k)) for k in ("kind", "backend", "model", "size"))
+
+
 def _find(runs, kind, backend, model, size, device="cpu"):
     """The run of (kind, backend, model, size) whose device_label is ``device``."""
     for run in runs:
@@ -310,7 +315,7 @@ def render(merged, chart_name=None):
         parts.append(merged_from)
     loaded = [r for r in merged["runs"] if "clean_steps" in r and r["clean_steps"] < r["steps"]]
     if loaded:
-        names = ", ".join(f"{r['kind']} {r['backend']} {r['model']} {r['size']} ({_clean(r)})" for r in loaded)
+        names = ", ".join(f"{run_name(r)} ({_clean(r)})" for r in loaded)
         parts.append(f"\n**Partly measured under load**: other processes ran during some steps of: {names}. Those "
                      "rows use their clean steps where at least half were clean, else all steps (possibly inflated).")
     elif not merged["meta"].get("quiet", True) and not any("clean_steps" in r for r in merged["runs"]):
@@ -318,8 +323,7 @@ def render(merged, chart_name=None):
     failed = [r for r in merged["runs"] if "error" in r]
     if failed:
         parts.append("\n**Failed measurements** (no row below):")
-        parts += [f"- {r.get('kind')} {r.get('backend')} {r.get('model')} {r.get('size')} ({device_label(r)}): "
-                  f"{r['error']}" for r in failed]
+        parts += [f"- {run_name(r)} ({device_label(r)}): {r['error']}" for r in failed]
     goals = goal_lines(merged)
     if goals:
         parts += ["\n### Goals", goals]
