@@ -3,6 +3,7 @@ import collections
 import io
 import os
 import pickle
+import re
 import subprocess
 import sys
 import zipfile
@@ -68,6 +69,41 @@ def torch_files(tmp_path_factory):
 def test_torch_formats_read_equal_to_torch_load(torch_files, fmt):
     path = torch_files[fmt]
     assert zipfile.is_zipfile(path) == (fmt == "zip")
+    _assert_same(read_torch_checkpoint(path), torch.load(path, map_location="cpu", weights_only=True))
+
+
+def _as_saved_on_a_gpu(path, out, fmt):
+    """A copy of the torch file ``path`` as a CUDA machine writes it: storages located on 'cuda:0', and in the legacy
+    format (torch < 1.6, the originals' checkpoints) typed torch.cuda.<Type>Storage. No GPU needed: only the pickled
+    storage ids change."""
+    cpu, cuda = b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"   # BINUNICODE 'cpu' -> 'cuda:0'
+
+    def patch(pickled):
+        assert cpu in pickled
+        pickled = pickled.replace(cpu, cuda)
+        if fmt == "legacy":
+            pickled, n = re.subn(rb"ctorch\n(\w+Storage)\n", rb"ctorch.cuda\n\1\n", pickled)
+            assert n > 0
+        return pickled
+
+    if fmt == "legacy":
+        with open(path, "rb") as f:
+            raw = f.read()
+        with open(out, "wb") as f:
+            f.write(patch(raw))
+        return
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, patch(data) if info.filename.endswith("data.pkl") else data)
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+def test_checkpoints_saved_on_a_gpu_read_onto_the_cpu(torch_files, fmt, tmp_path):
+    path = str(tmp_path / f"gpu_{fmt}.pkl")
+    _as_saved_on_a_gpu(torch_files[fmt], path, fmt)
+    with open(path, "rb") as f:
+        assert b"cuda:0" in f.read()
     _assert_same(read_torch_checkpoint(path), torch.load(path, map_location="cpu", weights_only=True))
 
 
