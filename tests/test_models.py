@@ -3,6 +3,7 @@
 Expected keys and shapes are written out from the original code's state dict (TRAR-VQA / openvqa, torch layout
 [out, in]); paddle is checked against the same list with Linear weights transposed.
 """
+import importlib
 import types
 
 import numpy as np
@@ -332,8 +333,13 @@ def test_layer_norm_is_openvqa_formula(fw):
     a = rng.standard_normal(8).astype(np.float32)
     b = rng.standard_normal(8).astype(np.float32)
     load_state(fw, norm, {"a_2": a, "b_2": b})
-    got = to_numpy(fw, norm(to_tensor(fw, x)))
-    np.testing.assert_allclose(got, np_layer_norm(x.astype(np.float64), a, b), rtol=0, atol=1e-5)
+    expected = np_layer_norm(x.astype(np.float64), a, b)
+    got = to_numpy(fw, norm(to_tensor(fw, x)))                  # as in training (the parameters want gradients)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    framework = importlib.import_module(fw)
+    with framework.no_grad():                                   # as in evaluation (another code path in paddle)
+        got = to_numpy(fw, norm(to_tensor(fw, x)))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
 
 def _np_layer_norm_grads(x, a, b, weights, step=1e-6):

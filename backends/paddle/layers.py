@@ -278,6 +278,20 @@ class MLP(nn.Layer):
         return self.linear(self.fc(x))
 
 
+def _norm_scale_shift(x, a, b, eps):
+    """LayerNorm's forward with every operand spread to x's shape and row sums as matmuls (CPU, dynamic graph):
+    the output, and the centered rows, std and denominator the backward reuses."""
+    n = x.shape[-1]
+    flat = x.reshape([-1, n])
+    rows = flat.shape[0]
+    centered = flat - spread(row_sums(flat) / n, n)
+    # Unbiased std written out: on CPU builds paddle.std runs a Python fallback with a host sync per call.
+    std = paddle.sqrt(row_sums(centered * centered) / (n - 1))
+    denom = std + eps
+    y = _stack_rows(a, rows) * centered / spread(denom, n) + _stack_rows(b, rows)
+    return y.reshape(x.shape), centered, std, denom
+
+
 class _NormScaleShift(PyLayer):
     """openvqa's LayerNorm, forward and backward written out (the same maths as autograd through mean, sqrt, div;
     about half the passes over the activations).
@@ -293,16 +307,9 @@ class _NormScaleShift(PyLayer):
 
     @staticmethod
     def forward(ctx, x, a, b, eps):
-        n = x.shape[-1]
-        flat = x.reshape([-1, n])
-        rows = flat.shape[0]
-        centered = flat - spread(row_sums(flat) / n, n)
-        # Unbiased std written out: on CPU builds paddle.std runs a Python fallback with a host sync per call.
-        std = paddle.sqrt(row_sums(centered * centered) / (n - 1))
-        denom = std + eps
+        y, centered, std, denom = _norm_scale_shift(x, a, b, eps)
         ctx.save_for_backward(centered, std, denom, a)
-        y = _stack_rows(a, rows) * centered / spread(denom, n) + _stack_rows(b, rows)
-        return y.reshape(x.shape)
+        return y
 
     @staticmethod
     def backward(ctx, dy):
@@ -328,9 +335,12 @@ class LayerNorm(nn.Layer):
         self.b_2 = self.create_parameter([size], default_initializer=nn.initializer.Constant(0.0))
 
     def forward(self, x):
-        # The written-out backward is a CPU optimisation; on a GPU (and under AMP's mixed dtypes) autograd does it.
-        if _trains(x, self.a_2, self.b_2) and _by_matmul(x) and x.dtype == paddle.float32:
-            return _NormScaleShift.apply(x, self.a_2, self.b_2, self.eps)
+        # Broadcast-free forward and written-out backward are CPU optimisations (eval too: 5.4 -> 2.0 ms on
+        # (32, 100, 512)); on a GPU (and under AMP's mixed dtypes) and in exported programs, the formula below.
+        if paddle.in_dynamic_mode() and _by_matmul(x) and x.dtype == paddle.float32:
+            if _trains(x, self.a_2, self.b_2):
+                return _NormScaleShift.apply(x, self.a_2, self.b_2, self.eps)
+            return _norm_scale_shift(x, self.a_2, self.b_2, self.eps)[0]
         mean = x.mean(-1, keepdim=True)
         centered = x - mean
         std = paddle.sqrt(paddle.sum(centered * centered, axis=-1, keepdim=True) / (x.shape[-1] - 1))
