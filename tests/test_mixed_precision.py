@@ -110,7 +110,7 @@ def test_mask_fill_stays_finite_in_half_precision(backend):
         filled = to_numpy(fw, layers_module(fw).masked_fill(to_tensor(fw, scores), to_tensor(fw, mask)))
         assert filled.dtype == np.dtype(dtype) and np.isfinite(filled).all()
         np.testing.assert_array_equal(filled[0, ..., :2], scores[0, ..., :2])
-        assert (filled[0, ..., 2:] == max(-1e9, np.finfo(dtype).min)).all()
+        assert (filled[0, ..., 2:] == max(-1e9, float(np.finfo(dtype).min))).all()
         shifted = filled.astype(np.float64) - filled.max(-1, keepdims=True)
         att = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
         np.testing.assert_allclose(att[1], 0.25)

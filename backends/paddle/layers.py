@@ -27,7 +27,7 @@ def masked_fill(x, mask):
         # In a static program paddle.where broadcasts operands of different shapes by adding zeros of each one's
         # shape: five full-size adds and two casts, which under Paddle Inference's oneDNN made an exported TRAR
         # 1.7x slower than the dynamic graph. Same-shape operands make it one op.
-        return paddle.where(paddle.expand(mask, paddle.shape(x)), paddle.full_like(x, fill), x)
+        return paddle.where(paddle.expand(mask, paddle.shape(x)), paddle.full(paddle.shape(x), fill, x.dtype), x)
     return paddle.where(mask, paddle.full([], fill, x.dtype), x)
 
 
