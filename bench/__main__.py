@@ -52,7 +52,8 @@ def build_parser():
     p.add_argument("--default-warmup", type=int, default=1, help="warm-up steps at the default size (default 1)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="intra-op threads per framework (default: the machine's cores)")
-    p.add_argument("--gpu", default="", help="GPU id (e.g. 0); empty = CPU. A backend that sees no GPU fails its runs (never CPU numbers)")
+    p.add_argument("--gpu", default="",
+                   help="GPU id (e.g. 0); empty = CPU. A backend that sees no GPU fails its runs (never CPU numbers)")
     p.add_argument("--amp", action="store_true", help="mixed precision (GPU only)")
     p.add_argument("--data-images", type=int, default=300, help="images for the data-loading benchmark")
     p.add_argument("--convert-repeats", type=int, default=3)

@@ -387,7 +387,8 @@ def test_region_header_reader_matches_np_load(tmp_path):
 
 
 def test_before_after_table():
-    before = [_run("train", "paddle", "trar", "default", 20.0, 1.0), _run("train", "torch", "trar", "default", 9.0, 1.0)]
+    before = [_run("train", "paddle", "trar", "default", 20.0, 1.0),
+              _run("train", "torch", "trar", "default", 9.0, 1.0)]
     after = [_run("train", "paddle", "trar", "default", 15.0, 1.0)]
     table = report.before_after_table(before, after)
     assert "| paddle | trar | default | 20 | 15 | 0.75 |" in table and "torch" not in table
