@@ -1,4 +1,5 @@
-"""The models under torch's autocast, the mechanism of `--AMP` on a GPU.
+"""Mixed precision (`--AMP`) as far as a CPU can check it: the models under torch's autocast, the torch trainer's
+loss scaling, and the attention mask fill in float16.
 
 No GPU here, so this runs torch's CPU autocast (bfloat16) instead of CUDA's (float16). Both run matmuls and
 linear layers in low precision and keep reductions such as softmax in float32, so a dtype mismatch in our model code
@@ -10,7 +11,6 @@ outputs stay float32), so paddle's AMP has no counterpart here. Each check compa
 """
 import numpy as np
 import pytest
-
 import torch
 
 from tests.model_configs import (ANSWER_SIZE, INPUT_KEYS, TOKEN_SIZE, build, layers_module, make_batch, tiny_cfg,
