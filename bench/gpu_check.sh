@@ -22,20 +22,23 @@ if ! nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,nohead
     exit 2
 fi
 if [ -z "${BACKENDS:-}" ]; then
-    # One process per framework: each asks its own build, and a CPU wheel beside a CUDA one is named, not measured.
+    # One process per framework; a CPU wheel beside a CUDA one is named, not measured.
     BACKENDS=""
     for name in torch paddle; do
-        sees=$("$py" - "$name" <<'PY' 2>/dev/null || true
-import importlib.util, sys
-name = sys.argv[1]
-if importlib.util.find_spec(name) is None:
+        # The backend's own device choice, the one `python -m bench --gpu` checks (it falls back to the CPU).
+        sees=$("$py" - "$name" "${GPU:-0}" <<'PY' 2>/dev/null || true
+import sys
+import warnings
+
+from backends import BackendUnavailable, get_backend
+try:
+    backend = get_backend(sys.argv[1])
+except BackendUnavailable:
     print("missing")
-elif name == "torch":
-    import torch
-    print("yes" if torch.cuda.is_available() else "no")
 else:
-    import paddle
-    print("yes" if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0 else "no")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        print("no" if backend.set_device(sys.argv[2]) == "cpu" else "yes")
 PY
 )
         case "$sees" in
