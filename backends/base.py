@@ -34,6 +34,8 @@ class Backend:
         raise NotImplementedError
 
     def set_device(self, gpu=None):
+        """Run on the first of the GPU ids in ``gpu`` ('' or None: the CPU); returns the device's name, 'cpu' for
+        the CPU. The device is kept in ``self.device``."""
         raise NotImplementedError
 
     def build_model(self, cfg, token_size, answer_size, pretrained_emb=None):

@@ -5,7 +5,9 @@
 prints one line ``BENCH_RESULT {json}``. The data are the demo data (core.data.demo: real VQA-v2 file layout, questions
 and annotations) whose feature files are rewritten at the default sizes: grid .npy (64, 2048) float16 (TRAR's 8x8
 grids) and region .npz 'x' (2048, n) float32 with n = 10..100 boxes plus pixel boxes (openvqa's bottom-up features).
-The files were just written, so they are read from the page cache: this measures decoding and copying, not the disk.
+Each reader is measured twice: over an epoch of files just written, read from the page cache (decoding and copying),
+and from the disk: the first read of each image right after its files were dropped from the page cache
+(bench/page_cache.py), as when the features do not fit in memory.
 """
 import io
 import os
@@ -14,6 +16,7 @@ import time
 
 import numpy as np
 
+from bench import page_cache
 from bench.feature_store import build_store
 from bench.train_step import child_main
 from core.data import demo, features
@@ -24,6 +27,7 @@ GRID_SIZE = (64, 2048)
 REGION_SIZE = (100, 2048)
 MIN_BOXES = 10
 SOURCES = ("grid", "region")
+MAX_RESIDENT = 0.05   # 'from disk' only when at most this fraction of the files' pages stayed in the page cache
 
 
 def _npy_bytes(array):
@@ -79,6 +83,29 @@ def dataset_throughput(ds, order):
     return _rate(len(order), time.perf_counter() - start)
 
 
+def first_reads(ds, order):
+    """The samples of ``order`` that read their image for the first time, in order."""
+    seen, first = set(), []
+    for i in order:
+        iid = ds.iids[int(i)]
+        if iid not in seen:
+            seen.add(iid)
+            first.append(int(i))
+    return first
+
+
+def disk_throughput(ds, order, paths, reopen=None):
+    """(samples/s of ``ds[i]`` over ``order`` right after ``paths`` were dropped from the page cache, the fraction of
+    their pages still resident then). The rate is None where they could not be dropped (tmpfs, not Linux).
+    ``reopen`` runs between dropping and reading (a memory map must be closed while its pages are dropped)."""
+    resident = page_cache.resident_fraction(paths) if page_cache.drop(paths) else None
+    if reopen is not None:
+        reopen()
+    if resident is None or resident > MAX_RESIDENT:
+        return None, resident
+    return dataset_throughput(ds, order), round(resident, 4)
+
+
 def loader_throughput(be, ds, batches, workers):
     """Samples per second through the backend's DataLoader (collate and conversion to tensors included)."""
     start = time.perf_counter()
@@ -101,6 +128,7 @@ def measure(spec):
     result = {"images": images, "questions_per_image": 5, "batch_size": batch_size, "workers": workers,
               **{k: list(v) for k, v in sizes.items()}, "load_avg": list(os.getloadavg())}
     with tempfile.TemporaryDirectory(prefix="bench-data-", dir=spec.get("root")) as root:
+        result["disk"] = page_cache.describe_disk(root)
         start = time.perf_counter()
         make_feature_data(root, images, **sizes)
         result["generate_s"] = round(time.perf_counter() - start, 2)
@@ -111,6 +139,10 @@ def measure(spec):
             batches = epoch_batches(len(ds), batch_size, seed=0, epoch=0)
             entry = {"samples": len(ds), "file_bytes": sum(os.path.getsize(p) for p in ds.feat_index.values())}
             entry["per_file_samples_per_s"] = dataset_throughput(ds, order)
+            first = first_reads(ds, order)
+            entry["from_disk_samples"] = len(first)
+            entry["per_file_from_disk_samples_per_s"], entry["per_file_from_disk_resident"] = disk_throughput(
+                ds, first, list(ds.feat_index.values()))
             for name in backends:
                 be = get_backend(name)
                 entry[f"{name}_loader_w{workers}_samples_per_s"] = loader_throughput(be, ds, batches, workers)
@@ -122,6 +154,10 @@ def measure(spec):
             for name in backends:
                 be = get_backend(name)
                 entry[f"{name}_loader_w{workers}_store_samples_per_s"] = loader_throughput(be, ds, batches, workers)
+            ds.feat_store = None   # unmapped: pages this process has mapped are not dropped
+            store_files = [os.path.join(store_dir, name) for name in sorted(os.listdir(store_dir))]
+            entry["store_from_disk_samples_per_s"], entry["store_from_disk_resident"] = disk_throughput(
+                ds, first, store_files, reopen=lambda: ds.use_feature_store(store_dir))
             result[source] = entry
     return result
 

@@ -165,11 +165,32 @@ def data_table(data):
             continue
         mb = entry["file_bytes"] / 1e6
         for key, value in entry.items():
-            if key.endswith("samples_per_s"):
+            if key.endswith("samples_per_s") and value is not None:
                 reader = key[:-len("_samples_per_s")].replace("_", " ")
-                lines.append(f"| {source} | {entry['samples']} | {mb:.0f} | {reader} | {_fmt(value)} |")
+                samples = entry.get("from_disk_samples", "") if "from_disk" in key else entry["samples"]
+                lines.append(f"| {source} | {samples} | {mb:.0f} | {reader} | {_fmt(value)} |")
         lines.append(f"| {source} | | | store build (one-time), s | {_fmt(entry.get('store_build_s'))} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + disk_note(data)
+
+
+def disk_note(data):
+    """How the 'from disk' rows were read, or why there are none."""
+    entries = [data[s] for s in ("grid", "region") if data.get(s)]
+    if not entries or not any("from_disk_samples" in e for e in entries):
+        return ""
+    keys = [f"{reader}_from_disk" for reader in ("per_file", "store")]
+    resident = [e.get(f"{k}_resident") for e in entries for k in keys]
+    measured = [e.get(f"{k}_samples_per_s") for e in entries for k in keys]
+    where = f" ({data['disk']})" if data.get("disk") else ""
+    if all(rate is None for rate in measured):
+        return (f"\n\nNo 'from disk' rows: the feature files{where} could not be dropped from the page cache "
+                f"(pages still resident: {', '.join(_fmt(r) for r in resident)}; tmpfs, or not Linux).")
+    worst = max(r for r, rate in zip(resident, measured) if rate is not None)
+    return ("\n\nRows without 'from disk': an epoch over files just written, read from the page cache (decoding and "
+            "copying). 'from disk': the first read of each image, in the same order, right after its files were "
+            "dropped from the page cache (at most "
+            f"{worst:.1%} of their pages still resident), read from {data.get('disk') or 'the disk'}, as when the "
+            "features do not fit in memory.")
 
 
 def goal_lines(merged):
@@ -197,10 +218,11 @@ def goal_lines(merged):
         t = _find(runs, "train", "torch", model, "default")
         if entry and t:
             consume = t["batch_size"] / step_time(t)
-            for reader in ("per_file", "store"):
+            for reader in ("per_file", "store", "per_file_from_disk", "store_from_disk"):
                 rate = entry.get(f"{reader}_samples_per_s")
                 if rate:
-                    lines.append(f"- {source} feature loading ({reader.replace('_', '-')}, one process): "
+                    label = reader.replace("per_file", "per-file").replace("_", " ")
+                    lines.append(f"- {source} feature loading ({label}, one process): "
                                  f"{rate:.0f} samples/s = **{rate / consume:.0f}x** the {consume:.1f} samples/s "
                                  f"a default {model} torch train step consumes (goal >= {LOADING_GOAL:.0f}x: "
                                  f"{_met(rate / consume >= LOADING_GOAL)})")
@@ -341,7 +363,7 @@ def render(merged, chart_name=None):
             parts += [f"\n### Before / after: {merged['before']['label']}", table]
     table = data_table(merged.get("data"))
     if table:
-        parts += ["\n### Feature loading (page cache warm)", table]
+        parts += ["\n### Feature loading (one process unless a loader is named)", table]
     conv = merged.get("convert")
     if conv:
         parts += ["\n### Checkpoint conversion (convert.cli.convert_file, weights + Adam state)", _convert_lines(conv)]

@@ -92,7 +92,7 @@ _GROUPS = [
     ]),
     ('devices and loading', [
         ('--GPU', 'GPU', _unquote, "GPU ids, e.g. '0' or '0,1' (default: CPU)"),
-        ('--NW', 'NUM_WORKERS', _int, 'data loader worker processes'),
+        ('--NW', 'NUM_WORKERS', _int, 'data loader worker processes (default: sized to the machine)'),
         ('--PINM', 'PIN_MEM', parse_bool, 'pin host memory in the data loader (True/False)'),
         ('--VERB', 'VERBOSE', parse_bool, 'print every step (True/False)'),
     ]),

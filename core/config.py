@@ -64,7 +64,7 @@ DEFAULTS = {
     'RUN_MODE': 'train', 'MODEL': None, 'MODEL_USE': None, 'DATASET': None, 'DATA_FORMAT': None,
     'BACKEND': 'paddle', 'TRAIN_SPLIT': 'train', 'EVAL_EVERY_EPOCH': True, 'TEST_SAVE_PRED': False,
     'GPU': '', 'SEED': 0, 'VERSION': None, 'CKPT_VERSION': None, 'CKPT_EPOCH': 0, 'CKPT_PATH': None,
-    'RESUME': False, 'NUM_WORKERS': 2, 'PIN_MEM': False, 'VERBOSE': True, 'CONFIG': None,
+    'RESUME': False, 'NUM_WORKERS': None, 'PIN_MEM': False, 'VERBOSE': True, 'CONFIG': None,
     # Paths (relative to the working directory; DATA_ROOT is 'data/demo' for the demo datasets)
     'DATA_ROOT': 'data', 'RESULTS_ROOT': 'results', 'CKPTS_ROOT': 'ckpts',
     # Subsets for small machines: first N questions per split, an image-id list (file or list), answer types
@@ -80,7 +80,7 @@ FIXED = ('MODEL', 'DATASET')
 _KINDS = {
     'GLOVE_PATH': (str,), 'GLOVE_SPACY_MODEL': (str,), 'CKPT_PATH': (str,), 'CONFIG': (str,),
     'VERSION': (str,), 'CKPT_VERSION': (str,), 'MODEL_USE': (str,),
-    'SUBSET': (int,), 'SUBSET_IIDS': (str, list), 'SUBSET_ANS_TYPES': (list,),
+    'SUBSET': (int,), 'SUBSET_IIDS': (str, list), 'SUBSET_ANS_TYPES': (list,), 'NUM_WORKERS': (int,),
 }
 _LIST_ITEMS = {'ORDERS': int, 'LR_DECAY_LIST': int, 'SUBSET_ANS_TYPES': str}
 # Names that end up in file names; a yml or --SET may give them as numbers.

@@ -19,12 +19,18 @@ from core.evaluation import vqa as vqa_eval
 from core.runlog import RunLog, read_history
 from core.schedules import tau_at, warmup_lr
 from core.data.sampler import epoch_batches, eval_batches
+from core.data.workers import compute_threads, loader_workers
 
 
 def run(cfg, be):
     """Dispatch on cfg.RUN_MODE; returns a summary dict (also printed by run.py)."""
     _seed_everything(cfg, be, 0)
-    be.set_device(cfg.GPU)
+    device = be.set_device(cfg.GPU)
+    if cfg.NUM_WORKERS is None:
+        workers, cores = loader_workers(None, on_gpu=device != "cpu"), os.cpu_count() or 1
+        why = ("on a GPU" if device != "cpu" else
+               f"on the CPU, the cores the model's {compute_threads(cores)} threads leave free")
+        _say(cfg, f"DataLoader workers: {workers} of {cores} cores (NUM_WORKERS unset: {why}; --NW N to choose)")
     if cfg.RUN_MODE == "train":
         return train(cfg, be)
     if cfg.RUN_MODE in ("val", "test"):
@@ -37,6 +43,11 @@ def _seed_everything(cfg, be, epoch):
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
     be.seed(seed)
+
+
+def _loader(cfg, be, dataset, batches):
+    workers = loader_workers(cfg.NUM_WORKERS, on_gpu=str(be.device) != "cpu")
+    return be.make_loader(dataset, batches, workers, cfg.PIN_MEM)
 
 
 def _say(cfg, text):
@@ -80,7 +91,7 @@ def train(cfg, be):
             trainer.set_tau(tau_at(epoch, cfg.TAU_POLICY, cfg.TAU_MAX, cfg.TAU_MIN, cfg.MAX_EPOCH, cfg.WARMUP_EPOCH))
         _seed_everything(cfg, be, epoch + 1)
         batches = epoch_batches(data_size, cfg.BATCH_SIZE, cfg.SEED, epoch)
-        loader = be.make_loader(train_set, batches, cfg.NUM_WORKERS, cfg.PIN_MEM)
+        loader = _loader(cfg, be, train_set, batches)
         loss_sum, lr, start = 0.0, lr_base, time.time()
         bar = _progress(cfg, loader, len(batches), f"epoch {epoch + 1}/{cfg.MAX_EPOCH}")
         for i, batch in enumerate(bar):
@@ -166,7 +177,7 @@ def evaluate_checkpoint(cfg, be):
 def evaluate(cfg, be, net, dataset, mode, version):
     """Predict every question of ``dataset``; write the result file; score it when answers are known."""
     batches = eval_batches(len(dataset), cfg.EVAL_BATCH_SIZE)
-    loader = be.make_loader(dataset, batches, cfg.NUM_WORKERS, cfg.PIN_MEM)
+    loader = _loader(cfg, be, dataset, batches)
     preds, logits_all = [], []
     for batch in _progress(cfg, loader, len(batches), mode):
         logits = be.predict(net, batch)

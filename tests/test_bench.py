@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from bench import report
+from bench import page_cache, report
 from bench import train_step as ts
 from bench.__main__ import build_parser
 from bench.__main__ import main as bench_main
@@ -168,7 +168,9 @@ def _results():
             "data": {"grid": {"samples": 10, "file_bytes": 2e6, "per_file_samples_per_s": 415.6,
                               "store_samples_per_s": 1000.0, "store_build_s": 0.5},
                      "region": {"samples": 10, "file_bytes": 4e6, "per_file_samples_per_s": 200.0,
-                                "store_build_s": 0.5}},
+                                "store_build_s": 0.5, "from_disk_samples": 2,
+                                "per_file_from_disk_samples_per_s": 150.0, "per_file_from_disk_resident": 0.0,
+                                "store_from_disk_samples_per_s": None, "store_from_disk_resident": 1.0}},
             "floor": {"best_gflops_per_s": 350.0, "threads": 2,
                       "floors": {"trar/default": {"gflop": 700.0, "floor_s": 2.0}}}}
 
@@ -189,6 +191,20 @@ def test_report_ratios_and_goals(tmp_path):
     # consumption 64 / 6.16 = 10.39 samples/s; 415.6 / 10.39 = 40x; region: 64 / 4.0 = 16 -> 200 / 16 = 12x
     assert "= **40x** the 10.4 samples/s" in goals and "(goal >= 20x: met)" in goals
     assert "= **12x** the 16.0 samples/s" in goals and "(goal >= 20x: NOT met)" in goals
+    assert "region feature loading (per-file from disk, one process): 150 samples/s = **9x**" in goals
+    assert "store from disk" not in goals                                          # not measured: no goal line
+
+
+def test_data_table_from_disk_rows_and_note():
+    data = _results()["data"]
+    table = report.data_table(data)
+    assert "| region | 2 | 4 | per file from disk | 150 |" in table                 # the first reads only
+    assert "store from disk" not in table                                          # not measured: no row
+    assert "at most 0.0% of their pages still resident" in table
+    for entry in (data["region"],):
+        entry["per_file_from_disk_samples_per_s"], entry["per_file_from_disk_resident"] = None, 1.0
+    data["disk"] = "tmpfs on tmpfs"
+    assert "No 'from disk' rows: the feature files (tmpfs on tmpfs) could not be dropped" in report.data_table(data)
 
 
 def test_report_names_the_cpu_kernels():
@@ -371,7 +387,42 @@ def test_data_loading_measure_tiny(tmp_path):
         assert entry["samples"] == 15
         assert entry["per_file_samples_per_s"] > 0 and entry["store_samples_per_s"] > 0
         assert entry["store_bytes"] > 0
+        assert entry["from_disk_samples"] == 3                                # one first read per image
+        for reader in ("per_file", "store"):                                  # a rate only where the files left
+            rate, resident = entry[f"{reader}_from_disk_samples_per_s"], entry[f"{reader}_from_disk_resident"]
+            assert (rate > 0 and resident <= 0.05) if _droppable(tmp_path) else rate is None
     assert os.listdir(tmp_path) == []                                         # the temporary data are removed
+
+
+def _droppable(folder):
+    """Whether files in ``folder`` can leave the page cache: Linux, and a file system on a disk (not tmpfs)."""
+    disk = page_cache.describe_disk(str(folder))
+    return hasattr(os, "posix_fadvise") and disk is not None and not disk.startswith(("tmpfs", "ramfs"))
+
+
+def test_page_cache_drop_and_residency(tmp_path):
+    paths = []
+    for k in range(3):
+        path = tmp_path / f"{k}.npy"
+        np.save(path, np.arange(100_000 * (k + 1), dtype=np.float32))
+        np.load(path)
+        paths.append(str(path))
+    if page_cache.resident_fraction(paths) is None:
+        pytest.skip("mincore(2) is not available here")
+    assert page_cache.resident_fraction(paths) == 1.0                         # just written and read
+    page_cache.drop(paths)
+    dropped = page_cache.resident_fraction(paths)
+    assert dropped <= 0.05 if _droppable(tmp_path) else dropped == 1.0
+    np.load(paths[2])                                                         # 3 of the 6 parts read again
+    assert page_cache.resident_fraction(paths[2:]) == 1.0
+    if _droppable(tmp_path):
+        assert 0.45 <= page_cache.resident_fraction(paths) <= 0.55
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/mounts"), reason="no /proc/mounts (not Linux)")
+def test_describe_disk_names_the_file_system():
+    assert page_cache.describe_disk("/proc/self") == "proc on proc"           # the longest mount point wins
+    assert page_cache.describe_disk("/").split(" on ")[0] != "proc"
 
 
 def test_region_header_reader_matches_np_load(tmp_path):

@@ -20,10 +20,10 @@ def demo_root(tmp_path_factory):
     return root
 
 
-def _run(tmp_path, demo_root, backend, *flags, model="trar", dataset="demo"):
+def _run(tmp_path, demo_root, backend, *flags, model="trar", dataset="demo", tiny=TINY):
     argv = ["--MODEL", model, "--DATASET", dataset, f"--backend={backend.name}", "--DATA_ROOT", str(demo_root),
             "--SET", f"RESULTS_ROOT={tmp_path / 'results'}", "--SET", f"CKPTS_ROOT={tmp_path / 'ckpts'}",
-            *TINY, *flags]
+            *tiny, *flags]
     return run.main(argv)
 
 
@@ -81,6 +81,27 @@ def test_other_models_train_resume_validate_and_test(backend, tmp_path, demo_roo
     test = _run(tmp_path, demo_root, backend, "--RUN=test", "--CKPT_V=m2", "--CKPT_E=2", *extra, model=model)
     with open(test["result_file"]) as f:
         assert len(json.load(f)) == test["questions"] > 0
+
+
+def test_loader_workers_unset_are_sized_to_the_machine(backend, tmp_path, demo_root, monkeypatch, capsys):
+    """Without --NW the engine asks core.data.workers (threads on every core: no worker process); with --NW the
+    number is passed on."""
+    seen, make_loader = [], type(backend).make_loader
+
+    def recording(self, dataset, batches, num_workers=0, pin_memory=False):
+        seen.append(num_workers)
+        return make_loader(self, dataset, batches, 0, pin_memory)                  # never fork in this test
+
+    monkeypatch.setattr(type(backend), "make_loader", recording)
+    cores = os.cpu_count() or 1
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores))
+    unset = [a for a in TINY if a not in ("--NW=0", "--VERB=False")]
+    _run(tmp_path, demo_root, backend, "--RUN=train", "--VERSION=w", "--MAX_EPOCH=1", tiny=unset)
+    assert seen and set(seen) == {0}                                                # train and val loaders
+    assert f"DataLoader workers: 0 of {cores} cores (NUM_WORKERS unset" in capsys.readouterr().out
+    seen.clear()
+    _run(tmp_path, demo_root, backend, "--RUN=val", "--CKPT_V=w", "--CKPT_E=1", "--NW=1")
+    assert seen == [1]
 
 
 def test_missing_checkpoint_is_a_clear_exit(backend, tmp_path, demo_root):
