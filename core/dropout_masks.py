@@ -48,6 +48,8 @@ class MaskStream:
         n = int(np.prod(shape, dtype=np.int64))
         threshold = np.uint32(min(round(p * _UINT32_RANGE), _UINT32_RANGE - 1))
         out = np.empty(n, dtype=np.bool_ if scale is None else dtype)
+        if scale is not None:   # in the mask's dtype: a Python float would make numpy multiply in float64, 2x slower
+            scale = out.dtype.type(scale)
         for start in range(0, n, CHUNK):
             size = min(CHUNK, n - start)
             bits = np.random.SFC64(np.random.SeedSequence(seed, spawn_key=(index, start // CHUNK)))
