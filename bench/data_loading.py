@@ -122,6 +122,7 @@ def measure(spec):
     images = int(spec.get("images", 300))
     batch_size = int(spec.get("batch_size", 64))
     workers = int(spec.get("workers", os.cpu_count() or 1))
+    loader_counts = sorted({0, workers})   # no workers: the default on the CPU (core/data/workers.py)
     backends = list(spec.get("backends", []))
     sizes = {"grid_size": tuple(spec.get("grid_size", GRID_SIZE)),
              "region_size": tuple(spec.get("region_size", REGION_SIZE))}
@@ -145,7 +146,8 @@ def measure(spec):
                 ds, first, list(ds.feat_index.values()))
             for name in backends:
                 be = get_backend(name)
-                entry[f"{name}_loader_w{workers}_samples_per_s"] = loader_throughput(be, ds, batches, workers)
+                for w in loader_counts:
+                    entry[f"{name}_loader_w{w}_samples_per_s"] = loader_throughput(be, ds, batches, w)
             store_dir = os.path.join(root, f"store-{source}")
             summary = build_store(ds.feat_index, store_dir, source, cfg.FEAT_SIZE["vqa"]["FRCN_FEAT_SIZE"][1])
             entry["store_build_s"], entry["store_bytes"] = summary["seconds"], summary["bytes"]
@@ -153,7 +155,8 @@ def measure(spec):
             entry["store_samples_per_s"] = dataset_throughput(ds, order)
             for name in backends:
                 be = get_backend(name)
-                entry[f"{name}_loader_w{workers}_store_samples_per_s"] = loader_throughput(be, ds, batches, workers)
+                for w in loader_counts:
+                    entry[f"{name}_loader_w{w}_store_samples_per_s"] = loader_throughput(be, ds, batches, w)
             ds.feat_store = None   # unmapped: pages this process has mapped are not dropped
             store_files = [os.path.join(store_dir, name) for name in sorted(os.listdir(store_dir))]
             entry["store_from_disk_samples_per_s"], entry["store_from_disk_resident"] = disk_throughput(

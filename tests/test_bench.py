@@ -379,12 +379,15 @@ def test_dataset_refuses_a_store_that_misses_images_or_kind(tmp_path):
         region.use_feature_store(str(tmp_path / "wide"))
 
 
-def test_data_loading_measure_tiny(tmp_path):
-    res = measure_data({"images": 3, "backends": [], "grid_size": [16, 8], "region_size": [12, 8],
-                        "batch_size": 4, "root": str(tmp_path)})
+def test_data_loading_measure_tiny(tmp_path, backend):
+    res = measure_data({"images": 3, "backends": [backend.name], "workers": 0, "grid_size": [16, 8],
+                        "region_size": [12, 8], "batch_size": 4, "root": str(tmp_path)})
     for source in ("grid", "region"):
         entry = res[source]
         assert entry["samples"] == 15
+        loaders = sorted(k for k in entry if "_loader_" in k)                 # workers 0 only: no fork here
+        assert loaders == [f"{backend.name}_loader_w0_samples_per_s", f"{backend.name}_loader_w0_store_samples_per_s"]
+        assert all(entry[k] > 0 for k in loaders)
         assert entry["per_file_samples_per_s"] > 0 and entry["store_samples_per_s"] > 0
         assert entry["store_bytes"] > 0
         assert entry["from_disk_samples"] == 3                                # one first read per image
