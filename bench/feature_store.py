@@ -3,9 +3,9 @@
     python -m bench.feature_store --feats data/vqa/feats/train2014 data/vqa/feats/val2014 --kind grid --out STORE
 
 The originals read one small file per sample (a .npy grid or a .npz of regions). A store holds the same arrays,
-unchanged, in a few large .npy files that the dataset memory-maps (core.data.features.FeatureStore; enable it with
-``VQADataset.use_feature_store(STORE)``). The store is written in a temporary folder beside ``--out`` and renamed into
-place when complete, meta.json last.
+unchanged, in a few large .npy files that the dataset memory-maps (core.data.features.FeatureStore; a run reads it
+with ``--FEAT_STORE STORE``, the config key FEAT_STORE). The store is written in a temporary folder beside ``--out``
+and renamed into place when complete, meta.json last.
 """
 import argparse
 import json

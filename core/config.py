@@ -69,6 +69,8 @@ DEFAULTS = {
     'DATA_ROOT': 'data', 'RESULTS_ROOT': 'results', 'CKPTS_ROOT': 'ckpts',
     # Subsets for small machines: first N questions per split, an image-id list (file or list), answer types
     'SUBSET': None, 'SUBSET_IIDS': None, 'SUBSET_ANS_TYPES': None, 'SKIP_MISSING_FEATS': False,
+    # A memory-mapped feature store (python -m bench.feature_store) read instead of one file per image (VQA formats)
+    'FEAT_STORE': None,
 }
 
 # Computed in _finalize; never given.
@@ -81,6 +83,7 @@ _KINDS = {
     'GLOVE_PATH': (str,), 'GLOVE_SPACY_MODEL': (str,), 'CKPT_PATH': (str,), 'CONFIG': (str,),
     'VERSION': (str,), 'CKPT_VERSION': (str,), 'MODEL_USE': (str,),
     'SUBSET': (int,), 'SUBSET_IIDS': (str, list), 'SUBSET_ANS_TYPES': (list,), 'NUM_WORKERS': (int,),
+    'FEAT_STORE': (str,),
 }
 _LIST_ITEMS = {'ORDERS': int, 'LR_DECAY_LIST': int, 'SUBSET_ANS_TYPES': str}
 # Names that end up in file names; a yml or --SET may give them as numbers.
@@ -420,6 +423,9 @@ def _check_request(cfg):
     for key, path in named:
         if path is not None and not os.path.isfile(path):
             raise ConfigError(f"{key}: no such file {path}")
+    if cfg.FEAT_STORE is not None and not os.path.isfile(os.path.join(cfg.FEAT_STORE, 'meta.json')):
+        raise ConfigError(f"FEAT_STORE: {cfg.FEAT_STORE} is not a feature store (no meta.json); build one with "
+                          "`python -m bench.feature_store`")
 
 
 class Config:

@@ -1,6 +1,7 @@
 """End to end through run.py on generated demo data: train -> resume -> val -> test, for every backend and model kind."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -102,6 +103,31 @@ def test_loader_workers_unset_are_sized_to_the_machine(backend, tmp_path, demo_r
     seen.clear()
     _run(tmp_path, demo_root, backend, "--RUN=val", "--CKPT_V=w", "--CKPT_E=1", "--NW=1")
     assert seen == [1]
+
+
+def test_feature_store_run_repeats_the_per_file_run(backend, tmp_path):
+    """--FEAT_STORE reads the same arrays from a memory-mapped store: a run without the per-image files trains the
+    same weights and scores the same as one reading them."""
+    from bench.feature_store import build_store
+    from core.config import load_config
+    from core.data import features
+    root = tmp_path / "data"
+    generate(str(root), seed=0, n_train_images=12, n_val_images=4, n_test_images=2, questions_per_image=3)
+    files = _run(tmp_path / "files", root, backend, "--RUN=train", "--VERSION=f", "--MAX_EPOCH=1", "--SEED=2")
+    feats = root / "vqa" / "feats"
+    dim = load_config("trar", "demo").FEAT_SIZE["vqa"]["FRCN_FEAT_SIZE"][1]
+    build_store(features.index_features([str(p) for p in sorted(feats.iterdir())], features.GRID_EXT),
+                str(tmp_path / "store"), "grid", dim)
+    shutil.rmtree(feats)                                                          # only the store is left
+    stored = _run(tmp_path / "store_run", root, backend, "--RUN=train", "--VERSION=f", "--MAX_EPOCH=1", "--SEED=2",
+                  "--FEAT_STORE", str(tmp_path / "store"))
+    assert stored["val"] == files["val"] and stored["loss"] == files["loss"]
+    a, b = _weights(files["checkpoint"]), _weights(stored["checkpoint"])
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    with pytest.raises(SystemExit) as info:
+        _run(tmp_path / "bad", root, backend, "--RUN=train", "--FEAT_STORE", str(feats))
+    assert "FEAT_STORE" in str(info.value) and "bench.feature_store" in str(info.value)
 
 
 def test_missing_checkpoint_is_a_clear_exit(backend, tmp_path, demo_root):

@@ -26,6 +26,8 @@ class CLEVRDataset:
             raise ValueError(f"LOSS_FUNC: CLEVR trains with 'ce', got {cfg.LOSS_FUNC!r}")
         if cfg_get(cfg, "SUBSET_ANS_TYPES"):
             raise ValueError("SUBSET_ANS_TYPES: answer types exist for VQA only; unset it for CLEVR")
+        if cfg_get(cfg, "FEAT_STORE"):
+            raise ValueError("FEAT_STORE: feature stores hold VQA grid or region features; unset it for CLEVR")
 
         splits = split_names(cfg.SPLIT[mode], FMT)
         if mode == "train" and "test" in splits:

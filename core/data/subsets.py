@@ -66,8 +66,9 @@ def select(samples, feature_index, feat_folders, iids=None, ans_types=None, limi
     """Filter ``samples`` (dicts with 'qid', 'iid' and, for answer-type filtering, 'ans_type') in order.
 
     Order: image ids, answer types, missing features (dropped with one log line when ``skip_missing``), then the first
-    ``limit``. Without ``skip_missing`` a kept sample whose image has no feature file is an error.
-    ``feature_index`` is either a dict iid -> path or a callable sample -> bool (has a feature).
+    ``limit``. Without ``skip_missing`` a kept sample whose image has no features is an error.
+    ``feature_index`` is either a dict iid -> path or a callable sample -> bool (has a feature); ``feat_folders``
+    names where the features are looked for, in messages (the folders, or a feature store).
     """
     has_feature = feature_index if callable(feature_index) else (lambda s: s["iid"] in feature_index)
     kept = samples
@@ -80,7 +81,7 @@ def select(samples, feature_index, feat_folders, iids=None, ans_types=None, limi
         kept = [s for s in kept if has_feature(s)]
         dropped = before - len(kept)
         if dropped:
-            log.warning("%sSKIP_MISSING_FEATS: dropped %d of %d questions whose image has no feature file in %s",
+            log.warning("%sSKIP_MISSING_FEATS: dropped %d of %d questions whose image has no features in %s",
                         label, dropped, before, ", ".join(feat_folders))
     if limit is not None:
         kept = kept[:limit]
@@ -88,7 +89,7 @@ def select(samples, feature_index, feat_folders, iids=None, ans_types=None, limi
         for s in kept:
             if not has_feature(s):
                 raise FileNotFoundError(
-                    f"{label}image {s['iid']} (question {s['qid']}) has no feature file in {', '.join(feat_folders)}; "
+                    f"{label}image {s['iid']} (question {s['qid']}) has no features in {', '.join(feat_folders)}; "
                     "add the features, or set SKIP_MISSING_FEATS True to drop such questions")
     if not kept:
         raise ValueError(f"{label}no samples left after the subset filters (SUBSET_IIDS / SUBSET_ANS_TYPES / "

@@ -42,9 +42,11 @@ class VQADataset:
         q_paths = [require_file(question_path(root, FMT, s), root, FMT, f"{s} questions") for s in splits]
         a_paths = [require_file(annotation_path(root, s), root, FMT, f"{s} annotations")
                    for s in splits] if mode in ("train", "val") else []
+        store_path = cfg_get(cfg, "FEAT_STORE")
         folders = list(dict.fromkeys(d for s in splits for d in feat_dirs(root, FMT, s)))
-        for folder in folders:
-            require_dir(folder, root, FMT, "feature")
+        if not store_path:   # with a feature store the per-image files are not needed
+            for folder in folders:
+                require_dir(folder, root, FMT, "feature")
 
         self.ans_to_ix, self.ix_to_ans = load_answer_dict()
         loaded = {}
@@ -63,21 +65,28 @@ class VQADataset:
             samples = [{"qid": q["question_id"], "iid": int(q["image_id"]),
                         "ans_type": qid_to_ann.get(q["question_id"], {}).get("answer_type")} for q in ques_list]
 
-        ext = features.GRID_EXT if self.feat_type == "grid" else features.REGION_EXT
-        self.feat_index = features.index_features(folders, ext)
         self.feat_store = None
+        if store_path:
+            self.feat_index, feature_source = {}, [f"the feature store {store_path}"]
+            try:
+                self.use_feature_store(store_path, iids=())
+            except ValueError as exc:
+                raise ValueError(f"FEAT_STORE: {exc}") from None
+            has_feature = lambda sample: sample["iid"] in self.feat_store  # noqa: E731
+        else:
+            ext = features.GRID_EXT if self.feat_type == "grid" else features.REGION_EXT
+            self.feat_index, feature_source = features.index_features(folders, ext), folders
+            has_feature = self.feat_index
         ans_types = subsets.read_ans_types(cfg_get(cfg, "SUBSET_ANS_TYPES"))
         if ans_types is not None and mode == "test":
             warn_once("SUBSET_ANS_TYPES is ignored for test questions (they have no annotations)")
             ans_types = None
         samples = subsets.select(
-            samples, self.feat_index, folders, iids=subsets.read_iid_list(cfg_get(cfg, "SUBSET_IIDS")),
+            samples, has_feature, feature_source, iids=subsets.read_iid_list(cfg_get(cfg, "SUBSET_IIDS")),
             ans_types=ans_types, limit=subsets.read_limit(cfg_get(cfg, "SUBSET")),
             skip_missing=bool(cfg_get(cfg, "SKIP_MISSING_FEATS", False)), label=f"{mode} ({'+'.join(splits)}): ")
 
         self._features(samples[0]["iid"])  # a malformed feature file fails now, not mid-epoch
-        if cfg_get(cfg, "FEAT_STORE"):
-            self.use_feature_store(cfg.FEAT_STORE, [s["iid"] for s in samples])
         # after the file and feature checks, so a bad layout fails before a long GloVe scan
         self.token_to_ix, vocab_key = question_vocabulary(cfg, loaded)
         loaded.clear()
