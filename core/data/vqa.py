@@ -67,7 +67,8 @@ class VQADataset:
 
         self.feat_store = None
         if store_path:
-            self.feat_index, feature_source = {}, [f"the feature store {store_path}"]
+            self.feat_index = {}
+            feature_source = [f"the feature store {store_path} (built from other folders than {', '.join(folders)}?)"]
             try:
                 self.use_feature_store(store_path, iids=())
             except ValueError as exc:
