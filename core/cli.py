@@ -101,8 +101,9 @@ _GROUPS = [
 ]
 _CHOICES = {'RUN_MODE': RUN_MODES, 'MODEL': tuple(MODELS), 'DATASET': tuple(DATASETS), 'backend': BACKENDS}
 _REQUIRED = ('RUN_MODE', 'MODEL', 'DATASET')
-_METAVARS = {'CONFIG': 'PATH', 'CKPT_PATH': 'PATH', 'SUBSET_IIDS': 'PATH', 'DATA_ROOT': 'DIR', 'FEAT_STORE': 'DIR', 'VERSION': 'NAME',
-             'CKPT_VERSION': 'NAME', 'TRAIN_SPLIT': 'SPLITS', 'GPU': 'IDS', 'SUBSET_ANS_TYPES': 'TYPES'}
+_METAVARS = {'CONFIG': 'PATH', 'CKPT_PATH': 'PATH', 'SUBSET_IIDS': 'PATH', 'DATA_ROOT': 'DIR', 'FEAT_STORE': 'DIR',
+             'VERSION': 'NAME', 'CKPT_VERSION': 'NAME', 'TRAIN_SPLIT': 'SPLITS', 'GPU': 'IDS',
+             'SUBSET_ANS_TYPES': 'TYPES'}
 _NOT_OVERRIDES = ('MODEL', 'DATASET', 'SET')
 _KEY_OF_DEST = {'backend': 'BACKEND'}  # the one flag that is not an openvqa one keeps its lower-case name
 
