@@ -280,9 +280,10 @@ def chart(merged, path):
     colours = {"torch": "#ee4c2c", "paddle": "#2932e1"}
     for col, size in enumerate(sizes):
         models = _order({r["model"] for r in runs if r["size"] == size}, ["trar", "mcan", "mmnasnet"])
-        for row, (field, label) in enumerate(((step_time, "train step, median (s)"),
-                                              (lambda r: r["peak_rss_mib"], "peak RSS (MiB)"))):
+        for row, (field, label, fmt) in enumerate(((step_time, "train step, median (s)", "%.3g"),
+                                                   (lambda r: r["peak_rss_mib"], "peak RSS (MiB)", "%.0f"))):
             ax = axes[row][col]
+            top = 0.0
             for b, backend in enumerate(("torch", "paddle")):
                 xs, ys = [], []
                 for m, model in enumerate(models):
@@ -291,11 +292,13 @@ def chart(merged, path):
                         xs.append(m + (b - 0.5) * 0.38)
                         ys.append(field(run))
                 bars = ax.bar(xs, ys, width=0.38, label=backend, color=colours[backend])
-                ax.bar_label(bars, fmt="%.3g", fontsize=8)
+                ax.bar_label(bars, fmt=fmt, fontsize=8)
+                top = max([top] + ys)
+            ax.set_ylim(0, top * 1.25)   # room above the bars for their labels and the legend
             ax.set_xticks(range(len(models)), models)
             ax.set_ylabel(label)
             ax.set_title(f"{size} size ({'batch 64, hidden 512' if size == 'default' else 'demo configs'})")
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="upper left", ncol=2)
     fig.tight_layout()
     tmp = f"{path}.tmp-{os.getpid()}.png"
     fig.savefig(tmp, dpi=90)
