@@ -407,8 +407,11 @@ class AttFlat(nn.Layer):
         att = self.mlp(x)
         att = masked_fill(att, x_mask.squeeze(1).squeeze(1).unsqueeze(2))
         att = F.softmax(att, axis=1)
-        pooled = [paddle.sum(att[:, :, i:i + 1] * x, axis=1) for i in range(self.glimpses)]
-        return self.linear_merge(paddle.concat(pooled, axis=1))
+        # every glimpse's weighted sum over the tokens at once, att^T x: (B, G, N) x (B, N, H) -> (B, G * H), the
+        # glimpses in order as the concatenation of the torch twin. Paddle's broadcasting multiply, sum and their
+        # gradient took 16 ms against 1 ms for the matmul on a default (64, 64, 512) (the same sums, another order).
+        pooled = paddle.matmul(att, x, transpose_x=True)
+        return self.linear_merge(pooled.reshape([0, -1]))   # 0: the batch axis as it is (also when exported)
 
 
 class SA(nn.Layer):
