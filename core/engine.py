@@ -25,12 +25,11 @@ from core.data.workers import compute_threads, loader_workers
 def run(cfg, be):
     """Dispatch on cfg.RUN_MODE; returns a summary dict (also printed by run.py)."""
     _seed_everything(cfg, be, 0)
-    device = be.set_device(cfg.GPU)
+    be.set_device(cfg.GPU)
     if cfg.NUM_WORKERS is None:
-        workers, cores = loader_workers(None, on_gpu=device != "cpu"), os.cpu_count() or 1
-        why = ("on a GPU" if device != "cpu" else
-               f"on the CPU, the cores the model's {compute_threads(cores)} threads leave free")
-        _say(cfg, f"DataLoader workers: {workers} of {cores} cores (NUM_WORKERS unset: {why}; --NW N to choose)")
+        why = "on a GPU" if _on_gpu(be) else f"on the CPU, the cores the model's {compute_threads()} threads leave free"
+        _say(cfg, f"DataLoader workers: {_workers(cfg, be)} of {os.cpu_count() or 1} cores (NUM_WORKERS unset: {why}; "
+                  "--NW N to choose)")
     if cfg.RUN_MODE == "train":
         return train(cfg, be)
     if cfg.RUN_MODE in ("val", "test"):
@@ -45,9 +44,17 @@ def _seed_everything(cfg, be, epoch):
     be.seed(seed)
 
 
+def _on_gpu(be):
+    return str(be.device) != "cpu"   # torch.device('cpu') or paddle's 'cpu'
+
+
+def _workers(cfg, be):
+    """NUM_WORKERS, or when unset the number core.data.workers sizes to this machine and device."""
+    return loader_workers(cfg.NUM_WORKERS, on_gpu=_on_gpu(be))
+
+
 def _loader(cfg, be, dataset, batches):
-    workers = loader_workers(cfg.NUM_WORKERS, on_gpu=str(be.device) != "cpu")
-    return be.make_loader(dataset, batches, workers, cfg.PIN_MEM)
+    return be.make_loader(dataset, batches, _workers(cfg, be), cfg.PIN_MEM)
 
 
 def _say(cfg, text):
