@@ -6,7 +6,8 @@
     python -m bench report RESULTS.json [MORE.json ...] [--docs docs/benchmarks.md] [--before OLD.json ...]
 
 Every model measurement runs in a fresh subprocess with OMP_NUM_THREADS / MKL_NUM_THREADS = --threads; for each
-(model, size) the backends run one after the other, so they see the same machine state and are reported as ratios.
+(model, size) the backends run one after the other, in --rounds alternating rounds (5 at the demo size, where a step
+is ~40 ms and a shared host's slow seconds matter), so they see the same machine state and are reported as ratios.
 The 1-minute load average is recorded with every measurement; --max-load / --wait-quiet wait for a quiet machine.
 """
 import argparse
@@ -50,6 +51,9 @@ def build_parser():
     p.add_argument("--warmup", type=int, default=3, help="warm-up steps at the demo size (default 3)")
     p.add_argument("--default-steps", type=int, default=3, help="measured steps at the default size (default 3)")
     p.add_argument("--default-warmup", type=int, default=1, help="warm-up steps at the default size (default 1)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="rounds at the demo size, each running every backend once (default 5; see model_runs)")
+    p.add_argument("--default-rounds", type=int, default=1, help="rounds at the default size (default 1)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="intra-op threads per framework (default: the machine's cores)")
     p.add_argument("--gpu", default="",
@@ -236,23 +240,59 @@ def _say(text):
 
 
 def model_runs(args, kinds, state):
+    """Every (size, model, kind) measured in rounds: each round runs every backend once, in alternating order
+    (torch, paddle, then paddle, torch, ...), so that a slow minute of a shared host falls on both backends of a
+    round; the report's paddle / torch ratio is the median of the per-round ratios."""
     runs = []
     for size in args.sizes:
         steps, warmup = (args.steps, args.warmup) if size == "demo" else (args.default_steps, args.default_warmup)
+        rounds = args.rounds if size == "demo" else args.default_rounds
         for model in args.models:
             for kind in kinds:
-                for backend in args.backends:
-                    spec = {"kind": kind, "backend": backend, "model": model, "size": size, "steps": steps,
-                            "warmup": warmup, "gpu": args.gpu, "amp": args.amp}
-                    running, load = wait_quiet(args.max_load, args.wait_quiet)
-                    state["quiet"] &= running < args.max_load
-                    result = run_child("bench.train_step", spec, args.threads, args.timeout, args.max_load)
-                    result["others_running_before"] = round(running, 2)
-                    result["load_before"] = round(load, 2)
-                    result["others_running_after"] = round(running_now(1.0), 2)
-                    runs.append(result)
-                    _say(_summary(result))
+                by_backend = {backend: [] for backend in args.backends}
+                for r in range(rounds):
+                    for backend in args.backends[::-1] if r % 2 else args.backends:
+                        spec = {"kind": kind, "backend": backend, "model": model, "size": size, "steps": steps,
+                                "warmup": warmup, "gpu": args.gpu, "amp": args.amp}
+                        running, load = wait_quiet(args.max_load, args.wait_quiet)
+                        state["quiet"] &= running < args.max_load
+                        result = run_child("bench.train_step", spec, args.threads, args.timeout, args.max_load)
+                        result["others_running_before"] = round(running, 2)
+                        result["load_before"] = round(load, 2)
+                        result["others_running_after"] = round(running_now(1.0), 2)
+                        by_backend[backend].append(result)
+                        _say(_summary(result) + (f" [round {r + 1}/{rounds}]" if rounds > 1 else ""))
+                runs += [combine_rounds(by_backend[backend], args.max_load) for backend in args.backends]
     return runs
+
+
+def combine_rounds(results, max_others):
+    """One run from the rounds of one measurement: every round's steps together, the worst memory and load, and
+    'round_times_s' (each round's reported time, for the paired ratios). A failed round fails the measurement."""
+    if len(results) == 1:
+        return results[0]
+    failed = [r for r in results if "error" in r]
+    if failed:
+        return {**failed[0], "error": f"{len(failed)} of {len(results)} rounds failed; first: {failed[0]['error']}"}
+    run = dict(results[0])
+    for key in ("times_s", "cpu_times_s", "others_running_per_step"):
+        if all(key in r for r in results):
+            run[key] = [v for r in results for v in r[key]]
+    run["steps"] = sum(r["steps"] for r in results)
+    run["median_s"] = round(statistics.median(run["times_s"]), 5)
+    run["samples_per_s"] = round(run["batch_size"] / run["median_s"], 2)
+    if "others_running_per_step" in run:
+        clean = [t for t, o in zip(run["times_s"], run["others_running_per_step"]) if o is not None and o < max_others]
+        run["clean_steps"] = len(clean)
+        run["clean_median_s"] = round(statistics.median(clean), 5) if clean else None
+    for key in ("peak_rss_mib", "step_peak_over_build_mib", "gpu_peak_mib", "others_running_before",
+                "others_running_after", "load_before"):
+        values = [r[key] for r in results if r.get(key) is not None]
+        if values:
+            run[key] = max(values)
+    run["rounds"] = len(results)
+    run["round_times_s"] = [report.step_time(r) for r in results]
+    return run
 
 
 def _summary(r):
@@ -285,8 +325,8 @@ def main(argv=None):
             report.add_before(merged, args.before, args.before_label)
         print(report.write_docs(merged, args.docs, _chart_path(args.docs)))
         return
-    if args.threads < 1 or args.steps < 1 or args.default_steps < 1:
-        raise SystemExit("--threads, --steps and --default-steps must be >= 1")
+    if min(args.threads, args.steps, args.default_steps, args.rounds, args.default_rounds) < 1:
+        raise SystemExit("--threads, --steps, --default-steps, --rounds and --default-rounds must be >= 1")
     state = {"quiet": True}
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
             "command": "python -m bench " + " ".join(shlex.quote(a) for a in argv), "commit": _commit(),

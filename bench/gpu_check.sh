@@ -52,7 +52,7 @@ PY
     fi
 fi
 echo "backends: $BACKENDS"
-common=(train --backends "$BACKENDS" --gpu "${GPU:-0}" --sizes demo,default --default-warmup 3 --default-steps 10
+common=(train --backends "$BACKENDS" --gpu "${GPU:-0}" --sizes demo,default --rounds 1 --default-warmup 3 --default-steps 10
         --no-docs)
 # shellcheck disable=SC2206  # BENCH_ARGS is split into flags on purpose
 extra=(${BENCH_ARGS:-})

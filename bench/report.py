@@ -5,6 +5,7 @@ kept. ``python -m bench report RESULTS.json [MORE.json ...]`` regenerates it fro
 """
 import json
 import os
+import statistics
 
 from core.data.paths import atomic_write_bytes
 
@@ -83,6 +84,31 @@ def step_time(run):
     return run["median_s"]
 
 
+def paired_ratios(t, p):
+    """paddle / torch of each round when both runs were measured in the same rounds (bench.__main__.model_runs),
+    else None."""
+    tr, pr = t.get("round_times_s"), p.get("round_times_s")
+    if not tr or not pr or len(tr) != len(pr) or len(tr) < 2 or None in tr + pr:
+        return None
+    return [b / a for a, b in zip(tr, pr)]
+
+
+def ratio(t, p):
+    """The paddle / torch ratio reported for a pair of runs: the median of the per-round ratios when they were
+    measured in rounds (each round's two runs saw the same minute of the machine), else of the two step times."""
+    rounds = paired_ratios(t, p)
+    return statistics.median(rounds) if rounds else step_time(p) / step_time(t)
+
+
+def _ratio_text(t, p, bold=False):
+    """'1.17' or, for runs measured in rounds, '1.17 (0.95 to 1.35 over 5 rounds)'."""
+    value = _fmt(ratio(t, p)) if not bold else f"**{ratio(t, p):.2f}x**"
+    rounds = paired_ratios(t, p)
+    if not rounds:
+        return value
+    return f"{value} ({min(rounds):.2f} to {max(rounds):.2f} over {len(rounds)} rounds)"
+
+
 def _clean(run):
     """'2/3' clean steps, or '' for results without load samples."""
     if run is None or "clean_steps" not in run:
@@ -122,10 +148,10 @@ def model_table(runs, kind, devices=("cpu",)):
                     continue
                 found = True
                 tt, pt = t and step_time(t), p and step_time(p)
-                ratio = pt / tt if t and p else None
+                paired = _ratio_text(t, p) if t and p else _fmt(None)
                 batch = (t or p)["batch_size"]
                 lines.append(
-                    f"| {model} | {size} | {device} | {batch} | {_fmt(tt)} | {_fmt(pt)} | {_fmt(ratio)} | "
+                    f"| {model} | {size} | {device} | {batch} | {_fmt(tt)} | {_fmt(pt)} | {paired} | "
                     f"{_fmt(t and _peak_memory(t), 4)} | {_fmt(p and _peak_memory(p), 4)} | "
                     f"{_fmt(t and batch / tt)} | {_fmt(p and batch / pt)} | {_clean(t)}, {_clean(p)} |")
     return "\n".join(lines) if found else ""
@@ -209,9 +235,8 @@ def goal_lines(merged):
             t = _find(runs, "train", "torch", model, size)
             p = _find(runs, "train", "paddle", model, size)
             if t and p:
-                ratio = step_time(p) / step_time(t)
-                lines.append(f"- paddle / torch train step, {model} {size}: **{ratio:.2f}x** "
-                             f"(goal <= {PADDLE_GOAL}x: {_met(ratio <= PADDLE_GOAL)})")
+                lines.append(f"- paddle / torch train step, {model} {size}: {_ratio_text(t, p, bold=True)} "
+                             f"(goal <= {PADDLE_GOAL}x: {_met(ratio(t, p) <= PADDLE_GOAL)})")
     data = merged.get("data") or {}
     for source, model in SOURCE_MODEL.items():
         entry = data.get(source)
@@ -358,6 +383,10 @@ def render(merged, chart_name=None):
         table = model_table(merged["runs"], kind, devices)
         if table:
             parts += [f"\n### {title}", table]
+            if any(r.get("rounds", 1) > 1 for r in merged["runs"] if r.get("kind") == kind):
+                parts.append("\nRows measured in rounds (each round runs both backends, in alternating order): the "
+                             "times are medians over the steps of every round, and paddle / torch is the median of "
+                             "the per-round ratios, with the lowest and highest.")
     if chart_name:
         parts += ["", f"![train step time and peak memory]({chart_name})"]
     if merged.get("before"):

@@ -119,10 +119,11 @@ def test_cli_end_to_end_in_a_subprocess(tmp_path):
     out, docs = tmp_path / "r.json", tmp_path / "bench.md"
     docs.write_text("# Benchmarks\n\nHand-written notes.\n")
     bench_main(["train", "--backends", "torch", "--models", "mcan", "--sizes", "demo", "--steps", "1",
-                "--warmup", "0", "--threads", "1", "--out", str(out), "--docs", str(docs)])
+                "--warmup", "0", "--rounds", "2", "--threads", "1", "--out", str(out), "--docs", str(docs)])
     res = json.loads(out.read_text())
     (run,) = res["runs"]
     assert "error" not in run, run
+    assert run["rounds"] == 2 and len(run["times_s"]) == len(run["round_times_s"]) == 2   # two processes, one row
     assert (run["backend"], run["model"], run["size"], run["kind"]) == ("torch", "mcan", "demo", "train")
     assert run["framework"]["threads"] == 1                                    # --threads reached the child
     assert res["floor"]["threads"] == 1 and res["floor"]["floors"]["mcan/demo"]["gflop"] > 0
@@ -463,3 +464,50 @@ def test_gpu_rows_pair_the_backends_and_keep_amp_apart():
     assert "| trar | default | gpu:0 | 64 | 0.3 | 0.36 | 1.2 | 12000 | 12000 |" in table    # GPU memory, not RSS
     assert "| trar | default | gpu:0 amp | 64 | 0.2 | 0.3 | 1.5 | 8000 | 8000 |" in table
     assert "| trar | default | cpu | 64 | 3 | – | – | 4000 | – |" in table
+
+
+# ---- rounds: the backends alternate, the ratio is paired ------------------------------------------------------------
+
+def test_model_runs_alternate_the_backends_and_combine_the_rounds(monkeypatch):
+    from bench import __main__ as bench_cli
+    calls = []
+    times = {"torch": [[0.10, 0.11], [0.30, 0.31], [0.20, 0.20]], "paddle": [[0.12, 0.12], [0.30, 0.30],
+                                                                           [0.30, 0.31]]}
+
+    def fake_child(module, spec, threads, timeout, max_others=0.5):
+        calls.append(spec["backend"])
+        steps = times[spec["backend"]][calls.count(spec["backend"]) - 1]
+        return {**spec, "batch_size": 32, "times_s": steps, "median_s": float(np.median(steps)),
+                "others_running_per_step": [0.0, 1.0], "peak_rss_mib": 100.0 + len(calls)}
+
+    monkeypatch.setattr(bench_cli, "run_child", fake_child)
+    monkeypatch.setattr(bench_cli, "running_now", lambda seconds=3.0: 0.0)
+    args = build_parser().parse_args(["train", "--models", "mcan", "--sizes", "demo", "--rounds", "3", "--steps", "2"])
+    torch_run, paddle_run = bench_cli.model_runs(args, ["train"], {"quiet": True})
+    assert calls == ["torch", "paddle", "paddle", "torch", "torch", "paddle"]
+    assert torch_run["times_s"] == [0.10, 0.11, 0.30, 0.31, 0.20, 0.20] and torch_run["steps"] == 6
+    assert torch_run["clean_steps"] == 3 and torch_run["clean_median_s"] == 0.2     # the first step of each round
+    assert torch_run["round_times_s"] == pytest.approx([0.105, 0.305, 0.2]) and torch_run["rounds"] == 3
+    assert paddle_run["peak_rss_mib"] == 106.0                                         # the highest of its rounds
+    # per round 0.12 / 0.105, 0.30 / 0.305, 0.305 / 0.2: median 1.143; the clean medians give 0.3 / 0.2 = 1.5
+    assert report.ratio(torch_run, paddle_run) == pytest.approx(0.12 / 0.105)
+    row = report.model_table([torch_run, paddle_run], "train")
+    assert "| 1.14 (0.98 to 1.52 over 3 rounds) |" in row
+    assert "mcan demo: **1.14x** (0.98 to 1.52 over 3 rounds) (goal <= 1.2x: met)" in report.goal_lines(
+        {"runs": [torch_run, paddle_run]})
+
+
+def test_a_failed_round_fails_the_measurement():
+    from bench.__main__ import combine_rounds
+    ok = {"kind": "train", "backend": "torch", "model": "mcan", "size": "demo", "steps": 1, "times_s": [0.1],
+          "median_s": 0.1, "batch_size": 2}
+    combined = combine_rounds([ok, {**ok, "error": "exit -9: killed"}, ok], 0.5)
+    assert combined["error"] == "1 of 3 rounds failed; first: exit -9: killed"
+    assert combine_rounds([ok], 0.5) is ok
+
+
+def test_ratio_without_rounds_is_the_ratio_of_step_times():
+    t, p = _run("train", "torch", "trar", "demo", 0.04, 1.0), _run("train", "paddle", "trar", "demo", 0.05, 1.0)
+    assert report.ratio(t, p) == pytest.approx(1.25) and report.paired_ratios(t, p) is None
+    t["round_times_s"], p["round_times_s"] = [0.04, 0.04], [0.05]                      # not the same rounds
+    assert report.paired_ratios(t, p) is None
