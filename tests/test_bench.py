@@ -145,6 +145,17 @@ def test_floor_measure_tiny():
     json.dumps(result)
 
 
+@pytest.mark.parametrize("backend", ["torch", "paddle"])
+def test_fused_attention_matches_the_masked_softmax_tiny(backend):
+    """bench.fused_attention: the fused kernel with an additive -1e9 mask gives the masked softmax's values."""
+    from bench import fused_attention
+    (row,) = fused_attention.measure({"backend": backend, "shapes": [[2, 5, 4]], "repeats": 1})
+    assert row["shape"] == [2, fused_attention.HEADS, 5, 4, fused_attention.HEAD_DIM]
+    assert row["max_abs_diff"] < 1e-5 and row["explicit_ms"] > 0 and row["fused_ms"] > 0
+    with pytest.raises(ValueError, match="backend"):
+        fused_attention.measure({"backend": "jax"})
+
+
 def test_cli_rejects_unknown_names():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--models", "trar,bert"])
