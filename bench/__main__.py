@@ -338,33 +338,22 @@ def main(argv=None):
         kinds = list(KINDS) if cmd == "all" else [cmd]
         results["runs"] = model_runs(args, kinds, state)
         state["quiet"] &= all(r.get("clean_steps") == r.get("steps") for r in results["runs"] if "error" not in r)
-    if cmd in ("all", "train", "floor") and "torch" in args.backends and not args.gpu:
+    parts = {   # part -> (the commands that run it, its module, its spec)
+        "floor": (("all", "train", "floor"), "bench.floor", {"models": args.models, "sizes": args.sizes}),
+        "data": (("all", "data"), "bench.data_loading",
+                 {"images": args.data_images, "backends": args.backends, "workers": os.cpu_count() or 1}),
+        "convert": (("all", "convert"), "bench.conversion",
+                    {"models": args.models, "sizes": args.sizes, "repeats": args.convert_repeats}),
+        "infer": (("all", "infer"), "bench.inference", {"models": args.models, "sizes": args.sizes,
+                                                        "batch_sizes": args.infer_batch_sizes, "threads": args.threads}),
+    }
+    for part, (commands, module, spec) in parts.items():
+        if cmd not in commands or (part == "floor" and ("torch" not in args.backends or args.gpu)):
+            continue   # the floor is torch's matmul rate on the CPU
         running, _ = wait_quiet(args.max_load, args.wait_quiet)
         state["quiet"] &= running < args.max_load
-        results["floor"] = run_child("bench.floor", {"models": args.models, "sizes": args.sizes}, args.threads,
-                                     args.timeout)
-        _say(f"floor: {json.dumps(results['floor'])[:300]}")
-    if cmd in ("all", "data"):
-        running, _ = wait_quiet(args.max_load, args.wait_quiet)
-        state["quiet"] &= running < args.max_load
-        results["data"] = run_child("bench.data_loading", {"images": args.data_images, "backends": args.backends,
-                                                            "workers": os.cpu_count() or 1}, args.threads,
-                                    args.timeout)
-        _say(f"data: {json.dumps(results['data'])[:300]}")
-    if cmd in ("all", "convert"):
-        running, _ = wait_quiet(args.max_load, args.wait_quiet)
-        state["quiet"] &= running < args.max_load
-        results["convert"] = run_child("bench.conversion", {"models": args.models, "sizes": args.sizes,
-                                                            "repeats": args.convert_repeats}, args.threads,
-                                       args.timeout)
-        _say(f"convert: {json.dumps(results['convert'])[:300]}")
-    if cmd in ("all", "infer"):
-        running, _ = wait_quiet(args.max_load, args.wait_quiet)
-        state["quiet"] &= running < args.max_load
-        results["infer"] = run_child("bench.inference", {"models": args.models, "sizes": args.sizes,
-                                                         "batch_sizes": args.infer_batch_sizes,
-                                                         "threads": args.threads}, args.threads, args.timeout)
-        _say(f"infer: {json.dumps(results['infer'])[:300]}")
+        results[part] = run_child(module, spec, args.threads, args.timeout)
+        _say(f"{part}: {json.dumps(results[part])[:300]}")
     meta["quiet"] = state["quiet"]
     meta["load_after"] = round(os.getloadavg()[0], 2)
     out = args.out or default_out()
