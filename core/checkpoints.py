@@ -113,16 +113,23 @@ def saved_epochs(folder):
     return {epoch: sorted(exts) for epoch, exts in sorted(found.items())}
 
 
+# The weight files of the two backends (torch's openvqa container, paddle's state dict); every backend reads both.
+CHECKPOINT_EXTS = ('.pkl', '.pdparams')
+
+
 def resume_path(cfg, ext):
-    """The checkpoint a val/test/resumed run loads: CKPT_PATH, else ckpts/ckpt_<CKPT_VERSION>/epoch<CKPT_EPOCH><ext>."""
+    """The checkpoint a val/test/resumed run loads: CKPT_PATH, else ckpts/ckpt_<CKPT_VERSION>/epoch<CKPT_EPOCH><ext>,
+    else the same epoch saved by the other framework (CHECKPOINT_EXTS)."""
     if cfg.CKPT_PATH is not None:
         if not os.path.isfile(cfg.CKPT_PATH):
             raise FileNotFoundError(f"CKPT_PATH: no such file {cfg.CKPT_PATH}")
         return cfg.CKPT_PATH
     folder = os.path.join(cfg.CKPTS_ROOT, f'ckpt_{cfg.CKPT_VERSION}')
+    for candidate in (ext,) + tuple(e for e in CHECKPOINT_EXTS if e != ext):
+        path = os.path.join(folder, f'epoch{cfg.CKPT_EPOCH}{candidate}')
+        if os.path.isfile(path):
+            return path
     path = os.path.join(folder, f'epoch{cfg.CKPT_EPOCH}{ext}')
-    if os.path.isfile(path):
-        return path
     if not os.path.isdir(folder):
         runs = sorted(n[len('ckpt_'):] for n in os.listdir(cfg.CKPTS_ROOT) if n.startswith('ckpt_')) \
             if os.path.isdir(cfg.CKPTS_ROOT) else []
@@ -132,7 +139,7 @@ def resume_path(cfg, ext):
     listing = ', '.join(f"{e} ({' '.join(exts)})" for e, exts in epochs.items()) or 'none'
     hint = ''
     if cfg.CKPT_EPOCH in epochs:
-        hint = f"; epoch{cfg.CKPT_EPOCH} is another framework's checkpoint: convert it with `python -m convert`"
+        hint = f"; epoch{cfg.CKPT_EPOCH} has no weights file ({' or '.join(CHECKPOINT_EXTS)})"
     raise FileNotFoundError(f"CKPT_EPOCH: no checkpoint {path}; epochs saved there: {listing}{hint}")
 
 

@@ -412,6 +412,10 @@ def _finalize(v, explicit):
 
 def _check_request(cfg):
     """What a run from the command line needs on top of a consistent config: its checkpoint and named files."""
+    if cfg.CKPT_PATH is None and cfg.CKPT_EPOCH and (cfg.RUN_MODE != 'train' or cfg.RESUME) \
+            and not {'CKPT_VERSION', 'VERSION', 'SEED'} & cfg._explicit:
+        raise ConfigError(f"CKPT_VERSION: --CKPT_E {cfg.CKPT_EPOCH} needs --CKPT_V NAME, the run whose checkpoint to "
+                          "load (it defaults to --VERSION, or to the --SEED value, and neither was given)")
     if cfg.CKPT_PATH is None and cfg.CKPT_EPOCH == 0:
         if cfg.RUN_MODE in ('val', 'test'):
             raise ConfigError(f"CKPT_EPOCH: a {cfg.RUN_MODE} run needs a checkpoint; "
@@ -421,6 +425,9 @@ def _check_request(cfg):
     named = [('CKPT_PATH', cfg.CKPT_PATH), ('GLOVE_PATH', cfg.GLOVE_PATH if cfg.USE_GLOVE else None),
              ('SUBSET_IIDS', cfg.SUBSET_IIDS if isinstance(cfg.SUBSET_IIDS, str) else None)]
     for key, path in named:
+        if path is not None and os.path.isdir(path):
+            example = f", e.g. {os.path.join(path, 'epoch<N>.pkl')}" if key == 'CKPT_PATH' else ''
+            raise ConfigError(f"{key}: {path} is a folder; expected a file in it{example}")
         if path is not None and not os.path.isfile(path):
             raise ConfigError(f"{key}: no such file {path}")
     if cfg.FEAT_STORE is not None and not os.path.isfile(os.path.join(cfg.FEAT_STORE, 'meta.json')):

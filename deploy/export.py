@@ -129,13 +129,7 @@ def find_checkpoint(cfg):
     if cfg.CKPT_PATH is None and not cfg.CKPT_EPOCH:
         raise ExportError("CKPT_PATH: export needs a checkpoint; give --CKPT_PATH FILE, or --CKPT_V NAME and "
                           "--CKPT_E N")
-    errors = []
-    for ext in (".pdparams", ".pkl"):
-        try:
-            return checkpoints.resume_path(cfg, ext)
-        except FileNotFoundError as exc:
-            errors.append(exc)
-    raise errors[0]
+    return checkpoints.resume_path(cfg, ".pdparams")
 
 
 def default_out_dir(cfg):

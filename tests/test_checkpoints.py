@@ -3,7 +3,7 @@ import os
 import pytest
 
 from core import checkpoints as ck
-from core.config import load_config
+from core.config import ConfigError, load_config
 
 
 class Boom(Exception):
@@ -156,13 +156,33 @@ def test_resume_path_lists_saved_epochs(tmp_path):
     assert '1 (.pkl), 2 (.pdopt .pdparams .pkl)' in message and 'convert' not in message
 
 
-def test_resume_path_points_to_conversion(tmp_path):
+def test_resume_path_takes_the_other_frameworks_file_when_its_own_is_missing(tmp_path):
     folder = tmp_path / 'ckpts' / 'ckpt_old'
     folder.mkdir(parents=True)
     (folder / 'epoch4.pkl').write_bytes(b'')
     cfg = _cfg(tmp_path, 'val', CKPT_VERSION='old', CKPT_EPOCH=4)
-    with pytest.raises(FileNotFoundError, match='python -m convert'):
-        ck.resume_path(cfg, '.pdparams')
+    assert ck.resume_path(cfg, '.pdparams') == str(folder / 'epoch4.pkl')     # every backend reads both formats
+    (folder / 'epoch4.pdparams').write_bytes(b'')
+    assert ck.resume_path(cfg, '.pdparams') == str(folder / 'epoch4.pdparams')  # its own first
+    assert ck.resume_path(cfg, '.pkl') == str(folder / 'epoch4.pkl')
+    (folder / 'epoch3.pdopt').write_bytes(b'')                                 # optimizer state, no weights
+    with pytest.raises(FileNotFoundError, match=r'epoch3 has no weights file \(\.pkl or \.pdparams\)$'):
+        ck.resume_path(_cfg(tmp_path, 'val', CKPT_VERSION='old', CKPT_EPOCH=3), '.pkl')
+
+
+def test_ckpt_path_that_is_a_folder_says_so(tmp_path):
+    with pytest.raises(ConfigError, match=r'^CKPT_PATH: .* is a folder; expected a file in it, e\.g\. .*epoch<N>\.pkl$'):
+        _cfg(tmp_path, 'val', CKPT_PATH=str(tmp_path))
+
+
+def test_ckpt_epoch_without_a_run_name_is_a_config_error(tmp_path):
+    roots = {'RESULTS_ROOT': str(tmp_path / 'results'), 'CKPTS_ROOT': str(tmp_path / 'ckpts')}
+    with pytest.raises(ConfigError, match='^CKPT_VERSION: --CKPT_E 12 needs --CKPT_V NAME'):
+        load_config('trar', 'demo', {**roots, 'CKPT_EPOCH': 12}, run_mode='val')
+    with pytest.raises(ConfigError, match='^CKPT_VERSION: --CKPT_E 3 needs --CKPT_V NAME'):
+        load_config('trar', 'demo', {**roots, 'CKPT_EPOCH': 3, 'RESUME': True})
+    for named in ({'SEED': 0}, {'VERSION': 'a'}, {'CKPT_VERSION': 'a'}):             # any of them names the run
+        assert load_config('trar', 'demo', {**roots, 'CKPT_EPOCH': 12, **named}, run_mode='val').CKPT_EPOCH == 12
 
 
 def test_resume_path_lists_runs_when_the_folder_is_missing(tmp_path):

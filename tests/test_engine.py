@@ -70,6 +70,20 @@ def test_train_resume_val_test(backend, tmp_path, demo_root):
 
 
 @pytest.mark.slow
+def test_a_run_of_one_framework_is_validated_and_resumed_by_the_other(both_backends, tmp_path, demo_root):
+    """--CKPT_V/--CKPT_E find the other framework's epoch file when the backend's own is missing (README: resume
+    "in the same or the other framework"), for val and for a resumed run."""
+    torch_be, paddle_be = both_backends
+    trained = _run(tmp_path, demo_root, torch_be, "--RUN=train", "--VERSION=t", "--MAX_EPOCH=1", "--SEED=3")
+    assert sorted(os.listdir(tmp_path / "ckpts" / "ckpt_t")) == ["epoch1.pkl"]
+    val = _run(tmp_path, demo_root, paddle_be, "--RUN=val", "--CKPT_V=t", "--CKPT_E=1", "--SEED=3")
+    assert val["overall"] == pytest.approx(trained["val"], abs=0.5)    # same weights, another framework's arithmetic
+    resumed = _run(tmp_path, demo_root, paddle_be, "--RUN=train", "--VERSION=p", "--MAX_EPOCH=2", "--SEED=3",
+                   "--RESUME=True", "--CKPT_V=t", "--CKPT_E=1")
+    assert resumed["epoch"] == 2 and (tmp_path / "ckpts" / "ckpt_p" / "epoch2.pdparams").is_file()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["mcan_small", "mmnasnet_small"])
 def test_other_models_train_resume_validate_and_test(backend, tmp_path, demo_root, model):
     extra = ["--SET", "REL_HBASE=8", "--SET", "REL_SIZE=8"] if model.startswith("mmnas") else []
