@@ -320,9 +320,12 @@ def main(argv=None):
     if args.command == "report":
         if not args.results:
             raise SystemExit("python -m bench report: name at least one result JSON file")
-        merged = report.load_results(args.results)
-        if args.before:
-            report.add_before(merged, args.before, args.before_label)
+        try:
+            merged = report.load_results(args.results)
+            if args.before:
+                report.add_before(merged, args.before, args.before_label)
+        except ValueError as exc:
+            raise SystemExit(f"python -m bench report: {exc}") from None
         print(report.write_docs(merged, args.docs, _chart_path(args.docs)))
         return
     if min(args.threads, args.steps, args.default_steps, args.rounds, args.default_rounds) < 1:

@@ -38,7 +38,7 @@ def file_layout(path, kind, dim):
             with open(path, "rb") as fp:
                 shape, dtype = _header(fp)
             if len(shape) != 2 or shape[1] != dim:
-                raise ValueError(f"expected shape (cells, {dim}), got {shape}")
+                raise ValueError(f"expected shape (cells, {dim}) (--dim), got {shape}")
             return shape[0], dtype, None
         with zipfile.ZipFile(path) as zf:
             with zf.open("x.npy") as fp:
@@ -46,14 +46,29 @@ def file_layout(path, kind, dim):
             with zf.open("bbox.npy") as fp:
                 bbox_shape, bbox_dtype = _header(fp)
         if len(shape) != 2 or shape[0] != dim or bbox_shape != (shape[1], 4):
-            raise ValueError(f"expected 'x' ({dim}, n) and 'bbox' (n, 4), got {shape} and {bbox_shape}")
+            raise ValueError(f"expected 'x' ({dim}, n) (--dim) and 'bbox' (n, 4), got {shape} and {bbox_shape}")
         return shape[1], dtype, bbox_dtype
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: cannot read a {kind} feature file for the store ({exc})") from None
 
 
-def build_store(index, out, kind, dim, force=False, progress=None):
-    """Write a store of the files in ``index`` ({image id: path}) to the folder ``out``; returns a summary dict."""
+def first_width(path, kind):
+    """The feature width of one file (grid: its columns; region: the rows of its 'x'), from its header."""
+    try:
+        if kind == "grid":
+            with open(path, "rb") as fp:
+                shape, _ = _header(fp)
+        else:
+            with zipfile.ZipFile(path) as zf, zf.open("x.npy") as fp:
+                shape, _ = _header(fp)
+        return int(shape[1] if kind == "grid" else shape[0])
+    except (OSError, KeyError, ValueError, IndexError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: cannot read a {kind} feature file for the store ({exc})") from None
+
+
+def build_store(index, out, kind, dim=None, force=False, progress=None):
+    """Write a store of the files in ``index`` ({image id: path}) to the folder ``out``; returns a summary dict.
+    ``dim`` = the feature width every file must have; None = the first file's (by image id)."""
     if kind not in KINDS:
         raise ValueError(f"--kind: expected one of {sorted(KINDS)}, got {kind!r}")
     if not index:
@@ -62,6 +77,8 @@ def build_store(index, out, kind, dim, force=False, progress=None):
         raise ValueError(f"{out} exists; pass --force to replace it")
     start = time.perf_counter()
     iids = np.array(sorted(index), dtype=np.int64)
+    if dim is None:
+        dim = first_width(index[int(iids[0])], kind)
     layouts = [file_layout(index[int(i)], kind, dim) for i in iids]
     dtypes = {str(lay[1]) for lay in layouts} | ({str(lay[2]) for lay in layouts} if kind == "region" else set())
     feat_dtype, bbox_dtype = layouts[0][1], layouts[0][2]
@@ -127,7 +144,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.feature_store", description=__doc__.splitlines()[0])
     parser.add_argument("--feats", nargs="+", required=True, help="feature folders (e.g. .../feats/train2014)")
     parser.add_argument("--kind", choices=sorted(KINDS), required=True, help="grid (.npy) or region (.npz)")
-    parser.add_argument("--dim", type=int, default=2048, help="feature width (FRCN_FEAT_SIZE[1], default 2048)")
+    parser.add_argument("--dim", type=int, default=None,
+                        help="feature width every file must have (FRCN_FEAT_SIZE[1]; default: the first file's)")
     parser.add_argument("--out", required=True, help="store folder to write")
     parser.add_argument("--force", action="store_true", help="replace an existing store")
     args = parser.parse_args(argv)

@@ -24,8 +24,7 @@ def load_results(paths):
     """Merge result files: 'meta' of the last file, measurement lists keyed by (kind, backend, model, size)."""
     merged = {"meta": {}, "runs": {}, "data": None, "convert": None, "infer": None, "floor": None, "metas": []}
     for path in paths:
-        with open(path, encoding="utf-8") as f:
-            res = json.load(f)
+        res = _read_result(path)
         merged["meta"] = res.get("meta", {})
         merged["metas"].append(res.get("meta", {}))
         for run in res.get("runs", []):
@@ -37,6 +36,21 @@ def load_results(paths):
                 merged[section] = res[section]
     merged["runs"] = list(merged["runs"].values())
     return merged
+
+
+def _read_result(path):
+    """One result file of `python -m bench`; ValueError naming the file when it is missing or is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            res = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such result file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a bench result JSON ({exc})") from None
+    if not isinstance(res, dict) or "meta" not in res:
+        raise ValueError(f"{path}: not a bench result JSON (expected an object with 'meta', as python -m bench "
+                         "writes)")
+    return res
 
 
 def add_before(merged, paths, label):

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Quick start 1: set up, generate the built-in demo data, train TRAR on it (Paddle backend), validate every epoch.
+# The run is named demo_<backend>, so the two backends' demos keep their own checkpoints, logs and results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python run.py --RUN=train --MODEL=trar --DATASET=demo --backend="${BACKEND:-paddle}" --SEED=0 "$@"
+backend=${BACKEND:-paddle}
+exec .venv/bin/python run.py --RUN=train --MODEL=trar --DATASET=demo --backend="$backend" --SEED=0 \
+    --VERSION="demo_$backend" "$@"

@@ -340,6 +340,26 @@ def test_store_refuses_mixed_dtypes_and_existing_output(tmp_path):
     assert leftovers == []
 
 
+@pytest.mark.parametrize("kind", ["grid", "region"])
+def test_store_cli_takes_the_feature_width_from_the_files(tmp_path, capsys, kind):
+    """Without --dim the width is the first file's (the demo's grids are 48 wide, not 2048); a given --dim is checked."""
+    from bench.feature_store import main as store_main
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    for iid in (4, 9):
+        if kind == "grid":
+            np.save(folder / f"COCO_val2014_{iid:012d}.npy", np.ones((6, 48), np.float32))
+        else:
+            np.savez(folder / f"COCO_val2014_{iid:012d}.npz", x=np.ones((48, 3), np.float32),
+                     bbox=np.ones((3, 4), np.float32), image_h=10, image_w=10)
+    store_main(["--feats", str(folder), "--kind", kind, "--out", str(tmp_path / "store")])
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["images"] == 2
+    assert features.FeatureStore(str(tmp_path / "store")).dim == 48
+    with pytest.raises(SystemExit):
+        store_main(["--feats", str(folder), "--kind", kind, "--dim", "2048", "--out", str(tmp_path / "other")])
+    assert "(--dim)" in capsys.readouterr().err and not (tmp_path / "other").exists()
+
+
 def test_store_rejects_a_folder_that_is_not_a_store(tmp_path):
     with pytest.raises(ValueError, match="not a feature store"):
         features.FeatureStore(str(tmp_path))
@@ -522,3 +542,13 @@ def test_ratio_without_rounds_is_the_ratio_of_step_times():
     assert report.ratio(t, p) == pytest.approx(1.25) and report.paired_ratios(t, p) is None
     t["round_times_s"], p["round_times_s"] = [0.04, 0.04], [0.05]                      # not the same rounds
     assert report.paired_ratios(t, p) is None
+
+
+def test_report_names_a_missing_or_foreign_file(tmp_path):
+    (tmp_path / "notes.md").write_text("# not JSON\n")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    for name, message in (("absent.json", "no such result file"), ("notes.md", "not a bench result JSON"),
+                          ("list.json", r"not a bench result JSON \(expected an object with 'meta'")):
+        with pytest.raises(SystemExit, match=f"^python -m bench report: .*{name}: {message}"):
+            bench_main(["report", str(tmp_path / name), "--docs", str(tmp_path / "b.md")])
+    assert not (tmp_path / "b.md").exists()
