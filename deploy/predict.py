@@ -13,6 +13,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 import warnings
 
 import numpy as np
@@ -32,13 +33,15 @@ def default_threads():
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-@contextlib.contextmanager
-def _c_stdout_to_stderr():
-    """Send the process's C-level stdout to stderr for a while.
+# Lines Paddle's C++ prints to stdout on its own: 'ReduceMeanCheckIfOneDNNSupport' comes from its oneDNN kernels,
+# once per reduce_mean op on a predictor's first run (13 times for TRAR).
+PADDLE_STDOUT_NOISE = frozenset({"ReduceMeanCheckIfOneDNNSupport"})
 
-    Paddle's oneDNN kernels print 'ReduceMeanCheckIfOneDNNSupport' to the C stdout on a predictor's first run;
-    stdout is kept for the answers.
-    """
+
+@contextlib.contextmanager
+def _c_stdout_filtered():
+    """Hold the process's C-level stdout in a temp file for a while, then pass its lines on to stderr, without
+    PADDLE_STDOUT_NOISE: stdout is kept for the answers, and nothing else printed meanwhile is lost."""
     try:
         sys.stdout.flush()
         saved = os.dup(1)
@@ -46,13 +49,20 @@ def _c_stdout_to_stderr():
         yield
         return
     libc = ctypes.CDLL(None)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        libc.fflush(None)   # what C++ buffered goes to stderr, not to the restored stdout
-        os.dup2(saved, 1)
-        os.close(saved)
+    with tempfile.TemporaryFile() as held:
+        try:
+            os.dup2(held.fileno(), 1)
+            yield
+        finally:
+            libc.fflush(None)   # what C++ buffered goes to the temp file, not to the restored stdout
+            os.dup2(saved, 1)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode("utf-8", errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if line.strip() not in PADDLE_STDOUT_NOISE)
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
 
 
 class PaddleRunner:
@@ -97,7 +107,7 @@ class PaddleRunner:
         if self._ran:
             self.predictor.run()
         else:
-            with _c_stdout_to_stderr():
+            with _c_stdout_filtered():
                 self.predictor.run()
             self._ran = True
         return self.predictor.get_output_handle(self.output_names[0]).copy_to_cpu().astype(np.float32, copy=False)

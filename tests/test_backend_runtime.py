@@ -1,5 +1,8 @@
 """The backend runtime on a tiny TRAR, once per framework: train steps, loss formulas, gradient accumulation,
 clipping, checkpoints with resume, prediction mode, loaders and devices."""
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -290,3 +293,13 @@ def _has_gpu(backend):
         return torch.cuda.is_available()
     import paddle
     return paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+
+
+def test_importing_the_paddle_backend_leaves_the_root_logger_alone():
+    """Paddle's import gives the root logger an INFO handler; backends.paddle undoes it (a fresh process)."""
+    pytest.importorskip("paddle")
+    code = ("import logging, backends.paddle; root = logging.getLogger(); "
+            "print(root.handlers == [], root.level == logging.WARNING)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.split()[-2:] == ["True", "True"], out.stderr

@@ -367,3 +367,13 @@ def test_paddle2onnx_blockers_are_found_in_a_program(tmp_path):
     program["program"]["regions"][0]["blocks"][0]["ops"] = [float_param, {"#": "1.where"}]
     path.write_text(json.dumps(program))
     assert paddle2onnx_blockers(str(path)) == []
+
+
+def test_paddles_stdout_noise_is_dropped_and_other_c_output_goes_to_stderr(capfd):
+    from deploy.predict import _c_stdout_filtered
+    print("before", flush=True)
+    with _c_stdout_filtered():
+        os.write(1, b"ReduceMeanCheckIfOneDNNSupport\nsomething else\nReduceMeanCheckIfOneDNNSupport\n")
+    print("after", flush=True)
+    out, err = capfd.readouterr()
+    assert out == "before\nafter\n" and err == "something else\n"

@@ -9,7 +9,12 @@ FLAGS_use_stride_kernel=0: with Paddle 3's default (1), transpose returns a stri
 copies it element by element, ~20 ns per element on the CPU; a multi-head attention's split / merge of heads then
 costs more than its matmuls (paddle's TRAR train step: 1.5 s of 14 s). With 0, transpose is a real transpose kernel.
 Values the user already set are kept. glibc malloc is tuned as core/malloc_tuning.py says.
+
+Paddle is then imported here, once, so that what its import does to the root logger can be undone: Paddle 3.3's
+paddle.distributed.utils.log_utils gives the root logger a stderr handler at level INFO, which makes every library's
+INFO records print (e.g. ~150 lines of onnxscript passes during an ONNX export).
 """
+import logging
 import os
 
 from core.cpu import mkl_debug_cpu_type
@@ -22,3 +27,18 @@ if _MKL_CPU_TYPE:
     os.environ.setdefault("MKL_DEBUG_CPU_TYPE", _MKL_CPU_TYPE)
 os.environ.setdefault("FLAGS_use_stride_kernel", "0")
 tune_malloc()
+
+
+def _import_paddle_keeping_the_root_logger():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        import paddle  # noqa: F401
+    except ImportError:
+        return   # the backend module's own import reports it
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+
+
+_import_paddle_keeping_the_root_logger()
