@@ -39,7 +39,8 @@ def _ensure_demo(cfg):
 
 def cmd_export(argv):
     own = argparse.ArgumentParser(prog="python -m deploy export", add_help=False)
-    own.add_argument("--out", default=None, help="output folder (default <RESULTS_ROOT>/export/<CKPT_VERSION>)")
+    own.add_argument("--out", default=None, help="output folder (default <RESULTS_ROOT>/export/"
+                                                 "<CKPT_VERSION>_epoch<CKPT_EPOCH>, or the checkpoint file's name)")
     args, rest = own.parse_known_args(argv)
     if "-h" in rest or "--help" in rest:
         print("python -m deploy export [--out DIR] + run.py flags (--MODEL, --DATASET, --CKPT_PATH, ...)")
@@ -56,7 +57,8 @@ def cmd_export(argv):
 
 def cmd_onnx(argv):
     own = argparse.ArgumentParser(prog="python -m deploy onnx", add_help=False)
-    own.add_argument("--out", default=None, help="output folder (default <RESULTS_ROOT>/export/<CKPT_VERSION>_onnx)")
+    own.add_argument("--out", default=None, help="output folder (default: the export's, + '_torch_onnx'; "
+                                                 "--from-paddle DIR: DIR_onnx)")
     own.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo",
                      help="torch.onnx exporter: dynamo (torch.export, the default) or legacy (TorchScript, faster)")
     own.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 
 import numpy as np
 import yaml
@@ -179,6 +180,7 @@ def finish(stage, out_dir, manifest, token_to_ix, answers, config):
     os.makedirs(out_dir, exist_ok=True)
     old = os.path.join(out_dir, MANIFEST_FILE)
     if os.path.exists(old):
+        _note_replaced(old, manifest)
         os.remove(old)
     for name in files.values():
         os.replace(os.path.join(stage, name), os.path.join(out_dir, name))
@@ -186,6 +188,18 @@ def finish(stage, out_dir, manifest, token_to_ix, answers, config):
         json.dump(manifest, f, indent=1)
     shutil.rmtree(stage, ignore_errors=True)
     return manifest
+
+
+def _note_replaced(old_manifest, manifest):
+    """Warn when an export is written over the export of another checkpoint (re-exporting the same one is quiet)."""
+    try:
+        with open(old_manifest, encoding="utf-8") as f:
+            before = json.load(f).get("checkpoint")
+    except (OSError, ValueError, AttributeError):
+        before = None
+    if before and before != manifest.get("checkpoint"):
+        warnings.warn(f"{os.path.dirname(old_manifest)}: replacing the export of {before} with the export of "
+                      f"{manifest.get('checkpoint')} (give --out to keep both)", UserWarning, stacklevel=3)
 
 
 def _write_text(path, text):

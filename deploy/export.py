@@ -132,8 +132,11 @@ def find_checkpoint(cfg):
     return checkpoints.resume_path(cfg, ".pdparams")
 
 
-def default_out_dir(cfg):
-    return os.path.join(cfg.RESULTS_ROOT, "export", cfg.CKPT_VERSION)
+def default_out_dir(cfg, suffix=""):
+    """<RESULTS_ROOT>/export/<CKPT_VERSION>_epoch<CKPT_EPOCH><suffix>, or <checkpoint file name><suffix> for a
+    CKPT_PATH run: one folder per checkpoint, so exporting another epoch of a run does not replace the first."""
+    name = cfg.CKPT_VERSION if cfg.CKPT_PATH is not None else f"{cfg.CKPT_VERSION}_epoch{cfg.CKPT_EPOCH}"
+    return os.path.join(cfg.RESULTS_ROOT, "export", name + suffix)
 
 
 def export_from_config(cfg, be, out_dir=None):

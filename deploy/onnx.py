@@ -143,7 +143,7 @@ def export_onnx_checkpoint(cfg, ckpt_path, out_dir, exporter="dynamo", opset=Non
 
 def onnx_from_config(cfg, out_dir=None, exporter="dynamo", opset=None):
     """python -m deploy onnx: errors end the program with a one-line message."""
-    from deploy.export import find_checkpoint
+    from deploy.export import default_out_dir, find_checkpoint
     try:
         import onnx  # noqa: F401  (torch.onnx needs it)
     except ImportError:
@@ -151,7 +151,8 @@ def onnx_from_config(cfg, out_dir=None, exporter="dynamo", opset=None):
                  "(pip install onnx onnxscript onnxruntime)")
     try:
         ckpt = find_checkpoint(cfg)
-        out_dir = out_dir or os.path.join(cfg.RESULTS_ROOT, "export", f"{cfg.CKPT_VERSION}_onnx")
+        # not <name>_onnx: that is where paddle2onnx (--from-paddle) puts the conversion of the Paddle export <name>
+        out_dir = out_dir or default_out_dir(cfg, "_torch_onnx")
         manifest = export_onnx_checkpoint(cfg, ckpt, out_dir, exporter, opset)
     except (FileNotFoundError, ValueError) as exc:
         sys.exit(f"error: {exc}")

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -64,7 +65,7 @@ def trained(demo_root, tmp_path_factory):
              "--CKPT_V=deploytest", "--CKPT_E=3", f"--SET=RESULTS_ROOT={work}/results",
              f"--SET=CKPTS_ROOT={work}/ckpts", "--SET=LOSS_FUNC=kld"]
     out = run.main(flags)["out_dir"]
-    assert out == os.path.join(work, "results", "export", "deploytest")   # <RESULTS_ROOT>/export/<CKPT_VERSION>
+    assert out == os.path.join(work, "results", "export", "deploytest_epoch3")   # .../<CKPT_VERSION>_epoch<CKPT_EPOCH>
     return {"cfg": cfg, "dir": out, "work": work, "ckpt": os.path.join(work, "ckpts", "ckpt_deploytest", "epoch3.pkl")}
 
 
@@ -234,6 +235,23 @@ def test_export_refuses_a_checkpoint_of_another_config(demo_root, tmp_path):
         export_checkpoint(_demo_cfg(demo_root, work), ckpt, os.path.join(work, "out"))
     assert "other.pdparams" in str(err.value)
     assert not os.path.exists(os.path.join(work, "out"))
+
+
+def test_export_over_another_checkpoints_export_warns(trained, tmp_path):
+    """Each checkpoint gets its own default folder; writing over the export of another one says so."""
+    from deploy.export import default_out_dir, export_checkpoint
+    cfg = trained["cfg"]
+    assert default_out_dir(cfg.copy(CKPT_VERSION="run", CKPT_EPOCH=2, RUN_MODE="export")).endswith(
+        os.path.join("export", "run_epoch2"))
+    epoch2 = trained["ckpt"].replace("epoch3.pkl", "epoch2.pkl")
+    out = str(tmp_path / "out")
+    export_checkpoint(cfg, epoch2, out)
+    with pytest.warns(UserWarning, match=r"replacing the export of .*epoch2\.pkl with the export of .*epoch3\.pkl"):
+        export_checkpoint(cfg, trained["ckpt"], out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)                    # the same checkpoint again: quiet
+        export_checkpoint(cfg, trained["ckpt"], out)
+    assert Bundle(out).manifest["checkpoint"] == os.path.abspath(trained["ckpt"])
 
 
 def test_export_without_a_checkpoint_says_which_flags(demo_root):
