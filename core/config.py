@@ -405,9 +405,18 @@ def _finalize(v, explicit):
             v['VERSION'] = f"{v['MODEL']}_{v['DATASET']}_{stamp}"
     if 'CKPT_VERSION' not in explicit or v['CKPT_VERSION'] is None:
         if v['CKPT_PATH'] is not None:
-            v['CKPT_VERSION'] = os.path.splitext(os.path.basename(v['CKPT_PATH']))[0]
+            v['CKPT_VERSION'] = _name_of_checkpoint_file(v['CKPT_PATH'])
         else:
             v['CKPT_VERSION'] = v['VERSION']
+
+
+def _name_of_checkpoint_file(path):
+    """The run name of a CKPT_PATH run: the file's name, after its run's name when it sits in a run folder
+    (ckpts/ckpt_1/epoch13.pkl -> '1_epoch13', the name --CKPT_V=1 --CKPT_E=13 gives its outputs;
+    downloads/epoch13.pkl -> 'epoch13')."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return f"{folder[len('ckpt_'):]}_{stem}" if folder.startswith('ckpt_') and len(folder) > len('ckpt_') else stem
 
 
 def _check_request(cfg):

@@ -141,6 +141,19 @@ def test_names_with_ckpt_path(tmp_path):
         ck.resume_path(cfg, '.pkl')
 
 
+def test_a_checkpoint_in_a_run_folder_gets_the_run_name_either_way(tmp_path):
+    """ckpts/ckpt_1/epoch13.pkl named by --CKPT_PATH and by --CKPT_V=1 --CKPT_E=13: the same test file name."""
+    ckpt = tmp_path / 'ckpts' / 'ckpt_1' / 'epoch13.pkl'
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b'')
+    by_path = _cfg(tmp_path, 'test', CKPT_PATH=str(ckpt))
+    by_name = _cfg(tmp_path, 'test', CKPT_VERSION='1', CKPT_EPOCH=13)
+    assert by_path.CKPT_VERSION == '1_epoch13'
+    assert ck.test_result_path(by_path) == ck.test_result_path(by_name) == str(
+        tmp_path / 'results' / 'result_test' / 'result_run_1_epoch13.json')
+    assert ck.resume_path(by_path, '.pdparams') == ck.resume_path(by_name, '.pdparams') == str(ckpt)
+
+
 def test_resume_path_lists_saved_epochs(tmp_path):
     folder = tmp_path / 'ckpts' / 'ckpt_old'
     folder.mkdir(parents=True)
