@@ -3,7 +3,9 @@
 # while this project was written). Measures every backend that sees a CUDA device (CUDA builds of torch and/or
 # paddle), fp32 and AMP, demo and default sizes, and writes RESULTS/<date>-gpu.json, RESULTS/<date>-gpu-amp.json and
 # the report of both as RESULTS/<date>-gpu.md (copy its block into docs/benchmarks.md with
-# `python -m bench report A.json B.json`).
+# `python -m bench report A.json B.json`); then the fused attention kernels against the models' masked softmax
+# (bench/fused_attention.py: eval and forward + backward, float32 and float16), one JSON line each, in
+# RESULTS/<date>-gpu-fused.jsonl.
 #
 #   bash bench/gpu_check.sh [RESULTS]          # RESULTS defaults to bench/results
 #   PYTHON=/path/to/python bash bench/gpu_check.sh
@@ -60,4 +62,12 @@ status=0
 "$py" -m bench "${common[@]}" "${extra[@]}" --out "$results/$day-gpu.json" || status=1
 "$py" -m bench "${common[@]}" "${extra[@]}" --amp --out "$results/$day-gpu-amp.json" || status=1
 "$py" -m bench report "$results/$day-gpu.json" "$results/$day-gpu-amp.json" --docs "$results/$day-gpu.md"
+fused="$results/$day-gpu-fused.jsonl"
+: > "$fused"
+for name in ${BACKENDS//,/ }; do
+    for flags in "" "--backward" "--half" "--half --backward"; do
+        # shellcheck disable=SC2086  # flags is split on purpose
+        "$py" -m bench.fused_attention "$name" --gpu "${GPU:-0}" $flags >> "$fused" || status=1
+    done
+done
 exit $status

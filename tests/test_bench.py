@@ -79,7 +79,8 @@ def test_measure_with_gpu_but_no_gpu_is_an_error(backend):
 def test_gpu_check_script_without_cuda(tmp_path):
     """bench/gpu_check.sh on this CPU machine, with a stub nvidia-smi: it names the installed backends that see no
     CUDA device and stops (exit 2); told to measure torch anyway, it runs both bench invocations and the report, lists
-    the failures with their reason and exits 1. The GPU measurement itself needs a GPU."""
+    the failures with their reason, tries the fused attention runs and exits 1. The GPU measurement itself needs a
+    GPU."""
     import torch
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present: this checks the script's behaviour without one")
@@ -105,6 +106,9 @@ def test_gpu_check_script_without_cuda(tmp_path):
     for device in ("gpu:0", "gpu:0 amp"):
         assert f"- train torch mcan demo ({device}): exit 1: RuntimeError: --gpu 0: torch sees no CUDA device" in text
     assert len(list(results.glob("*-gpu*.json"))) == 2
+    assert forced.stderr.count("torch sees no CUDA device here") == 4          # the four bench.fused_attention runs
+    (fused,) = results.glob("*-gpu-fused.jsonl")
+    assert fused.read_text() == ""
 
 
 def test_measure_rejects_bad_spec():
@@ -146,14 +150,27 @@ def test_floor_measure_tiny():
 
 
 @pytest.mark.parametrize("backend", ["torch", "paddle"])
-def test_fused_attention_matches_the_masked_softmax_tiny(backend):
-    """bench.fused_attention: the fused kernel with an additive -1e9 mask gives the masked softmax's values."""
+@pytest.mark.parametrize("backward", [False, True])
+def test_fused_attention_matches_the_masked_softmax_tiny(backend, backward):
+    """bench.fused_attention: the fused kernel with an additive -1e9 mask gives the masked softmax's values, and
+    with backward=True its gradients of q, k and v."""
     from bench import fused_attention
-    (row,) = fused_attention.measure({"backend": backend, "shapes": [[2, 5, 4]], "repeats": 1})
+    (row,) = fused_attention.measure({"backend": backend, "shapes": [[2, 5, 4]], "repeats": 1, "backward": backward})
     assert row["shape"] == [2, fused_attention.HEADS, 5, 4, fused_attention.HEAD_DIM]
+    assert row["device"] == "cpu" and row["backward"] is backward
     assert row["max_abs_diff"] < 1e-5 and row["explicit_ms"] > 0 and row["fused_ms"] > 0
+    assert row["bit_identical"] == (row["max_abs_diff"] == 0.0)
+
+
+def test_fused_attention_refuses_what_it_cannot_measure(capsys):
+    from bench import fused_attention
     with pytest.raises(ValueError, match="backend"):
         fused_attention.measure({"backend": "jax"})
+    with pytest.raises(ValueError, match="dtype"):
+        fused_attention.measure({"backend": "torch", "dtype": "int8"})
+    with pytest.raises(SystemExit):
+        fused_attention.main(["torch", "--half"])
+    assert "--half needs --gpu" in capsys.readouterr().err
 
 
 def test_cli_rejects_unknown_names():
