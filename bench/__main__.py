@@ -1,9 +1,9 @@
 """python -m bench: speed and memory benchmarks per backend (docs/benchmarks.md).
 
     python -m bench all|train|eval|floor|data|convert|infer [--backends torch,paddle] [--models trar,mcan,mmnasnet]
-                        [--sizes demo,default] [--steps N] [--default-steps N] [--threads 2] [--gpu 0 [--amp]]
+                        [--sizes demo,default] [--steps N] [--default-steps N] [--threads N] [--gpu 0 [--amp]]
                         [--out bench/results/<date>.json] [--docs docs/benchmarks.md | --no-docs]
-    python -m bench report RESULTS.json [MORE.json ...] [--docs docs/benchmarks.md] [--before OLD.json ...]
+    python -m bench report RESULTS.json [MORE.json ...] [--docs docs/benchmarks.md | --no-docs] [--before OLD.json ...]
 
 Every model measurement runs in a fresh subprocess with OMP_NUM_THREADS / MKL_NUM_THREADS = --threads; for each
 (model, size) the backends run one after the other, in --rounds alternating rounds (5 at the demo size, where a step
@@ -71,7 +71,8 @@ def build_parser():
     p.add_argument("--out", help="result JSON (default bench/results/<date>.json)")
     p.add_argument("--docs", default=os.path.join(REPO, "docs", "benchmarks.md"),
                    help="markdown file whose generated block is rewritten")
-    p.add_argument("--no-docs", action="store_true", help="write the JSON only")
+    p.add_argument("--no-docs", action="store_true",
+                   help="write the JSON only (report: print the generated block instead of writing --docs)")
     p.add_argument("--before", nargs="+", default=[], help="report: result files from before a change")
     p.add_argument("--before-label", default="", help="report: what changed between --before and the results")
     return p
@@ -326,10 +327,19 @@ def main(argv=None):
                 report.add_before(merged, args.before, args.before_label)
         except ValueError as exc:
             raise SystemExit(f"python -m bench report: {exc}") from None
-        print(report.write_docs(merged, args.docs, _chart_path(args.docs)))
+        if args.no_docs:
+            print(report.render(merged), end="")
+        else:
+            print(report.write_docs(merged, args.docs, _chart_path(args.docs)))
         return
     if min(args.threads, args.steps, args.default_steps, args.rounds, args.default_rounds) < 1:
         raise SystemExit("--threads, --steps, --default-steps, --rounds and --default-rounds must be >= 1")
+    if min(args.warmup, args.default_warmup) < 0:
+        raise SystemExit("--warmup and --default-warmup must be >= 0")
+    if args.amp and not args.gpu:
+        raise SystemExit("--amp: mixed precision is a GPU measurement; add --gpu N")
+    if args.amp and args.command == "eval":
+        raise SystemExit("--amp: evaluation (be.predict) always runs in float32; measure eval without --amp")
     state = {"quiet": True}
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
             "command": "python -m bench " + " ".join(shlex.quote(a) for a in argv), "commit": _commit(),
@@ -339,6 +349,9 @@ def main(argv=None):
     cmd = args.command
     if cmd in ("all", "train", "eval"):
         kinds = list(KINDS) if cmd == "all" else [cmd]
+        if args.amp and "eval" in kinds:
+            kinds.remove("eval")
+            _say("--amp: eval is not measured (be.predict always runs in float32; the fp32 run measures it)")
         results["runs"] = model_runs(args, kinds, state)
         state["quiet"] &= all(r.get("clean_steps") == r.get("steps") for r in results["runs"] if "error" not in r)
     parts = {   # part -> (the commands that run it, its module, its spec)

@@ -2,8 +2,9 @@
 # GPU mode of docs/benchmarks.md as one short prepared run, for a machine with an NVIDIA GPU (none was available
 # while this project was written). Measures every backend that sees a CUDA device (CUDA builds of torch and/or
 # paddle), fp32 and AMP, demo and default sizes, and writes RESULTS/<date>-gpu.json, RESULTS/<date>-gpu-amp.json and
-# the report of both as RESULTS/<date>-gpu.md (copy its block into docs/benchmarks.md with
-# `python -m bench report A.json B.json`); then the fused attention kernels against the models' masked softmax
+# the report of both as RESULTS/<date>-gpu.md; to put them in docs/benchmarks.md, add the two JSON files to the end
+# of the `python -m bench report ...` command on the generated block's "reproduce" line (naming only the GPU files
+# would replace the CPU tables); then the fused attention kernels against the models' masked softmax
 # (bench/fused_attention.py: eval and forward + backward, float32 and float16), one JSON line each, in
 # RESULTS/<date>-gpu-fused.jsonl.
 #
@@ -26,17 +27,19 @@ fi
 if [ -z "${BACKENDS:-}" ]; then
     # One process per framework; a CPU wheel beside a CUDA one is named, not measured.
     BACKENDS=""
+    probe_err=$(mktemp)
     for name in torch paddle; do
         # The backend's own device choice, the one `python -m bench --gpu` checks (it falls back to the CPU).
-        sees=$("$py" - "$name" "${GPU:-0}" <<'PY' 2>/dev/null || true
+        sees=$("$py" - "$name" "${GPU:-0}" <<'PY' 2>"$probe_err" || true
 import sys
 import warnings
 
 from backends import BackendUnavailable, get_backend
 try:
     backend = get_backend(sys.argv[1])
-except BackendUnavailable:
+except BackendUnavailable as exc:
     print("missing")
+    print(exc, file=sys.stderr)
 else:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -46,8 +49,12 @@ PY
         case "$sees" in
             yes) BACKENDS="${BACKENDS:+$BACKENDS,}$name" ;;
             no) echo "bench/gpu_check.sh: $name is installed but sees no CUDA device (a CPU build?): not measured" >&2 ;;
+            missing) echo "bench/gpu_check.sh: not measured: $(tail -n 1 "$probe_err")" >&2 ;;
+            *) echo "bench/gpu_check.sh: asking $name for a GPU failed ($py):" >&2
+               tail -n 5 "$probe_err" >&2 ;;
         esac
     done
+    rm -f "$probe_err"
     if [ -z "$BACKENDS" ]; then
         echo "bench/gpu_check.sh: neither torch nor paddle, as installed for $py, sees a CUDA device" >&2
         exit 2

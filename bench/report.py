@@ -22,7 +22,8 @@ SOURCE_MODEL = {"grid": "trar", "region": "mcan"}   # which model's train step c
 
 def load_results(paths):
     """Merge result files: 'meta' of the last file, measurement lists keyed by (kind, backend, model, size)."""
-    merged = {"meta": {}, "runs": {}, "data": None, "convert": None, "infer": None, "floor": None, "metas": []}
+    merged = {"meta": {}, "runs": {}, "data": None, "convert": None, "infer": None, "floor": None, "metas": [],
+              "paths": list(paths)}
     for path in paths:
         res = _read_result(path)
         merged["meta"] = res.get("meta", {})
@@ -241,7 +242,7 @@ def goal_lines(merged):
         step = step_time(torch_trar)
         lines.append(f"- torch train step, default TRAR (batch 64, fp32, {_threads(torch_trar)} threads): "
                      f"**{step:.2f} s** = {step / ORIGINAL_TRAR_STEP_S:.2f}x the original's {ORIGINAL_TRAR_STEP_S} s "
-                     f"(goal <= {TORCH_GOAL}x: {_met(step / ORIGINAL_TRAR_STEP_S <= TORCH_GOAL)}); "
+                     f"(goal <= {TORCH_GOAL}x: {_met(step / ORIGINAL_TRAR_STEP_S <= TORCH_GOAL, torch_trar)}); "
                      f"{step / FLOOR_TRAR_STEP_S:.2f}x the issue's {FLOOR_TRAR_STEP_S} s arithmetic floor.")
     lines += floor_lines(runs, merged.get("floor"))
     for model in ("trar", "mcan", "mmnasnet"):
@@ -250,7 +251,7 @@ def goal_lines(merged):
             p = _find(runs, "train", "paddle", model, size)
             if t and p:
                 lines.append(f"- paddle / torch train step, {model} {size}: {_ratio_text(t, p, bold=True)} "
-                             f"(goal <= {PADDLE_GOAL}x: {_met(ratio(t, p) <= PADDLE_GOAL)})")
+                             f"(goal <= {PADDLE_GOAL}x: {_met(ratio(t, p) <= PADDLE_GOAL, t, p)})")
     data = merged.get("data") or {}
     for source, model in SOURCE_MODEL.items():
         entry = data.get(source)
@@ -264,7 +265,7 @@ def goal_lines(merged):
                     lines.append(f"- {source} feature loading ({label}, one process): "
                                  f"{rate:.0f} samples/s = **{rate / consume:.0f}x** the {consume:.1f} samples/s "
                                  f"a default {model} torch train step consumes (goal >= {LOADING_GOAL:.0f}x: "
-                                 f"{_met(rate / consume >= LOADING_GOAL)})")
+                                 f"{_met(rate / consume >= LOADING_GOAL, t)})")
     return "\n".join(lines)
 
 
@@ -301,20 +302,29 @@ def _threads(run):
     return (run.get("framework") or {}).get("threads") or "?"
 
 
-def _met(ok):
-    return "met" if ok else "NOT met"
+def _met(ok, *runs):
+    """'met' / 'NOT met', flagged when a run behind it was measured under load (fewer than half its steps clean)."""
+    verdict = "met" if ok else "NOT met"
+    if any(_under_load(r) for r in runs):
+        verdict += ", but measured under load: not conclusive"
+    return verdict
+
+
+def _under_load(run):
+    return "clean_steps" in run and 2 * run["clean_steps"] < run["steps"]
 
 
 def chart(merged, path):
-    """Bar charts of the train-step time and the peak RSS per model, torch beside paddle, one panel per size."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Bar charts of the train-step time and the peak RSS per model, torch beside paddle, one panel per size (CPU
+    runs only; None when there are none, e.g. for GPU results)."""
     runs = [r for r in merged["runs"] if r.get("kind") == "train" and r.get("device", "cpu") == "cpu"
             and "median_s" in r]
     sizes = _order({r["size"] for r in runs}, ["demo", "default"])
     if not sizes:
         return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     fig, axes = plt.subplots(2, len(sizes), figsize=(5 * len(sizes), 7), squeeze=False)
     colours = {"torch": "#ee4c2c", "paddle": "#2932e1"}
     for col, size in enumerate(sizes):
@@ -346,7 +356,7 @@ def chart(merged, path):
     return path
 
 
-def machine_lines(meta):
+def machine_lines(meta, paths=()):
     m = meta.get("machine", {})
     lines = [f"- machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory_gib', '?')} GiB memory"
              f"{', GPU: ' + m['gpu'] if m.get('gpu') else ', no GPU'}",
@@ -356,7 +366,16 @@ def machine_lines(meta):
              f"{meta.get('load_before', '?')}; a step is clean when fewer than {meta.get('max_load', '?')} other "
              "tasks were runnable during it (sampled every 0.25 s)",
              f"- reproduce: `{meta.get('command', '?')}`"]
+    if len(paths) > 1:   # merged results: each file's command is listed below; this block comes from all of them
+        lines[-1] = ("- reproduce: the commands listed below, then "
+                     f"`python -m bench report {' '.join(_repo_relative(p) for p in paths)}`")
     return "\n".join(lines)
+
+
+def _repo_relative(path):
+    """``path`` relative to the working directory when it lies below it (how the docs name result files)."""
+    rel = os.path.relpath(os.path.abspath(path))
+    return path if rel.startswith("..") else rel
 
 
 def merged_lines(metas):
@@ -370,7 +389,7 @@ def merged_lines(metas):
 
 def render(merged, chart_name=None):
     """The generated markdown block (without markers)."""
-    parts = ["### Run", machine_lines(merged["meta"])]
+    parts = ["### Run", machine_lines(merged["meta"], merged.get("paths", ()))]
     kernels = kernel_line(merged["runs"])
     if kernels:
         parts.append(kernels)

@@ -115,17 +115,27 @@ def rss_mib():
 
 
 def framework_info(name):
-    """Version and intra-op thread count of the framework behind backend ``name`` (already imported)."""
+    """Version and intra-op thread count of the framework behind backend ``name`` (already imported); with CUDA,
+    whether float32 matmuls may use TF32 (off by default in both: torch since 1.12, Paddle since 3.3)."""
     if name == "torch":
         import torch
 
         from backends.torch import layers
-        return {"version": torch.__version__, "threads": torch.get_num_threads(),
+        info = {"version": torch.__version__, "threads": torch.get_num_threads(),
                 "cpu_linear": "oneDNN" if layers.ONEDNN_LINEAR else "MKL"}
+        if torch.cuda.is_available():
+            info["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
+        return info
     import paddle
     cpu_type = os.environ.get("MKL_DEBUG_CPU_TYPE")
-    return {"version": paddle.__version__, "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
+    info = {"version": paddle.__version__, "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
             "cpu_linear": f"MKL, MKL_DEBUG_CPU_TYPE={cpu_type}" if cpu_type else "MKL"}
+    if paddle.is_compiled_with_cuda():
+        try:
+            info["tf32_matmul"] = bool(paddle.get_flags(["FLAGS_cublas_allow_tf32"])["FLAGS_cublas_allow_tf32"])
+        except (ValueError, KeyError):   # a Paddle without the flag
+            info["tf32_matmul"] = None
+    return info
 
 
 def _sync_and_gpu_peak(be_name, device):

@@ -277,6 +277,43 @@ def test_failed_runs_are_listed_and_never_replace_a_measurement(tmp_path):
     assert "| trar | default | cpu | 64 | 6.16 | 9.24 | 1.5 |" in text   # the CPU row is untouched by the GPU failure
 
 
+def test_goals_from_runs_under_load_are_not_conclusive(tmp_path):
+    res = _results()
+    res["runs"][1].update(steps=4, clean_steps=1, clean_median_s=9.0)               # paddle trar: 1 of 4 clean
+    res["runs"][2].update(steps=4, clean_steps=2, clean_median_s=4.0)               # torch mcan: half clean
+    (tmp_path / "r.json").write_text(json.dumps(res))
+    goals = report.goal_lines(report.load_results([str(tmp_path / "r.json")]))
+    assert "trar default: **1.50x** (goal <= 1.2x: NOT met, but measured under load: not conclusive)" in goals
+    assert "mcan default: **1.10x** (goal <= 1.2x: met)" in goals
+    assert "(goal <= 0.75x: met);" in goals                                         # torch trar has no samples
+
+
+def test_report_no_docs_prints_the_block_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "a.json").write_text(json.dumps(_results()))
+    (tmp_path / "b.json").write_text(json.dumps({"meta": {"date": "later", "command": "python -m bench eval"},
+                                                 "runs": []}))
+    docs = tmp_path / "docs" / "benchmarks.md"
+    bench_main(["report", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--docs", str(docs), "--no-docs"])
+    out = capsys.readouterr().out
+    assert out.startswith("### Run\n") and "| trar | default | cpu | 64 | 6.16 | 9.24 | 1.5 |" in out
+    assert f"then `python -m bench report {tmp_path / 'a.json'} {tmp_path / 'b.json'}`" in out
+    assert not docs.parent.exists()
+
+
+@pytest.mark.parametrize("argv,message", [(["train", "--amp"], "add --gpu N"),
+                                          (["eval", "--gpu", "0", "--amp"], "always runs in float32"),
+                                          (["train", "--warmup", "-1"], "--warmup and --default-warmup")])
+def test_cli_refuses_measurements_it_cannot_label(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        bench_main(argv + ["--no-docs"])
+
+
+def test_chart_skips_gpu_only_results(tmp_path):
+    runs = [dict(_run("train", "torch", "trar", "demo", 0.01, 100.0), device="cuda:0")]
+    assert report.chart({"runs": runs}, str(tmp_path / "c.png")) is None
+    assert not (tmp_path / "c.png").exists()
+
+
 def test_write_docs_replaces_only_the_generated_block(tmp_path):
     docs = tmp_path / "b.md"
     docs.write_text(f"# B\n\nbefore\n\n{report.BEGIN}\nold numbers\n{report.END}\n\nafter\n")
