@@ -17,8 +17,11 @@ def main(argv=None):
         sys.exit(f"config error: {exc}")
 
     if cfg.DATASET in ("demo", "demo_clevr"):
-        from core.data.demo import ensure_demo_data
-        ensure_demo_data(cfg.DATA_ROOT)
+        from core.data.demo import DemoDataError, ensure_demo_data
+        try:
+            ensure_demo_data(cfg.DATA_ROOT)
+        except DemoDataError as exc:
+            sys.exit(f"error: {exc}")
 
     from backends import BackendUnavailable, get_backend
     try:

@@ -32,9 +32,12 @@ def _config(argv, run_mode):
 
 
 def _ensure_demo(cfg):
-    if cfg.DATASET == "demo":
-        from core.data.demo import ensure_demo_data
-        ensure_demo_data(cfg.DATA_ROOT)
+    if cfg.DATASET in ("demo", "demo_clevr"):
+        from core.data.demo import DemoDataError, ensure_demo_data
+        try:
+            ensure_demo_data(cfg.DATA_ROOT)
+        except DemoDataError as exc:
+            sys.exit(f"error: {exc}")
 
 
 def cmd_export(argv):

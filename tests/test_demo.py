@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ from core.data import demo
 from core.data.answers import load_answer_dict, prep_ans
 from core.data.demo import Scene, clevr_question, ensure_demo_data, generate, npz_bytes, vqa_question
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(n_train_images=8, n_val_images=4, n_test_images=3, questions_per_image=3)
 RED, BLUE, GREEN, YELLOW, PURPLE = 0, 1, 2, 3, 4
 CIRCLE, SQUARE, TRIANGLE, STAR = 0, 1, 2, 3
@@ -181,9 +184,9 @@ def test_npz_bytes_round_trip_and_fixed_timestamps():
 def test_ensure_demo_data_generates_once(tmp_path, monkeypatch):
     calls = []
 
-    def small_generate(root, seed=0):
+    def small_generate(root, seed=0, origin=None):
         calls.append(root)
-        return generate(root, seed=seed, **SMALL)
+        return generate(root, seed=seed, origin=origin, **SMALL)
 
     monkeypatch.setattr(demo, "generate", small_generate)
     root = str(tmp_path / "d")
@@ -191,10 +194,49 @@ def test_ensure_demo_data_generates_once(tmp_path, monkeypatch):
     second = ensure_demo_data(root)
     assert len(calls) == 1 and first == second and first["seed"] == 0
     os.remove(os.path.join(root, "vqa", "raw", "v2_mscoco_val2014_annotations.json"))
-    ensure_demo_data(root)
-    assert len(calls) == 2
-    ensure_demo_data(root, seed=5)  # another seed: regenerated
+    ensure_demo_data(root)                        # its own data with a file missing: generated again
+    assert len(calls) == 2 and os.path.isfile(os.path.join(root, "vqa", "raw", "v2_mscoco_val2014_annotations.json"))
+    summary_path = os.path.join(root, demo.SUMMARY_FILE)
+    with open(summary_path) as f:
+        old = json.load(f)
+    with open(summary_path, "w") as f:
+        json.dump(dict(old, format_version=demo.FORMAT_VERSION - 1), f)
+    ensure_demo_data(root)                        # its own data of an older format: generated again
     assert len(calls) == 3
+
+
+def test_ensure_demo_data_never_overwrites_a_users_folder(tmp_path, monkeypatch):
+    """Data written by `python -m core.data.demo` (another seed, other sizes) is used as it is; a folder with a demo
+    file missing, of another format or of other files is an error naming what is wrong, and is left untouched."""
+    root = tmp_path / "mine"
+    generate(str(root), seed=5, **SMALL)
+    monkeypatch.setattr(demo, "generate", lambda *a, **k: pytest.fail("must not generate into a user's folder"))
+    assert ensure_demo_data(str(root))["seed"] == 5
+    annotations = root / "vqa" / "raw" / "v2_mscoco_val2014_annotations.json"
+    annotations.unlink()
+    before = sorted(p.name for p in root.rglob("*"))
+    with pytest.raises(demo.DemoDataError, match=r"misses .*v2_mscoco_val2014_annotations\.json\. It is left"):
+        ensure_demo_data(str(root))
+    assert sorted(p.name for p in root.rglob("*")) == before
+    summary = json.loads((root / demo.SUMMARY_FILE).read_text())
+    (root / demo.SUMMARY_FILE).write_text(json.dumps(dict(summary, format_version=0)))
+    with pytest.raises(demo.DemoDataError, match="holds demo data of format 0"):
+        ensure_demo_data(str(root))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(demo.DemoDataError, match=f"DATA_ROOT {other} holds no demo data .*core.data.demo --out"):
+        ensure_demo_data(str(other))
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+
+
+def test_run_py_refuses_a_folder_that_is_not_demo_data(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = subprocess.run([sys.executable, "run.py", "--RUN=train", "--MODEL=mcan_small", "--DATASET=demo",
+                             f"--DATA_ROOT={tmp_path}"],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: DATA_ROOT {tmp_path} holds no demo data" in result.stderr
 
 
 def test_bad_sizes():

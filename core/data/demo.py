@@ -414,15 +414,17 @@ shape next to X (4-neighbour), is X in the top half. CLEVR families: {clevr_fami
 """
 
 
-def generate(out_root, seed=0, n_train_images=1200, n_val_images=250, n_test_images=100, questions_per_image=5):
-    """Write the demo data under ``out_root`` (vqa/ and clevr/ layouts, README.txt); returns a summary dict."""
+def generate(out_root, seed=0, n_train_images=1200, n_val_images=250, n_test_images=100, questions_per_image=5,
+             origin="python -m core.data.demo"):
+    """Write the demo data under ``out_root`` (vqa/ and clevr/ layouts, README.txt); returns a summary dict.
+    ``origin`` (in the summary) says who wrote it: ensure_demo_data regenerates only what it wrote itself."""
     seed = int(seed)
     counts = {"train": int(n_train_images), "val": int(n_val_images), "test": int(n_test_images)}
     if min(counts.values()) < 1 or questions_per_image < 1:
         raise ValueError(f"demo sizes must be >= 1: images {counts}, questions_per_image {questions_per_image}")
     ans_to_ix, _ = load_answer_dict()
     codes = Codes(seed)
-    summary = {"format_version": FORMAT_VERSION, "seed": seed, "images": counts,
+    summary = {"format_version": FORMAT_VERSION, "generated_by": origin, "seed": seed, "images": counts,
                "questions_per_image": int(questions_per_image), "grid": [GRID, GRID], "feature_dim": DIM,
                "vqa": _write_vqa(out_root, seed, codes, counts, questions_per_image, ans_to_ix),
                "clevr": _write_clevr(out_root, seed, codes, counts, questions_per_image)}
@@ -443,16 +445,52 @@ def _expected_files(root):
     return files
 
 
-def ensure_demo_data(root, seed=0):
-    """Generate the demo data under ``root`` unless a complete set for this seed is already there; returns the summary."""
-    summary_path = os.path.join(root, SUMMARY_FILE)
-    if all(os.path.isfile(p) for p in _expected_files(root)):
-        with open(summary_path, encoding="utf-8") as f:
+AUTOMATIC = "run.py (automatic)"
+
+
+class DemoDataError(ValueError):
+    """DATA_ROOT holds something that is not complete demo data of this version, which is never overwritten."""
+
+
+def _read_summary(root):
+    try:
+        with open(os.path.join(root, SUMMARY_FILE), encoding="utf-8") as f:
             summary = json.load(f)
-        if summary.get("seed") == int(seed) and summary.get("format_version") == FORMAT_VERSION:
-            return summary
-    print(f"generating demo data in {root} (seed {seed})")
-    return generate(root, seed=seed)
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def ensure_demo_data(root):
+    """The demo data under ``root``, generated (default seed and sizes) when the folder is missing or empty.
+
+    Complete data of this format version is used as it is, whatever seed and sizes `python -m core.data.demo` wrote
+    it with. Data this function generated itself is generated again when a file is missing or its format is older.
+    Anything else (a user's data with a file missing, another format, a folder of other files) raises
+    DemoDataError naming what is wrong: a folder given as DATA_ROOT is never overwritten."""
+    summary = _read_summary(root)
+    missing = [p for p in _expected_files(root) if not os.path.isfile(p)]
+    current = summary is not None and summary.get("format_version") == FORMAT_VERSION
+    if current and not missing:
+        return summary
+    if not os.path.isdir(root) or not os.listdir(root):
+        print(f"generating demo data in {root} (seed 0)")
+        return generate(root, origin=AUTOMATIC)
+    if summary is not None and summary.get("generated_by") == AUTOMATIC:
+        why = f"{os.path.relpath(missing[0], root)} is missing" if current else (
+            f"format {summary.get('format_version')} is older than this version's {FORMAT_VERSION}")
+        print(f"generating demo data in {root} again ({why})")
+        return generate(root, origin=AUTOMATIC)
+    if summary is None:
+        what = f"holds no demo data (no {SUMMARY_FILE})"
+    elif not current:
+        what = (f"holds demo data of format {summary.get('format_version')!r}; this version reads "
+                f"{FORMAT_VERSION!r}")
+    else:
+        what = f"misses {missing[0]}" + (f" and {len(missing) - 1} more demo file(s)" if len(missing) > 1 else "")
+    raise DemoDataError(f"DATA_ROOT {root} {what}. It is left as it is: write the demo data there with "
+                        f"`python -m core.data.demo --out {root}` (options: --seed, --train-images, ...), or give "
+                        "a missing or empty folder, where it is generated")
 
 
 def main(argv=None):
