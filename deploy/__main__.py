@@ -31,6 +31,24 @@ def _config(argv, run_mode):
         sys.exit(f"config error: {exc}")
 
 
+RUN_FLAGS = """
+run.py flags (`python run.py --help` lists them all; --RUN is this command's):
+  --MODEL, --DATASET, --backend, --CKPT_PATH or --CKPT_V/--CKPT_E, --DATA_ROOT, --CONFIG, --SET KEY=VALUE, ...
+"""
+
+
+def _own_flags(prog, description, argv, add_arguments):
+    """This command's own flags, and the rest for run.py's parser; -h / --help prints both kinds and exits."""
+    own = argparse.ArgumentParser(prog=prog, description=description, add_help=False,
+                                  usage=f"{prog} [own flags] run.py flags")
+    add_arguments(own)
+    args, rest = own.parse_known_args(argv)
+    if "-h" in rest or "--help" in rest:
+        print(own.format_help().replace("options:", "own flags:", 1) + RUN_FLAGS, end="")
+        sys.exit(0)
+    return args, rest
+
+
 def _ensure_demo(cfg):
     if cfg.DATASET in ("demo", "demo_clevr"):
         from core.data.demo import DemoDataError, ensure_demo_data
@@ -41,12 +59,10 @@ def _ensure_demo(cfg):
 
 
 def cmd_export(argv):
-    own = argparse.ArgumentParser(prog="python -m deploy export", add_help=False)
-    own.add_argument("--out", default=None, help="output folder (default <RESULTS_ROOT>/export/"
-                                                 "<CKPT_VERSION>_epoch<CKPT_EPOCH>, or the checkpoint file's name)")
-    args, rest = own.parse_known_args(argv)
-    if "-h" in rest or "--help" in rest:
-        print("python -m deploy export [--out DIR] + run.py flags (--MODEL, --DATASET, --CKPT_PATH, ...)")
+    def flags(own):
+        own.add_argument("--out", default=None, help="output folder (default <RESULTS_ROOT>/export/"
+                                                     "<CKPT_VERSION>_epoch<CKPT_EPOCH>, or the checkpoint file's name)")
+    args, rest = _own_flags("python -m deploy export", "Checkpoint -> Paddle inference folder.", argv, flags)
     cfg = _config(rest, "export")
     _ensure_demo(cfg)
     from backends import BackendUnavailable, get_backend
@@ -59,15 +75,17 @@ def cmd_export(argv):
 
 
 def cmd_onnx(argv):
-    own = argparse.ArgumentParser(prog="python -m deploy onnx", add_help=False)
-    own.add_argument("--out", default=None, help="output folder (default: the export's, + '_torch_onnx'; "
-                                                 "--from-paddle DIR: DIR_onnx)")
-    own.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo",
-                     help="torch.onnx exporter: dynamo (torch.export, the default) or legacy (TorchScript, faster)")
-    own.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
-    own.add_argument("--from-paddle", metavar="DIR", default=None,
-                     help="convert a Paddle export folder with paddle2onnx instead (see deploy/onnx.py)")
-    args, rest = own.parse_known_args(argv)
+    def flags(own):
+        own.add_argument("--out", default=None, help="output folder (default: the export's, + '_torch_onnx'; "
+                                                     "--from-paddle DIR: DIR_onnx)")
+        own.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo",
+                         help="torch.onnx exporter: dynamo (torch.export, the default) or legacy (TorchScript, "
+                              "faster)")
+        own.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+        own.add_argument("--from-paddle", metavar="DIR", default=None,
+                         help="convert a Paddle export folder with paddle2onnx instead (see deploy/onnx.py)")
+    args, rest = _own_flags("python -m deploy onnx", "Checkpoint -> ONNX inference folder through torch.onnx, "
+                            "checked with onnxruntime.", argv, flags)
     if args.from_paddle:
         if rest:
             sys.exit(f"error: --from-paddle takes only --out and --opset, not {' '.join(rest)}")
@@ -128,13 +146,14 @@ def cmd_predict(argv):
 
 
 def cmd_bench(argv):
-    own = argparse.ArgumentParser(prog="python -m deploy bench", add_help=False)
-    own.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
-    own.add_argument("--threads", type=int, default=None)
-    own.add_argument("--repeats", type=int, default=10)
-    own.add_argument("--warmup", type=int, default=2)
-    own.add_argument("--json-out", default=None, help="also write the rows to this json file")
-    args, rest = own.parse_known_args(argv)
+    def flags(own):
+        own.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64], help="default: 1 64")
+        own.add_argument("--threads", type=int, default=None, help="CPU math threads (default: cores, at most 8)")
+        own.add_argument("--repeats", type=int, default=10, help="timed batches per setting (default 10)")
+        own.add_argument("--warmup", type=int, default=2, help="untimed batches first (default 2)")
+        own.add_argument("--json-out", default=None, help="also write the rows to this json file")
+    args, rest = _own_flags("python -m deploy bench", "Dynamic graph vs Paddle Inference on the CPU, random "
+                            "weights.", argv, flags)
     cfg = _config(rest, "export")
     from deploy.timing import bench, speedups
     rows = bench(cfg, batch_sizes=args.batch_sizes, threads=args.threads, warmup=args.warmup, repeats=args.repeats)

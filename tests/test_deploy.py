@@ -395,3 +395,16 @@ def test_paddles_stdout_noise_is_dropped_and_other_c_output_goes_to_stderr(capfd
     print("after", flush=True)
     out, err = capfd.readouterr()
     assert out == "before\nafter\n" and err == "something else\n"
+
+
+@pytest.mark.parametrize("command,own", [("export", ["--out"]), ("onnx", ["--exporter", "--from-paddle", "--opset"]),
+                                         ("bench", ["--batch-sizes", "--repeats", "--json-out"])])
+def test_each_command_helps_with_its_own_flags(command, own, capsys):
+    from deploy.__main__ import main
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: python -m deploy {command} [own flags] run.py flags")
+    assert all(flag in text for flag in own) and "--MODEL, --DATASET" in text
+    assert "--RUN {" not in text                                      # not run.py's own help
