@@ -85,7 +85,8 @@ _GROUPS = [
     ]),
     ('data and subsets', [
         ('--DATA_ROOT', 'DATA_ROOT', _unquote, 'data folder (default: data, data/demo for the demo dataset)'),
-        ('--SUBSET', 'SUBSET', _int, 'use only the first N questions of each split'),
+        ('--SUBSET', 'SUBSET', _int,
+         "use only the first N questions of the splits together, in their order (train+val: train's first)"),
         ('--SUBSET_IIDS', 'SUBSET_IIDS', _unquote, 'file of image ids to keep (text, one per line, or json)'),
         ('--SUBSET_ANS_TYPES', 'SUBSET_ANS_TYPES', _comma_list, "answer types to keep, e.g. 'yes/no,number'"),
         ('--SKIP_MISSING', 'SKIP_MISSING_FEATS', parse_bool, 'skip questions whose image features are missing'),

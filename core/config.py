@@ -425,6 +425,18 @@ def _check_request(cfg):
             and not {'CKPT_VERSION', 'VERSION', 'SEED'} & cfg._explicit:
         raise ConfigError(f"CKPT_VERSION: --CKPT_E {cfg.CKPT_EPOCH} needs --CKPT_V NAME, the run whose checkpoint to "
                           "load (it defaults to --VERSION, or to the --SEED value, and neither was given)")
+    # a checkpoint asked for (flags or overrides, not a saved config.yml) where the run would not read it
+    asked = {key for key in ('CKPT_PATH', 'CKPT_EPOCH') if cfg._origin.get(key) == 'overrides'}
+    if cfg.CKPT_PATH is not None and asked == {'CKPT_PATH', 'CKPT_EPOCH'}:
+        raise ConfigError(f"CKPT_EPOCH: --CKPT_E picks an epoch file of the --CKPT_V run; with --CKPT_PATH "
+                          f"{cfg.CKPT_PATH} it would not be used: give one or the other")
+    if cfg.RUN_MODE == 'train' and not cfg.RESUME and (cfg.CKPT_PATH is not None or cfg.CKPT_EPOCH) and asked:
+        given = '--CKPT_PATH' if cfg.CKPT_PATH is not None else '--CKPT_V/--CKPT_E'
+        raise ConfigError(f"RESUME: training reads {given} only to resume; add --RESUME=True to continue that run, "
+                          "or drop them to train from scratch")
+    if cfg.CKPT_PATH is None and cfg.CKPT_EPOCH == 0 and 'CKPT_EPOCH' in asked:
+        raise ConfigError("CKPT_EPOCH: --CKPT_E 0 names no checkpoint; epochs are numbered from 1 (epoch1.pkl is "
+                          "the first saved)")
     if cfg.CKPT_PATH is None and cfg.CKPT_EPOCH == 0:
         if cfg.RUN_MODE in ('val', 'test'):
             raise ConfigError(f"CKPT_EPOCH: a {cfg.RUN_MODE} run needs a checkpoint; "

@@ -198,6 +198,26 @@ def test_ckpt_epoch_without_a_run_name_is_a_config_error(tmp_path):
         assert load_config('trar', 'demo', {**roots, 'CKPT_EPOCH': 12, **named}, run_mode='val').CKPT_EPOCH == 12
 
 
+def test_a_checkpoint_that_a_run_would_not_read_is_a_config_error(tmp_path):
+    """Training reads a checkpoint only to resume, and --CKPT_E picks a file of a --CKPT_V run: a checkpoint given
+    where it would be ignored is refused instead of training from scratch or loading another file."""
+    roots = {'RESULTS_ROOT': str(tmp_path / 'results'), 'CKPTS_ROOT': str(tmp_path / 'ckpts')}
+    ckpt = tmp_path / 'epoch2.pkl'
+    ckpt.write_bytes(b'')
+    with pytest.raises(ConfigError, match=r'^RESUME: training reads --CKPT_V/--CKPT_E only to resume; add '
+                                          r'--RESUME=True'):
+        load_config('trar', 'demo', {**roots, 'CKPT_VERSION': 'a', 'CKPT_EPOCH': 2})
+    with pytest.raises(ConfigError, match=r'^RESUME: training reads --CKPT_PATH only to resume'):
+        load_config('trar', 'demo', {**roots, 'CKPT_PATH': str(ckpt)})
+    with pytest.raises(ConfigError, match=r'^CKPT_EPOCH: --CKPT_E picks an epoch file .* give one or the other$'):
+        load_config('trar', 'demo', {**roots, 'CKPT_PATH': str(ckpt), 'CKPT_EPOCH': 2}, run_mode='val')
+    with pytest.raises(ConfigError, match=r'^CKPT_EPOCH: --CKPT_E 0 names no checkpoint; epochs are numbered from 1'):
+        load_config('trar', 'demo', {**roots, 'CKPT_VERSION': 'a', 'CKPT_EPOCH': 0}, run_mode='val')
+    resumed = load_config('trar', 'demo', {**roots, 'CKPT_PATH': str(ckpt), 'RESUME': True})
+    named = load_config('trar', 'demo', {**roots, 'CKPT_PATH': str(ckpt), 'CKPT_VERSION': 'mine'}, run_mode='val')
+    assert resumed.CKPT_PATH == str(ckpt) and named.CKPT_VERSION == 'mine'      # --CKPT_V may name a CKPT_PATH run
+
+
 def test_resume_path_lists_runs_when_the_folder_is_missing(tmp_path):
     (tmp_path / 'ckpts' / 'ckpt_a').mkdir(parents=True)
     (tmp_path / 'ckpts' / 'ckpt_b').mkdir()

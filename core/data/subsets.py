@@ -90,7 +90,7 @@ def select(samples, feature_index, feat_folders, iids=None, ans_types=None, limi
             if not has_feature(s):
                 raise FileNotFoundError(
                     f"{label}image {s['iid']} (question {s['qid']}) has no features in {', '.join(feat_folders)}; "
-                    "add the features, or set SKIP_MISSING_FEATS True to drop such questions")
+                    "add the features, or drop such questions with --SKIP_MISSING=True (SKIP_MISSING_FEATS)")
     if not kept:
         raise ValueError(f"{label}no samples left after the subset filters (SUBSET_IIDS / SUBSET_ANS_TYPES / "
                          "SKIP_MISSING_FEATS)")
