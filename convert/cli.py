@@ -47,7 +47,8 @@ class WrongDirection(ValueError):
 def add_config_arguments(parser):
     parser.add_argument('--MODEL', required=True, choices=tuple(MODELS), help='model: configs/<DATASET>/<MODEL>.yml')
     parser.add_argument('--DATASET', required=True, choices=tuple(DATASETS), help='dataset of the config')
-    parser.add_argument('--config', metavar='PATH', help='extra yml merged over the model config (as run.py --CONFIG)')
+    parser.add_argument('--config', '--CONFIG', metavar='PATH', dest='config',
+                        help='extra yml merged over the model config (as run.py --CONFIG)')
     parser.add_argument('--SET', action='append', type=key_value, default=[], metavar='KEY=VALUE',
                         help='any config key, value read as YAML (repeatable)')
 
@@ -69,6 +70,9 @@ def _is_pickle(path):
 
 def check_source(path, framework):
     """Fail early, in one line, on a missing file or a file of the other framework."""
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"{path} is a folder; expected a checkpoint file in it, e.g. "
+                                f"{os.path.join(path, 'epoch<N>.pkl' if framework == 'torch' else 'epoch<N>.pdparams')}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     kind = pickles.checkpoint_kind(path)
@@ -166,6 +170,20 @@ def _convert_optimizer(saved, direction, manifest, cfg, lr_base, notes):
 
 # ---- writing ---------------------------------------------------------------------------------------------------
 
+# destination endings that name the other framework's file: refused rather than written in the wrong format
+_FOREIGN_ENDINGS = {'paddle': ('.pkl', '.pth', '.pt', '.pdopt'), 'torch': ('.pdparams', '.pdopt', '.pdiparams')}
+
+
+def check_destination(dst, target):
+    """A destination named like the other framework's file is refused: paddle.load cannot read a torch file called
+    x.pdparams, and torch2paddle would write x.pkl.pdparams."""
+    ending = next((e for e in _FOREIGN_ENDINGS[target] if dst.lower().endswith(e)), None)
+    if ending is not None:
+        want = '<stem>.pdparams (the .pdopt is written beside it)' if target == 'paddle' else '<name>.pkl'
+        raise ValueError(f"{dst}: a {target} checkpoint is written here, but {ending} names "
+                         f"{'a Paddle optimizer file' if ending == '.pdopt' else 'another format'}; name it {want}")
+
+
 def paddle_paths(dst):
     stem = dst[:-len('.pdparams')] if dst.endswith('.pdparams') else dst
     return stem + '.pdparams', stem + '.pdopt'
@@ -239,6 +257,7 @@ def convert_file(direction, src, dst, model, dataset, config=None, sets=None, fr
         raise ValueError("--mmnas-answers and --answers need --from-layout mmnas")
     cfg = load_config(model, dataset, config_overrides(config, sets))
     check_source(src, source)
+    check_destination(dst, target)
     notes = []
 
     state, meta, counts = read_source(src, source)

@@ -89,6 +89,9 @@ def split_container(obj, path):
         state = obj
     else:
         keys = ', '.join(map(str, list(obj)[:5])) if isinstance(obj, dict) else type(obj).__name__
+        if str(path).endswith('.pdopt'):
+            raise CheckpointMismatch(f"{path} is a Paddle optimizer file (found {keys}); give the .pdparams beside "
+                                     "it, which holds the weights (the .pdopt is read with it)")
         raise CheckpointMismatch(f"{path}: neither a checkpoint container with 'state_dict' nor a state dict "
                                  f"of arrays (found {keys})")
     state = {k: v for k, v in state.items() if k != PADDLE_NAME_TABLE_KEY}
@@ -140,7 +143,13 @@ def config_hints(model_keys, ckpt_keys, conflicts):
         hint = next((h for fragment, h in _SHAPE_HINTS if _matches(fragment, key)), _SIZE_HINT)
         if hint not in hints:
             hints.append(hint)
-    return hints
+    return [h for h in hints if not any(_keys_of(h) < _keys_of(other) for other in hints)]
+
+
+def _keys_of(hint):
+    """The config keys a hint names ('FLAT_MLP_SIZE / FLAT_OUT_SIZE' -> both), so that a hint another one covers
+    ('FLAT_OUT_SIZE') is not listed twice."""
+    return {part.split(' (')[0].strip() for part in hint.split(' / ')}
 
 
 def _first(items, n=3):

@@ -25,6 +25,7 @@ first layer above tolerance is named), 2 on bad input.
 import contextlib
 import json
 import math
+import os
 import pickle
 import sys
 import time
@@ -120,9 +121,9 @@ class _Paddle:
     name = 'paddle'
 
     def __init__(self):
-        import paddle
-        from backends.paddle import backend, layers
+        from backends.paddle import backend, layers      # first: its import of paddle keeps the root logger as it was
         from backends.paddle.models import trar
+        import paddle
         self.paddle, self.backend, self.layers = paddle, backend, layers
         self.routing_block = trar.RoutingBlock
         self.be = get_backend('paddle')
@@ -528,8 +529,15 @@ def add_arguments(parser):
 def run_from_args(args):
     try:
         cfg = load_config(args.MODEL, args.DATASET, config_overrides(args.config, args.SET))
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if args.batch_size < 1 or args.steps < 1:
+            raise ValueError(f"--batch-size and --steps must be >= 1, got {args.batch_size} and {args.steps}")
+        for flag, tol in (('--tol', args.tol), ('--grad-tol', args.grad_tol), ('--train-tol', args.train_tol)):
+            if tol is not None and not tol > 0:
+                raise ValueError(f"{flag} must be a positive tolerance, got {tol:g}")
+        for flag, path in (('--ckpt', args.ckpt), ('--paddle-ckpt', args.paddle_ckpt if args.ckpt else None)):
+            if path is not None and not os.path.isfile(path):
+                raise FileNotFoundError(f"{flag}: {path} is a folder; expected a checkpoint file in it"
+                                        if os.path.isdir(path) else f"{flag}: no such file {path}")
         report = run_parity(cfg, args.ckpt, args.paddle_ckpt, args.steps, args.batch_size, args.tol, args.train_tol,
                             args.seed, args.grad_tol, args.dropout)
     except (ConfigError, FileNotFoundError, ValueError, ImportError, pickle.UnpicklingError) as exc:

@@ -435,6 +435,24 @@ def test_files_of_the_other_framework_are_named(tmp_path, capsys):
     assert code == 2 and "torch2paddle" in err and str(torch_file) in err
 
 
+def test_destinations_named_for_the_other_framework_and_folders_as_sources_are_refused(tmp_path, capsys):
+    pdparams = tmp_path / "model.pdparams"
+    pdparams.write_bytes(pickle.dumps({"embedding.weight": np.zeros((2, 2), np.float32)}, protocol=4))
+    code, _, err = run_cli(capsys, "paddle2torch", pdparams, tmp_path / "back.pdparams", "--MODEL", "trar",
+                           "--DATASET", "vqa")
+    assert code == 2 and "back.pdparams: a torch checkpoint is written here" in err and "name it <name>.pkl" in err
+    torch_file = tmp_path / "model.pkl"
+    with zipfile.ZipFile(torch_file, "w") as zf:
+        zf.writestr("model/data.pkl", pickle.dumps({}, protocol=2))
+    for dst in ("out.pkl", "out.pdopt"):
+        code, _, err = run_cli(capsys, "torch2paddle", torch_file, tmp_path / dst, "--MODEL", "trar", "--DATASET",
+                               "vqa")
+        assert code == 2 and f"{dst}: a paddle checkpoint is written here" in err and "<stem>.pdparams" in err
+    code, _, err = run_cli(capsys, "torch2paddle", tmp_path, tmp_path / "o", "--MODEL", "trar", "--DATASET", "vqa")
+    assert code == 2 and f"{tmp_path} is a folder; expected a checkpoint file in it, e.g. " in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pdparams", "model.pkl"]
+
+
 def test_config_that_does_not_fit_names_the_keys(tmp_path, capsys):
     pytest.importorskip("torch")
     cfg = tiny_cfg("trar", "vqa")
@@ -487,3 +505,18 @@ def test_conversion_with_only_one_framework(both_backends, tmp_path):
     proc = _run_hidden(["torch", "paddle"], ["torch2paddle", src, tmp_path / "none.pdparams"] + common)
     assert proc.returncode == 2 and "neither torch nor paddle" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_config_hints_name_each_key_once():
+    from convert.layout import config_hints
+    both = config_hints(set(), set(), {"proj_norm.weight": ((2,), (3,)), "attflat_img.mlp.fc.linear.weight": ()})
+    assert both == ["FLAT_MLP_SIZE / FLAT_OUT_SIZE / FLAT_GLIMPSES"]               # FLAT_OUT_SIZE not twice
+    assert config_hints(set(), set(), {"proj_norm.weight": ()}) == ["FLAT_OUT_SIZE"]
+
+
+def test_an_optimizer_file_given_for_weights_points_to_the_pdparams():
+    from convert.layout import CheckpointMismatch, split_container
+    with pytest.raises(CheckpointMismatch, match=r"x\.pdopt is a Paddle optimizer file .* give the \.pdparams beside"):
+        split_container({"epoch": 1, "lr_base": 1e-4, "optimizer": {}}, "ckpts/x.pdopt")
+    with pytest.raises(CheckpointMismatch, match=r"neither a checkpoint container"):
+        split_container({"epoch": 1}, "ckpts/x.pkl")

@@ -114,3 +114,15 @@ def test_hard_routing_on_demo_data(both_backends, tmp_path, capsys):
 def test_bad_input_is_one_line(tmp_path, capsys):
     code, _, err = _run(capsys, "--MODEL", "trar", "--DATASET", "vqa", "--paddle-ckpt", tmp_path / "x.pdparams")
     assert code == 2 and "--paddle-ckpt needs --ckpt" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags,message", [(["--ckpt", "{tmp}/none.pkl"], "--ckpt: no such file {tmp}/none.pkl"),
+                                           (["--ckpt", "{tmp}"], "--ckpt: {tmp} is a folder"),
+                                           (["--tol", "-1"], "--tol must be a positive tolerance, got -1"),
+                                           (["--train-tol", "0"], "--train-tol must be a positive tolerance"),
+                                           (["--steps", "0"], "--batch-size and --steps must be >= 1, got 4 and 0")])
+def test_flags_are_checked_before_anything_runs(tmp_path, capsys, flags, message):
+    flags = [f.format(tmp=tmp_path) for f in flags]
+    code, out, err = _run(capsys, "--MODEL", "trar", "--DATASET", "vqa", *flags)
+    assert code == 2 and f"error: {message.format(tmp=tmp_path)}" in err and len(err.strip().splitlines()) == 1
+    assert out == ""
