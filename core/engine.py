@@ -7,6 +7,7 @@ learning rate of core.schedules, save the checkpoint, log, and validate.
 import json
 import os
 import random
+import sys
 import time
 
 import numpy as np
@@ -132,7 +133,9 @@ def _progress(cfg, iterable, total, desc):
     if not cfg.VERBOSE:
         return iterable
     from tqdm import tqdm
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
+    # redirected to a file (a log, a notebook's captured output), a bar every 30 s rather than every second
+    interval = 1.0 if sys.stderr.isatty() else 30.0
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=interval)
 
 
 def _plot_training(cfg, be, net, val_set, log_file):
@@ -177,6 +180,7 @@ def evaluate_checkpoint(cfg, be):
         log = RunLog(checkpoints.log_path(cfg, version))
         acc = evaluate(cfg, be, net, dataset, "val", version)
         log.accuracy(acc["overall"], acc.get("per_type", {}))
+        _say(cfg, f"Wrote the val answers to {acc['result_file']}")
         return acc
     return evaluate(cfg, be, net, dataset, "test", version)
 
@@ -196,7 +200,9 @@ def evaluate(cfg, be, net, dataset, mode, version):
     qids = list(dataset.qids)
 
     if cfg.TEST_SAVE_PRED and mode == "test":
-        result_writers.write_predictions(checkpoints.pred_path(cfg), qids, np.concatenate(logits_all))
+        pred_path = checkpoints.pred_path(cfg)
+        result_writers.write_predictions(pred_path, qids, np.concatenate(logits_all))
+        _say(cfg, f"Wrote the logits of {len(qids)} test questions to {pred_path}")
 
     if cfg.DATA_FORMAT == "clevr":
         return _evaluate_clevr(cfg, dataset, mode, version, answers)
@@ -224,6 +230,7 @@ def _evaluate_clevr(cfg, dataset, mode, version, answers):
     if mode == "test":
         path = checkpoints.test_result_path(cfg, ext=".txt")
         result_writers.write_clevr_results(path, answers)
+        _say(cfg, f"Wrote {len(answers)} test answers to {path}")
         return {"result_file": path, "questions": len(answers)}
     path = checkpoints.val_result_path(cfg, version, ext=".txt")
     result_writers.write_clevr_results(path, answers)

@@ -199,7 +199,7 @@ def _note_replaced(old_manifest, manifest):
         before = None
     if before and before != manifest.get("checkpoint"):
         warnings.warn(f"{os.path.dirname(old_manifest)}: replacing the export of {before} with the export of "
-                      f"{manifest.get('checkpoint')} (give --out to keep both)", UserWarning, stacklevel=3)
+                      f"{manifest.get('checkpoint')} (another --out folder keeps both)", UserWarning, stacklevel=3)
 
 
 def _write_text(path, text):

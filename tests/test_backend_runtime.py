@@ -301,5 +301,8 @@ def test_importing_the_paddle_backend_leaves_the_root_logger_alone():
     code = ("import logging, backends.paddle; root = logging.getLogger(); "
             "print(root.handlers == [], root.level == logging.WARNING)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         env={**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "default"})
     assert out.stdout.split()[-2:] == ["True", "True"], out.stderr
+    # nor does it print Paddle's import notes on OMP_NUM_THREADS (set on purpose) and ccache (no C++ built here)
+    assert "OMP_NUM_THREADS" not in out.stderr and "ccache" not in out.stderr, out.stderr

@@ -12,10 +12,16 @@ Values the user already set are kept. glibc malloc is tuned as core/malloc_tunin
 
 Paddle is then imported here, once, so that what its import does to the root logger can be undone: Paddle 3.3's
 paddle.distributed.utils.log_utils gives the root logger a stderr handler at level INFO, which makes every library's
-INFO records print (e.g. ~150 lines of onnxscript passes during an ONNX export).
+INFO records print (e.g. ~150 lines of onnxscript passes during an ONNX export). Two notes its import prints are
+dropped, the rest of its output passes: "OMP_NUM_THREADS set to N, not 1 ... PLEASE USE OMP_NUM_THREADS WISELY" (the
+threads are set here on purpose) and "No ccache found" (about compiling C++ extensions, which nothing here does).
 """
+import contextlib
+import io
 import logging
 import os
+import sys
+import warnings
 
 from core.cpu import mkl_debug_cpu_type
 from core.malloc_tuning import tune_malloc
@@ -29,16 +35,25 @@ os.environ.setdefault("FLAGS_use_stride_kernel", "0")
 tune_malloc()
 
 
-def _import_paddle_keeping_the_root_logger():
+_IMPORT_NOTES = ("WARNING: OMP_NUM_THREADS set to ", "PLEASE USE OMP_NUM_THREADS WISELY.")
+
+
+def _import_paddle_quietly():
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    printed = io.StringIO()
     try:
-        import paddle  # noqa: F401
+        with warnings.catch_warnings(), contextlib.redirect_stderr(printed):
+            warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
+            import paddle  # noqa: F401
     except ImportError:
         return   # the backend module's own import reports it
+    finally:
+        sys.stderr.write("".join(line for line in printed.getvalue().splitlines(keepends=True)
+                                 if not line.startswith(_IMPORT_NOTES)))
     for handler in [h for h in root.handlers if h not in handlers]:
         root.removeHandler(handler)
     root.setLevel(level)
 
 
-_import_paddle_keeping_the_root_logger()
+_import_paddle_quietly()
