@@ -9,7 +9,9 @@ def warmup_lr(step, lr_base, data_size, batch_size, warmup_epoch):
     """The openvqa WarmupOptimizer rate at 1-based optimizer ``step``.
 
     The first (W+1)/4, 2(W+1)/4, 3(W+1)/4 epochs (W = warmup_epoch; epoch = data_size / batch_size steps as a float,
-    thresholds truncated to int) use 1/(W+1), 2/(W+1), 3/(W+1) of lr_base; later steps use lr_base.
+    thresholds truncated to int) use 1/(W+1), 2/(W+1), 3/(W+1) of lr_base; later steps use lr_base. The formula is
+    written for W = 3 (1/4, 2/4, 3/4); as in the original, another W gives other steps: W = 1 (the demo configs)
+    runs 1/2, 1 and then 1.5 lr_base for half an epoch each before lr_base.
     """
     for k in (1, 2, 3):
         if step <= int(data_size / batch_size * (warmup_epoch + 1) * (0.25 * k)):

@@ -118,6 +118,8 @@ def cmd_predict(argv):
     p.add_argument("--memory-optim", action="store_true",
                    help="turn Paddle Inference's memory reuse on (fails with Paddle 3.3.1 PIR programs)")
     a = p.parse_args(argv)
+    if a.topk < 1:
+        p.error(f"--topk must be >= 1, got {a.topk}")
     batch_mode = a.questions is not None
     if batch_mode and (a.question or a.features):
         p.error("give either --question/--features or --questions/--features-dir/--out")

@@ -20,6 +20,7 @@ import numpy as np
 
 from core.data import features
 from core.data.paths import load_json
+from core.data.tokenizer import tokenize
 from core.evaluation.results import write_clevr_results, write_vqa_results
 from deploy.bundle import Bundle, BundleError
 
@@ -163,10 +164,12 @@ class Predictor:
         return self.runner.run(batch)
 
     def answer(self, questions, feature_paths, k=5):
-        """[{'question', 'unknown_words', 'answers': [(answer, score)]}] for parallel lists of questions and files."""
+        """[{'question', 'unknown_words', 'words_not_read', 'answers': [(answer, score)]}] for parallel lists of
+        questions and files; words_not_read: those past the max_token the model reads (as in training)."""
         logits = self.logits(self.bundle.make_batch(questions, feature_paths))
-        return [{"question": q, "unknown_words": self.bundle.encode(q)[1], "answers": top}
-                for q, top in zip(questions, self.bundle.top_answers(logits, k))]
+        max_token = self.bundle.max_token
+        return [{"question": q, "unknown_words": self.bundle.encode(q)[1], "words_not_read": tokenize(q)[max_token:],
+                 "answers": top} for q, top in zip(questions, self.bundle.top_answers(logits, k))]
 
     def answer_file(self, questions_path, features_dir, out_path, batch_size=64):
         """Answer every question of a question file; write the EvalAI json (VQA) or answer lines (CLEVR)."""
@@ -223,6 +226,9 @@ def format_answers(result, k):
     lines = [f"question: {result['question']}"]
     if result["unknown_words"]:
         lines.append(f"  (not in the vocabulary, read as UNK: {', '.join(result['unknown_words'])})")
+    if result.get("words_not_read"):
+        lines.append(f"  (the model reads the first {len(tokenize(result['question'])) - len(result['words_not_read'])}"
+                     f" words; not read: {' '.join(result['words_not_read'])})")
     width = max(len(a) for a, _ in result["answers"])
     lines += [f"  {i + 1}. {a:<{width}}  {s:.4f}" for i, (a, s) in enumerate(result["answers"][:k])]
     return "\n".join(lines)
@@ -230,4 +236,5 @@ def format_answers(result, k):
 
 def result_json(results):
     return json.dumps([{"question": r["question"], "unknown_words": r["unknown_words"],
+                        "words_not_read": r.get("words_not_read", []),
                         "answers": [{"answer": a, "score": s} for a, s in r["answers"]]} for r in results], indent=1)

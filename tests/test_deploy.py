@@ -210,6 +210,19 @@ def test_predict_command_prints_top_k_answers_with_their_scores(trained, demo_ro
         assert score == pytest.approx(np.exp(logits[j]) / np.exp(logits).sum(), abs=1e-4)
 
 
+def test_predict_says_which_words_of_a_long_question_are_not_read(trained, demo_root, capsys):
+    from deploy.__main__ import main
+    val = build_dataset(trained["cfg"].copy(RUN_MODE="val"), "val")
+    words = [f"w{i}" for i in range(20)]
+    main(["predict", "--model", trained["dir"], "--question", " ".join(words), "--features", _feature_path(val, 0),
+          "--topk", "1", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert f"(the model reads the first 14 words; not read: {' '.join(words[14:])})" in out   # demo max_token 14
+    with pytest.raises(SystemExit):
+        main(["predict", "--model", trained["dir"], "--question", "x", "--features", "y", "--topk", "0"])
+    assert "--topk must be >= 1, got 0" in capsys.readouterr().err
+
+
 def test_top_answers_hand_worked():
     b = Bundle.__new__(Bundle)
     b.answers, b.score = ["yes", "no", "red"], "sigmoid"
