@@ -141,7 +141,8 @@ def test_floor_measure_tiny():
     """bench.floor: matmul rates from timed products, a step's matmul FLOPs from torch's counter, floor = ratio."""
     from bench import floor
     rates = floor.matmul_rate(shapes=((64, 32, 16),), repeats=2)
-    assert list(rates) == ["mm 64x32x16", "onednn 64x32x16"] and min(rates.values()) > 0
+    assert list(rates) == ["mm 64x32x16", "onednn 64x32x16"]
+    assert all(np.isfinite(rate) and rate >= 0 for rate in rates.values())     # rounded: a slow host may give 0.0
     result = floor.measure({"models": ["mcan"], "sizes": ["demo"]})
     entry = result["floors"]["mcan/demo"]
     assert entry["gflop"] > 0
@@ -158,7 +159,7 @@ def test_fused_attention_matches_the_masked_softmax_tiny(backend, backward):
     (row,) = fused_attention.measure({"backend": backend, "shapes": [[2, 5, 4]], "repeats": 1, "backward": backward})
     assert row["shape"] == [2, fused_attention.HEADS, 5, 4, fused_attention.HEAD_DIM]
     assert row["device"] == "cpu" and row["backward"] is backward
-    assert row["max_abs_diff"] < 1e-5 and row["explicit_ms"] > 0 and row["fused_ms"] > 0
+    assert row["max_abs_diff"] < 1e-5 and row["explicit_ms"] >= 0 and row["fused_ms"] >= 0
     assert row["bit_identical"] == (row["max_abs_diff"] == 0.0)
 
 
@@ -357,7 +358,8 @@ def test_store_region_equals_per_file_loader(tmp_path, normalize, use_bbox_feat,
         for rows in (4, 8):                                                   # truncating and padding
             want = features.load_region(path, (rows, 6), rows, use_bbox_feat, normalize)
             got = store.region(iid, (rows, 6), rows, use_bbox_feat, normalize)
-            for w, g in zip(want, got):
+            assert len(got) == len(want) == 2                                  # features and boxes
+            for w, g in zip(want, got, strict=True):
                 assert g.dtype == w.dtype and g.shape == w.shape and np.array_equal(g, w)
                 assert type(g) is np.ndarray                                 # a copy, not a view of the map
 

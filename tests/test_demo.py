@@ -176,6 +176,9 @@ def test_npz_bytes_round_trip_and_fixed_timestamps():
     blob = npz_bytes(arrays)
     assert blob == npz_bytes(arrays)
     import io
+    import zipfile
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:                       # no clock in the bytes: 1980-01-01, zip's 0
+        assert [i.date_time for i in zf.infolist()] == [(1980, 1, 1, 0, 0, 0)] * 2
     with np.load(io.BytesIO(blob)) as z:
         np.testing.assert_array_equal(z["x"], arrays["x"])
         assert int(z["image_h"]) == 192

@@ -108,7 +108,10 @@ def test_trained_predictor_beats_the_question_type_prior_on_val(answered, demo_r
     got = vqa_accuracy(questions, annotations, answered["result"])
     print(f"\nval accuracy: predictor {got['overall']} {got['perAnswerType']}; question-type prior "
           f"{baseline['overall']} {baseline['perAnswerType']}")
-    assert baseline["overall"] == pytest.approx(43.89, abs=0.005)   # README: the demo's question-type prior
+    # README quotes this baseline: it must be the one the demo data gives (a docs check, computed here, not pinned)
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    with open(readme, encoding="utf-8") as f:
+        assert f"the best answer per question type {baseline['overall']:.2f}" in " ".join(f.read().split())
     assert got["overall"] >= baseline["overall"] + MARGIN
 
 
