@@ -6,7 +6,8 @@
 # of the `python -m bench report ...` command on the generated block's "reproduce" line (naming only the GPU files
 # would replace the CPU tables); then the fused attention kernels against the models' masked softmax
 # (bench/fused_attention.py: eval and forward + backward, float32 and float16), one JSON line each, in
-# RESULTS/<date>-gpu-fused.jsonl.
+# RESULTS/<date>-gpu-fused.jsonl. Before those, bench/gpu_smoke.py runs run.py end to end on the GPU (two demo epochs,
+# fp32 and AMP), evaluates the checkpoint on the CPU and compares the answers: RESULTS/<date>-gpu-smoke.jsonl.
 #
 #   bash bench/gpu_check.sh [RESULTS]          # RESULTS defaults to bench/results
 #   PYTHON=/path/to/python bash bench/gpu_check.sh
@@ -69,6 +70,14 @@ status=0
 "$py" -m bench "${common[@]}" "${extra[@]}" --out "$results/$day-gpu.json" || status=1
 "$py" -m bench "${common[@]}" "${extra[@]}" --amp --out "$results/$day-gpu-amp.json" || status=1
 "$py" -m bench report "$results/$day-gpu.json" "$results/$day-gpu-amp.json" --docs "$results/$day-gpu.md"
+smoke="$results/$day-gpu-smoke.jsonl"
+: > "$smoke"
+for name in ${BACKENDS//,/ }; do
+    for flags in "" "--amp"; do
+        # shellcheck disable=SC2086  # flags is split on purpose
+        "$py" -m bench.gpu_smoke --backend "$name" --gpu "${GPU:-0}" $flags >> "$smoke" || status=1
+    done
+done
 fused="$results/$day-gpu-fused.jsonl"
 : > "$fused"
 for name in ${BACKENDS//,/ }; do

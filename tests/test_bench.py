@@ -109,6 +109,20 @@ def test_gpu_check_script_without_cuda(tmp_path):
     assert forced.stderr.count("torch sees no CUDA device here") == 4          # the four bench.fused_attention runs
     (fused,) = results.glob("*-gpu-fused.jsonl")
     assert fused.read_text() == ""
+    (smoke,) = results.glob("*-gpu-smoke.jsonl")                               # fp32 and AMP, refused before training
+    rows = [json.loads(line) for line in smoke.read_text().splitlines()]
+    assert [(r["amp"], r["ok"], r["error"]) for r in rows] == [(False, False, "--gpu 0: torch sees no CUDA device here"),
+                                                               (True, False, "--gpu 0: torch sees no CUDA device here")]
+
+
+def test_gpu_smoke_on_the_cpu_answers_alike_after_reloading(tmp_path):
+    """bench.gpu_smoke with no GPU: run.py trains a demo epoch and validates, then evaluates the saved checkpoint in a
+    new process; on one device the two must give the same answer to every question."""
+    from bench import gpu_smoke
+    row = gpu_smoke.smoke("torch", gpu="", model="mcan_small", epochs=1, workdir=str(tmp_path))
+    assert row["device"] == "cpu" and row["questions"] == 1250                  # the demo's val split
+    assert row["answers_agree"] == 1.0 and row["device_val_accuracy"] == row["cpu_val_accuracy"]
+    assert list(tmp_path.iterdir()) == []                                     # its temporary folder is gone
 
 
 def test_measure_rejects_bad_spec():

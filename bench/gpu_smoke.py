@@ -1,0 +1,102 @@
+"""The whole run on a device, end to end: train one demo epoch with run.py there, evaluate its checkpoint on the CPU.
+
+    python -m bench.gpu_smoke --backend torch --gpu 0 [--amp] [--model mcan_small] [--epochs 1]
+
+bench/gpu_check.sh runs it for every backend that sees a GPU: the train-step benchmarks exercise the trainer, this
+the rest of a GPU run (run.py's device choice, the DataLoader, validation, the checkpoint written from GPU tensors and
+read back on the CPU). The last epoch's validation on the device and the CPU's evaluation of the saved checkpoint
+score the same weights, so their answers agree up to those that float rounding flips (float16 under --amp); with
+--gpu "" both run on the CPU and agree exactly (tests/test_bench.py). Two epochs by default: after one, the demo
+models still answer "yes" to nearly everything, which any weights would agree on. One JSON line on stdout; exit 1
+when a step fails, or when the answers agree on less than --min-agree of the questions.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ACCURACY = re.compile(r"Overall Accuracy is: ([0-9.]+)")
+
+
+def _run_py(flags, timeout):
+    """(seconds, last 'Overall Accuracy' printed or None, output) of one run.py call; RuntimeError if it fails."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "run.py"), *flags], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise RuntimeError(f"run.py {' '.join(flags)} exited with {proc.returncode}: {out.strip()[-600:]}")
+    found = _ACCURACY.findall(out)
+    return time.perf_counter() - start, float(found[-1]) if found else None, out
+
+
+def _sees_gpu(backend, gpu):
+    """The backend's own device choice, as run.py makes it (it falls back to the CPU with a warning)."""
+    import warnings
+
+    from backends import get_backend
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return get_backend(backend).set_device(gpu) != "cpu"
+
+
+def _answers(path):
+    with open(path, encoding="utf-8") as f:
+        return {r["question_id"]: r["answer"] for r in json.load(f)}
+
+
+def smoke(backend, gpu="", amp=False, model="mcan_small", epochs=2, workdir=None, timeout=1800):
+    """Train ``epochs`` demo epochs on ``gpu`` ('' = the CPU), then evaluate the last checkpoint on the CPU."""
+    if gpu and not _sees_gpu(backend, gpu):
+        raise RuntimeError(f"--gpu {gpu}: {backend} sees no CUDA device here")
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        common = [f"--MODEL={model}", "--DATASET=demo", f"--backend={backend}", f"--DATA_ROOT={tmp}/demo",
+                  f"--SET=CKPTS_ROOT={tmp}/ckpts", f"--SET=RESULTS_ROOT={tmp}/results"]
+        train = common + ["--RUN=train", f"--MAX_EPOCH={epochs}", "--VERSION=smoke", f"--AMP={bool(amp)}"]
+        train_s, device_acc, out = _run_py(train + ([f"--GPU={gpu}"] if gpu else []), timeout)
+        if gpu and "running on the CPU" in out:
+            raise RuntimeError(f"--GPU={gpu}: {backend} sees no CUDA device; the run fell back to the CPU")
+        if device_acc is None:
+            raise RuntimeError(f"the training run printed no validation accuracy: {out.strip()[-600:]}")
+        answers_file = os.path.join(tmp, "results", "cache", "result_run_smoke.json")
+        device_answers = _answers(answers_file)          # the CPU evaluation writes the same file next
+        _, cpu_acc, out = _run_py(common + ["--RUN=val", "--CKPT_V=smoke", f"--CKPT_E={epochs}"], timeout)
+        if cpu_acc is None:
+            raise RuntimeError(f"the CPU evaluation printed no accuracy: {out.strip()[-600:]}")
+        cpu_answers = _answers(answers_file)
+    if set(device_answers) != set(cpu_answers):
+        raise RuntimeError("the two evaluations answered different questions")
+    same = sum(device_answers[q] == cpu_answers[q] for q in cpu_answers)
+    return {"backend": backend, "device": f"gpu:{gpu}" if gpu else "cpu", "amp": bool(amp), "model": model,
+            "epochs": epochs, "train_s": round(train_s, 1), "device_val_accuracy": device_acc,
+            "cpu_val_accuracy": cpu_acc, "questions": len(cpu_answers), "answers_agree": round(same / len(cpu_answers), 4),
+            "distinct_answers": len(set(cpu_answers.values()))}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench.gpu_smoke", description=__doc__.split("\n\n")[0])
+    p.add_argument("--backend", required=True, choices=("torch", "paddle"))
+    p.add_argument("--gpu", default="", metavar="ID", help='device to train on (default "": the CPU)')
+    p.add_argument("--amp", action="store_true", help="train in mixed precision (a GPU's)")
+    p.add_argument("--model", default="mcan_small", choices=("trar", "mcan_small", "mmnasnet_small"))
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--min-agree", type=float, default=0.98,
+                   help="smallest accepted fraction of questions both evaluations answer alike (default 0.98)")
+    args = p.parse_args(argv)
+    try:
+        row = smoke(args.backend, args.gpu, args.amp, args.model, args.epochs)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        row = {"backend": args.backend, "device": f"gpu:{args.gpu}" if args.gpu else "cpu", "amp": args.amp,
+               "model": args.model, "error": str(exc)}
+    row["ok"] = "error" not in row and row["answers_agree"] >= args.min_agree
+    print(json.dumps(row))
+    return 0 if row["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
