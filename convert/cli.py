@@ -209,7 +209,7 @@ def write_paddle(dst, weights, meta):
         written.append(opt_path)
     elif os.path.exists(opt_path):
         os.remove(opt_path)
-    _pickle_to(params_path, dict(weights))
+    _pickle_to(params_path, layout.with_lstm_cell_aliases(dict(weights)))   # both LSTM names, as paddle.nn.LSTM
     return [params_path] + written
 
 

@@ -4,7 +4,8 @@ torch and Paddle name every parameter alike (the models mirror the original attr
 - Linear weights: torch [out, in], Paddle [in, out]. Which keys are Linear weights comes from the model
   (backends/<fw>/layers.py linear_weight_names), never from shapes: most weights here are square.
 - LSTM: Paddle's state_dict shows each LSTM tensor twice, as lstm.weight_ih_l0 and lstm.0.cell.weight_ih.
-  Files written here keep only the torch names; Paddle-port files with both load after normalize_lstm_names.
+  Paddle files written here hold both, as the Paddle ports' do (with_lstm_cell_aliases); torch files only the torch
+  names. Reading folds the aliases back (normalize_lstm_names).
 - paddle.save adds a 'StructuredToParameterName@@' table (structured name -> internal name) to a state dict.
 """
 import re
@@ -33,6 +34,32 @@ def lstm_canonical_name(key):
         return None
     suffix = '_reverse' if m.group('dir') == '_bw' else ''
     return f"{m.group('prefix')}{m.group('param')}_l{m.group('layer')}{suffix}"
+
+
+_LSTM_TORCH_NAME = re.compile(r'^(?P<prefix>(?:.*\.)?)(?P<param>weight_ih|weight_hh|bias_ih|bias_hh)'
+                              r'_l(?P<layer>\d+)(?P<reverse>_reverse)?$')
+
+
+def with_lstm_cell_aliases(state):
+    """``state`` with Paddle's per-cell aliases of its torch-named LSTM tensors ('lstm.weight_ih_l0' ->
+    'lstm.0.cell.weight_ih'; a bidirectional LSTM's 'cell_fw' / 'cell_bw'), holding the same arrays, after each
+    LSTM's own keys: the keys of paddle.nn.LSTM's state_dict, so a Paddle port's strict loading finds all it expects."""
+    matches = {k: _LSTM_TORCH_NAME.match(k) for k in state}
+    bidirectional = {m.group('prefix') for m in matches.values() if m and m.group('reverse')}
+    out, pending, group = {}, {}, None
+    for key, value in state.items():
+        m = matches[key]
+        prefix = m.group('prefix') if m else None
+        if pending and prefix != group:                  # the end of one LSTM's keys: its aliases follow them
+            out.update(pending)
+            pending = {}
+        out[key] = value
+        if m:
+            group = prefix
+            cell = 'cell' if prefix not in bidirectional else 'cell_bw' if m.group('reverse') else 'cell_fw'
+            pending[f"{prefix}{m.group('layer')}.{cell}.{m.group('param')}"] = value
+    out.update(pending)
+    return out
 
 
 def normalize_lstm_names(state):

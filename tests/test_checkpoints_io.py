@@ -152,6 +152,34 @@ def test_own_files_cross_over(backends, tmp_path):
         _logits_match(reader, other, batch, writer.predict(net, batch))
 
 
+CELL_ALIASES = {"lstm.0.cell.weight_ih": "lstm.weight_ih_l0", "lstm.0.cell.weight_hh": "lstm.weight_hh_l0",
+                "lstm.0.cell.bias_ih": "lstm.bias_ih_l0", "lstm.0.cell.bias_hh": "lstm.bias_hh_l0"}
+
+
+def test_paddle_files_hold_both_lstm_names_as_a_stock_paddle_lstm_expects(backends, tmp_path):
+    """The .pdparams the paddle backend and torch2paddle write list each LSTM tensor under paddle.nn.LSTM's two
+    names (as the Paddle ports' files do), so a port built on a stock paddle.nn.LSTM loads them with no key missing."""
+    from convert.cli import convert_file
+    from convert.pickles import read_pdparams
+    from tests.test_convert import config_file
+    torch_be, paddle_be = backends
+    cfg = _cfg()
+    paddle_be.make_trainer(_torch_net(paddle_be, cfg), cfg).save(str(tmp_path / "own.pdparams"), 1, 1e-4)
+    torch_be.make_trainer(_torch_net(torch_be, cfg), cfg).save(str(tmp_path / "t.pkl"), 1, 1e-4)
+    convert_file("torch2paddle", str(tmp_path / "t.pkl"), str(tmp_path / "conv.pdparams"), "trar", "vqa",
+                 config=config_file(tmp_path, "trar", "vqa"))
+    for name in ("own.pdparams", "conv.pdparams"):
+        state = read_pdparams(str(tmp_path / name))
+        for alias, torch_name in CELL_ALIASES.items():
+            np.testing.assert_array_equal(state[alias], state[torch_name])
+        stock = paddle.nn.LSTM(cfg.WORD_EMBED_SIZE, cfg.HIDDEN_SIZE)               # what a port's Net holds
+        lstm_state = {k[len("lstm."):]: v for k, v in state.items() if k.startswith("lstm.")}
+        assert sorted(lstm_state) == sorted(stock.state_dict())                   # 8 keys: 4 tensors, 2 names each
+        missing, unexpected = stock.set_state_dict(lstm_state)
+        assert missing == [] and unexpected == []
+        np.testing.assert_array_equal(stock.weight_hh_l0.numpy(), state["lstm.weight_hh_l0"])
+
+
 @pytest.mark.parametrize("change, hint", [
     (dict(POOLING="fc"), "POOLING"),
     (dict(ORDERS=[0, 1]), "ORDERS"),

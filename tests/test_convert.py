@@ -129,7 +129,11 @@ def test_paddle_files_hold_paddle_layout_and_accumulators(tmp_path):
     params = read_pdparams(str(tmp_path / "out.pdparams"))
     opt = read_pdparams(str(tmp_path / "out.pdopt"))
     assert (opt["epoch"], opt["lr_base"]) == (1, 1e-4) and opt["optimizer"]["framework"] == "paddle"
-    assert list(params) == list(ckpt["state_dict"])
+    torch_keys = list(ckpt["state_dict"])
+    lstm_end = torch_keys.index("lstm.bias_hh_l0") + 1                # then paddle.nn.LSTM's per-cell names
+    cells = [f"lstm.0.cell.{p}" for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    assert list(params) == torch_keys[:lstm_end] + cells + torch_keys[lstm_end:]
+    np.testing.assert_array_equal(params["lstm.0.cell.weight_ih"], ckpt["state_dict"]["lstm.weight_ih_l0"])
     # proj is a Linear: [answers, FLAT_OUT] in torch, [FLAT_OUT, answers] in paddle; the embedding is not
     np.testing.assert_array_equal(params["proj.weight"], ckpt["state_dict"]["proj.weight"].T)
     np.testing.assert_array_equal(params["embedding.weight"], ckpt["state_dict"]["embedding.weight"])

@@ -2,8 +2,9 @@
 
 Written: a pair, each to a temp file first; the .pdopt is renamed into place before the .pdparams, so a .pdparams is
 never seen next to a missing or older .pdopt.
-- <stem>.pdparams: paddle.save of {structured name: ndarray}, Paddle layout (Linear weights [in, out]), LSTM tensors
-  once under torch's names (lstm.weight_ih_l0, ...), no name table. paddle.load + Layer.set_state_dict read it.
+- <stem>.pdparams: paddle.save of {structured name: ndarray}, Paddle layout (Linear weights [in, out]), each LSTM
+  tensor under both names paddle.nn.LSTM lists (lstm.weight_ih_l0 and lstm.0.cell.weight_ih), as the Paddle ports'
+  files hold them; no name table. paddle.load + Layer.set_state_dict read it, in this project or in a port.
 - <stem>.pdopt: paddle.save of
       {'epoch': int, 'lr_base': float,
        'optimizer': {'framework': 'paddle',
@@ -118,7 +119,9 @@ def restore_optimizer_state(optimizer, net, state):
 def save_checkpoint(path, net, optimizer, epoch, lr_base):
     """<stem>.pdparams and <stem>.pdopt for ``path`` = <stem>.pdparams (or <stem>)."""
     stem = path[:-len('.pdparams')] if path.endswith('.pdparams') else path
-    params = layout.normalize_lstm_names({k: v.numpy() for k, v in net.state_dict().items()})
+    # the LSTM under both of paddle.nn.LSTM's names, as Paddle ports' files hold it (reading folds them back)
+    params = layout.with_lstm_cell_aliases(
+        layout.normalize_lstm_names({k: v.numpy() for k, v in net.state_dict().items()}))
     meta = {'epoch': int(epoch), 'lr_base': float(lr_base), 'optimizer': optimizer_state(optimizer, net)}
 
     def write_pair(params_tmp):
