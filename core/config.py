@@ -434,6 +434,9 @@ def _check_request(cfg):
         given = '--CKPT_PATH' if cfg.CKPT_PATH is not None else '--CKPT_V/--CKPT_E'
         raise ConfigError(f"RESUME: training reads {given} only to resume; add --RESUME=True to continue that run, "
                           "or drop them to train from scratch")
+    if cfg.RUN_MODE != 'train' and cfg.RESUME and cfg._origin.get('RESUME') == 'overrides':
+        raise ConfigError(f"RESUME: only training resumes; a {cfg.RUN_MODE} run loads its checkpoint "
+                          "(--CKPT_V/--CKPT_E or --CKPT_PATH) anyway: drop --RESUME")
     if cfg.CKPT_PATH is None and cfg.CKPT_EPOCH == 0 and 'CKPT_EPOCH' in asked:
         raise ConfigError("CKPT_EPOCH: --CKPT_E 0 names no checkpoint; epochs are numbered from 1 (epoch1.pkl is "
                           "the first saved)")

@@ -213,6 +213,8 @@ def test_a_checkpoint_that_a_run_would_not_read_is_a_config_error(tmp_path):
         load_config('trar', 'demo', {**roots, 'CKPT_PATH': str(ckpt), 'CKPT_EPOCH': 2}, run_mode='val')
     with pytest.raises(ConfigError, match=r'^CKPT_EPOCH: --CKPT_E 0 names no checkpoint; epochs are numbered from 1'):
         load_config('trar', 'demo', {**roots, 'CKPT_VERSION': 'a', 'CKPT_EPOCH': 0}, run_mode='val')
+    with pytest.raises(ConfigError, match=r'^RESUME: only training resumes; a val run loads its checkpoint'):
+        load_config('trar', 'demo', {**roots, 'CKPT_PATH': str(ckpt), 'RESUME': True}, run_mode='val')
     resumed = load_config('trar', 'demo', {**roots, 'CKPT_PATH': str(ckpt), 'RESUME': True})
     named = load_config('trar', 'demo', {**roots, 'CKPT_PATH': str(ckpt), 'CKPT_VERSION': 'mine'}, run_mode='val')
     assert resumed.CKPT_PATH == str(ckpt) and named.CKPT_VERSION == 'mine'      # --CKPT_V may name a CKPT_PATH run
