@@ -26,7 +26,7 @@ from backends import BackendUnavailable, get_backend
 from backends.base import INPUT_KEYS
 from convert.layout import CheckpointMismatch
 from core import checkpoints
-from deploy import bundle
+from deploy import bundle, c_output
 
 SUPPORTED_MODELS = ("trar", "mcan", "mmnasnet")
 VERIFY_BATCH = 3
@@ -90,8 +90,9 @@ def export_net(net, cfg, out_dir, token_to_ix, answers, max_token, extra=None):
 
     stage = bundle.staging_dir(out_dir)
     try:
-        static = paddle.jit.to_static(wrapper, input_spec=input_spec, full_graph=True)
-        paddle.jit.save(static, os.path.join(stage, "model"), input_spec=input_spec)
+        with c_output.filtered(2, c_output.STDERR_NOISE):
+            static = paddle.jit.to_static(wrapper, input_spec=input_spec, full_graph=True)
+            paddle.jit.save(static, os.path.join(stage, "model"), input_spec=input_spec)
         runner = PaddleRunner(os.path.join(stage, "model.json"), os.path.join(stage, "model.pdiparams"), threads=1)
         got = runner.run(sample)
         diff = float(np.abs(got - expected).max())

@@ -7,13 +7,8 @@ onnxruntime for a folder written by ``python -m deploy onnx``.
 
 Questions and features are encoded by deploy.bundle with the training pipeline's functions.
 """
-import contextlib
-import ctypes
-import io
 import json
 import os
-import sys
-import tempfile
 import warnings
 
 import numpy as np
@@ -22,6 +17,7 @@ from core.data import features
 from core.data.paths import load_json
 from core.data.tokenizer import tokenize
 from core.evaluation.results import write_clevr_results, write_vqa_results
+from deploy import c_output
 from deploy.bundle import Bundle, BundleError
 
 # Paddle Inference CPU settings (docs/aistudio.md, "Speed"). enable_memory_optim() fails on Paddle 3.3.1 with a
@@ -32,38 +28,6 @@ GPU_MEMORY_POOL_MB = 256
 
 def default_threads():
     return max(1, min(os.cpu_count() or 1, 8))
-
-
-# Lines Paddle's C++ prints to stdout on its own: 'ReduceMeanCheckIfOneDNNSupport' comes from its oneDNN kernels,
-# once per reduce_mean op on a predictor's first run (13 times for TRAR).
-PADDLE_STDOUT_NOISE = frozenset({"ReduceMeanCheckIfOneDNNSupport"})
-
-
-@contextlib.contextmanager
-def _c_stdout_filtered():
-    """Hold the process's C-level stdout in a temp file for a while, then pass its lines on to stderr, without
-    PADDLE_STDOUT_NOISE: stdout is kept for the answers, and nothing else printed meanwhile is lost."""
-    try:
-        sys.stdout.flush()
-        saved = os.dup(1)
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
-        yield
-        return
-    libc = ctypes.CDLL(None)
-    with tempfile.TemporaryFile() as held:
-        try:
-            os.dup2(held.fileno(), 1)
-            yield
-        finally:
-            libc.fflush(None)   # what C++ buffered goes to the temp file, not to the restored stdout
-            os.dup2(saved, 1)
-            os.close(saved)
-            held.seek(0)
-            lines = held.read().decode("utf-8", errors="replace").splitlines(keepends=True)
-            kept = "".join(line for line in lines if line.strip() not in PADDLE_STDOUT_NOISE)
-            if kept:
-                sys.stderr.write(kept)
-                sys.stderr.flush()
 
 
 class PaddleRunner:
@@ -108,7 +72,7 @@ class PaddleRunner:
         if self._ran:
             self.predictor.run()
         else:
-            with _c_stdout_filtered():
+            with c_output.filtered(1, c_output.STDOUT_NOISE):   # stdout is kept for the answers
                 self.predictor.run()
             self._ran = True
         return self.predictor.get_output_handle(self.output_names[0]).copy_to_cpu().astype(np.float32, copy=False)

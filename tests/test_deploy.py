@@ -401,13 +401,23 @@ def test_paddle2onnx_blockers_are_found_in_a_program(tmp_path):
 
 
 def test_paddles_stdout_noise_is_dropped_and_other_c_output_goes_to_stderr(capfd):
-    from deploy.predict import _c_stdout_filtered
+    from deploy import c_output
     print("before", flush=True)
-    with _c_stdout_filtered():
+    with c_output.filtered(1, c_output.STDOUT_NOISE):
         os.write(1, b"ReduceMeanCheckIfOneDNNSupport\nsomething else\nReduceMeanCheckIfOneDNNSupport\n")
     print("after", flush=True)
     out, err = capfd.readouterr()
     assert out == "before\nafter\n" and err == "something else\n"
+
+
+def test_paddles_stderr_noise_is_dropped_and_the_rest_kept_in_order(capfd):
+    from deploy import c_output
+    with c_output.filtered(2, c_output.STDERR_NOISE):
+        os.write(2, b"W1206 02:12:47.370894  8832 eager_utils.cc:3584] Paddle static graph(PIR) not support input "
+                    b"out tensor for now!!!!!\nfirst\n")
+        os.write(2, b"second\n")
+    out, err = capfd.readouterr()
+    assert out == "" and err == "first\nsecond\n"
 
 
 @pytest.mark.parametrize("command,own", [("export", ["--out"]), ("onnx", ["--exporter", "--from-paddle", "--opset"]),
