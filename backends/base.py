@@ -11,7 +11,17 @@ OPTIONAL_INPUT_KEYS = ("rel_geom",)
 
 def input_keys(batch):
     """The model-input keys present in ``batch``: the four positional ones, then any optional ones."""
-    return INPUT_KEYS + tuple(k for k in OPTIONAL_INPUT_KEYS if k in batch)
+    missing = [k for k in INPUT_KEYS if k not in batch]
+    if missing:
+        raise ValueError(f"the batch has no {', '.join(missing)}: a model takes {', '.join(INPUT_KEYS)} (zeros of "
+                         "shape (B, 1) for the features it does not read; docs/architecture.md, the sample format)")
+    keys = INPUT_KEYS + tuple(k for k in OPTIONAL_INPUT_KEYS if k in batch)
+    for key in keys:                    # numpy input from a user: the dtypes the datasets give (tensors are checked
+        dtype = getattr(batch[key], "dtype", None)     # by the frameworks)
+        want = "int64" if key == "ques_ix" else "float32"
+        if type(batch[key]).__module__ == "numpy" and str(dtype) != want:
+            raise ValueError(f"batch[{key!r}] is {dtype}; the model takes {want} (e.g. .astype(np.{want}))")
+    return keys
 
 
 def net_call(net, inputs, part=slice(None)):

@@ -113,7 +113,7 @@ def train(cfg, be):
             if bar is not loader:
                 done = (i + 1) * cfg.BATCH_SIZE
                 bar.set_postfix(loss=f"{loss / cfg.BATCH_SIZE:.4f}", lr=f"{lr:.2e}",
-                                sps=f"{done / max(time.time() - start, 1e-9):.0f}")
+                                sps=f"{done / max(time.time() - start, 1e-9):.0f}", refresh=False)   # mininterval
         elapsed = time.time() - start
         ckpt = checkpoints.ckpt_path(cfg, epoch + 1, be.checkpoint_ext)
         trainer.save(ckpt, epoch + 1, lr_base)
@@ -164,17 +164,24 @@ def _stack(samples):
     return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
 
 
+def load_for_eval(cfg, be, net, path):
+    """Load checkpoint ``path`` (either framework's) into ``net`` as `run.py --RUN=val` does; returns its meta.
+    TRAR's hard routing then runs at the temperature of the checkpoint's last training epoch (the original
+    evaluates at TAU_MAX; README, deliberate differences)."""
+    meta = be.load_checkpoint(net, path)
+    if cfg.MODEL_USE == "trar" and cfg.ROUTING == "hard" and meta.get("epoch"):
+        net.set_tau(tau_at(int(meta["epoch"]) - 1, cfg.TAU_POLICY, cfg.TAU_MAX, cfg.TAU_MIN, cfg.MAX_EPOCH,
+                           cfg.WARMUP_EPOCH))
+    return meta
+
+
 def evaluate_checkpoint(cfg, be):
     mode = cfg.RUN_MODE
     dataset = build_dataset(cfg, mode)
     net = be.build_model(cfg, dataset.token_size, dataset.ans_size, dataset.pretrained_emb)
     path = checkpoints.resume_path(cfg, be.checkpoint_ext)
-    meta = be.load_checkpoint(net, path)
+    load_for_eval(cfg, be, net, path)
     _say(cfg, f"Loaded {path}")
-    if cfg.MODEL_USE == "trar" and cfg.ROUTING == "hard" and meta.get("epoch"):
-        # the temperature the checkpoint's last epoch trained with (the original evaluates at TAU_MAX)
-        net.set_tau(tau_at(int(meta["epoch"]) - 1, cfg.TAU_POLICY, cfg.TAU_MAX, cfg.TAU_MIN, cfg.MAX_EPOCH,
-                           cfg.WARMUP_EPOCH))
     version = cfg.CKPT_VERSION
     if mode == "val":
         log = RunLog(checkpoints.log_path(cfg, version))
@@ -222,6 +229,7 @@ def _evaluate_vqa(cfg, dataset, mode, version, qids, answers):
     result_writers.write_vqa_results(path, qids, answers)
     questions, annotations = _restrict(dataset, set(qids))
     acc = vqa_eval.vqa_accuracy(questions, annotations, path)
+    _say(cfg, f"{mode}: {len(qids)} questions")
     _say(cfg, vqa_eval.format_report(acc))
     return {"overall": acc["overall"], "per_type": acc["perAnswerType"], "result_file": path}
 

@@ -52,6 +52,46 @@ def test_header_line_and_words_with_spaces(tmp_path):
     np.testing.assert_array_equal(emb[6], [9, 9, 9])
 
 
+@pytest.mark.parametrize("bad_line,message", [
+    ("color 2 3\n", r"glove\.txt, line 4: 2 values after 'color', expected 3"),
+    ("color 2 3x 4\n", r"glove\.txt, line 4 \('color'\): could not convert string to float: '3x'"),
+])
+def test_a_damaged_line_is_named_with_its_line_number(tmp_path, bad_line, message):
+    lines = GLOVE_TXT.splitlines(keepends=True)
+    lines[3] = bad_line                                                    # the 'color' line
+    with pytest.raises(ValueError, match=message):
+        pretrained_embedding(make_cfg(tmp_path, GLOVE_PATH=_txt(tmp_path, "".join(lines))), VOCAB, "k5")
+
+
+def test_coverage_is_printed_and_a_low_one_warned(tmp_path, capsys, caplog):
+    pretrained_embedding(make_cfg(tmp_path, GLOVE_PATH=_txt(tmp_path)), VOCAB, "k6")
+    assert "4 of 6 vocabulary words have one; the other 2 start at zero" in capsys.readouterr().out   # PAD UNK what color
+    assert not caplog.records
+    sparse = _txt(tmp_path, "zebra 1 1 1\n", "sparse.txt")
+    with caplog.at_level(logging.WARNING):
+        pretrained_embedding(make_cfg(tmp_path, GLOVE_PATH=sparse), VOCAB, "k6")
+    assert "has vectors for only 1 of 6 vocabulary words" in caplog.text
+
+
+def test_a_vector_file_edited_in_place_is_read_again(tmp_path):
+    path = _txt(tmp_path)
+    first = pretrained_embedding(make_cfg(tmp_path, GLOVE_PATH=path), VOCAB, "k7")
+    with open(path, "r+") as f:                                            # same size, another value
+        text = f.read().replace("what 0.5 0.25 -1", "what 0.7 0.25 -1")
+        f.seek(0)
+        f.write(text)
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10 ** 9))
+    again = pretrained_embedding(make_cfg(tmp_path, GLOVE_PATH=path), VOCAB, "k7")
+    assert first[3][0] == np.float32(0.5) and again[3][0] == np.float32(0.7)
+
+
+def test_glove_settings_without_use_glove_are_warned(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert pretrained_embedding(make_cfg(tmp_path, USE_GLOVE=False, GLOVE_PATH="x.txt",
+                                             GLOVE_SPACY_MODEL=None), VOCAB, "k8") is None
+    assert "GLOVE_PATH is set but USE_GLOVE is False" in caplog.text
+
+
 def test_dimension_mismatch_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="WORD_EMBED_SIZE=300"):
         pretrained_embedding(make_cfg(tmp_path, GLOVE_PATH=_txt(tmp_path), WORD_EMBED_SIZE=300), VOCAB, "k3")

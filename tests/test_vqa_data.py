@@ -246,8 +246,19 @@ def test_subset_errors(demo_root, tmp_path):
         build_dataset(make_cfg(demo_root, tmp_path, SUBSET=-3), "train")
     with pytest.raises(FileNotFoundError, match="SUBSET_IIDS"):
         build_dataset(make_cfg(demo_root, tmp_path, SUBSET_IIDS=str(tmp_path / "none.txt")), "train")
-    with pytest.raises(ValueError, match="no samples left"):
+    with pytest.raises(ValueError, match=r"none of its \d+ questions is about an image in SUBSET_IIDS .*--EVAL_EE"):
         build_dataset(make_cfg(demo_root, tmp_path, SUBSET_IIDS=[999999999]), "train")
+    train_images = sorted(set(build_dataset(make_cfg(demo_root, tmp_path), "train").iids))[:3]
+    with pytest.raises(ValueError, match="none of its"):                      # train ids only: val has none of them
+        build_dataset(make_cfg(demo_root, tmp_path, SUBSET_IIDS=train_images), "val")
+    obj = tmp_path / "ids_object.json"
+    obj.write_text(json.dumps({"image_ids": train_images}))
+    with pytest.raises(ValueError, match=r"ids_object\.json: a json object; expected a json list of image ids"):
+        build_dataset(make_cfg(demo_root, tmp_path, SUBSET_IIDS=str(obj)), "train")
+    from core.data import subsets
+    with pytest.raises(ValueError, match="no samples left"):                  # the image kept, its answer type not
+        subsets.select([{"qid": 1, "iid": 5, "ans_type": "yes/no"}], {5: "5.npy"}, ["feats"], iids={5},
+                       ans_types={"number"})
 
 
 def test_loss_and_feat_type_checks(demo_root, tmp_path):

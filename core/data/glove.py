@@ -1,7 +1,7 @@
 """Vocabulary cache and the pre-trained word embedding (GloVe .txt, aligned .npy, spaCy model, or random).
 
-Both are cached under <RESULTS_ROOT>/cache/, keyed by a hash of the question files (paths + sizes) and of the vector
-source, so the torch and paddle backends start from identical inputs and later runs do not rebuild them.
+Both are cached under <RESULTS_ROOT>/cache/, keyed by a hash of the question files (paths, sizes, modification times)
+and of the vector source, so the torch and paddle backends start from identical inputs and later runs do not rebuild them.
 """
 import gzip
 import hashlib
@@ -25,10 +25,15 @@ def cache_dir(results_root):
     return os.path.join(results_root, "cache")
 
 
+def _file_id(path):
+    """[absolute path, size, modification time in ns]: a file edited in place (same size) gets another id."""
+    st = os.stat(path)
+    return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+
+
 def files_key(fmt, paths):
-    """Hash of the format name and each file's absolute path and size."""
-    items = [[os.path.abspath(p), os.path.getsize(p)] for p in paths]
-    return _hash([CACHE_VERSION, fmt, items])
+    """Hash of the format name and each file's _file_id."""
+    return _hash([CACHE_VERSION, fmt, [_file_id(p) for p in paths]])
 
 
 def _hash(obj):
@@ -54,6 +59,10 @@ def cached_vocabulary(results_root, fmt, question_paths, build):
 def pretrained_embedding(cfg, token_to_ix, vocab_key):
     """np.float32 (len(token_to_ix), WORD_EMBED_SIZE), or None when USE_GLOVE is off."""
     if not cfg.USE_GLOVE:
+        for key in ("GLOVE_PATH", "GLOVE_SPACY_MODEL"):
+            if getattr(cfg, key, None):
+                warn_once(f"{key} is set but USE_GLOVE is False: the word embedding starts from random values "
+                          "(set USE_GLOVE True to use the vectors)", log)
         return None
     dim = int(cfg.WORD_EMBED_SIZE)
     kind, where, desc = _vector_source(cfg)
@@ -89,7 +98,9 @@ def _vector_source(cfg):
             raise FileNotFoundError(f"GLOVE_PATH: file not found: {glove_path} (expected a GloVe .txt/.txt.gz "
                                     f"'word v1 ... vD' file, or an aligned .npy matrix with its vocabulary .json beside it)")
         kind = "npy" if glove_path.endswith(".npy") else "txt"
-        return kind, glove_path, f"{kind}:{os.path.abspath(glove_path)}:{os.path.getsize(glove_path)}"
+        ids = [_file_id(glove_path)] + ([_file_id(glove_path[:-4] + ".json")] if kind == "npy" and
+                                        os.path.isfile(glove_path[:-4] + ".json") else [])
+        return kind, glove_path, f"{kind}:{json.dumps(ids)}"
     model = getattr(cfg, "GLOVE_SPACY_MODEL", None)
     if model and _installed("spacy") and (os.path.isdir(model) or _installed(model)):
         return "spacy", model, f"spacy:{model}:{_package_version(model)}"
@@ -129,7 +140,7 @@ def _from_txt(path, words, dim):
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8", errors="replace") as f:
         first = True
-        for line in f:
+        for number, line in enumerate(f, start=1):
             parts = line.rstrip("\n").rstrip(" ").split(" ")
             if first:
                 first = False
@@ -139,12 +150,16 @@ def _from_txt(path, words, dim):
                 if len(parts) - 1 != dim:
                     raise ValueError(f"GLOVE_PATH {path}: vectors have {len(parts) - 1} values, expected "
                                      f"WORD_EMBED_SIZE={dim} (lines 'word v1 ... v{dim}')")
-            if len(parts) < dim + 1:
-                continue
-            # A few GloVe 840B entries contain spaces: the vector is always the last ``dim`` fields.
+            if len(parts) < dim + 1:       # more is a word with spaces (a few GloVe 840B entries); fewer is damage
+                raise ValueError(f"GLOVE_PATH {path}, line {number}: {len(parts) - 1} values after "
+                                 f"{parts[0]!r}, expected {dim} (lines 'word v1 ... v{dim}'; a truncated file?)")
+            # the vector is always the last ``dim`` fields
             word = " ".join(parts[:-dim])
             if word in wanted and word not in found:
-                found[word] = np.asarray(parts[-dim:], dtype=np.float32)
+                try:
+                    found[word] = np.asarray(parts[-dim:], dtype=np.float32)
+                except ValueError as exc:
+                    raise ValueError(f"GLOVE_PATH {path}, line {number} ({word!r}): {exc}") from None
     return _assemble(words, found, dim, path)
 
 
@@ -184,8 +199,12 @@ def _assemble(words, found, dim, source):
     for i, w in enumerate(words):
         if w in found:
             emb[i] = found[w]
-    missing = len(words) - sum(w in found for w in words)
-    log.info("%s: %d of %d vocabulary words have no vector (zero rows)", source, missing, len(words))
+    have = sum(w in found for w in words)
+    print(f"word vectors from {source}: {have} of {len(words)} vocabulary words have one; the other "
+          f"{len(words) - have} start at zero")
+    if words and have < 0.5 * len(words):
+        warn_once(f"{source} has vectors for only {have} of {len(words)} vocabulary words: the wrong file, or "
+                  "vectors of another tokenisation?", log)
     return emb
 
 

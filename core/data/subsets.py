@@ -23,6 +23,9 @@ def read_iid_list(spec):
                                 "text file with one id per line)")
     with open(path, encoding="utf-8") as f:
         text = f.read()
+    if text.lstrip().startswith("{"):
+        raise ValueError(f"SUBSET_IIDS {path}: a json object; expected a json list of image ids ([185, 1681]) or "
+                         "one id per line")
     if text.lstrip().startswith("["):
         try:
             values = json.loads(text)
@@ -74,6 +77,10 @@ def select(samples, feature_index, feat_folders, iids=None, ans_types=None, limi
     kept = samples
     if iids is not None:
         kept = [s for s in kept if s["iid"] in iids]
+        if samples and not kept:
+            raise ValueError(f"{label}none of its {len(samples)} questions is about an image in SUBSET_IIDS (VQA's "
+                             "train and val images are disjoint): add this split's image ids to the list, or, for "
+                             "training, skip the validation with --EVAL_EE=False")
     if ans_types is not None:
         kept = [s for s in kept if s.get("ans_type") in ans_types]
     if skip_missing:

@@ -125,7 +125,9 @@ class VQADataset:
         store = features.FeatureStore(path)
         if store.kind != self.feat_type or store.dim != self.frcn_size[1]:
             raise ValueError(f"{path}: the feature store holds {store.kind} features of width {store.dim}, this "
-                             f"dataset reads FEAT_TYPE {self.feat_type!r} of width {self.frcn_size[1]}")
+                             f"model reads FEAT_TYPE {self.feat_type!r} of width {self.frcn_size[1]} (grid: TRAR, "
+                             f"region: MCAN / MMNasNet); build one with `python -m bench.feature_store --kind "
+                             f"{self.feat_type} ...`")
         missing = sorted({iid for iid in (self.iids if iids is None else iids) if iid not in store})
         if missing:
             raise ValueError(f"{path}: the feature store lacks {len(missing)} images of this dataset (first: "
