@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from bench.devices import use_device
+
 # (batch, query rows, key rows): MCAN default image self-attention, image-to-question attention, TRAR's 8x8 grid
 SHAPES = ((32, 100, 100), (32, 100, 14), (32, 64, 64))
 HEADS, HEAD_DIM = 8, 64
@@ -131,9 +133,7 @@ def measure(spec):
     backward = bool(spec.get("backward", False))
     from backends import get_backend
     backend = get_backend(name)         # the backend's thread and allocator settings, as in training
-    device = backend.set_device(spec.get("gpu"))
-    if spec.get("gpu") is not None and device == "cpu":
-        raise RuntimeError(f"gpu={spec['gpu']!r}: {name} sees no CUDA device here")
+    device = use_device(backend, spec.get("gpu"))
     pair = _torch_pair if name == "torch" else _paddle_pair
     rows = []
     for batch, n, m in spec.get("shapes", SHAPES):

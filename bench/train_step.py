@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from bench.devices import use_device
+
 MODELS = ("trar", "mcan", "mmnasnet")
 SIZES = ("demo", "default")
 KINDS = ("train", "eval")
@@ -167,10 +169,7 @@ def measure(spec):
     t0 = time.perf_counter()
     be = get_backend(spec["backend"])
     import_s = time.perf_counter() - t0
-    device = be.set_device(spec.get("gpu") or "")
-    if spec.get("gpu") and device == "cpu":   # the backend fell back (and warned): CPU numbers would pass for GPU ones
-        raise RuntimeError(f"--gpu {spec['gpu']}: {be.name} sees no CUDA device (is its CUDA build installed?); "
-                           "measure it without --gpu")
+    device = use_device(be, spec.get("gpu"))
     be.seed(0)
     rss_start, _ = rss_mib()
     token_size = TOKEN_SIZE[size]

@@ -106,13 +106,13 @@ def test_gpu_check_script_without_cuda(tmp_path):
     for device in ("gpu:0", "gpu:0 amp"):
         assert f"- train torch mcan demo ({device}): exit 1: RuntimeError: --gpu 0: torch sees no CUDA device" in text
     assert len(list(results.glob("*-gpu*.json"))) == 2
-    assert forced.stderr.count("torch sees no CUDA device here") == 4          # the four bench.fused_attention runs
+    assert forced.stderr.count("bench.fused_attention: --gpu 0: torch sees no CUDA device here") == 4   # its 4 runs
     (fused,) = results.glob("*-gpu-fused.jsonl")
     assert fused.read_text() == ""
     (smoke,) = results.glob("*-gpu-smoke.jsonl")                               # fp32 and AMP, refused before training
     rows = [json.loads(line) for line in smoke.read_text().splitlines()]
-    assert [(r["amp"], r["ok"], r["error"]) for r in rows] == [(False, False, "--gpu 0: torch sees no CUDA device here"),
-                                                               (True, False, "--gpu 0: torch sees no CUDA device here")]
+    assert [(r["amp"], r["ok"]) for r in rows] == [(False, False), (True, False)]
+    assert all(r["error"].startswith("--gpu 0: torch sees no CUDA device here") for r in rows)
 
 
 def test_gpu_smoke_on_the_cpu_answers_alike_after_reloading(tmp_path):

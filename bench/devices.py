@@ -1,0 +1,11 @@
+"""The device a measurement runs on, never a silent CPU fallback: CPU numbers must not pass for GPU ones."""
+
+
+def use_device(be, gpu):
+    """``be.set_device(gpu)`` ('' or None: the CPU); RuntimeError when a GPU was asked for and the backend, seeing no
+    CUDA device, fell back to the CPU (after its own warning). Returns the device."""
+    device = be.set_device(gpu or "")
+    if gpu and device == "cpu":
+        raise RuntimeError(f"--gpu {gpu}: {be.name} sees no CUDA device here (is its CUDA build installed?); "
+                           "measure it without --gpu")
+    return device
