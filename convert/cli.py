@@ -71,8 +71,8 @@ def _is_pickle(path):
 def check_source(path, framework):
     """Fail early, in one line, on a missing file or a file of the other framework."""
     if os.path.isdir(path):
-        raise FileNotFoundError(f"{path} is a folder; expected a checkpoint file in it, e.g. "
-                                f"{os.path.join(path, 'epoch<N>.pkl' if framework == 'torch' else 'epoch<N>.pdparams')}")
+        example = os.path.join(path, 'epoch<N>.pkl' if framework == 'torch' else 'epoch<N>.pdparams')
+        raise FileNotFoundError(f"{path} is a folder; expected a checkpoint file in it, e.g. {example}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     kind = pickles.checkpoint_kind(path)

@@ -1,7 +1,8 @@
 """Vocabulary cache and the pre-trained word embedding (GloVe .txt, aligned .npy, spaCy model, or random).
 
 Both are cached under <RESULTS_ROOT>/cache/, keyed by a hash of the question files (paths, sizes, modification times)
-and of the vector source, so the torch and paddle backends start from identical inputs and later runs do not rebuild them.
+and of the vector source, so the torch and paddle backends start from identical inputs and later runs do not rebuild
+them.
 """
 import gzip
 import hashlib
