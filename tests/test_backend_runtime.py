@@ -50,6 +50,14 @@ def _params(backend, net):
     return {k: v.copy() for k, v in numpy_state(_fw(backend), net).items()}
 
 
+def _record_forward_batches(net):
+    """A list that collects the batch size of every forward call of ``net`` (a forward pre-hook, in both
+    frameworks: hook(layer, positional inputs), the first input being frcn_feat)."""
+    sizes = []
+    net.register_forward_pre_hook(lambda layer, inputs: sizes.append(int(inputs[0].shape[0])))
+    return sizes
+
+
 def _max_diff(a, b):
     return max(float(np.abs(a[k] - b[k]).max()) for k in a)
 
@@ -100,7 +108,9 @@ def test_accumulation_equals_one_big_batch(backend, model):
     for accu in (1, 2):
         cfg = _cfg(model=model, GRAD_ACCU_STEPS=accu)
         net = _net(backend, cfg, seed=3)
+        forward_batches = _record_forward_batches(net)
         loss = backend.make_trainer(net, cfg).train_step(_batch(cfg), 1e-3)
+        assert forward_batches == ([BATCH] if accu == 1 else [BATCH // 2, BATCH // 2])   # really split
         results[accu] = (loss, named_grads(_fw(backend), net), _params(backend, net))
     (loss1, grads1, params1), (loss2, grads2, params2) = results[1], results[2]
     assert loss2 == pytest.approx(loss1, rel=1e-6)
@@ -139,7 +149,9 @@ def test_accumulation_keeps_a_short_last_batch(backend):
     batch = {k: v[:3] for k, v in _batch(cfg).items()}
     net = _net(backend, cfg)
     expected = _expected_loss(cfg, backend.predict(net, batch), batch["ans"])
+    forward_batches = _record_forward_batches(net)
     assert backend.make_trainer(net, cfg).train_step(batch, 1e-3) == pytest.approx(expected, rel=1e-5)
+    assert forward_batches == [2, 1]
 
 
 @pytest.mark.parametrize("clip_fraction", [0.25, 4.0], ids=["clipped", "below_threshold"])

@@ -119,8 +119,9 @@ def test_gpu_smoke_on_the_cpu_answers_alike_after_reloading(tmp_path):
     """bench.gpu_smoke with no GPU: run.py trains a demo epoch and validates, then evaluates the saved checkpoint in a
     new process; on one device the two must give the same answer to every question."""
     from bench import gpu_smoke
-    row = gpu_smoke.smoke("torch", gpu="", model="mcan_small", epochs=1, workdir=str(tmp_path))
+    row = gpu_smoke.smoke("torch", gpu="", model="mcan_small", epochs=2, workdir=str(tmp_path))
     assert row["device"] == "cpu" and row["questions"] == 1250                  # the demo's val split
+    assert row["distinct_answers"] > 1          # a model past answering 'yes' to everything: agreement says more
     assert row["answers_agree"] == 1.0 and row["device_val_accuracy"] == row["cpu_val_accuracy"]
     assert list(tmp_path.iterdir()) == []                                     # its temporary folder is gone
 
@@ -505,6 +506,7 @@ def _droppable(folder):
     return hasattr(os, "posix_fadvise") and disk is not None and not disk.startswith(("tmpfs", "ramfs"))
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="not Linux: page_cache asks mincore(2) on Linux only")
 def test_page_cache_drop_and_residency(tmp_path):
     paths = []
     for k in range(3):
@@ -512,9 +514,7 @@ def test_page_cache_drop_and_residency(tmp_path):
         np.save(path, np.arange(100_000 * (k + 1), dtype=np.float32))
         np.load(path)
         paths.append(str(path))
-    if page_cache.resident_fraction(paths) is None:
-        pytest.skip("mincore(2) is not available here")
-    assert page_cache.resident_fraction(paths) == 1.0                         # just written and read
+    assert page_cache.resident_fraction(paths) == 1.0                         # just written and read (None: failed)
     page_cache.drop(paths)
     dropped = page_cache.resident_fraction(paths)
     assert dropped <= 0.05 if _droppable(tmp_path) else dropped == 1.0

@@ -1,5 +1,6 @@
 """The CPU kernel choices: core/cpu.py's reading of /proc/cpuinfo, Paddle's MKL_DEBUG_CPU_TYPE, torch's oneDNN Linear."""
 import os
+import platform
 import subprocess
 import sys
 
@@ -38,17 +39,33 @@ def test_unreadable_cpuinfo_knows_nothing(tmp_path):
     assert mkl_debug_cpu_type(info) is None
 
 
-def _paddle_env(extra):
+def _paddle_env(extra, cpuinfo):
+    """MKL_DEBUG_CPU_TYPE after importing backends.paddle in a fresh process whose core.cpu reads the file cpuinfo."""
     env = {k: v for k, v in os.environ.items() if k != "MKL_DEBUG_CPU_TYPE"}
-    env.update(extra)
-    code = "import os, backends.paddle; print(os.environ.get('MKL_DEBUG_CPU_TYPE', 'unset'))"
+    env.update(extra, TWINVQA_TEST_CPUINFO=str(cpuinfo))
+    code = ("import os, core.cpu; real = core.cpu.cpu_info; "
+            "core.cpu.cpu_info = lambda path=None: real(os.environ['TWINVQA_TEST_CPUINFO']); "
+            "import backends.paddle; print(os.environ.get('MKL_DEBUG_CPU_TYPE', 'unset'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     return out.stdout.strip().splitlines()[-1]
 
 
-def test_paddle_backend_sets_the_mkl_cpu_type_unless_the_user_did():
-    assert _paddle_env({}) == (mkl_debug_cpu_type() or "unset")
-    assert _paddle_env({"MKL_DEBUG_CPU_TYPE": "5"}) == "5"
+def test_paddle_backend_sets_the_mkl_cpu_type_unless_the_user_did(tmp_path):
+    amd, intel = tmp_path / "amd", tmp_path / "intel"
+    amd.mkdir()
+    intel.mkdir()
+    _cpuinfo(amd, "AuthenticAMD", f"fpu sse2 avx avx2 fma {SKX}")
+    _cpuinfo(intel, "GenuineIntel", f"fpu sse2 avx avx2 fma {SKX}")
+    assert _paddle_env({}, amd / "cpuinfo") == "7"
+    assert _paddle_env({}, intel / "cpuinfo") == "unset"
+    assert _paddle_env({"MKL_DEBUG_CPU_TYPE": "5"}, amd / "cpuinfo") == "5"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "i686"),
+                    reason="vendor_id in /proc/cpuinfo: x86 Linux only")
+def test_default_cpuinfo_path_is_read_on_linux():
+    vendor, flags = cpu_info()
+    assert vendor, "cpu_info() read no vendor_id from its default path"
 
 
 torch = pytest.importorskip("torch")

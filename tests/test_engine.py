@@ -1,4 +1,5 @@
 """End to end through run.py on generated demo data: train -> resume -> val -> test, for every backend and model kind."""
+import importlib
 import json
 import os
 import shutil
@@ -81,6 +82,25 @@ def test_a_run_of_one_framework_is_validated_and_resumed_by_the_other(both_backe
     resumed = _run(tmp_path, demo_root, paddle_be, "--RUN=train", "--VERSION=p", "--MAX_EPOCH=2", "--SEED=3",
                    "--RESUME=True", "--CKPT_V=t", "--CKPT_E=1")
     assert resumed["epoch"] == 2 and (tmp_path / "ckpts" / "ckpt_p" / "epoch2.pdparams").is_file()
+
+
+def test_hard_routing_temperature_per_epoch_and_at_evaluation(backend, tmp_path, demo_root, monkeypatch):
+    """Hard routing: each epoch starts at its Gumbel temperature (policy 0: linear from TAU_MAX to TAU_MIN, here
+    10, 5.5, 1 over 3 epochs), a resumed run at its epoch's, and evaluation at the checkpoint's last epoch's."""
+    net_class = importlib.import_module(f"backends.{backend.name}.models.trar").Net
+    taus, real_set_tau = [], net_class.set_tau
+    monkeypatch.setattr(net_class, "set_tau", lambda self, tau: (taus.append(tau), real_set_tau(self, tau))[1])
+    hard = ["--SET", "ROUTING=hard", "--SET", "TAU_POLICY=0", "--SET", "TAU_MAX=10", "--SET", "TAU_MIN=1",
+            "--MAX_EPOCH=3", "--SEED=3"]
+    _run(tmp_path, demo_root, backend, "--RUN=train", "--VERSION=h", *hard)
+    assert taus == pytest.approx([10.0, 5.5, 1.0])
+    del taus[:]
+    _run(tmp_path, demo_root, backend, "--RUN=train", "--VERSION=h2", "--RESUME=True", "--CKPT_V=h", "--CKPT_E=2",
+         *hard)
+    assert taus == pytest.approx([1.0])
+    del taus[:]
+    _run(tmp_path, demo_root, backend, "--RUN=val", "--CKPT_V=h", "--CKPT_E=2", *hard)
+    assert taus == pytest.approx([5.5])     # the original would evaluate at TAU_MAX, 10
 
 
 @pytest.mark.slow

@@ -9,8 +9,29 @@ import pytest
 from core.malloc_tuning import _user_chose_allocator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROBE = ("import json, sys; from core.malloc_tuning import tune_malloc; "
-         "print(json.dumps([tune_malloc(), tune_malloc()]))")
+# After tune_malloc(), a 64 MiB block (above glibc's largest mmap threshold, 32 MiB) is malloc'ed and freed; glibc's
+# mallinfo2 tells whether it was mmapped (hblks, counted from before) and whether the heap kept its memory after the
+# free (arena, the bytes of the main heap; a trim threshold of 1 GiB keeps them, glibc's default gives them back).
+PROBE = """
+import ctypes, json
+from core.malloc_tuning import tune_malloc
+applied = [tune_malloc(), tune_malloc()]
+libc = ctypes.CDLL("libc.so.6")
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 64 << 20
+before = libc.mallinfo2()
+block = libc.malloc(size)
+assert block
+mmapped = libc.mallinfo2().hblks - before.hblks
+libc.free(block)
+kept = libc.mallinfo2().arena >= before.arena + size
+print(json.dumps({"applied": applied, "mmapped": mmapped, "heap_kept": kept}))
+"""
 
 
 def _clean_env(**extra):
@@ -40,5 +61,6 @@ def test_user_choices_are_respected(env, chose):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt is Linux only")
 def test_applied_once_on_linux_and_not_when_turned_off():
-    assert _probe(_clean_env()) == [True, True]
-    assert _probe(_clean_env(TWINVQA_MALLOC_TUNING="0")) == [False, False]
+    assert _probe(_clean_env()) == {"applied": [True, True], "mmapped": 0, "heap_kept": True}
+    untuned = {"applied": [False, False], "mmapped": 1, "heap_kept": False}
+    assert _probe(_clean_env(TWINVQA_MALLOC_TUNING="0")) == untuned

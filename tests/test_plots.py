@@ -34,7 +34,17 @@ def test_curves_plot_val_accuracy_from_the_run_log(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
-def test_routing_plot_is_a_png(tmp_path):
+def test_routing_plot_draws_each_span_per_layer(tmp_path, monkeypatch):
+    drawn = []
+    real_bar = matplotlib.axes.Axes.bar
+
+    def spy(self, x, height, *args, **kwargs):
+        drawn.append((kwargs.get("label"), [float(h) for h in height]))
+        return real_bar(self, x, height, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", spy)
     out = tmp_path / "routing.png"
     plots.routing_weights([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05]], [0, 1, 2], str(out))
     assert out.read_bytes()[:4] == b"\x89PNG"
+    # one bar series per span, its heights that span's weight in each decoder layer (the input's columns)
+    assert drawn == [("global", [0.2, 0.9]), ("3x3 window", [0.5, 0.05]), ("5x5 window", [0.3, 0.05])]
