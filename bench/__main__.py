@@ -133,13 +133,14 @@ def running_now(seconds=3.0):
     return sum(samples) / len(samples) if samples else os.getloadavg()[0]
 
 
-def wait_quiet(max_load, seconds):
-    """Wait up to ``seconds`` for other work to drop below ``max_load`` runnable tasks; returns (running, load1)."""
+def wait_quiet(max_load, seconds, sample=3.0):
+    """Wait up to ``seconds`` for other work to drop below ``max_load`` runnable tasks (each reading averaged over
+    ``sample`` seconds); returns (running, load1)."""
     deadline = time.time() + seconds
-    running = running_now()
+    running = running_now(sample)
     while running >= max_load and time.time() < deadline:
         time.sleep(min(10.0, max(0.0, deadline - time.time())))
-        running = running_now()
+        running = running_now(sample)
     return running, os.getloadavg()[0]
 
 
@@ -240,11 +241,13 @@ def _say(text):
     print(text, file=sys.stderr, flush=True)
 
 
-def model_runs(args, kinds, state):
+def model_runs(args, kinds, state, on_result=None):
     """Every (size, model, kind) measured in rounds: each round runs every backend once, in alternating order
     (torch, paddle, then paddle, torch, ...), so that a slow minute of a shared host falls on both backends of a
-    round; the report's paddle / torch ratio is the median of the per-round ratios."""
+    round; the report's paddle / torch ratio is the median of the per-round ratios. ``on_result(runs)``, when given,
+    gets the runs measured so far after every measurement (the current one's rounds combined as far as they went)."""
     runs = []
+    sample = 0.5 if args.gpu else 3.0   # seconds of load sampling around each measurement; a GPU's time is scarce
     for size in args.sizes:
         steps, warmup = (args.steps, args.warmup) if size == "demo" else (args.default_steps, args.default_warmup)
         rounds = args.rounds if size == "demo" else args.default_rounds
@@ -255,14 +258,17 @@ def model_runs(args, kinds, state):
                     for backend in args.backends[::-1] if r % 2 else args.backends:
                         spec = {"kind": kind, "backend": backend, "model": model, "size": size, "steps": steps,
                                 "warmup": warmup, "gpu": args.gpu, "amp": args.amp}
-                        running, load = wait_quiet(args.max_load, args.wait_quiet)
+                        running, load = wait_quiet(args.max_load, args.wait_quiet, sample)
                         state["quiet"] &= running < args.max_load
                         result = run_child("bench.train_step", spec, args.threads, args.timeout, args.max_load)
                         result["others_running_before"] = round(running, 2)
                         result["load_before"] = round(load, 2)
-                        result["others_running_after"] = round(running_now(1.0), 2)
+                        result["others_running_after"] = round(running_now(min(1.0, sample)), 2)
                         by_backend[backend].append(result)
                         _say(_summary(result) + (f" [round {r + 1}/{rounds}]" if rounds > 1 else ""))
+                        if on_result:
+                            on_result(runs + [combine_rounds(done, args.max_load)
+                                              for done in by_backend.values() if done])
                 runs += [combine_rounds(by_backend[backend], args.max_load) for backend in args.backends]
     return runs
 
@@ -346,13 +352,21 @@ def main(argv=None):
             "threads": args.threads, "max_load": args.max_load, "load_before": round(os.getloadavg()[0], 2),
             "software": f"python {platform.python_version()}, {_versions()}"}
     results = {"meta": meta, "runs": []}
+    out = args.out or default_out()
+
+    def save_partial(runs=None):
+        # Written after every measurement, so a run cut off (a time limit, a crash) keeps what it measured.
+        if runs is not None:
+            results["runs"] = runs
+        write_json(out, dict(results, meta=dict(meta, partial=True)))
+
     cmd = args.command
     if cmd in ("all", "train", "eval"):
         kinds = list(KINDS) if cmd == "all" else [cmd]
         if args.amp and "eval" in kinds:
             kinds.remove("eval")
             _say("--amp: eval is not measured (be.predict always runs in float32; the fp32 run measures it)")
-        results["runs"] = model_runs(args, kinds, state)
+        results["runs"] = model_runs(args, kinds, state, on_result=save_partial)
         state["quiet"] &= all(r.get("clean_steps") == r.get("steps") for r in results["runs"] if "error" not in r)
     parts = {   # part -> (the commands that run it, its module, its spec)
         "floor": (("all", "train", "floor"), "bench.floor", {"models": args.models, "sizes": args.sizes}),
@@ -370,9 +384,9 @@ def main(argv=None):
         state["quiet"] &= running < args.max_load
         results[part] = run_child(module, spec, args.threads, args.timeout)
         _say(f"{part}: {json.dumps(results[part])[:300]}")
+        save_partial()
     meta["quiet"] = state["quiet"]
     meta["load_after"] = round(os.getloadavg()[0], 2)
-    out = args.out or default_out()
     write_json(out, results)
     print(out)
     if not args.no_docs:

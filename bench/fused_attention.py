@@ -139,14 +139,15 @@ def measure(spec):
     for batch, n, m in spec.get("shapes", SHAPES):
         row = {"backend": name, "device": device, "dtype": dtype, "backward": backward,
                "shape": [batch, HEADS, n, m, HEAD_DIM]}
-        explicit, fused, to_numpy, grad_mode, sync = pair(batch, n, m, 0, device, dtype, backward)
-        with grad_mode():
-            try:
+        try:   # building the inputs may fail too (out of memory): one error row, the other shapes still run
+            explicit, fused, to_numpy, grad_mode, sync = pair(batch, n, m, 0, device, dtype, backward)
+            with grad_mode():
                 max_diff, equal = _compare(explicit(), fused(), to_numpy)
                 explicit_ms, fused_ms = _times_ms((explicit, fused), int(spec.get("repeats", 10)), sync)
-            except (RuntimeError, ValueError, NotImplementedError) as exc:   # e.g. no kernel for this dtype
-                rows.append({**row, "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"})
-                continue
+        except (RuntimeError, ValueError, NotImplementedError) as exc:   # e.g. no kernel for this dtype
+            first = (str(exc).strip().splitlines() or [repr(exc)])[0]
+            rows.append({**row, "error": f"{type(exc).__name__}: {first}"})
+            continue
         rows.append({**row, "explicit_ms": round(explicit_ms, 3), "fused_ms": round(fused_ms, 3),
                      "fused_over_explicit": round(fused_ms / explicit_ms, 3), "max_abs_diff": max_diff,
                      "bit_identical": equal})

@@ -6,8 +6,11 @@
 # of the `python -m bench report ...` command on the generated block's "reproduce" line (naming only the GPU files
 # would replace the CPU tables); then the fused attention kernels against the models' masked softmax
 # (bench/fused_attention.py: eval and forward + backward, float32 and float16), one JSON line each, in
-# RESULTS/<date>-gpu-fused.jsonl. Before those, bench/gpu_smoke.py runs run.py end to end on the GPU (two demo epochs,
-# fp32 and AMP), evaluates the checkpoint on the CPU and compares the answers: RESULTS/<date>-gpu-smoke.jsonl.
+# RESULTS/<date>-gpu-fused.jsonl. Before those, bench/gpu_smoke.py runs run.py end to end on the GPU (two demo epochs:
+# TRAR in fp32, MMNasNet-small with AMP), evaluates the checkpoint on the CPU and compares the answers:
+# RESULTS/<date>-gpu-smoke.jsonl. Everything it prints is also in RESULTS/<date>-gpu-check.log. The JSON files are
+# rewritten after every measurement, so a run cut off (a time limit) keeps what it measured; a measurement process
+# is stopped after 240 s (BENCH_TIMEOUT).
 #
 #   bash bench/gpu_check.sh [RESULTS]          # RESULTS defaults to bench/results
 #   PYTHON=/path/to/python bash bench/gpu_check.sh
@@ -21,6 +24,13 @@ cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 results=${1:-bench/results}
 day=$(date +%F)
+mkdir -p "$results"
+log="$results/$day-gpu-check.log"
+exec > >(tee -a "$log")
+out_tee=$!
+exec 2> >(tee -a "$log" >&2)
+err_tee=$!
+trap 'exec >&- 2>&-; wait "$out_tee" "$err_tee" || true' EXIT   # the log is complete when the script returns
 if ! nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; then
     echo "bench/gpu_check.sh: no NVIDIA GPU here (nvidia-smi failed); python -m bench measures the CPU" >&2
     exit 2
@@ -63,19 +73,20 @@ PY
 fi
 echo "backends: $BACKENDS"
 common=(train --backends "$BACKENDS" --gpu "${GPU:-0}" --sizes demo,default --rounds 1 --default-warmup 3 --default-steps 10
-        --no-docs)
+        --timeout "${BENCH_TIMEOUT:-240}" --no-docs)
 # shellcheck disable=SC2206  # BENCH_ARGS is split into flags on purpose
 extra=(${BENCH_ARGS:-})
 status=0
 "$py" -m bench "${common[@]}" "${extra[@]}" --out "$results/$day-gpu.json" || status=1
 "$py" -m bench "${common[@]}" "${extra[@]}" --amp --out "$results/$day-gpu-amp.json" || status=1
-"$py" -m bench report "$results/$day-gpu.json" "$results/$day-gpu-amp.json" --docs "$results/$day-gpu.md"
+"$py" -m bench report "$results/$day-gpu.json" "$results/$day-gpu-amp.json" --docs "$results/$day-gpu.md" \
+    || status=1
 smoke="$results/$day-gpu-smoke.jsonl"
 : > "$smoke"
 for name in ${BACKENDS//,/ }; do
-    for flags in "" "--amp"; do
+    for flags in "--model trar" "--model mmnasnet_small --amp"; do
         # shellcheck disable=SC2086  # flags is split on purpose
-        "$py" -m bench.gpu_smoke --backend "$name" --gpu "${GPU:-0}" $flags >> "$smoke" || status=1
+        "$py" -m bench.gpu_smoke --backend "$name" --gpu "${GPU:-0}" $flags | tee -a "$smoke" || status=1
     done
 done
 fused="$results/$day-gpu-fused.jsonl"
@@ -83,7 +94,7 @@ fused="$results/$day-gpu-fused.jsonl"
 for name in ${BACKENDS//,/ }; do
     for flags in "" "--backward" "--half" "--half --backward"; do
         # shellcheck disable=SC2086  # flags is split on purpose
-        "$py" -m bench.fused_attention "$name" --gpu "${GPU:-0}" $flags >> "$fused" || status=1
+        "$py" -m bench.fused_attention "$name" --gpu "${GPU:-0}" $flags | tee -a "$fused" || status=1
     done
 done
 exit $status

@@ -1,6 +1,6 @@
-"""The whole run on a device, end to end: train one demo epoch with run.py there, evaluate its checkpoint on the CPU.
+"""The whole run on a device, end to end: train demo epochs with run.py there, evaluate the checkpoint on the CPU.
 
-    python -m bench.gpu_smoke --backend torch --gpu 0 [--amp] [--model mcan_small] [--epochs 1]
+    python -m bench.gpu_smoke --backend torch --gpu 0 [--amp] [--model mcan_small] [--epochs 2]
 
 bench/gpu_check.sh runs it for every backend that sees a GPU: the train-step benchmarks exercise the trainer, this
 the rest of a GPU run (run.py's device choice, the DataLoader, validation, the checkpoint written from GPU tensors and
@@ -19,8 +19,6 @@ import sys
 import tempfile
 import time
 
-from bench.devices import use_device
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ACCURACY = re.compile(r"Overall Accuracy is: ([0-9.]+)")
 
@@ -37,6 +35,29 @@ def _run_py(flags, timeout):
     return time.perf_counter() - start, float(found[-1]) if found else None, out
 
 
+# bench.devices.use_device in a child process: this one must not hold a CUDA context while run.py trains (a GPU in
+# exclusive-process mode would refuse the run).
+_DEVICE_CHECK = """
+import sys, warnings
+from backends import get_backend
+from bench.devices import use_device
+warnings.simplefilter("ignore")
+try:
+    use_device(get_backend(sys.argv[1]), sys.argv[2])
+except RuntimeError as exc:
+    sys.exit(str(exc))
+"""
+
+
+def _check_device(backend, gpu, timeout):
+    """RuntimeError (the reason) when ``backend`` would run --GPU=``gpu`` on the CPU instead."""
+    proc = subprocess.run([sys.executable, "-c", _DEVICE_CHECK, backend, gpu], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"]
+        raise RuntimeError(lines[-1])
+
+
 def _answers(path):
     with open(path, encoding="utf-8") as f:
         return {r["question_id"]: r["answer"] for r in json.load(f)}
@@ -45,8 +66,7 @@ def _answers(path):
 def smoke(backend, gpu="", amp=False, model="mcan_small", epochs=2, workdir=None, timeout=1800):
     """Train ``epochs`` demo epochs on ``gpu`` ('' = the CPU), then evaluate the last checkpoint on the CPU."""
     if gpu:
-        from backends import get_backend
-        use_device(get_backend(backend), gpu)     # refused before training, as run.py would fall back to the CPU
+        _check_device(backend, gpu, timeout)      # refused before training, as run.py would fall back to the CPU
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         common = [f"--MODEL={model}", "--DATASET=demo", f"--backend={backend}", f"--DATA_ROOT={tmp}/demo",
                   f"--SET=CKPTS_ROOT={tmp}/ckpts", f"--SET=RESULTS_ROOT={tmp}/results"]

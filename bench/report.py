@@ -298,6 +298,30 @@ def kernel_line(runs):
         f"{backend}: {seen[backend]}" for backend in sorted(seen))
 
 
+def gpu_lines(runs):
+    """What a GPU row's numbers mean: the TF32 settings each backend ran with, and for AMP rows the loss scaling
+    (steps run before timing until the scale settled, and timed steps whose scale fell: an overflow, Adam skipped)."""
+    tf32, amp = {}, []
+    for run in runs:
+        if run.get("device", "cpu") == "cpu" or "error" in run:
+            continue
+        info = run.get("framework") or {}
+        settings = [f"{part} {'on' if info[key] else 'off'}" for key, part in
+                    (("tf32_matmul", "matmul"), ("tf32_cudnn", "cuDNN")) if info.get(key) is not None]
+        if settings:
+            tf32.setdefault(run["backend"], ", ".join(settings))
+        scaling = run.get("loss_scale")
+        if scaling:
+            amp.append(f"{run_name(run)}: {scaling['settle_steps']} steps to settle, scale "
+                       f"{_fmt(scaling['after_each_step'][-1])}, {scaling['fell']} timed step(s) skipped Adam")
+    lines = []
+    if tf32:
+        lines.append("- GPU float32 (TF32 allowed): " + "; ".join(f"{b}: {tf32[b]}" for b in sorted(tf32)))
+    if amp:
+        lines.append("- AMP loss scaling: " + "; ".join(amp))
+    return "\n".join(lines)
+
+
 def _threads(run):
     return (run.get("framework") or {}).get("threads") or "?"
 
@@ -390,9 +414,13 @@ def merged_lines(metas):
 def render(merged, chart_name=None):
     """The generated markdown block (without markers)."""
     parts = ["### Run", machine_lines(merged["meta"], merged.get("paths", ()))]
-    kernels = kernel_line(merged["runs"])
-    if kernels:
-        parts.append(kernels)
+    partial = [m for m in merged.get("metas") or [merged["meta"]] if m.get("partial")]
+    if partial:
+        parts.append("- **partial**: " + ", ".join(f"`{m.get('command', '?')}`" for m in partial) + " stopped before "
+                     "it ended (a time limit, a crash); these are the measurements it finished")
+    for line in (kernel_line(merged["runs"]), gpu_lines(merged["runs"])):
+        if line:
+            parts.append(line)
     merged_from = merged_lines(merged.get("metas", []))
     if merged_from:
         parts.append(merged_from)

@@ -118,7 +118,8 @@ def rss_mib():
 
 def framework_info(name):
     """Version and intra-op thread count of the framework behind backend ``name`` (already imported); with CUDA,
-    whether float32 matmuls may use TF32 (off by default in both: torch since 1.12, Paddle since 3.3)."""
+    whether float32 matmuls may use TF32 (off by default in both: torch since 1.12, Paddle since 3.3) and, for torch,
+    whether cuDNN may (on by default: its LSTM, so 'fp32' GPU rows run the LSTM in TF32)."""
     if name == "torch":
         import torch
 
@@ -127,6 +128,7 @@ def framework_info(name):
                 "cpu_linear": "oneDNN" if layers.ONEDNN_LINEAR else "MKL"}
         if torch.cuda.is_available():
             info["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
+            info["tf32_cudnn"] = bool(torch.backends.cudnn.allow_tf32)   # on by default: the LSTM's matmuls
         return info
     import paddle
     cpu_type = os.environ.get("MKL_DEBUG_CPU_TYPE")
@@ -151,6 +153,34 @@ def _sync_and_gpu_peak(be_name, device):
     import paddle
     paddle.device.synchronize()
     return paddle.device.cuda.max_memory_allocated() / 2 ** 20
+
+
+def loss_scale(trainer):
+    """The AMP loss scale of ``trainer`` now (None without AMP): torch's GradScaler.get_scale(), Paddle's state."""
+    scaler = getattr(trainer, "scaler", None)
+    if scaler is None:
+        return None
+    if hasattr(scaler, "get_scale"):
+        return float(scaler.get_scale())
+    state = scaler.state_dict()
+    return float(np.asarray(state["scale"]).reshape(-1)[0]) if "scale" in state else None
+
+
+def settle_loss_scale(step, trainer, stable=3, limit=64):
+    """Run AMP train steps until the loss scale has stayed the same for ``stable`` steps (at most ``limit``); returns
+    how many ran. Why: the scalers start at 2**16, and the summed loss gives gradients of ~1e3 (float16 overflows
+    at 65504 after scaling), so the first ~11 steps only halve the scale and skip Adam; timed, they would not be
+    whole train steps."""
+    if loss_scale(trainer) is None:
+        return 0
+    ran, same, scale = 0, 0, loss_scale(trainer)
+    while same < stable and ran < limit:
+        step()
+        ran += 1
+        new = loss_scale(trainer)
+        same = same + 1 if new == scale else 0
+        scale = new
+    return ran
 
 
 def measure(spec):
@@ -184,8 +214,11 @@ def measure(spec):
         step = lambda: trainer.train_step(batch, LR)  # noqa: E731
     else:
         step = lambda: be.predict(net, batch)  # noqa: E731
-    times, cpu_times, windows, last = [], [], [], None
+    times, cpu_times, windows, scales, last, settle, scale_before = [], [], [], [], None, 0, None
     for i in range(warmup + steps):
+        if i == warmup and kind == "train":
+            settle = settle_loss_scale(step, trainer)
+            scale_before = loss_scale(trainer)
         t0, c0 = time.perf_counter(), time.process_time()
         last = step()
         _sync_and_gpu_peak(be.name, device)
@@ -194,6 +227,8 @@ def measure(spec):
             times.append(t1 - t0)
             cpu_times.append(time.process_time() - c0)
             windows.append((t0, t1))  # CLOCK_MONOTONIC: the parent matches its load samples to these
+            if kind == "train":
+                scales.append(loss_scale(trainer))
     _, peak = rss_mib()
     median = statistics.median(times)
     result = {
@@ -211,6 +246,9 @@ def measure(spec):
     }
     if kind == "train":
         result["loss"] = float(last)
+        if scales and scales[0] is not None:   # AMP: a timed step whose scale fell skipped Adam (an overflow)
+            result["loss_scale"] = {"settle_steps": settle, "after_each_step": scales,
+                                    "fell": sum(b < a for a, b in zip([scale_before] + scales, scales))}
     return result
 
 

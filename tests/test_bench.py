@@ -96,7 +96,8 @@ def test_gpu_check_script_without_cuda(tmp_path):
     nothing = subprocess.run(["bash", script, str(results)], env=env, capture_output=True, text=True, timeout=300)
     assert nothing.returncode == 2, nothing.stderr
     assert "torch is installed but sees no CUDA device" in nothing.stderr
-    assert not results.exists()
+    (log,) = results.iterdir()                                                # only the log, which says why
+    assert log.name.endswith("-gpu-check.log") and "torch is installed but sees no CUDA device" in log.read_text()
 
     forced = subprocess.run(["bash", script, str(results)], env={**env, "BACKENDS": "torch"}, capture_output=True,
                             text=True, timeout=300)
@@ -107,11 +108,14 @@ def test_gpu_check_script_without_cuda(tmp_path):
         assert f"- train torch mcan demo ({device}): exit 1: RuntimeError: --gpu 0: torch sees no CUDA device" in text
     assert len(list(results.glob("*-gpu*.json"))) == 2
     assert forced.stderr.count("bench.fused_attention: --gpu 0: torch sees no CUDA device here") == 4   # its 4 runs
+    (log,) = results.glob("*-gpu-check.log")                                  # both runs' output, appended
+    assert log.read_text().count("bench.fused_attention: --gpu 0: torch sees no CUDA device here") == 4
+    assert forced.stdout.strip().splitlines()[-1] in log.read_text()
     (fused,) = results.glob("*-gpu-fused.jsonl")
     assert fused.read_text() == ""
     (smoke,) = results.glob("*-gpu-smoke.jsonl")                               # fp32 and AMP, refused before training
     rows = [json.loads(line) for line in smoke.read_text().splitlines()]
-    assert [(r["amp"], r["ok"]) for r in rows] == [(False, False), (True, False)]
+    assert [(r["model"], r["amp"], r["ok"]) for r in rows] == [("trar", False, False), ("mmnasnet_small", True, False)]
     assert all(r["error"].startswith("--gpu 0: torch sees no CUDA device here") for r in rows)
 
 
@@ -142,6 +146,7 @@ def test_cli_end_to_end_in_a_subprocess(tmp_path):
     res = json.loads(out.read_text())
     (run,) = res["runs"]
     assert "error" not in run, run
+    assert "partial" not in res["meta"]                                        # the run ended: the file is whole
     assert run["rounds"] == 2 and len(run["times_s"]) == len(run["round_times_s"]) == 2   # two processes, one row
     assert (run["backend"], run["model"], run["size"], run["kind"]) == ("torch", "mcan", "demo", "train")
     assert run["framework"]["threads"] == 1                                    # --threads reached the child
@@ -622,3 +627,66 @@ def test_report_names_a_missing_or_foreign_file(tmp_path):
         with pytest.raises(SystemExit, match=f"^python -m bench report: .*{name}: {message}"):
             bench_main(["report", str(tmp_path / name), "--docs", str(tmp_path / "b.md")])
     assert not (tmp_path / "b.md").exists()
+
+
+# ---- GPU runs: loss scaling, TF32, a run cut off ---------------------------------------------------------------------
+
+class _Scaler:
+    """A GradScaler as the trainers hold it: torch's get_scale(), or Paddle's state_dict()['scale']."""
+
+    def __init__(self, scales, paddle_style=False):
+        self.scales, self.now = list(scales), None
+        if paddle_style:
+            self.state_dict = lambda: {"scale": np.array([self.now], np.float32), "incr_ratio": 2.0}
+        else:
+            self.get_scale = lambda: self.now
+
+    def step(self):
+        self.now = self.scales.pop(0) if len(self.scales) > 1 else self.scales[0]
+
+
+@pytest.mark.parametrize("paddle_style", [False, True], ids=["torch", "paddle"])
+def test_amp_steps_run_until_the_loss_scale_settles(paddle_style):
+    scaler = _Scaler([65536.0, 32768.0, 16384.0, 8192.0, 8192.0, 8192.0, 8192.0], paddle_style)
+    scaler.step()
+    trainer = type("Trainer", (), {"scaler": scaler})()
+    assert ts.loss_scale(trainer) == 65536.0
+    ran = ts.settle_loss_scale(scaler.step, trainer, stable=3)
+    assert ran == 6 and ts.loss_scale(trainer) == 8192.0       # 3 halvings, then 3 steps at the same scale
+    assert ts.settle_loss_scale(scaler.step, type("Trainer", (), {"scaler": None})()) == 0   # no AMP: nothing run
+    falling = _Scaler([2.0 ** -k for k in range(100)], paddle_style)
+    falling.step()
+    assert ts.settle_loss_scale(falling.step, type("Trainer", (), {"scaler": falling})(), limit=10) == 10
+
+
+def test_report_says_what_gpu_rows_ran_with():
+    run = {**_run("train", "torch", "trar", "default", 0.2, 900.0), "device": "cuda:0", "amp": True,
+           "framework": {"threads": 2, "tf32_matmul": False, "tf32_cudnn": True},
+           "loss_scale": {"settle_steps": 14, "after_each_step": [4096.0, 4096.0, 2048.0], "fell": 1}}
+    lines = report.gpu_lines([_run("train", "torch", "trar", "demo", 0.1, 500.0), run])
+    assert "- GPU float32 (TF32 allowed): torch: matmul off, cuDNN on" in lines
+    assert "train torch trar default: 14 steps to settle, scale 2048, 1 timed step(s) skipped Adam" in lines
+    assert report.gpu_lines([_run("train", "torch", "trar", "demo", 0.1, 500.0)]) == ""      # CPU rows: nothing
+
+
+def test_a_run_cut_off_keeps_what_it_measured(tmp_path, monkeypatch):
+    """The result JSON is rewritten after every measurement: a run killed midway (here the second measurement never
+    returns) leaves the first in a file marked partial, which the report says."""
+    from bench import __main__ as bench_cli
+    calls = []
+
+    def child(module, spec, threads, timeout, max_others=0.5):
+        calls.append(spec["backend"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt     # what a kill looks like from here: nothing after this runs
+        return {**spec, "batch_size": 32, "times_s": [0.1], "median_s": 0.1, "peak_rss_mib": 100.0}
+
+    monkeypatch.setattr(bench_cli, "run_child", child)
+    monkeypatch.setattr(bench_cli, "running_now", lambda seconds=3.0: 0.0)
+    out = tmp_path / "r.json"
+    with pytest.raises(KeyboardInterrupt):
+        bench_main(["train", "--models", "mcan", "--sizes", "demo", "--rounds", "1", "--out", str(out), "--no-docs"])
+    saved = json.loads(out.read_text())
+    assert saved["meta"]["partial"] is True
+    assert [(r["backend"], r["median_s"]) for r in saved["runs"]] == [("torch", 0.1)]
+    assert "**partial**: `python -m bench train" in report.render(report.load_results([str(out)]))

@@ -1,6 +1,6 @@
 import pytest
 
-from core.cli import build_parser, config_from_argv, overrides_from_args, parse_args
+from core.cli import config_from_argv, overrides_from_args, parse_args
 from core.config import ConfigError
 
 BASE = ['--RUN', 'train', '--MODEL', 'trar', '--DATASET', 'demo']
