@@ -77,3 +77,10 @@ def test_report_lines():
     assert format_report(acc) == ("Overall : 2 / 3 = 66.67\n"
                                   "Count : 1 / 2 = 50.00\n"
                                   "Exist : 1 / 1 = 100.00\n\n")
+
+
+def test_report_lists_the_families_in_openvqas_order():
+    functions = ["equal_size", "query_color", "less_than", "exist", "count"]     # every family, reverse order
+    acc = clevr_accuracy({"questions": [q(i, f, "yes") for i, f in enumerate(functions)]}, ["yes"] * 5)
+    names = [line.split(" : ")[0] for line in format_report(acc).splitlines() if line]
+    assert names == ["Overall", "Count", "Exist", "Compare_Numbers", "Query_Attribute", "Compare_Attribute"]

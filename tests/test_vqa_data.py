@@ -275,3 +275,51 @@ def test_loss_and_feat_type_checks(demo_root, tmp_path):
     ("/x/y/123.npz", 123)])
 def test_parse_image_id(name, iid):
     assert parse_image_id(name) == iid
+
+
+def test_each_annotation_trains_with_its_own_splits_question(demo_root, tmp_path):
+    """An id reused across the files read together (val reusing a train id: VG's ids and VQA-v2's are different
+    numberings) pairs each annotation with the question of its own file, and each sample keeps its own answers."""
+    root = _copy(demo_root, tmp_path)
+    raw = os.path.join(root, "vqa", "raw")
+    train_q = _raw(root, "v2_OpenEnded_mscoco_train2014_questions.json")["questions"][0]
+    val_q = _raw(root, "v2_OpenEnded_mscoco_val2014_questions.json")["questions"][0]
+    val_qid = val_q["question_id"]
+    for name, key in (("v2_OpenEnded_mscoco_val2014_questions.json", "questions"),
+                      ("v2_mscoco_val2014_annotations.json", "annotations")):
+        data = _raw(root, name)
+        for record in data[key]:
+            if record["question_id"] == val_qid:
+                record["question_id"] = train_q["question_id"]
+        if key == "annotations":
+            val_ann = next(a for a in data[key] if a["question_id"] == train_q["question_id"])
+            val_ann["answers"] = [{"answer": "purple", "answer_confidence": "yes", "answer_id": k + 1}
+                                  for k in range(10)]
+        with open(os.path.join(raw, name), "w") as f:
+            json.dump(data, f)
+    train_ann = next(a for a in _raw(root, "v2_mscoco_train2014_annotations.json")["annotations"]
+                     if a["question_id"] == train_q["question_id"])
+    ds = build_dataset(make_cfg(root, tmp_path, SPLIT={"train": "train+val", "val": "val", "test": "test"}), "train")
+    same_id = [i for i, q in enumerate(ds.qids) if q == train_q["question_id"]]
+    assert len(same_id) == 2
+    first, second = (ds[i] for i in same_id)
+    purple = ds.ans_to_ix["purple"]
+    assert second["ans"][purple] == 1.0 and first["ans"][purple] == 0.0
+    assert first["ans"][ds.ans_to_ix[prep_ans(train_ann["multiple_choice_answer"])]] > 0
+    encoded = [[ds.token_to_ix.get(w, 1) for w in _simple_words(q["question"])] for q in (train_q, val_q)]
+    for sample, words in zip((first, second), encoded):
+        assert list(sample["ques_ix"][:len(words)]) == words
+
+
+def test_a_question_id_twice_in_one_file_is_refused(demo_root, tmp_path):
+    root = _copy(demo_root, tmp_path)
+    name = "v2_OpenEnded_mscoco_val2014_questions.json"
+    data = _raw(root, name)
+    qid = data["questions"][0]["question_id"]
+    data["questions"][1]["question_id"] = qid
+    with open(os.path.join(root, "vqa", "raw", name), "w") as f:
+        json.dump(data, f)
+    for mode in ("train", "val"):
+        cfg = make_cfg(root, tmp_path, SPLIT={"train": "train+val", "val": "val", "test": "test"})
+        with pytest.raises(ValueError, match=rf"{name}: two questions have question_id {qid}; each needs its own id"):
+            build_dataset(cfg, mode)

@@ -59,7 +59,8 @@ def expected_layout(root, fmt):
     else:
         lines = [question_path(root, fmt, s) for s in VQA_QUESTION_FILES]
         lines += [annotation_path(root, s) for s in VQA_ANNOTATION_FILES]
-        lines += [os.path.join(root, "feats", d, "<image_id>.npy (grid) or COCO_<split>_<image_id:012d>.jpg.npz (region)")
+        lines += [os.path.join(root, "feats", d, "COCO_<split>_<image_id:012d>.jpg.npy or <image_id>.npy (grid), "
+                                                 "COCO_<split>_<image_id:012d>.jpg.npz (region)")
                   for d in ("train2014", "val2014", "test2015")]
     return "expected layout:\n  " + "\n  ".join(lines)
 

@@ -50,20 +50,26 @@ class VQADataset:
 
         self.ans_to_ix, self.ix_to_ans = load_answer_dict()
         loaded = {}
-        ques_list = [q for p in q_paths for q in _questions(p, loaded)]
-        qid_to_ques = {q["question_id"]: q for q in ques_list}
-        ann_list = [a for p in a_paths for a in load_json(p, "annotations")["annotations"]]
-        qid_to_ann = {a["question_id"]: a for a in ann_list}
+        # Each annotation goes with the question of its own split's file: ids are unique within a file, not
+        # necessarily across the files read together (VG's ids and VQA-v2's come from different numberings).
+        qid_to_ques = [_by_question_id(p, _questions(p, loaded), "question") for p in q_paths]
+        anns = [load_json(p, "annotations")["annotations"] for p in a_paths]
         if mode == "train":
-            orphans = [a["question_id"] for a in ann_list if a["question_id"] not in qid_to_ques]
-            if orphans:
-                raise ValueError(f"annotation of question {orphans[0]} has no question in {', '.join(q_paths)} "
-                                 f"({len(orphans)} such annotations)")
-            samples = [{"qid": a["question_id"], "iid": int(a["image_id"]), "ans_type": a.get("answer_type")}
-                       for a in ann_list]
+            samples = []
+            for q_path, a_path, questions, split_anns in zip(q_paths, a_paths, qid_to_ques, anns):
+                orphans = [a["question_id"] for a in split_anns if a["question_id"] not in questions]
+                if orphans:
+                    raise ValueError(f"{a_path}: the annotation of question {orphans[0]} has no question in {q_path} "
+                                     f"({len(orphans)} such annotations)")
+                samples += [{"qid": a["question_id"], "iid": int(a["image_id"]), "ans_type": a.get("answer_type"),
+                             "question": questions[a["question_id"]], "annotation": a} for a in split_anns]
         else:
-            samples = [{"qid": q["question_id"], "iid": int(q["image_id"]),
-                        "ans_type": qid_to_ann.get(q["question_id"], {}).get("answer_type")} for q in ques_list]
+            # answers are written and scored by question id: one id, one question
+            _by_question_id(" + ".join(q_paths), [q for qs in qid_to_ques for q in qs.values()], "question")
+            qid_to_ann = {a["question_id"]: a for split_anns in anns for a in split_anns}
+            samples = [{"qid": qid, "iid": int(q["image_id"]), "question": q, "annotation": qid_to_ann.get(qid),
+                        "ans_type": qid_to_ann.get(qid, {}).get("answer_type")}
+                       for qs in qid_to_ques for qid, q in qs.items()]
 
         self.feat_store = None
         if store_path:
@@ -95,8 +101,10 @@ class VQADataset:
 
         self.qids = [s["qid"] for s in samples]
         self.iids = [s["iid"] for s in samples]
-        self.questions = {qid: qid_to_ques[qid] for qid in self.qids}
-        self.annotations = {qid: qid_to_ann[qid] for qid in self.qids if qid in qid_to_ann} if a_paths else None
+        self.questions = {s["qid"]: s["question"] for s in samples}    # by id, for evaluation (unique there)
+        self.annotations = {s["qid"]: s["annotation"] for s in samples if s["annotation"]} if a_paths else None
+        self._sample_questions = [s["question"]["question"] for s in samples]
+        self._sample_answers = [s["annotation"]["answers"] for s in samples] if mode == "train" else None
         self.data_size = len(self.qids)
         self.token_size = len(self.token_to_ix)
         self.ans_size = len(self.ans_to_ix)
@@ -107,14 +115,13 @@ class VQADataset:
         return self.data_size
 
     def __getitem__(self, index):
-        qid = self.qids[index]
         frcn, bbox = self._features(self.iids[index])
         if self.mode == "train":
-            ans = soft_scores(self.annotations[qid]["answers"], self.ans_to_ix, self.loss_func)
+            ans = soft_scores(self._sample_answers[index], self.ans_to_ix, self.loss_func)
         else:
             ans = _ZEROS.copy()
         sample = {"frcn_feat": frcn, "grid_feat": _ZEROS.copy(), "bbox_feat": bbox,
-                  "ques_ix": encode(self.questions[qid]["question"], self.token_to_ix, self.max_token), "ans": ans}
+                  "ques_ix": encode(self._sample_questions[index], self.token_to_ix, self.max_token), "ans": ans}
         if self.rel_geom:
             sample["rel_geom"] = relation_geometry(bbox[:, :4])
         return sample
@@ -166,6 +173,17 @@ def question_vocabulary(cfg, loaded=None):
         cfg.RESULTS_ROOT, FMT, present,
         lambda: {"token_to_ix": build_vocab(_questions(p, loaded) for p in present)})
     return record["token_to_ix"], key
+
+
+def _by_question_id(source, records, what):
+    """{question_id: record}; ValueError naming ``source`` when an id repeats in it."""
+    by_id = {}
+    for record in records:
+        qid = record["question_id"]
+        if qid in by_id:
+            raise ValueError(f"{source}: two {what}s have question_id {qid}; each needs its own id")
+        by_id[qid] = record
+    return by_id
 
 
 def _questions(path, loaded):

@@ -23,6 +23,9 @@ FAMILIES = {
     "equal_size": "Compare_Attribute",
 }
 
+# The order of openvqa's log, after 'Overall'.
+FAMILY_ORDER = ("Count", "Exist", "Compare_Numbers", "Query_Attribute", "Compare_Attribute")
+
 
 def _load_questions(questions_json):
     name = os.fspath(questions_json) if isinstance(questions_json, (str, os.PathLike)) else "questions"
@@ -89,7 +92,7 @@ def clevr_accuracy(questions_json, predictions):
         "overall": 100.0 * correct_all / len(questions),
         "correct": correct_all,
         "total": len(questions),
-        "per_family": {f: _entry(*counts[f]) for f in sorted(counts)},
+        "per_family": {f: _entry(*counts[f]) for f in FAMILY_ORDER if f in counts},
     }
 
 
