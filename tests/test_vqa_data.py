@@ -311,15 +311,26 @@ def test_each_annotation_trains_with_its_own_splits_question(demo_root, tmp_path
         assert list(sample["ques_ix"][:len(words)]) == words
 
 
-def test_a_question_id_twice_in_one_file_is_refused(demo_root, tmp_path):
+def test_a_question_id_twice_in_one_file(demo_root, tmp_path, caplog):
+    """Evaluation writes and scores answers by question id: refused there. Training warns and, like openvqa, reads
+    the last question of that id."""
     root = _copy(demo_root, tmp_path)
     name = "v2_OpenEnded_mscoco_val2014_questions.json"
     data = _raw(root, name)
-    qid = data["questions"][0]["question_id"]
+    qid, old_qid = data["questions"][0]["question_id"], data["questions"][1]["question_id"]
     data["questions"][1]["question_id"] = qid
-    with open(os.path.join(root, "vqa", "raw", name), "w") as f:
-        json.dump(data, f)
-    for mode in ("train", "val"):
-        cfg = make_cfg(root, tmp_path, SPLIT={"train": "train+val", "val": "val", "test": "test"})
-        with pytest.raises(ValueError, match=rf"{name}: two questions have question_id {qid}; each needs its own id"):
-            build_dataset(cfg, mode)
+    anns = _raw(root, "v2_mscoco_val2014_annotations.json")
+    for ann in anns["annotations"]:
+        ann["question_id"] = qid if ann["question_id"] == old_qid else ann["question_id"]
+    for file_name, content in ((name, data), ("v2_mscoco_val2014_annotations.json", anns)):
+        with open(os.path.join(root, "vqa", "raw", file_name), "w") as f:
+            json.dump(content, f)
+    cfg = make_cfg(root, tmp_path, SPLIT={"train": "train+val", "val": "val", "test": "test"})
+    with pytest.raises(ValueError, match=rf"{name}: two questions have question_id {qid}; each needs its own id"):
+        build_dataset(cfg, "val")
+    with caplog.at_level(logging.WARNING, logger="core.data"):
+        train = build_dataset(cfg, "train")
+    assert f"{name}: 1 questions repeat an earlier question_id (e.g. {qid}); the last one" in caplog.text
+    words = [train.token_to_ix[w] for w in _simple_words(data["questions"][1]["question"])]
+    both = [i for i, q in enumerate(train.qids) if q == qid]
+    assert len(both) == 2 and all(list(train[i]["ques_ix"][:len(words)]) == words for i in both)

@@ -52,7 +52,7 @@ class VQADataset:
         loaded = {}
         # Each annotation goes with the question of its own split's file: ids are unique within a file, not
         # necessarily across the files read together (VG's ids and VQA-v2's come from different numberings).
-        qid_to_ques = [_by_question_id(p, _questions(p, loaded), "question") for p in q_paths]
+        qid_to_ques = [_by_question_id(p, _questions(p, loaded), "question", strict=mode != "train") for p in q_paths]
         anns = [load_json(p, "annotations")["annotations"] for p in a_paths]
         if mode == "train":
             samples = []
@@ -175,14 +175,20 @@ def question_vocabulary(cfg, loaded=None):
     return record["token_to_ix"], key
 
 
-def _by_question_id(source, records, what):
-    """{question_id: record}; ValueError naming ``source`` when an id repeats in it."""
-    by_id = {}
+def _by_question_id(source, records, what, strict=True):
+    """{question_id: record}. An id that repeats in ``source``: ValueError naming it, or with ``strict`` False a
+    warning, the last record kept (as openvqa's lookup by id does: training still reads every annotation)."""
+    by_id, repeated = {}, []
     for record in records:
         qid = record["question_id"]
         if qid in by_id:
-            raise ValueError(f"{source}: two {what}s have question_id {qid}; each needs its own id")
+            if strict:   # answers are written and scored by question id
+                raise ValueError(f"{source}: two {what}s have question_id {qid}; each needs its own id")
+            repeated.append(qid)
         by_id[qid] = record
+    if repeated:
+        warn_once(f"{source}: {len(repeated)} {what}s repeat an earlier question_id (e.g. {repeated[0]}); the last "
+                  "one of each id is used, as in openvqa")
     return by_id
 
 
