@@ -297,6 +297,12 @@ def combine_rounds(results, max_others):
         values = [r[key] for r in results if r.get(key) is not None]
         if values:
             run[key] = max(values)
+    scaling = [r["loss_scale"] for r in results if r.get("loss_scale")]
+    if scaling:   # AMP: every round's steps and skips
+        run["loss_scale"] = {"settle_steps": max(x["settle_steps"] for x in scaling),
+                             "settled": all(x.get("settled", True) for x in scaling),
+                             "after_each_step": [v for x in scaling for v in x["after_each_step"]],
+                             "fell": sum(x["fell"] for x in scaling)}
     run["rounds"] = len(results)
     run["round_times_s"] = [report.step_time(r) for r in results]
     return run
@@ -313,6 +319,12 @@ def _summary(r):
 
 def default_out():
     return os.path.join(REPO, "bench", "results", f"{datetime.date.today().isoformat()}.json")
+
+
+def partial_path(out):
+    """Where a run writes its measurements so far: ``A.json`` -> ``A.partial.json``."""
+    root, ext = os.path.splitext(out)
+    return f"{root}.partial{ext or '.json'}"
 
 
 def write_json(path, obj):
@@ -354,11 +366,14 @@ def main(argv=None):
     results = {"meta": meta, "runs": []}
     out = args.out or default_out()
 
+    partial_out = partial_path(out)
+
     def save_partial(runs=None):
-        # Written after every measurement, so a run cut off (a time limit, a crash) keeps what it measured.
+        # Written after every measurement, so a run cut off (a time limit, a crash) keeps what it measured, beside
+        # (never over) an earlier complete result of the same name; replaced by ``out`` when the run ends.
         if runs is not None:
             results["runs"] = runs
-        write_json(out, dict(results, meta=dict(meta, partial=True)))
+        write_json(partial_out, dict(results, meta=dict(meta, partial=True)))
 
     cmd = args.command
     if cmd in ("all", "train", "eval"):
@@ -388,6 +403,8 @@ def main(argv=None):
     meta["quiet"] = state["quiet"]
     meta["load_after"] = round(os.getloadavg()[0], 2)
     write_json(out, results)
+    if os.path.exists(partial_out):
+        os.remove(partial_out)
     print(out)
     if not args.no_docs:
         print(report.write_docs(report.load_results([out]), args.docs, _chart_path(args.docs)))

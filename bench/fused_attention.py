@@ -144,7 +144,8 @@ def measure(spec):
             with grad_mode():
                 max_diff, equal = _compare(explicit(), fused(), to_numpy)
                 explicit_ms, fused_ms = _times_ms((explicit, fused), int(spec.get("repeats", 10)), sync)
-        except (RuntimeError, ValueError, NotImplementedError) as exc:   # e.g. no kernel for this dtype
+        except (RuntimeError, ValueError, NotImplementedError, MemoryError) as exc:   # no kernel for a dtype; OOM
+            # (torch's out of memory is a RuntimeError, Paddle's a MemoryError)
             first = (str(exc).strip().splitlines() or [repr(exc)])[0]
             rows.append({**row, "error": f"{type(exc).__name__}: {first}"})
             continue

@@ -8,9 +8,10 @@
 # (bench/fused_attention.py: eval and forward + backward, float32 and float16), one JSON line each, in
 # RESULTS/<date>-gpu-fused.jsonl. Before those, bench/gpu_smoke.py runs run.py end to end on the GPU (two demo epochs:
 # TRAR in fp32, MMNasNet-small with AMP), evaluates the checkpoint on the CPU and compares the answers:
-# RESULTS/<date>-gpu-smoke.jsonl. Everything it prints is also in RESULTS/<date>-gpu-check.log. The JSON files are
-# rewritten after every measurement, so a run cut off (a time limit) keeps what it measured; a measurement process
-# is stopped after 240 s (BENCH_TIMEOUT).
+# RESULTS/<date>-gpu-smoke.jsonl. Everything it prints is also in RESULTS/<date>-gpu-check.log. Each `python -m bench`
+# keeps its measurements so far in <name>.partial.json, replaced by <name>.json when it ends, so a run cut off (a time
+# limit) keeps what it measured. Every process it starts is stopped after BENCH_TIMEOUT seconds (240; a smoke run's
+# training and its evaluation each).
 #
 #   bash bench/gpu_check.sh [RESULTS]          # RESULTS defaults to bench/results
 #   PYTHON=/path/to/python bash bench/gpu_check.sh
@@ -26,9 +27,10 @@ results=${1:-bench/results}
 day=$(date +%F)
 mkdir -p "$results"
 log="$results/$day-gpu-check.log"
-exec > >(tee -a "$log")
+# tee -i: on Ctrl-C the logs outlive the measurement, which still prints what it was doing
+exec > >(tee -ia "$log")
 out_tee=$!
-exec 2> >(tee -a "$log" >&2)
+exec 2> >(tee -ia "$log" >&2)
 err_tee=$!
 trap 'exec >&- 2>&-; wait "$out_tee" "$err_tee" || true' EXIT   # the log is complete when the script returns
 if ! nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; then
@@ -72,8 +74,9 @@ PY
     fi
 fi
 echo "backends: $BACKENDS"
+limit=${BENCH_TIMEOUT:-240}
 common=(train --backends "$BACKENDS" --gpu "${GPU:-0}" --sizes demo,default --rounds 1 --default-warmup 3 --default-steps 10
-        --timeout "${BENCH_TIMEOUT:-240}" --no-docs)
+        --timeout "$limit" --no-docs)
 # shellcheck disable=SC2206  # BENCH_ARGS is split into flags on purpose
 extra=(${BENCH_ARGS:-})
 status=0
@@ -86,7 +89,8 @@ smoke="$results/$day-gpu-smoke.jsonl"
 for name in ${BACKENDS//,/ }; do
     for flags in "--model trar" "--model mmnasnet_small --amp"; do
         # shellcheck disable=SC2086  # flags is split on purpose
-        "$py" -m bench.gpu_smoke --backend "$name" --gpu "${GPU:-0}" $flags | tee -a "$smoke" || status=1
+        "$py" -m bench.gpu_smoke --backend "$name" --gpu "${GPU:-0}" --timeout "$limit" $flags | tee -a "$smoke" \
+            || status=1
     done
 done
 fused="$results/$day-gpu-fused.jsonl"
@@ -94,7 +98,7 @@ fused="$results/$day-gpu-fused.jsonl"
 for name in ${BACKENDS//,/ }; do
     for flags in "" "--backward" "--half" "--half --backward"; do
         # shellcheck disable=SC2086  # flags is split on purpose
-        "$py" -m bench.fused_attention "$name" --gpu "${GPU:-0}" $flags | tee -a "$fused" || status=1
+        timeout "$limit" "$py" -m bench.fused_attention "$name" --gpu "${GPU:-0}" $flags | tee -a "$fused" || status=1
     done
 done
 exit $status

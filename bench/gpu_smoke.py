@@ -98,11 +98,12 @@ def main(argv=None):
     p.add_argument("--amp", action="store_true", help="train in mixed precision (a GPU's)")
     p.add_argument("--model", default="mcan_small", choices=("trar", "mcan_small", "mmnasnet_small"))
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per run.py process (default 1800)")
     p.add_argument("--min-agree", type=float, default=0.98,
                    help="smallest accepted fraction of questions both evaluations answer alike (default 0.98)")
     args = p.parse_args(argv)
     try:
-        row = smoke(args.backend, args.gpu, args.amp, args.model, args.epochs)
+        row = smoke(args.backend, args.gpu, args.amp, args.model, args.epochs, timeout=args.timeout)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         row = {"backend": args.backend, "device": f"gpu:{args.gpu}" if args.gpu else "cpu", "amp": args.amp,
                "model": args.model, "error": str(exc)}

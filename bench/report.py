@@ -312,7 +312,9 @@ def gpu_lines(runs):
             tf32.setdefault(run["backend"], ", ".join(settings))
         scaling = run.get("loss_scale")
         if scaling:
-            amp.append(f"{run_name(run)}: {scaling['settle_steps']} steps to settle, scale "
+            settle = (f"{scaling['settle_steps']} steps to settle" if scaling.get("settled", True) else
+                      f"not settled after {scaling['settle_steps']} steps")
+            amp.append(f"{run_name(run)}: {settle}, scale "
                        f"{_fmt(scaling['after_each_step'][-1])}, {scaling['fell']} timed step(s) skipped Adam")
     lines = []
     if tf32:

@@ -168,11 +168,11 @@ def loss_scale(trainer):
 
 def settle_loss_scale(step, trainer, stable=3, limit=64):
     """Run AMP train steps until the loss scale has stayed the same for ``stable`` steps (at most ``limit``); returns
-    how many ran. Why: the scalers start at 2**16, and the summed loss gives gradients of ~1e3 (float16 overflows
-    at 65504 after scaling), so the first ~11 steps only halve the scale and skip Adam; timed, they would not be
-    whole train steps."""
+    (steps run, whether it settled). Why: the scalers start at 2**16, and the summed loss gives gradients of ~1e3
+    (float16 overflows at 65504 after scaling), so the first dozen or so steps only halve the scale and skip Adam;
+    timed, they would not be whole train steps."""
     if loss_scale(trainer) is None:
-        return 0
+        return 0, True
     ran, same, scale = 0, 0, loss_scale(trainer)
     while same < stable and ran < limit:
         step()
@@ -180,7 +180,7 @@ def settle_loss_scale(step, trainer, stable=3, limit=64):
         new = loss_scale(trainer)
         same = same + 1 if new == scale else 0
         scale = new
-    return ran
+    return ran, same >= stable
 
 
 def measure(spec):
@@ -214,10 +214,10 @@ def measure(spec):
         step = lambda: trainer.train_step(batch, LR)  # noqa: E731
     else:
         step = lambda: be.predict(net, batch)  # noqa: E731
-    times, cpu_times, windows, scales, last, settle, scale_before = [], [], [], [], None, 0, None
+    times, cpu_times, windows, scales, last, (settle, settled), scale_before = [], [], [], [], None, (0, True), None
     for i in range(warmup + steps):
         if i == warmup and kind == "train":
-            settle = settle_loss_scale(step, trainer)
+            settle, settled = settle_loss_scale(step, trainer)
             scale_before = loss_scale(trainer)
         t0, c0 = time.perf_counter(), time.process_time()
         last = step()
@@ -247,7 +247,7 @@ def measure(spec):
     if kind == "train":
         result["loss"] = float(last)
         if scales and scales[0] is not None:   # AMP: a timed step whose scale fell skipped Adam (an overflow)
-            result["loss_scale"] = {"settle_steps": settle, "after_each_step": scales,
+            result["loss_scale"] = {"settle_steps": settle, "settled": settled, "after_each_step": scales,
                                     "fell": sum(b < a for a, b in zip([scale_before] + scales, scales))}
     return result
 

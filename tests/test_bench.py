@@ -651,12 +651,12 @@ def test_amp_steps_run_until_the_loss_scale_settles(paddle_style):
     scaler.step()
     trainer = type("Trainer", (), {"scaler": scaler})()
     assert ts.loss_scale(trainer) == 65536.0
-    ran = ts.settle_loss_scale(scaler.step, trainer, stable=3)
-    assert ran == 6 and ts.loss_scale(trainer) == 8192.0       # 3 halvings, then 3 steps at the same scale
-    assert ts.settle_loss_scale(scaler.step, type("Trainer", (), {"scaler": None})()) == 0   # no AMP: nothing run
+    assert ts.settle_loss_scale(scaler.step, trainer, stable=3) == (6, True)   # 3 halvings, 3 steps at one scale
+    assert ts.loss_scale(trainer) == 8192.0
+    assert ts.settle_loss_scale(scaler.step, type("Trainer", (), {"scaler": None})()) == (0, True)   # no AMP
     falling = _Scaler([2.0 ** -k for k in range(100)], paddle_style)
     falling.step()
-    assert ts.settle_loss_scale(falling.step, type("Trainer", (), {"scaler": falling})(), limit=10) == 10
+    assert ts.settle_loss_scale(falling.step, type("Trainer", (), {"scaler": falling})(), limit=10) == (10, False)
 
 
 def test_report_says_what_gpu_rows_ran_with():
@@ -667,6 +667,19 @@ def test_report_says_what_gpu_rows_ran_with():
     assert "- GPU float32 (TF32 allowed): torch: matmul off, cuDNN on" in lines
     assert "train torch trar default: 14 steps to settle, scale 2048, 1 timed step(s) skipped Adam" in lines
     assert report.gpu_lines([_run("train", "torch", "trar", "demo", 0.1, 500.0)]) == ""      # CPU rows: nothing
+    run["loss_scale"].update(settle_steps=64, settled=False)
+    assert "train torch trar default: not settled after 64 steps, scale 2048" in report.gpu_lines([run])
+
+
+def test_rounds_of_amp_runs_keep_every_rounds_loss_scaling():
+    from bench.__main__ import combine_rounds
+    rounds = [{**_run("train", "torch", "mcan", "demo", 0.1, 100.0), "steps": 2, "times_s": [0.1, 0.1],
+               "loss_scale": {"settle_steps": n, "settled": True, "after_each_step": [s, s / 2 if fell else s],
+                              "fell": fell}}
+              for n, s, fell in ((14, 4096.0, 0), (3, 4096.0, 1), (5, 2048.0, 1))]
+    combined = combine_rounds(rounds, 0.5)["loss_scale"]
+    assert combined == {"settle_steps": 14, "settled": True, "fell": 2,
+                        "after_each_step": [4096.0, 4096.0, 4096.0, 2048.0, 2048.0, 1024.0]}
 
 
 def test_a_run_cut_off_keeps_what_it_measured(tmp_path, monkeypatch):
@@ -676,7 +689,7 @@ def test_a_run_cut_off_keeps_what_it_measured(tmp_path, monkeypatch):
     calls = []
 
     def child(module, spec, threads, timeout, max_others=0.5):
-        calls.append(spec["backend"])
+        calls.append(spec.get("backend", module))
         if len(calls) == 2:
             raise KeyboardInterrupt     # what a kill looks like from here: nothing after this runs
         return {**spec, "batch_size": 32, "times_s": [0.1], "median_s": 0.1, "peak_rss_mib": 100.0}
@@ -684,9 +697,15 @@ def test_a_run_cut_off_keeps_what_it_measured(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_cli, "run_child", child)
     monkeypatch.setattr(bench_cli, "running_now", lambda seconds=3.0: 0.0)
     out = tmp_path / "r.json"
+    out.write_text('{"meta": {"command": "an earlier, complete run"}, "runs": []}')
     with pytest.raises(KeyboardInterrupt):
         bench_main(["train", "--models", "mcan", "--sizes", "demo", "--rounds", "1", "--out", str(out), "--no-docs"])
-    saved = json.loads(out.read_text())
+    assert json.loads(out.read_text())["meta"]["command"] == "an earlier, complete run"      # left alone
+    partial = tmp_path / "r.partial.json"
+    saved = json.loads(partial.read_text())
     assert saved["meta"]["partial"] is True
     assert [(r["backend"], r["median_s"]) for r in saved["runs"]] == [("torch", 0.1)]
-    assert "**partial**: `python -m bench train" in report.render(report.load_results([str(out)]))
+    assert "**partial**: `python -m bench train" in report.render(report.load_results([str(partial)]))
+    calls.append("past the cut")     # the next run ends: its result replaces the partial file
+    bench_main(["train", "--models", "mcan", "--sizes", "demo", "--rounds", "1", "--out", str(out), "--no-docs"])
+    assert not partial.exists() and "partial" not in json.loads(out.read_text())["meta"]
