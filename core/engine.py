@@ -254,15 +254,15 @@ def _is_subset(cfg):
 
 
 def _all_question_ids(questions_path):
-    with open(questions_path) as f:
+    with open(questions_path, encoding="utf-8") as f:
         return [q["question_id"] for q in json.load(f)["questions"]]
 
 
 def _restrict(dataset, qids):
     """The question and annotation objects of the evaluated questions only (subsets evaluate on what they ran)."""
-    with open(dataset.questions_path) as f:
+    with open(dataset.questions_path, encoding="utf-8") as f:
         questions = json.load(f)
-    with open(dataset.annotations_path) as f:
+    with open(dataset.annotations_path, encoding="utf-8") as f:
         annotations = json.load(f)
     questions["questions"] = [q for q in questions["questions"] if q["question_id"] in qids]
     annotations["annotations"] = [a for a in annotations["annotations"] if a["question_id"] in qids]
