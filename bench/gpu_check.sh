@@ -8,7 +8,9 @@
 # (bench/fused_attention.py: eval and forward + backward, float32 and float16), one JSON line each, in
 # RESULTS/<date>-gpu-fused.jsonl. Before those, bench/gpu_smoke.py runs run.py end to end on the GPU (two demo epochs:
 # TRAR in fp32, MMNasNet-small with AMP), evaluates the checkpoint on the CPU and compares the answers:
-# RESULTS/<date>-gpu-smoke.jsonl. Everything it prints is also in RESULTS/<date>-gpu-check.log. Each `python -m bench`
+# RESULTS/<date>-gpu-smoke.jsonl. Last, as the least needed, eval (be.predict, float32) on the device:
+# RESULTS/<date>-gpu-eval.json, after which the report is written again with all three JSON files (add those three to
+# the docs' report command). Everything it prints is also in RESULTS/<date>-gpu-check.log. Each `python -m bench`
 # keeps its measurements so far in <name>.partial.json, replaced by <name>.json when it ends, so a run cut off (a time
 # limit) keeps what it measured. Every process it starts is stopped after BENCH_TIMEOUT seconds (240; a smoke run's
 # training and its evaluation each).
@@ -16,7 +18,7 @@
 #   bash bench/gpu_check.sh [RESULTS]          # RESULTS defaults to bench/results
 #   PYTHON=/path/to/python bash bench/gpu_check.sh
 #   BACKENDS=torch bash bench/gpu_check.sh     # these backends, without asking whether they see a GPU
-#   BENCH_ARGS="--models trar --default-steps 5" bash bench/gpu_check.sh   # extra `python -m bench train` flags
+#   BENCH_ARGS="--models trar --default-steps 5" bash bench/gpu_check.sh   # extra `python -m bench` train/eval flags
 #
 # Exit status: 0 when everything was measured; 1 when a measurement failed (the report names it and why, and the
 # other measurements are still run and reported); 2 when there is nothing to measure (no GPU, no backend sees one).
@@ -75,13 +77,13 @@ PY
 fi
 echo "backends: $BACKENDS"
 limit=${BENCH_TIMEOUT:-240}
-common=(train --backends "$BACKENDS" --gpu "${GPU:-0}" --sizes demo,default --rounds 1 --default-warmup 3 --default-steps 10
+common=(--backends "$BACKENDS" --gpu "${GPU:-0}" --sizes demo,default --rounds 1 --default-warmup 3 --default-steps 10
         --timeout "$limit" --no-docs)
 # shellcheck disable=SC2206  # BENCH_ARGS is split into flags on purpose
 extra=(${BENCH_ARGS:-})
 status=0
-"$py" -m bench "${common[@]}" "${extra[@]}" --out "$results/$day-gpu.json" || status=1
-"$py" -m bench "${common[@]}" "${extra[@]}" --amp --out "$results/$day-gpu-amp.json" || status=1
+"$py" -m bench train "${common[@]}" "${extra[@]}" --out "$results/$day-gpu.json" || status=1
+"$py" -m bench train "${common[@]}" "${extra[@]}" --amp --out "$results/$day-gpu-amp.json" || status=1
 "$py" -m bench report "$results/$day-gpu.json" "$results/$day-gpu-amp.json" --docs "$results/$day-gpu.md" \
     || status=1
 smoke="$results/$day-gpu-smoke.jsonl"
@@ -101,4 +103,7 @@ for name in ${BACKENDS//,/ }; do
         timeout "$limit" "$py" -m bench.fused_attention "$name" --gpu "${GPU:-0}" $flags | tee -a "$fused" || status=1
     done
 done
+"$py" -m bench eval "${common[@]}" "${extra[@]}" --out "$results/$day-gpu-eval.json" || status=1
+"$py" -m bench report "$results/$day-gpu.json" "$results/$day-gpu-amp.json" "$results/$day-gpu-eval.json" \
+    --docs "$results/$day-gpu.md" || status=1
 exit $status

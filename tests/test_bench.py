@@ -104,9 +104,10 @@ def test_gpu_check_script_without_cuda(tmp_path):
     assert forced.returncode == 1, forced.stderr
     (md,) = results.glob("*-gpu.md")
     text = md.read_text()
-    for device in ("gpu:0", "gpu:0 amp"):
-        assert f"- train torch mcan demo ({device}): exit 1: RuntimeError: --gpu 0: torch sees no CUDA device" in text
-    assert len(list(results.glob("*-gpu*.json"))) == 2
+    for kind, device in (("train", "gpu:0"), ("train", "gpu:0 amp"), ("eval", "gpu:0")):   # the eval run last
+        assert f"- {kind} torch mcan demo ({device}): exit 1: RuntimeError: --gpu 0: torch sees no CUDA device" in text
+    written = sorted(p.name.split("-", 3)[3] for p in results.glob("*.json"))      # after the date
+    assert written == ["gpu-amp.json", "gpu-eval.json", "gpu.json"]
     assert forced.stderr.count("bench.fused_attention: --gpu 0: torch sees no CUDA device here") == 4   # its 4 runs
     (log,) = results.glob("*-gpu-check.log")                                  # both runs' output, appended
     assert log.read_text().count("bench.fused_attention: --gpu 0: torch sees no CUDA device here") == 4
