@@ -121,9 +121,10 @@ def _compare(a, b, to_numpy):
             all(np.array_equal(x, y) for x, y in pairs))
 
 
-def measure(spec):
+def measure(spec, on_row=None):
     """{'backend': 'torch' | 'paddle', 'shapes': [[B, n, m], ...], 'repeats': 10, 'backward': False, 'gpu': None,
-    'dtype': 'float32'} -> one row per shape. A shape whose fused kernel fails gets its error instead of times."""
+    'dtype': 'float32'} -> one row per shape. A shape whose fused kernel fails gets its error instead of times.
+    ``on_row(row)``, when given, gets each row as soon as it is measured."""
     name = spec["backend"]
     if name not in ("torch", "paddle"):
         raise ValueError(f"backend: expected 'torch' or 'paddle', got {name!r}")
@@ -148,10 +149,12 @@ def measure(spec):
             # (torch's out of memory is a RuntimeError, Paddle's a MemoryError)
             first = (str(exc).strip().splitlines() or [repr(exc)])[0]
             rows.append({**row, "error": f"{type(exc).__name__}: {first}"})
-            continue
-        rows.append({**row, "explicit_ms": round(explicit_ms, 3), "fused_ms": round(fused_ms, 3),
-                     "fused_over_explicit": round(fused_ms / explicit_ms, 3), "max_abs_diff": max_diff,
-                     "bit_identical": equal})
+        else:
+            rows.append({**row, "explicit_ms": round(explicit_ms, 3), "fused_ms": round(fused_ms, 3),
+                         "fused_over_explicit": round(fused_ms / explicit_ms, 3), "max_abs_diff": max_diff,
+                         "bit_identical": equal})
+        if on_row:
+            on_row(rows[-1])
     return rows
 
 
@@ -165,13 +168,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.half and args.gpu is None:
         parser.error("--half needs --gpu (float16 attention is a GPU measurement)")
-    try:
+    try:   # each row printed when measured: a run stopped midway keeps the shapes it finished
         rows = measure({"backend": args.backend, "backward": args.backward, "gpu": args.gpu, "repeats": args.repeats,
-                        "dtype": "float16" if args.half else "float32"})
+                        "dtype": "float16" if args.half else "float32"},
+                       on_row=lambda row: print(json.dumps(row), flush=True))
     except RuntimeError as exc:
         parser.exit(2, f"{parser.prog}: {exc}\n")
-    for row in rows:
-        print(json.dumps(row))
     return 1 if any("error" in row for row in rows) else 0
 
 

@@ -184,6 +184,20 @@ def test_fused_attention_matches_the_masked_softmax_tiny(backend, backward):
     assert row["bit_identical"] == (row["max_abs_diff"] == 0.0)
 
 
+def test_fused_attention_prints_a_row_per_shape_as_it_goes(monkeypatch, capsys):
+    from bench import fused_attention
+    monkeypatch.setattr(fused_attention, "SHAPES", [[2, 5, 4], [1, 3, 3]])
+    printed = []
+    real_measure = fused_attention.measure
+
+    def measure(spec, on_row=None):   # what main had printed by the time each row was measured
+        return real_measure(spec, on_row=lambda row: (on_row(row), printed.append(capsys.readouterr().out)))
+
+    monkeypatch.setattr(fused_attention, "measure", measure)
+    assert fused_attention.main(["torch", "--repeats", "1"]) == 0
+    assert [json.loads(out)["shape"][2:4] for out in printed] == [[5, 4], [3, 3]]
+
+
 def test_fused_attention_refuses_what_it_cannot_measure(capsys):
     from bench import fused_attention
     with pytest.raises(ValueError, match="backend"):
