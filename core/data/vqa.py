@@ -50,13 +50,13 @@ class VQADataset:
 
         self.ans_to_ix, self.ix_to_ans = load_answer_dict()
         loaded = {}
-        # Each annotation goes with the question of its own split's file: ids are unique within a file, not
-        # necessarily across the files read together (VG's ids and VQA-v2's come from different numberings).
-        qid_to_ques = [_by_question_id(p, _questions(p, loaded), "question", strict=mode != "train") for p in q_paths]
         anns = [load_json(p, "annotations")["annotations"] for p in a_paths]
         if mode == "train":
+            # Each annotation goes with the question of its own split's file: ids are unique within a file, not
+            # necessarily across the files read together (VG's ids and VQA-v2's come from different numberings).
             samples = []
-            for q_path, a_path, questions, split_anns in zip(q_paths, a_paths, qid_to_ques, anns):
+            for q_path, a_path, split_anns in zip(q_paths, a_paths, anns):
+                questions = _by_question_id(q_path, _questions(q_path, loaded), "question", strict=False)
                 orphans = [a["question_id"] for a in split_anns if a["question_id"] not in questions]
                 if orphans:
                     raise ValueError(f"{a_path}: the annotation of question {orphans[0]} has no question in {q_path} "
@@ -65,11 +65,11 @@ class VQADataset:
                              "question": questions[a["question_id"]], "annotation": a} for a in split_anns]
         else:
             # answers are written and scored by question id: one id, one question
-            _by_question_id(" + ".join(q_paths), [q for qs in qid_to_ques for q in qs.values()], "question")
+            questions = _by_question_id(" + ".join(q_paths), [q for p in q_paths for q in _questions(p, loaded)],
+                                        "question")
             qid_to_ann = {a["question_id"]: a for split_anns in anns for a in split_anns}
             samples = [{"qid": qid, "iid": int(q["image_id"]), "question": q, "annotation": qid_to_ann.get(qid),
-                        "ans_type": qid_to_ann.get(qid, {}).get("answer_type")}
-                       for qs in qid_to_ques for qid, q in qs.items()]
+                        "ans_type": qid_to_ann.get(qid, {}).get("answer_type")} for qid, q in questions.items()]
 
         self.feat_store = None
         if store_path:
