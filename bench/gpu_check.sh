@@ -45,22 +45,7 @@ if [ -z "${BACKENDS:-}" ]; then
     probe_err=$(mktemp)
     for name in torch paddle; do
         # The backend's own device choice, the one `python -m bench --gpu` checks (it falls back to the CPU).
-        sees=$("$py" - "$name" "${GPU:-0}" <<'PY' 2>"$probe_err" || true
-import sys
-import warnings
-
-from backends import BackendUnavailable, get_backend
-try:
-    backend = get_backend(sys.argv[1])
-except BackendUnavailable as exc:
-    print("missing")
-    print(exc, file=sys.stderr)
-else:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        print("no" if backend.set_device(sys.argv[2]) == "cpu" else "yes")
-PY
-)
+        sees=$("$py" -m bench.devices "$name" "${GPU:-0}" 2>"$probe_err" || true)
         case "$sees" in
             yes) BACKENDS="${BACKENDS:+$BACKENDS,}$name" ;;
             no) echo "bench/gpu_check.sh: $name is installed but sees no CUDA device (a CPU build?): not measured" >&2 ;;

@@ -35,26 +35,14 @@ def _run_py(flags, timeout):
     return time.perf_counter() - start, float(found[-1]) if found else None, out
 
 
-# bench.devices.use_device in a child process: this one must not hold a CUDA context while run.py trains (a GPU in
-# exclusive-process mode would refuse the run).
-_DEVICE_CHECK = """
-import sys, warnings
-from backends import get_backend
-from bench.devices import use_device
-warnings.simplefilter("ignore")
-try:
-    use_device(get_backend(sys.argv[1]), sys.argv[2])
-except RuntimeError as exc:
-    sys.exit(str(exc))
-"""
-
-
 def _check_device(backend, gpu, timeout):
-    """RuntimeError (the reason) when ``backend`` would run --GPU=``gpu`` on the CPU instead."""
-    proc = subprocess.run([sys.executable, "-c", _DEVICE_CHECK, backend, gpu], capture_output=True, text=True,
+    """RuntimeError (the reason) when ``backend`` would run --GPU=``gpu`` on the CPU instead. Asked in a child process
+    (bench.devices): this one must not hold a CUDA context while run.py trains (a GPU in exclusive-process mode
+    would refuse the run)."""
+    proc = subprocess.run([sys.executable, "-m", "bench.devices", backend, gpu], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"]
+    if proc.stdout.strip() != "yes":
+        lines = proc.stderr.strip().splitlines() or [f"bench.devices exited with {proc.returncode}"]
         raise RuntimeError(lines[-1])
 
 
