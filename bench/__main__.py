@@ -365,7 +365,6 @@ def main(argv=None):
             "software": f"python {platform.python_version()}, {_versions()}"}
     results = {"meta": meta, "runs": []}
     out = args.out or default_out()
-
     partial_out = partial_path(out)
 
     def save_partial(runs=None):

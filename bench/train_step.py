@@ -209,26 +209,26 @@ def measure(spec):
     batch_size = cfg.BATCH_SIZE if kind == "train" else cfg.EVAL_BATCH_SIZE
     batch = framework_batch(be, synthetic_samples(cfg, batch_size, token_size, ANSWER_SIZE))
     rss_built, _ = rss_mib()
-    if kind == "train":
-        trainer = be.make_trainer(net, cfg)
+    trainer = be.make_trainer(net, cfg) if kind == "train" else None     # loss_scale(None) is None: no AMP
+    if trainer:
         step = lambda: trainer.train_step(batch, LR)  # noqa: E731
     else:
         step = lambda: be.predict(net, batch)  # noqa: E731
-    times, cpu_times, windows, scales, last, (settle, settled), scale_before = [], [], [], [], None, (0, True), None
-    for i in range(warmup + steps):
-        if i == warmup and kind == "train":
-            settle, settled = settle_loss_scale(step, trainer)
-            scale_before = loss_scale(trainer)
+    for _ in range(warmup):
+        step()
+        _sync_and_gpu_peak(be.name, device)
+    settle, settled = settle_loss_scale(step, trainer)
+    scale_before = loss_scale(trainer)
+    times, cpu_times, windows, scales = [], [], [], []
+    for _ in range(steps):
         t0, c0 = time.perf_counter(), time.process_time()
         last = step()
         _sync_and_gpu_peak(be.name, device)
         t1 = time.perf_counter()
-        if i >= warmup:
-            times.append(t1 - t0)
-            cpu_times.append(time.process_time() - c0)
-            windows.append((t0, t1))  # CLOCK_MONOTONIC: the parent matches its load samples to these
-            if kind == "train":
-                scales.append(loss_scale(trainer))
+        times.append(t1 - t0)
+        cpu_times.append(time.process_time() - c0)
+        windows.append((t0, t1))  # CLOCK_MONOTONIC: the parent matches its load samples to these
+        scales.append(loss_scale(trainer))
     _, peak = rss_mib()
     median = statistics.median(times)
     result = {
