@@ -21,7 +21,7 @@ def _everything_installed():
 
 # Where everything is installed, a skip would hide a test: it fails instead, except the skips that depend on the
 # kind of machine (a GPU present, not Linux). Module-level importorskip calls included.
-MACHINE_SKIPS = ("a GPU is present", "a CUDA device is present", "not Linux", "Linux only", "mincore(2)")
+MACHINE_SKIPS = ("a GPU is present", "a CUDA device is present", "not Linux", "Linux only")
 
 
 def _hidden_by_a_skip(report):

@@ -526,7 +526,7 @@ def _droppable(folder):
     return hasattr(os, "posix_fadvise") and disk is not None and not disk.startswith(("tmpfs", "ramfs"))
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="not Linux: page_cache asks mincore(2) on Linux only")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="not Linux (page_cache asks mincore(2))")
 def test_page_cache_drop_and_residency(tmp_path):
     paths = []
     for k in range(3):
