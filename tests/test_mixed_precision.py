@@ -8,7 +8,12 @@ would on a GPU. Not covered: float16's narrow range (bfloat16 has float32's expo
 fill to the dtype for that). Paddle's auto_cast and GradScaler switch themselves off on the CPU (with a warning;
 outputs stay float32), so paddle's AMP has no counterpart here. Each check compares against float32: bfloat16 keeps
 8 significant bits, so the bounds are loose, but a wrong mask or a lost branch moves the result far more.
+On a CPU without a bfloat16 LSTM kernel (oneDNN has none without AVX-512) the question LSTM alone runs in float32
+inside the autocast region; every other layer still runs under autocast.
 """
+import contextlib
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -26,11 +31,43 @@ def _case(model):
     return build("torch", cfg, seed=0, token_size=TOKEN_SIZE, answer_size=ANSWER_SIZE), make_batch(cfg)
 
 
+@functools.lru_cache(maxsize=1)
+def _cpu_has_bf16_lstm():
+    lstm = torch.nn.LSTM(4, 4, batch_first=True)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.zeros(1, 2, 4))
+    except RuntimeError:   # "could not create a primitive descriptor for the LSTM forward propagation primitive"
+        return False
+    return True
+
+
+def _run_lstm_in_float32(lstm):
+    """The LSTM's forward outside autocast, on float32 input (an instance attribute: the module class is untouched)."""
+    plain = lstm.forward
+
+    def forward(x, *args):
+        with torch.autocast("cpu", enabled=False):
+            return plain(x.float(), *args)
+
+    lstm.forward = forward
+
+
+@contextlib.contextmanager
+def _lstm_in_float32(lstm):
+    _run_lstm_in_float32(lstm)
+    try:
+        yield
+    finally:
+        del lstm.forward
+
+
 def _logits_and_grads(net, batch, autocast):
     net.train()   # dropout is 0: train mode only so that the backward runs as in training
     net.zero_grad(set_to_none=True)
     inputs = [torch.as_tensor(batch[k]) for k in INPUT_KEYS]
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    fallback = _lstm_in_float32(net.lstm) if autocast and not _cpu_has_bf16_lstm() else contextlib.nullcontext()
+    with fallback, torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         logits = net(*inputs)
     logits = logits.float()
     logits.sum().backward()
@@ -71,7 +108,10 @@ def _amp_trainer(scaled):
     be.set_device("")
     cfg = tiny_cfg("trar", "vqa", BATCH_SIZE=4, GRAD_ACCU_STEPS=2, GRAD_NORM_CLIP=0.5, DROPOUT_R=0.0,
                    ROUTING="soft", BINARIZE=False)
-    trainer = be.make_trainer(build("torch", cfg, seed=3), cfg)
+    net = build("torch", cfg, seed=3)
+    if not _cpu_has_bf16_lstm():
+        _run_lstm_in_float32(net.lstm)
+    trainer = be.make_trainer(net, cfg)
     trainer.amp = True
     trainer.autocast = {"device_type": "cpu", "dtype": torch.bfloat16}
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16, enabled=scaled)
