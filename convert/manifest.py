@@ -37,15 +37,6 @@ class Manifest:
             raise ValueError(f"layout must be 'torch' or 'paddle', got {layout!r}")
         return {k: tuple(reversed(s)) if k in self.linear_keys else s for k, s in self.torch_shapes.items()}
 
-    def parameter_count(self):
-        count = 0
-        for shape in self.torch_shapes.values():
-            n = 1
-            for d in shape:
-                n *= d
-            count += n
-        return count
-
 
 def sizes_from_state(state, path):
     """(token_size, answer_size) of a checkpoint's state dict (either layout)."""

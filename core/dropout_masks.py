@@ -31,7 +31,8 @@ class MaskStream:
         with self._lock:
             self.seed, self.count = int(seed) % (1 << 64), 0
 
-    def _take_index(self):
+    def _next_index(self):
+        """(seed, index) of the next mask; the count advances under the lock, so threads never share an index."""
         with self._lock:
             index = self.count
             self.count += 1
@@ -42,9 +43,7 @@ class MaskStream:
         holding ``scale`` where kept and 0 where dropped (a multiplier; the same draws as the bool mask)."""
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        with self._lock:
-            seed, index = self.seed, self.count
-            self.count += 1
+        seed, index = self._next_index()
         n = int(np.prod(shape, dtype=np.int64))
         threshold = np.uint32(min(round(p * _UINT32_RANGE), _UINT32_RANGE - 1))
         out = np.empty(n, dtype=np.bool_ if scale is None else dtype)
