@@ -166,44 +166,6 @@ def test_floor_measure_tiny():
     json.dumps(result)
 
 
-@pytest.mark.parametrize("backend", ["torch", "paddle"])
-@pytest.mark.parametrize("backward", [False, True])
-def test_fused_attention_matches_the_masked_softmax_tiny(backend, backward):
-    """bench.fused_attention: the fused kernel with an additive -1e9 mask gives the masked softmax's values, and
-    with backward=True its gradients of q, k and v."""
-    from bench import fused_attention
-    (row,) = fused_attention.measure({"backend": backend, "shapes": [[2, 5, 4]], "repeats": 1, "backward": backward})
-    assert row["shape"] == [2, fused_attention.HEADS, 5, 4, fused_attention.HEAD_DIM]
-    assert row["device"] == "cpu" and row["backward"] is backward
-    assert row["max_abs_diff"] < 1e-5 and row["explicit_ms"] >= 0 and row["fused_ms"] >= 0
-    assert row["bit_identical"] == (row["max_abs_diff"] == 0.0)
-
-
-def test_fused_attention_prints_a_row_per_shape_as_it_goes(monkeypatch, capsys):
-    from bench import fused_attention
-    monkeypatch.setattr(fused_attention, "SHAPES", [[2, 5, 4], [1, 3, 3]])
-    printed = []
-    real_measure = fused_attention.measure
-
-    def measure(spec, on_row=None):   # what main had printed by the time each row was measured
-        return real_measure(spec, on_row=lambda row: (on_row(row), printed.append(capsys.readouterr().out)))
-
-    monkeypatch.setattr(fused_attention, "measure", measure)
-    assert fused_attention.main(["torch", "--repeats", "1"]) == 0
-    assert [json.loads(out)["shape"][2:4] for out in printed] == [[5, 4], [3, 3]]
-
-
-def test_fused_attention_refuses_what_it_cannot_measure(capsys):
-    from bench import fused_attention
-    with pytest.raises(ValueError, match="backend"):
-        fused_attention.measure({"backend": "jax"})
-    with pytest.raises(ValueError, match="dtype"):
-        fused_attention.measure({"backend": "torch", "dtype": "int8"})
-    with pytest.raises(SystemExit):
-        fused_attention.main(["torch", "--half"])
-    assert "--half needs --gpu" in capsys.readouterr().err
-
-
 def test_cli_rejects_unknown_names():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--models", "trar,bert"])
