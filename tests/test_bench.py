@@ -2,7 +2,6 @@
 docs/benchmarks.md, never tested). The feature store itself is tested in tests/test_feature_store.py."""
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -69,61 +68,6 @@ def test_measure_with_gpu_but_no_gpu_is_an_error(backend):
     with pytest.warns(RuntimeWarning, match="no CUDA device"), pytest.raises(RuntimeError, match="--gpu 0: .*no CUDA"):
         ts.measure(spec)
     backend.set_device("")
-
-
-def test_gpu_check_script_without_cuda(tmp_path):
-    """bench/gpu_check.sh on this CPU machine, with a stub nvidia-smi: it names the installed backends that see no
-    CUDA device and stops (exit 2); told to measure torch anyway, it runs both bench invocations and the report, lists
-    the failures with their reason, tries the fused attention runs and exits 1. The GPU measurement itself needs a
-    GPU."""
-    import torch
-    if torch.cuda.is_available():
-        pytest.skip("a CUDA device is present: this checks the script's behaviour without one")
-    stub = tmp_path / "bin" / "nvidia-smi"
-    stub.parent.mkdir()
-    stub.write_text("#!/bin/sh\necho 'Stub GPU, 1.0, 1 MiB'\n")
-    stub.chmod(0o755)
-    env = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "PYTHON": sys.executable,
-           "BENCH_ARGS": "--models mcan --sizes demo --steps 1 --warmup 0 --threads 1"}
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "gpu_check.sh")
-    results = tmp_path / "results"
-
-    nothing = subprocess.run(["bash", script, str(results)], env=env, capture_output=True, text=True, timeout=300)
-    assert nothing.returncode == 2, nothing.stderr
-    assert "torch is installed but sees no CUDA device" in nothing.stderr
-    (log,) = results.iterdir()                                                # only the log, which says why
-    assert log.name.endswith("-gpu-check.log") and "torch is installed but sees no CUDA device" in log.read_text()
-
-    forced = subprocess.run(["bash", script, str(results)], env={**env, "BACKENDS": "torch"}, capture_output=True,
-                            text=True, timeout=300)
-    assert forced.returncode == 1, forced.stderr
-    (md,) = results.glob("*-gpu.md")
-    text = md.read_text()
-    for kind, device in (("train", "gpu:0"), ("train", "gpu:0 amp"), ("eval", "gpu:0")):   # the eval run last
-        assert f"- {kind} torch mcan demo ({device}): exit 1: RuntimeError: --gpu 0: torch sees no CUDA device" in text
-    written = sorted(p.name.split("-", 3)[3] for p in results.glob("*.json"))      # after the date
-    assert written == ["gpu-amp.json", "gpu-eval.json", "gpu.json"]
-    assert forced.stderr.count("bench.fused_attention: --gpu 0: torch sees no CUDA device here") == 4   # its 4 runs
-    (log,) = results.glob("*-gpu-check.log")                                  # both runs' output, appended
-    assert log.read_text().count("bench.fused_attention: --gpu 0: torch sees no CUDA device here") == 4
-    assert forced.stdout.strip().splitlines()[-1] in log.read_text()
-    (fused,) = results.glob("*-gpu-fused.jsonl")
-    assert fused.read_text() == ""
-    (smoke,) = results.glob("*-gpu-smoke.jsonl")                               # fp32 and AMP, refused before training
-    rows = [json.loads(line) for line in smoke.read_text().splitlines()]
-    assert [(r["model"], r["amp"], r["ok"]) for r in rows] == [("trar", False, False), ("mmnasnet_small", True, False)]
-    assert all(r["error"].startswith("--gpu 0: torch sees no CUDA device here") for r in rows)
-
-
-def test_gpu_smoke_on_the_cpu_answers_alike_after_reloading(tmp_path):
-    """bench.gpu_smoke with no GPU: run.py trains a demo epoch and validates, then evaluates the saved checkpoint in a
-    new process; on one device the two must give the same answer to every question."""
-    from bench import gpu_smoke
-    row = gpu_smoke.smoke("torch", gpu="", model="mcan_small", epochs=2, workdir=str(tmp_path))
-    assert row["device"] == "cpu" and row["questions"] == 1250                  # the demo's val split
-    assert row["distinct_answers"] > 1          # a model past answering 'yes' to everything: agreement says more
-    assert row["answers_agree"] == 1.0 and row["device_val_accuracy"] == row["cpu_val_accuracy"]
-    assert list(tmp_path.iterdir()) == []                                     # its temporary folder is gone
 
 
 def test_measure_rejects_bad_spec():
