@@ -1,7 +1,9 @@
 """bench/: functional checks at tiny sizes, 1-2 steps. No timing is asserted anywhere (speed goals are reported in
 docs/benchmarks.md, never tested). The feature store itself is tested in tests/test_feature_store.py."""
+import datetime
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -115,6 +117,56 @@ def test_cli_rejects_unknown_names():
         build_parser().parse_args(["train", "--models", "trar,bert"])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["fly"])
+
+
+def test_help_lists_the_parts_and_each_part_its_options(capsys):
+    from bench.__main__ import PARTS
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["--help"])
+    assert info.value.code == 0
+    listing = capsys.readouterr().out
+    for part, (summary, description, _) in PARTS.items():
+        assert f"{part}  " in listing and summary in listing
+        with pytest.raises(SystemExit) as info:
+            build_parser().parse_args([part, "--help"])
+        assert info.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())                     # argparse wraps the lines
+        assert text.startswith(f"usage: python -m bench {part}") and " ".join(description.split()) in text
+        if part == "train":                                                   # the choices of the comma lists
+            for choices in ("--models trar,mcan,mmnasnet", "--sizes demo,default", "--backends torch,paddle"):
+                assert choices in text
+
+
+@pytest.mark.parametrize("argv", [["data", "--models", "trar"], ["floor", "--gpu", "0"], ["convert", "--backends", "torch"],
+                                  ["report", "--steps", "2", "a.json"], ["report"]])
+def test_a_part_takes_only_its_own_options(argv):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv)
+    assert info.value.code == 2
+
+
+def test_results_go_outside_the_tracked_tree_by_default(tmp_path, monkeypatch):
+    """results/bench/<date>.json, which .gitignore covers; without --docs the report goes beside the JSON."""
+    from bench import __main__ as bench_cli
+    out = bench_cli.default_out()
+    assert os.path.dirname(out) == os.path.join(bench_cli.REPO, "results", "bench")
+    ignored = subprocess.run(["git", "check-ignore", "-q", out], cwd=bench_cli.REPO)
+    assert ignored.returncode == 0                                            # 1: git would track it
+
+    def child(module, spec, threads, timeout, max_others=0.5):
+        if module != "bench.train_step":
+            return {"error": "not measured in this test"}
+        return {**spec, "batch_size": 32, "times_s": [0.1], "median_s": 0.1, "peak_rss_mib": 100.0}
+
+    monkeypatch.setattr(bench_cli, "run_child", child)
+    monkeypatch.setattr(bench_cli, "running_now", lambda seconds=3.0: 0.0)
+    monkeypatch.setattr(bench_cli, "RESULTS_DIR", str(tmp_path / "results" / "bench"))
+    with pytest.raises(SystemExit, match="floor"):                            # the floor 'failed': reported, listed
+        bench_main(["train", "--models", "mcan", "--sizes", "demo", "--rounds", "1", "--backends", "torch"])
+    (json_out,) = (tmp_path / "results" / "bench").glob("*.json")
+    assert json_out.name == f"{datetime.date.today().isoformat()}.json"
+    text = json_out.with_suffix(".md").read_text()
+    assert report.BEGIN in text and "| mcan | demo |" in text
 
 
 # ---- report -------------------------------------------------------------------------------------------------------
