@@ -205,7 +205,9 @@ def build_store(index, out, kind, dim=None, force=False, progress=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m core.data.feature_store", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m core.data.feature_store",
+                                     description="Build a memory-mapped feature store from per-image feature files "
+                                                 "(a run reads it with --FEAT_STORE DIR).")
     parser.add_argument("--feats", nargs="+", required=True, help="feature folders (e.g. .../feats/train2014)")
     parser.add_argument("--kind", choices=sorted(KINDS), required=True, help="grid (.npy) or region (.npz)")
     parser.add_argument("--dim", type=int, default=None,
