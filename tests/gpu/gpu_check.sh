@@ -16,7 +16,7 @@
 #   bash tests/gpu/gpu_check.sh [RESULTS]          # RESULTS defaults to results/bench (not tracked by git)
 #   PYTHON=/path/to/python bash tests/gpu/gpu_check.sh
 #   BACKENDS=torch bash tests/gpu/gpu_check.sh     # these backends, without asking whether they see a GPU
-#   BENCH_ARGS="--models trar --default-steps 5" bash tests/gpu/gpu_check.sh   # extra `python -m bench` train/eval flags
+#   BENCH_ARGS="--models trar --default-steps 5" bash tests/gpu/gpu_check.sh   # extra train/eval flags
 #
 # Exit status: 0 when everything was measured; 1 when a measurement failed (the report names it and why, and the
 # other measurements are still run and reported); 2 when there is nothing to measure (no GPU, no backend sees one).
@@ -46,7 +46,8 @@ if [ -z "${BACKENDS:-}" ]; then
         sees=$("$py" -m tests.gpu.device_probe "$name" "${GPU:-0}" 2>"$probe_err" || true)
         case "$sees" in
             yes) BACKENDS="${BACKENDS:+$BACKENDS,}$name" ;;
-            no) echo "tests/gpu/gpu_check.sh: $name is installed but sees no CUDA device (a CPU build?): not measured" >&2 ;;
+            no) echo "tests/gpu/gpu_check.sh: $name is installed but sees no CUDA device (a CPU build?):" \
+                     "not measured" >&2 ;;
             missing) echo "tests/gpu/gpu_check.sh: not measured: $(tail -n 1 "$probe_err")" >&2 ;;
             *) echo "tests/gpu/gpu_check.sh: asking $name for a GPU failed ($py):" >&2
                tail -n 5 "$probe_err" >&2 ;;
