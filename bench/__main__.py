@@ -1,14 +1,14 @@
 """python -m bench: speed and memory benchmarks per backend (docs/benchmarks.md).
 
-    python -m bench all|train|eval|floor|data|convert|infer [--backends torch,paddle] [--models trar,mcan,mmnasnet]
-                        [--sizes demo,default] [--steps N] [--default-steps N] [--threads N] [--gpu 0 [--amp]]
-                        [--out bench/results/<date>.json] [--docs docs/benchmarks.md | --no-docs]
-    python -m bench report RESULTS.json [MORE.json ...] [--docs docs/benchmarks.md | --no-docs] [--before OLD.json ...]
+    python -m bench PART [options]     # PART: all | train | eval | floor | data | convert | infer | report
+    python -m bench PART --help        # what PART measures, and its options with their choices
 
-Every model measurement runs in a fresh subprocess with OMP_NUM_THREADS / MKL_NUM_THREADS = --threads; for each
+Every measurement runs in a fresh subprocess with OMP_NUM_THREADS / MKL_NUM_THREADS = --threads; for each
 (model, size) the backends run one after the other, in --rounds alternating rounds (5 at the demo size, where a step
 is ~40 ms and a shared host's slow seconds matter), so they see the same machine state and are reported as ratios.
 The 1-minute load average is recorded with every measurement; --max-load / --wait-quiet wait for a quiet machine.
+Results go to results/bench/<date>.json (not tracked by git) with their report beside it (<date>.md); --docs
+docs/benchmarks.md updates the generated block of the docs instead.
 """
 import argparse
 import datetime
@@ -26,8 +26,40 @@ from bench import report
 from bench.train_step import KINDS, MODELS, RESULT_MARK, SIZES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ("all", "train", "eval", "floor", "data", "convert", "infer", "report")
+RESULTS_DIR = os.path.join(REPO, "results", "bench")   # under /results/, which .gitignore keeps out of the tree
+DOCS = os.path.join(REPO, "docs", "benchmarks.md")
 BACKEND_NAMES = ("torch", "paddle")
+# part -> (one line for `python -m bench --help`, what `python -m bench PART --help` says it measures, option groups)
+PARTS = {
+    "all": ("every part below but report",
+            "Train steps, eval batches, the arithmetic floor, feature loading, checkpoint conversion and the Paddle "
+            "Inference predictor, one after the other.",
+            ("backends", "models", "steps", "device", "data", "convert", "infer", "machine", "output")),
+    "train": ("train steps per (backend, model, size), and the floor",
+              "trainer.train_step(batch, lr) on a synthetic batch with the real shapes: forward, summed BCE loss, "
+              "backward, Adam; warm-up steps, then the median. Also measures the arithmetic floor (torch, CPU).",
+              ("backends", "models", "steps", "device", "machine", "output")),
+    "eval": ("eval batches per (backend, model, size)",
+             "be.predict (eval mode, no grad, float32) on a batch of EVAL_BATCH_SIZE.",
+             ("backends", "models", "steps", "device", "machine", "output")),
+    "floor": ("the arithmetic floor of a torch train step",
+              "The matmul FLOPs of one torch train step divided by the best float32 matmul rate torch reaches here "
+              "with the same threads (CPU only).",
+              ("models", "machine", "output")),
+    "data": ("feature loading: per-image files against the feature store",
+             "VQADataset[i] at the real feature sizes, from one file per image and from the memory-mapped feature "
+             "store (core.data.feature_store), from memory and from disk, and through each backend's DataLoader.",
+             ("backends", "data", "machine", "output")),
+    "convert": ("checkpoint conversion time, torch <-> paddle",
+                "convert.cli.convert_file on a torch checkpoint with weights and Adam state, both directions.",
+                ("models", "convert", "machine", "output")),
+    "infer": ("the Paddle Inference predictor against the dynamic graph",
+              "deploy.timing.bench: the exported predictor and be.predict, call by call in turn (random weights).",
+              ("models", "infer", "machine", "output")),
+    "report": ("render result files into docs/benchmarks.md (or print them)",
+               "Merges result JSON files (later files win) into the generated block of --docs.",
+               ("report",)),
+}
 
 
 def _csv(allowed, flag):
@@ -40,42 +72,90 @@ def _csv(allowed, flag):
     return parse
 
 
+def _options():
+    """Option group -> (title, [(flag, add_argument keywords)]); PARTS names the groups each part takes."""
+    def comma_list(flag, allowed, what):   # --models trar,mcan: every item one of ``allowed``, all by default
+        return flag, {"type": _csv(allowed, flag), "default": list(allowed), "metavar": ",".join(allowed),
+                      "help": f"{what}: a comma list of {', '.join(allowed)} (default: all)"}
+
+    def count(flag, default, what):
+        return flag, {"type": int, "default": default, "metavar": "N", "help": f"{what} (default {default})"}
+
+    return {
+        "backends": ("backends", [comma_list("--backends", BACKEND_NAMES, "frameworks to measure")]),
+        "models": ("models and sizes", [
+            comma_list("--models", MODELS, "models"),
+            comma_list("--sizes", SIZES, "sizes (demo = configs/demo/*.yml, default = configs/vqa/*.yml)")]),
+        "steps": ("steps and rounds", [
+            count("--steps", 10, "measured steps at the demo size"),
+            count("--warmup", 3, "warm-up steps at the demo size"),
+            count("--default-steps", 3, "measured steps at the default size"),
+            count("--default-warmup", 1, "warm-up steps at the default size"),
+            count("--rounds", 5, "rounds at the demo size, each running every backend once (see model_runs)"),
+            count("--default-rounds", 1, "rounds at the default size")]),
+        "device": ("device", [
+            ("--gpu", {"default": "", "metavar": "ID", "help": "GPU id (e.g. 0); empty = CPU. A backend that sees "
+                                                                "no GPU fails its runs (never CPU numbers)"}),
+            ("--amp", {"action": "store_true", "help": "mixed precision (GPU only; train steps only)"})]),
+        "data": ("feature loading", [count("--data-images", 300, "images for the data-loading benchmark")]),
+        "convert": ("conversion", [count("--convert-repeats", 3, "timed conversions per direction")]),
+        "infer": ("Paddle Inference", [
+            ("--infer-batch-sizes", {"type": int, "nargs": "+", "default": [1, 64], "metavar": "N",
+                                     "help": "batch sizes for the predictor timing (deploy.timing; default 1 64)"})]),
+        "machine": ("machine", [
+            ("--threads", {"type": int, "default": os.cpu_count() or 1, "metavar": "N",
+                           "help": "intra-op threads per framework (default: the machine's cores)"}),
+            ("--max-load", {"type": float, "default": 0.5, "metavar": "X",
+                            "help": "other runnable tasks (averaged over 3 s) below which the machine counts as "
+                                    "quiet (default 0.5)"}),
+            ("--wait-quiet", {"type": float, "default": 0.0, "metavar": "SECONDS",
+                              "help": "seconds to wait (at most) for a quiet machine before each measurement "
+                                      "(default 0)"}),
+            ("--timeout", {"type": float, "default": 1800, "metavar": "SECONDS",
+                           "help": "seconds per measurement subprocess (default 1800)"})]),
+        "output": ("output", [
+            ("--out", {"metavar": "FILE.json",
+                       "help": "result JSON (default results/bench/<date>.json, which git does not track)"}),
+            ("--docs", {"metavar": "FILE.md",
+                        "help": "markdown file whose generated block is rewritten, e.g. docs/benchmarks.md "
+                                "(default: the report beside the JSON, <out>.md)"}),
+            ("--no-docs", {"action": "store_true", "help": "write the JSON only"})]),
+        "report": ("report", [
+            ("results", {"nargs": "+", "metavar": "RESULTS.json", "help": "result JSON files (later files win)"}),
+            ("--docs", {"default": DOCS, "metavar": "FILE.md",
+                        "help": "markdown file whose generated block is rewritten (default docs/benchmarks.md)"}),
+            ("--no-docs", {"action": "store_true", "help": "print the generated block instead of writing --docs"}),
+            ("--before", {"nargs": "+", "default": [], "metavar": "OLD.json",
+                          "help": "result files from before a change"}),
+            ("--before-label", {"default": "", "metavar": "TEXT",
+                                "help": "what changed between --before and the results"})]),
+    }
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=COMMANDS)
-    p.add_argument("results", nargs="*", help="report: result JSON files (later files win)")
-    p.add_argument("--backends", type=_csv(BACKEND_NAMES, "--backends"), default=list(BACKEND_NAMES))
-    p.add_argument("--models", type=_csv(MODELS, "--models"), default=list(MODELS))
-    p.add_argument("--sizes", type=_csv(SIZES, "--sizes"), default=list(SIZES))
-    p.add_argument("--steps", type=int, default=10, help="measured steps at the demo size (default 10)")
-    p.add_argument("--warmup", type=int, default=3, help="warm-up steps at the demo size (default 3)")
-    p.add_argument("--default-steps", type=int, default=3, help="measured steps at the default size (default 3)")
-    p.add_argument("--default-warmup", type=int, default=1, help="warm-up steps at the default size (default 1)")
-    p.add_argument("--rounds", type=int, default=5,
-                   help="rounds at the demo size, each running every backend once (default 5; see model_runs)")
-    p.add_argument("--default-rounds", type=int, default=1, help="rounds at the default size (default 1)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                   help="intra-op threads per framework (default: the machine's cores)")
-    p.add_argument("--gpu", default="",
-                   help="GPU id (e.g. 0); empty = CPU. A backend that sees no GPU fails its runs (never CPU numbers)")
-    p.add_argument("--amp", action="store_true", help="mixed precision (GPU only)")
-    p.add_argument("--data-images", type=int, default=300, help="images for the data-loading benchmark")
-    p.add_argument("--convert-repeats", type=int, default=3)
-    p.add_argument("--infer-batch-sizes", type=int, nargs="+", default=[1, 64],
-                   help="batch sizes for the Paddle Inference timing (deploy.timing)")
-    p.add_argument("--max-load", type=float, default=0.5,
-                   help="other runnable tasks (averaged over 3 s) below which the machine counts as quiet")
-    p.add_argument("--wait-quiet", type=float, default=0.0,
-                   help="seconds to wait (at most) for a quiet machine before each measurement")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement subprocess")
-    p.add_argument("--out", help="result JSON (default bench/results/<date>.json)")
-    p.add_argument("--docs", default=os.path.join(REPO, "docs", "benchmarks.md"),
-                   help="markdown file whose generated block is rewritten")
-    p.add_argument("--no-docs", action="store_true",
-                   help="write the JSON only (report: print the generated block instead of writing --docs)")
-    p.add_argument("--before", nargs="+", default=[], help="report: result files from before a change")
-    p.add_argument("--before-label", default="", help="report: what changed between --before and the results")
+    p = argparse.ArgumentParser(prog="python -m bench", description="Speed and memory benchmarks per backend, each "
+                                "measurement in a process of its own; results to results/bench/ by default.",
+                                epilog="`python -m bench PART --help` describes a part. docs/benchmarks.md has the "
+                                       "method and the results.")
+    parts = p.add_subparsers(dest="command", required=True, metavar="PART", title="parts")
+    options = _options()
+    for name, (summary, description, groups) in PARTS.items():
+        sub = parts.add_parser(name, help=summary, description=description)
+        for group in groups:
+            title, flags = options[group]
+            target = sub.add_argument_group(title) if group != "report" else sub
+            for flag, keywords in flags:
+                target.add_argument(flag, **keywords)
     return p
+
+
+def _fill_defaults(args):
+    """A part's args plus every other option's default (``all`` has them all), for the code the parts share."""
+    everything = build_parser().parse_args(["all"])
+    for key, value in vars(everything).items():
+        if not hasattr(args, key):
+            setattr(args, key, value)
+    return args
 
 
 def machine():
@@ -318,7 +398,12 @@ def _summary(r):
 
 
 def default_out():
-    return os.path.join(REPO, "bench", "results", f"{datetime.date.today().isoformat()}.json")
+    return os.path.join(RESULTS_DIR, f"{datetime.date.today().isoformat()}.json")
+
+
+def docs_beside(out):
+    """Where a measurement's report goes without --docs: ``A.json`` -> ``A.md``, beside the results."""
+    return os.path.splitext(out)[0] + ".md"
 
 
 def partial_path(out):
@@ -337,8 +422,6 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     if args.command == "report":
-        if not args.results:
-            raise SystemExit("python -m bench report: name at least one result JSON file")
         try:
             merged = report.load_results(args.results)
             if args.before:
@@ -350,6 +433,7 @@ def main(argv=None):
         else:
             print(report.write_docs(merged, args.docs, _chart_path(args.docs)))
         return
+    args = _fill_defaults(args)
     if min(args.threads, args.steps, args.default_steps, args.rounds, args.default_rounds) < 1:
         raise SystemExit("--threads, --steps, --default-steps, --rounds and --default-rounds must be >= 1")
     if min(args.warmup, args.default_warmup) < 0:
@@ -388,8 +472,9 @@ def main(argv=None):
                  {"images": args.data_images, "backends": args.backends, "workers": os.cpu_count() or 1}),
         "convert": (("all", "convert"), "bench.conversion",
                     {"models": args.models, "sizes": args.sizes, "repeats": args.convert_repeats}),
-        "infer": (("all", "infer"), "bench.inference", {"models": args.models, "sizes": args.sizes,
-                                                        "batch_sizes": args.infer_batch_sizes, "threads": args.threads}),
+        "infer": (("all", "infer"), "bench.inference",
+                  {"models": args.models, "sizes": args.sizes, "batch_sizes": args.infer_batch_sizes,
+                   "threads": args.threads}),
     }
     for part, (commands, module, spec) in parts.items():
         if cmd not in commands or (part == "floor" and ("torch" not in args.backends or args.gpu)):
@@ -406,7 +491,8 @@ def main(argv=None):
         os.remove(partial_out)
     print(out)
     if not args.no_docs:
-        print(report.write_docs(report.load_results([out]), args.docs, _chart_path(args.docs)))
+        docs = args.docs or docs_beside(out)
+        print(report.write_docs(report.load_results([out]), docs, _chart_path(docs)))
     failed = [report.run_name(r) for r in results["runs"] if "error" in r]
     failed += [part for part in ("floor", "data", "convert", "infer") if "error" in (results.get(part) or {})]
     if failed:

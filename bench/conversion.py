@@ -12,15 +12,7 @@ import time
 
 from bench.train_step import (ANSWER_SIZE, CONFIGS, LR, TOKEN_SIZE, bench_config, child_main, framework_batch,
                               synthetic_samples)
-
-
-def converter():
-    """convert.cli.convert_file, or None while the converter has not landed."""
-    try:
-        from convert.cli import convert_file
-    except ImportError:
-        return None
-    return convert_file
+from convert.cli import convert_file
 
 
 def torch_checkpoint(model, size, path):
@@ -38,9 +30,6 @@ def torch_checkpoint(model, size, path):
 
 
 def measure(spec):
-    convert_file = converter()
-    if convert_file is None:
-        return {"missing": "convert.cli.convert_file is not importable yet: conversion time not measured"}
     repeats = int(spec.get("repeats", 3))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-convert-", dir=spec.get("root")) as root:

@@ -17,9 +17,9 @@ import time
 import numpy as np
 
 from bench import page_cache
-from bench.feature_store import build_store
 from bench.train_step import child_main
 from core.data import demo, features
+from core.data.feature_store import build_store
 from core.data.paths import atomic_write_bytes
 from core.data.sampler import epoch_batches
 

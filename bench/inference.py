@@ -9,26 +9,13 @@ default (oneDNN + IR optimisation) unless ``all_settings`` is true.
 import os
 
 from bench.train_step import ANSWER_SIZE, TOKEN_SIZE, bench_config, child_main
+from deploy import timing
 
 DEFAULT_SETTING = "default (oneDNN + IR optim)"
 
 
-def timing_module():
-    """deploy.timing, or None while it has not landed."""
-    try:
-        from deploy import timing
-    except ImportError:
-        return None
-    return timing if hasattr(timing, "bench") else None
-
-
 def measure(spec):
-    timing = timing_module()
-    if timing is None:
-        return {"missing": "deploy.timing.bench is not importable yet: Paddle Inference timing not measured"}
-    settings = None
-    if not spec.get("all_settings") and DEFAULT_SETTING in getattr(timing, "KNOB_SETTINGS", {}):
-        settings = {DEFAULT_SETTING: timing.KNOB_SETTINGS[DEFAULT_SETTING]}
+    settings = None if spec.get("all_settings") else {DEFAULT_SETTING: timing.KNOB_SETTINGS[DEFAULT_SETTING]}
     rows = []
     for size in spec.get("sizes", ["default"]):
         for model in spec.get("models", ["trar"]):

@@ -470,8 +470,8 @@ def render(merged, chart_name=None):
 
 
 def _infer_lines(infer):
-    if infer.get("missing") or infer.get("error"):
-        return f"TODO: {infer.get('missing') or infer.get('error')}"
+    if infer.get("error"):
+        return f"TODO: {infer['error']}"
     lines = ["| model | size | runner | batch | median (ms) | samples/s |", "|---|---|---|---|---|---|"]
     for row in infer.get("rows", []):
         lines.append(f"| {row['model']} | {row['size']} | {row['runner']} | {row['batch_size']} | "
@@ -480,8 +480,8 @@ def _infer_lines(infer):
 
 
 def _convert_lines(conv):
-    if conv.get("missing") or conv.get("error"):
-        return f"TODO: {conv.get('missing') or conv.get('error')}"
+    if conv.get("error"):
+        return f"TODO: {conv['error']}"
     lines = ["| checkpoint | direction | seconds (median) | MB |", "|---|---|---|---|"]
     for row in conv.get("rows", []):
         lines.append(f"| {row['model']} {row['size']} | {row['direction']} | {_fmt(row['median_s'])} | "

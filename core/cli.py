@@ -91,7 +91,7 @@ _GROUPS = [
         ('--SUBSET_ANS_TYPES', 'SUBSET_ANS_TYPES', _comma_list, "answer types to keep, e.g. 'yes/no,number'"),
         ('--SKIP_MISSING', 'SKIP_MISSING_FEATS', parse_bool, 'skip questions whose image features are missing'),
         ('--FEAT_STORE', 'FEAT_STORE', _unquote, 'read features from a memory-mapped store (python -m '
-                                                 'bench.feature_store) instead of one file per image'),
+                                                 'core.data.feature_store) instead of one file per image'),
     ]),
     ('devices and loading', [
         ('--GPU', 'GPU', _unquote, "GPU ids, e.g. '0' or '0,1' (default: CPU)"),

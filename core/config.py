@@ -456,7 +456,7 @@ def _check_request(cfg):
             raise ConfigError(f"{key}: no such file {path}")
     if cfg.FEAT_STORE is not None and not os.path.isfile(os.path.join(cfg.FEAT_STORE, 'meta.json')):
         raise ConfigError(f"FEAT_STORE: {cfg.FEAT_STORE} is not a feature store (no meta.json); build one with "
-                          "`python -m bench.feature_store`")
+                          "`python -m core.data.feature_store`")
 
 
 class Config:

@@ -22,17 +22,21 @@ def _everything_installed():
 # Where everything is installed, a skip would hide a test: it fails instead, except the skips that depend on the
 # kind of machine (a GPU present, not Linux). Module-level importorskip calls included.
 MACHINE_SKIPS = ("a GPU is present", "a CUDA device is present", "not Linux", "Linux only")
+# The reason the device runs (tests/gpu, marker `gpu`) give on a machine without a GPU: a machine skip for those tests
+# only, so that no other test's "no GPU" passes for one.
+NO_GPU = "no GPU on this machine"
 
 
-def _hidden_by_a_skip(report):
+def _hidden_by_a_skip(report, gpu_test=False):
     if not _everything_installed() or not report.skipped or hasattr(report, "wasxfail"):
         return None
     reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-    return None if any(kind in reason for kind in MACHINE_SKIPS) else reason
+    kinds = MACHINE_SKIPS + ((NO_GPU,) if gpu_test else ())
+    return None if any(kind in reason for kind in kinds) else reason
 
 
-def _fail_under_ci(report):
-    reason = _hidden_by_a_skip(report)
+def _fail_under_ci(report, gpu_test=False):
+    reason = _hidden_by_a_skip(report, gpu_test)
     if reason is not None:
         report.outcome = "failed"
         report.longrepr = f"skipped where every backend and extra is installed (CI, scripts/test.sh): {reason}"
@@ -41,7 +45,7 @@ def _fail_under_ci(report):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    _fail_under_ci(outcome.get_result())
+    _fail_under_ci(outcome.get_result(), item.get_closest_marker("gpu") is not None)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -53,6 +57,7 @@ def pytest_make_collect_report(collector):
 def pytest_configure(config):
     config.addinivalue_line("markers", "parity: needs both frameworks in one process")
     config.addinivalue_line("markers", "slow: end-to-end runs (seconds to a minute)")
+    config.addinivalue_line("markers", f"gpu: runs on a GPU (tests/gpu); skipped with '{NO_GPU}' where there is none")
 
 
 @pytest.fixture(params=BACKEND_NAMES)

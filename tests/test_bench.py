@@ -1,11 +1,10 @@
 """bench/: functional checks at tiny sizes, 1-2 steps. No timing is asserted anywhere (speed goals are reported in
-docs/benchmarks.md, never tested). The feature store must give exactly the per-file loader's arrays."""
-import io
+docs/benchmarks.md, never tested). The feature store itself is tested in tests/test_feature_store.py."""
+import datetime
 import json
 import os
 import subprocess
 import sys
-import zipfile
 
 import numpy as np
 import pytest
@@ -14,10 +13,7 @@ from bench import page_cache, report
 from bench import train_step as ts
 from bench.__main__ import build_parser
 from bench.__main__ import main as bench_main
-from bench.data_loading import dataset_config, make_feature_data
 from bench.data_loading import measure as measure_data
-from bench.feature_store import build_store
-from core.data import build_dataset, features
 
 
 # ---- train / eval measurement ----------------------------------------------------------------------------------
@@ -76,61 +72,6 @@ def test_measure_with_gpu_but_no_gpu_is_an_error(backend):
     backend.set_device("")
 
 
-def test_gpu_check_script_without_cuda(tmp_path):
-    """bench/gpu_check.sh on this CPU machine, with a stub nvidia-smi: it names the installed backends that see no
-    CUDA device and stops (exit 2); told to measure torch anyway, it runs both bench invocations and the report, lists
-    the failures with their reason, tries the fused attention runs and exits 1. The GPU measurement itself needs a
-    GPU."""
-    import torch
-    if torch.cuda.is_available():
-        pytest.skip("a CUDA device is present: this checks the script's behaviour without one")
-    stub = tmp_path / "bin" / "nvidia-smi"
-    stub.parent.mkdir()
-    stub.write_text("#!/bin/sh\necho 'Stub GPU, 1.0, 1 MiB'\n")
-    stub.chmod(0o755)
-    env = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "PYTHON": sys.executable,
-           "BENCH_ARGS": "--models mcan --sizes demo --steps 1 --warmup 0 --threads 1"}
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "gpu_check.sh")
-    results = tmp_path / "results"
-
-    nothing = subprocess.run(["bash", script, str(results)], env=env, capture_output=True, text=True, timeout=300)
-    assert nothing.returncode == 2, nothing.stderr
-    assert "torch is installed but sees no CUDA device" in nothing.stderr
-    (log,) = results.iterdir()                                                # only the log, which says why
-    assert log.name.endswith("-gpu-check.log") and "torch is installed but sees no CUDA device" in log.read_text()
-
-    forced = subprocess.run(["bash", script, str(results)], env={**env, "BACKENDS": "torch"}, capture_output=True,
-                            text=True, timeout=300)
-    assert forced.returncode == 1, forced.stderr
-    (md,) = results.glob("*-gpu.md")
-    text = md.read_text()
-    for kind, device in (("train", "gpu:0"), ("train", "gpu:0 amp"), ("eval", "gpu:0")):   # the eval run last
-        assert f"- {kind} torch mcan demo ({device}): exit 1: RuntimeError: --gpu 0: torch sees no CUDA device" in text
-    written = sorted(p.name.split("-", 3)[3] for p in results.glob("*.json"))      # after the date
-    assert written == ["gpu-amp.json", "gpu-eval.json", "gpu.json"]
-    assert forced.stderr.count("bench.fused_attention: --gpu 0: torch sees no CUDA device here") == 4   # its 4 runs
-    (log,) = results.glob("*-gpu-check.log")                                  # both runs' output, appended
-    assert log.read_text().count("bench.fused_attention: --gpu 0: torch sees no CUDA device here") == 4
-    assert forced.stdout.strip().splitlines()[-1] in log.read_text()
-    (fused,) = results.glob("*-gpu-fused.jsonl")
-    assert fused.read_text() == ""
-    (smoke,) = results.glob("*-gpu-smoke.jsonl")                               # fp32 and AMP, refused before training
-    rows = [json.loads(line) for line in smoke.read_text().splitlines()]
-    assert [(r["model"], r["amp"], r["ok"]) for r in rows] == [("trar", False, False), ("mmnasnet_small", True, False)]
-    assert all(r["error"].startswith("--gpu 0: torch sees no CUDA device here") for r in rows)
-
-
-def test_gpu_smoke_on_the_cpu_answers_alike_after_reloading(tmp_path):
-    """bench.gpu_smoke with no GPU: run.py trains a demo epoch and validates, then evaluates the saved checkpoint in a
-    new process; on one device the two must give the same answer to every question."""
-    from bench import gpu_smoke
-    row = gpu_smoke.smoke("torch", gpu="", model="mcan_small", epochs=2, workdir=str(tmp_path))
-    assert row["device"] == "cpu" and row["questions"] == 1250                  # the demo's val split
-    assert row["distinct_answers"] > 1          # a model past answering 'yes' to everything: agreement says more
-    assert row["answers_agree"] == 1.0 and row["device_val_accuracy"] == row["cpu_val_accuracy"]
-    assert list(tmp_path.iterdir()) == []                                     # its temporary folder is gone
-
-
 def test_measure_rejects_bad_spec():
     with pytest.raises(ValueError, match="kind"):
         ts.measure({"kind": "fly", "backend": "torch", "model": "mcan", "size": "demo"})
@@ -171,49 +112,61 @@ def test_floor_measure_tiny():
     json.dumps(result)
 
 
-@pytest.mark.parametrize("backend", ["torch", "paddle"])
-@pytest.mark.parametrize("backward", [False, True])
-def test_fused_attention_matches_the_masked_softmax_tiny(backend, backward):
-    """bench.fused_attention: the fused kernel with an additive -1e9 mask gives the masked softmax's values, and
-    with backward=True its gradients of q, k and v."""
-    from bench import fused_attention
-    (row,) = fused_attention.measure({"backend": backend, "shapes": [[2, 5, 4]], "repeats": 1, "backward": backward})
-    assert row["shape"] == [2, fused_attention.HEADS, 5, 4, fused_attention.HEAD_DIM]
-    assert row["device"] == "cpu" and row["backward"] is backward
-    assert row["max_abs_diff"] < 1e-5 and row["explicit_ms"] >= 0 and row["fused_ms"] >= 0
-    assert row["bit_identical"] == (row["max_abs_diff"] == 0.0)
-
-
-def test_fused_attention_prints_a_row_per_shape_as_it_goes(monkeypatch, capsys):
-    from bench import fused_attention
-    monkeypatch.setattr(fused_attention, "SHAPES", [[2, 5, 4], [1, 3, 3]])
-    printed = []
-    real_measure = fused_attention.measure
-
-    def measure(spec, on_row=None):   # what main had printed by the time each row was measured
-        return real_measure(spec, on_row=lambda row: (on_row(row), printed.append(capsys.readouterr().out)))
-
-    monkeypatch.setattr(fused_attention, "measure", measure)
-    assert fused_attention.main(["torch", "--repeats", "1"]) == 0
-    assert [json.loads(out)["shape"][2:4] for out in printed] == [[5, 4], [3, 3]]
-
-
-def test_fused_attention_refuses_what_it_cannot_measure(capsys):
-    from bench import fused_attention
-    with pytest.raises(ValueError, match="backend"):
-        fused_attention.measure({"backend": "jax"})
-    with pytest.raises(ValueError, match="dtype"):
-        fused_attention.measure({"backend": "torch", "dtype": "int8"})
-    with pytest.raises(SystemExit):
-        fused_attention.main(["torch", "--half"])
-    assert "--half needs --gpu" in capsys.readouterr().err
-
-
 def test_cli_rejects_unknown_names():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--models", "trar,bert"])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["fly"])
+
+
+def test_help_lists_the_parts_and_each_part_its_options(capsys):
+    from bench.__main__ import PARTS
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["--help"])
+    assert info.value.code == 0
+    listing = capsys.readouterr().out
+    for part, (summary, description, _) in PARTS.items():
+        assert f"{part}  " in listing and summary in listing
+        with pytest.raises(SystemExit) as info:
+            build_parser().parse_args([part, "--help"])
+        assert info.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())                     # argparse wraps the lines
+        assert text.startswith(f"usage: python -m bench {part}") and " ".join(description.split()) in text
+        if part == "train":                                                   # the choices of the comma lists
+            for choices in ("--models trar,mcan,mmnasnet", "--sizes demo,default", "--backends torch,paddle"):
+                assert choices in text
+
+
+@pytest.mark.parametrize("argv", [["data", "--models", "trar"], ["floor", "--gpu", "0"], ["convert", "--backends", "torch"],
+                                  ["report", "--steps", "2", "a.json"], ["report"]])
+def test_a_part_takes_only_its_own_options(argv):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv)
+    assert info.value.code == 2
+
+
+def test_results_go_outside_the_tracked_tree_by_default(tmp_path, monkeypatch):
+    """results/bench/<date>.json, which .gitignore covers; without --docs the report goes beside the JSON."""
+    from bench import __main__ as bench_cli
+    out = bench_cli.default_out()
+    assert os.path.dirname(out) == os.path.join(bench_cli.REPO, "results", "bench")
+    ignored = subprocess.run(["git", "check-ignore", "-q", out], cwd=bench_cli.REPO)
+    assert ignored.returncode == 0                                            # 1: git would track it
+
+    def child(module, spec, threads, timeout, max_others=0.5):
+        if module != "bench.train_step":
+            return {"error": "not measured in this test"}
+        return {**spec, "batch_size": 32, "times_s": [0.1], "median_s": 0.1, "peak_rss_mib": 100.0}
+
+    monkeypatch.setattr(bench_cli, "run_child", child)
+    monkeypatch.setattr(bench_cli, "running_now", lambda seconds=3.0: 0.0)
+    monkeypatch.setattr(bench_cli, "RESULTS_DIR", str(tmp_path / "results" / "bench"))
+    with pytest.raises(SystemExit, match="floor"):                            # the floor 'failed': reported, listed
+        bench_main(["train", "--models", "mcan", "--sizes", "demo", "--rounds", "1", "--backends", "torch"])
+    (json_out,) = (tmp_path / "results" / "bench").glob("*.json")
+    assert json_out.name == f"{datetime.date.today().isoformat()}.json"
+    text = json_out.with_suffix(".md").read_text()
+    assert report.BEGIN in text and "| mcan | demo |" in text
 
 
 # ---- report -------------------------------------------------------------------------------------------------------
@@ -361,146 +314,7 @@ def test_write_docs_replaces_only_the_generated_block(tmp_path):
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
-# ---- feature store ------------------------------------------------------------------------------------------------
-
-def _npz(path, **arrays):
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    path.write_bytes(buf.getvalue())
-
-
-def _region_files(folder, rng, bbox_dtype=np.float32):
-    """Three region files with 3, 7 and 5 boxes, pixel boxes, image sizes stored as 0-d and 1-element arrays."""
-    index = {}
-    for iid, n in ((11, 3), (4, 7), (250, 5)):
-        xy = rng.uniform(0, 50, (n, 2))
-        bbox = np.concatenate([xy, xy + rng.uniform(1, 30, (n, 2))], 1).astype(bbox_dtype)
-        path = folder / f"COCO_train2014_{iid:012d}.jpg.npz"
-        _npz(path, x=rng.standard_normal((6, n)).astype(np.float32), bbox=bbox,
-             image_h=np.array(97 + iid), image_w=np.array([131]))
-        index[iid] = str(path)
-    return index
-
-
-@pytest.mark.parametrize("normalize,use_bbox_feat,bbox_dtype", [(True, True, np.float32), (False, False, np.float32),
-                                                                (True, False, np.float64)])
-def test_store_region_equals_per_file_loader(tmp_path, normalize, use_bbox_feat, bbox_dtype):
-    index = _region_files(tmp_path, np.random.default_rng(0), bbox_dtype)
-    summary = build_store(index, str(tmp_path / "store"), "region", 6)
-    assert summary["images"] == 3 and summary["max_rows"] == 7
-    store = features.FeatureStore(str(tmp_path / "store"))
-    for iid, path in index.items():
-        for rows in (4, 8):                                                   # truncating and padding
-            want = features.load_region(path, (rows, 6), rows, use_bbox_feat, normalize)
-            got = store.region(iid, (rows, 6), rows, use_bbox_feat, normalize)
-            assert len(got) == len(want) == 2                                  # features and boxes
-            for w, g in zip(want, got, strict=True):
-                assert g.dtype == w.dtype and g.shape == w.shape and np.array_equal(g, w)
-                assert type(g) is np.ndarray                                 # a copy, not a view of the map
-
-
-def test_store_grid_equals_per_file_loader(tmp_path):
-    rng = np.random.default_rng(1)
-    index = {}
-    for iid, cells in ((3, 9), (8, 4)):
-        path = tmp_path / f"{iid}.npy"
-        np.save(path, rng.standard_normal((cells, 5)).astype(np.float16))
-        index[iid] = str(path)
-    build_store(index, str(tmp_path / "s"), "grid", 5)
-    store = features.FeatureStore(str(tmp_path / "s"))
-    for iid, path in index.items():
-        want, got = features.load_grid(path, 9, 5), store.grid(iid, 9)
-        assert got.dtype == np.float32 and np.array_equal(got, want)
-    assert 8 in store and 5 not in store and len(store) == 2
-
-
-def test_store_refuses_mixed_dtypes_and_existing_output(tmp_path):
-    np.save(tmp_path / "1.npy", np.zeros((4, 5), np.float16))
-    np.save(tmp_path / "2.npy", np.zeros((4, 5), np.float32))
-    index = features.index_features([str(tmp_path)], ".npy")
-    with pytest.raises(ValueError, match=r"2\.npy: dtype float32.* differs"):
-        build_store(index, str(tmp_path / "s"), "grid", 5)
-    assert not os.path.exists(tmp_path / "s")                                 # nothing half-written left
-    with pytest.raises(ValueError, match=r"expected shape \(cells, 7\)"):
-        build_store({1: str(tmp_path / "1.npy")}, str(tmp_path / "s"), "grid", 7)
-    build_store({1: str(tmp_path / "1.npy")}, str(tmp_path / "s"), "grid", 5)
-    with pytest.raises(ValueError, match="exists; pass --force"):
-        build_store({1: str(tmp_path / "1.npy")}, str(tmp_path / "s"), "grid", 5)
-    build_store({1: str(tmp_path / "1.npy")}, str(tmp_path / "s"), "grid", 5, force=True)
-    leftovers = [n for n in os.listdir(tmp_path) if n.startswith(".s.")]
-    assert leftovers == []
-
-
-@pytest.mark.parametrize("kind", ["grid", "region"])
-def test_store_cli_takes_the_feature_width_from_the_files(tmp_path, capsys, kind):
-    """Without --dim the width is the first file's (the demo's grids are 48 wide, not 2048); a given --dim is checked."""
-    from bench.feature_store import main as store_main
-    folder = tmp_path / "feats"
-    folder.mkdir()
-    for iid in (4, 9):
-        if kind == "grid":
-            np.save(folder / f"COCO_val2014_{iid:012d}.npy", np.ones((6, 48), np.float32))
-        else:
-            np.savez(folder / f"COCO_val2014_{iid:012d}.npz", x=np.ones((48, 3), np.float32),
-                     bbox=np.ones((3, 4), np.float32), image_h=10, image_w=10)
-    store_main(["--feats", str(folder), "--kind", kind, "--out", str(tmp_path / "store")])
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])["images"] == 2
-    assert features.FeatureStore(str(tmp_path / "store")).dim == 48
-    with pytest.raises(SystemExit):
-        store_main(["--feats", str(folder), "--kind", kind, "--dim", "2048", "--out", str(tmp_path / "other")])
-    assert "(--dim)" in capsys.readouterr().err and not (tmp_path / "other").exists()
-
-
-def test_store_rejects_a_folder_that_is_not_a_store(tmp_path):
-    with pytest.raises(ValueError, match="not a feature store"):
-        features.FeatureStore(str(tmp_path))
-
-
-def test_store_pickles_without_copying_the_maps(tmp_path):
-    import pickle
-    index = _region_files(tmp_path, np.random.default_rng(2))
-    build_store(index, str(tmp_path / "s"), "region", 6)
-    store = features.FeatureStore(str(tmp_path / "s"))
-    data = pickle.dumps(store)
-    assert len(data) < 4000                                                   # the maps are reopened, not copied
-    again = pickle.loads(data)
-    assert np.array_equal(again.region(4, (7, 6), 7, False, True)[0], store.region(4, (7, 6), 7, False, True)[0])
-
-
-@pytest.mark.parametrize("source", ["grid", "region"])
-def test_dataset_with_store_gives_identical_samples(tmp_path, source):
-    root = str(tmp_path / "data")
-    sizes = {"grid_size": (16, 8), "region_size": (12, 8)}
-    make_feature_data(root, 4, **sizes)
-    per_file = build_dataset(dataset_config(root, source, **sizes), "train")
-    stored = build_dataset(dataset_config(root, source, **sizes), "train")
-    dim = (sizes["grid_size"] if source == "grid" else sizes["region_size"])[1]
-    build_store(stored.feat_index, str(tmp_path / "store"), source, dim)
-    stored.use_feature_store(str(tmp_path / "store"))
-    assert len(per_file) == len(stored) == 20
-    for i in range(len(per_file)):
-        a, b = per_file[i], stored[i]
-        assert a.keys() == b.keys()
-        for key in a:
-            assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), (i, key)
-    if source == "region":                                                    # real boxes vary: some rows padded
-        assert any(not per_file[i]["frcn_feat"][-1].any() for i in range(len(per_file)))
-
-
-def test_dataset_refuses_a_store_that_misses_images_or_kind(tmp_path):
-    root = str(tmp_path / "data")
-    sizes = {"grid_size": (16, 8), "region_size": (12, 8)}
-    make_feature_data(root, 3, **sizes)
-    ds = build_dataset(dataset_config(root, "grid", **sizes), "train")
-    some = dict(list(ds.feat_index.items())[:1])
-    build_store(some, str(tmp_path / "small"), "grid", 8)
-    with pytest.raises(ValueError, match="lacks 2 images"):
-        ds.use_feature_store(str(tmp_path / "small"))
-    build_store(ds.feat_index, str(tmp_path / "wide"), "grid", 8)
-    region = build_dataset(dataset_config(root, "region", **sizes), "train")
-    with pytest.raises(ValueError, match="holds grid features"):
-        region.use_feature_store(str(tmp_path / "wide"))
-
+# ---- data loading -------------------------------------------------------------------------------------------------
 
 def test_data_loading_measure_tiny(tmp_path, backend):
     res = measure_data({"images": 3, "backends": [backend.name], "workers": 0, "grid_size": [16, 8],
@@ -548,18 +362,6 @@ def test_page_cache_drop_and_residency(tmp_path):
 def test_describe_disk_names_the_file_system():
     assert page_cache.describe_disk("/proc/self") == "proc on proc"           # the longest mount point wins
     assert page_cache.describe_disk("/").split(" on ")[0] != "proc"
-
-
-def test_region_header_reader_matches_np_load(tmp_path):
-    from bench.feature_store import file_layout
-    index = _region_files(tmp_path, np.random.default_rng(3), np.float64)
-    rows, dtype, bbox_dtype = file_layout(index[4], "region", 6)
-    assert (rows, dtype, bbox_dtype) == (7, np.dtype(np.float32), np.dtype(np.float64))
-    bad = tmp_path / "bad.npz"
-    with zipfile.ZipFile(bad, "w") as zf:
-        zf.writestr("y.npy", b"")
-    with pytest.raises(ValueError, match="bad.npz: cannot read a region feature file"):
-        file_layout(str(bad), "region", 6)
 
 
 def test_before_after_table():

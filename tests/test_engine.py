@@ -142,9 +142,9 @@ def test_loader_workers_unset_are_sized_to_the_machine(backend, tmp_path, demo_r
 def test_feature_store_run_repeats_the_per_file_run(backend, tmp_path):
     """--FEAT_STORE reads the same arrays from a memory-mapped store: a run without the per-image files trains the
     same weights and scores the same as one reading them."""
-    from bench.feature_store import build_store
     from core.config import load_config
     from core.data import features
+    from core.data.feature_store import build_store
     root = tmp_path / "data"
     generate(str(root), seed=0, n_train_images=12, n_val_images=4, n_test_images=2, questions_per_image=3)
     files = _run(tmp_path / "files", root, backend, "--RUN=train", "--VERSION=f", "--MAX_EPOCH=1", "--SEED=2")
@@ -161,7 +161,7 @@ def test_feature_store_run_repeats_the_per_file_run(backend, tmp_path):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     with pytest.raises(SystemExit) as info:
         _run(tmp_path / "bad", root, backend, "--RUN=train", "--FEAT_STORE", str(feats))
-    assert "FEAT_STORE" in str(info.value) and "bench.feature_store" in str(info.value)
+    assert "FEAT_STORE" in str(info.value) and "core.data.feature_store" in str(info.value)
 
 
 def test_missing_checkpoint_is_a_clear_exit(backend, tmp_path, demo_root):

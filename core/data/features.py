@@ -1,5 +1,4 @@
 """Image feature files: indexing folders by image id, and loading grid (.npy), region (.npz) and CLEVR (.npz) features."""
-import json
 import os
 
 import numpy as np
@@ -123,70 +122,3 @@ def load_clevr_grid(path, size):
     if tuple(x.shape) != tuple(size):
         raise ValueError(f"{path}: 'x' must have shape {tuple(size)} (GRID_FEAT_SIZE), got {x.shape}")
     return x.astype(np.float32, copy=False)
-
-
-# ------------------------------------------------------------------------------------------------ feature store
-STORE_FORMAT = "twinvqa-feature-store"
-STORE_VERSION = 1
-
-
-class FeatureStore:
-    """Read side of a memory-mapped feature store (built once by ``python -m bench.feature_store``).
-
-    A folder: meta.json, iids.npy (n,) int64, rows.npy (n,) int32 (real rows / boxes per image), feats.npy (n, M, dim)
-    in the files' dtype (region 'x' stored transposed, (boxes, dim)), and for regions bbox.npy (n, M, 4) in the files'
-    dtype and hw.npy (n, 2) float64 (image_h, image_w). The arrays are the files' contents, so ``grid`` and ``region``
-    run the per-file loader's own grid_sample / region_sample and return identical arrays.
-    """
-
-    def __init__(self, path):
-        self.path = path
-        meta_path = os.path.join(path, "meta.json")
-        try:
-            with open(meta_path, encoding="utf-8") as f:
-                self.meta = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{meta_path}: not a feature store ({exc}); build one with "
-                             "`python -m bench.feature_store`") from None
-        if self.meta.get("format") != STORE_FORMAT or self.meta.get("version") != STORE_VERSION:
-            raise ValueError(f"{meta_path}: expected format {STORE_FORMAT!r} version {STORE_VERSION}, got "
-                             f"{self.meta.get('format')!r} version {self.meta.get('version')!r}")
-        self.kind, self.dim = self.meta["kind"], int(self.meta["dim"])
-        self.iids = np.load(os.path.join(path, "iids.npy"))
-        self.rows = np.load(os.path.join(path, "rows.npy"))
-        self.row_of = {int(iid): k for k, iid in enumerate(self.iids)}
-        self._open()
-
-    def _open(self):
-        self.feats = np.load(os.path.join(self.path, "feats.npy"), mmap_mode="r")
-        if self.kind == "region":
-            self.bbox = np.load(os.path.join(self.path, "bbox.npy"), mmap_mode="r")
-            self.hw = np.load(os.path.join(self.path, "hw.npy"))
-
-    def __getstate__(self):  # DataLoader workers reopen the maps instead of copying them
-        state = dict(self.__dict__)
-        state.pop("feats", None)
-        state.pop("bbox", None)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._open()
-
-    def __len__(self):
-        return len(self.iids)
-
-    def __contains__(self, iid):
-        return int(iid) in self.row_of
-
-    def grid(self, iid, rows):
-        k = self.row_of[int(iid)]
-        return grid_sample(np.asarray(self.feats[k, :self.rows[k]]), rows)
-
-    def region(self, iid, frcn_size, bbox_rows, use_bbox_feat, normalize):
-        k = self.row_of[int(iid)]
-        n = self.rows[k]
-        x = np.asarray(self.feats[k, :n]).T
-        bbox = np.asarray(self.bbox[k, :n])
-        return region_sample(x, bbox, float(self.hw[k, 0]), float(self.hw[k, 1]), frcn_size[0], bbox_rows,
-                             use_bbox_feat, normalize)

@@ -4,6 +4,7 @@ import os
 import numpy as np
 
 from core.data import features, subsets
+from core.data.feature_store import FeatureStore
 from core.data.answers import load_answer_dict, soft_scores
 from core.data.glove import cached_vocabulary, pretrained_embedding
 from core.data.paths import (VQA_VOCAB_SPLITS, annotation_path, cfg_get, feat_dirs, format_root, load_json,
@@ -127,13 +128,13 @@ class VQADataset:
         return sample
 
     def use_feature_store(self, path, iids=None):
-        """Read features from a memory-mapped store (``python -m bench.feature_store``) instead of one file per
+        """Read features from a memory-mapped store (``python -m core.data.feature_store``) instead of one file per
         sample; the arrays are identical. Every image of this dataset must be in the store."""
-        store = features.FeatureStore(path)
+        store = FeatureStore(path)
         if store.kind != self.feat_type or store.dim != self.frcn_size[1]:
             raise ValueError(f"{path}: the feature store holds {store.kind} features of width {store.dim}, this "
                              f"model reads FEAT_TYPE {self.feat_type!r} of width {self.frcn_size[1]} (grid: TRAR, "
-                             f"region: MCAN / MMNasNet); build one with `python -m bench.feature_store --kind "
+                             f"region: MCAN / MMNasNet); build one with `python -m core.data.feature_store --kind "
                              f"{self.feat_type} ...`")
         missing = sorted({iid for iid in (self.iids if iids is None else iids) if iid not in store})
         if missing:

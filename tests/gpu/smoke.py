@@ -1,14 +1,15 @@
 """The whole run on a device, end to end: train demo epochs with run.py there, evaluate the checkpoint on the CPU.
 
-    python -m bench.gpu_smoke --backend torch --gpu 0 [--amp] [--model mcan_small] [--epochs 2]
+    python -m tests.gpu.smoke --backend torch --gpu 0 [--amp] [--model mcan_small] [--epochs 2]
 
-bench/gpu_check.sh runs it for every backend that sees a GPU: the train-step benchmarks exercise the trainer, this
-the rest of a GPU run (run.py's device choice, the DataLoader, validation, the checkpoint written from GPU tensors and
-read back on the CPU). The last epoch's validation on the device and the CPU's evaluation of the saved checkpoint
-score the same weights, so their answers agree up to those that float rounding flips (float16 under --amp); with
---gpu "" both run on the CPU and agree exactly (tests/test_bench.py). Two epochs by default: after one, the demo
-models still answer "yes" to nearly everything, which any weights would agree on. One JSON line on stdout; exit 1
-when a step fails, or when the answers agree on less than --min-agree of the questions.
+tests/gpu/gpu_check.sh runs it for every backend that sees a GPU, and so do the `gpu` tests (tests/gpu/test_on_gpu.py):
+the train-step benchmarks exercise the trainer, this the rest of a GPU run (run.py's device choice, the DataLoader,
+validation, the checkpoint written from GPU tensors and read back on the CPU). The last epoch's validation on the
+device and the CPU's evaluation of the saved checkpoint score the same weights, so their answers agree up to those
+that float rounding flips (float16 under --amp); with --gpu "" both run on the CPU and agree exactly
+(tests/gpu/test_scripts_on_cpu.py). Two epochs by default: after one, the demo models still answer "yes" to nearly
+everything, which any weights would agree on. One JSON line on stdout; exit 1 when a step fails, or when the answers
+agree on less than --min-agree of the questions.
 """
 import argparse
 import json
@@ -19,8 +20,9 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _ACCURACY = re.compile(r"Overall Accuracy is: ([0-9.]+)")
+MIN_AGREE = 0.98   # fraction of questions the device's and the CPU's evaluation must answer alike
 
 
 def _run_py(flags, timeout):
@@ -37,12 +39,12 @@ def _run_py(flags, timeout):
 
 def _check_device(backend, gpu, timeout):
     """RuntimeError (the reason) when ``backend`` would run --GPU=``gpu`` on the CPU instead. Asked in a child process
-    (bench.devices): this one must not hold a CUDA context while run.py trains (a GPU in exclusive-process mode
+    (tests.gpu.device_probe): this one must not hold a CUDA context while run.py trains (a GPU in exclusive-process mode
     would refuse the run)."""
-    proc = subprocess.run([sys.executable, "-m", "bench.devices", backend, gpu], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    proc = subprocess.run([sys.executable, "-m", "tests.gpu.device_probe", backend, gpu], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
     if proc.stdout.strip() != "yes":
-        lines = proc.stderr.strip().splitlines() or [f"bench.devices exited with {proc.returncode}"]
+        lines = proc.stderr.strip().splitlines() or [f"tests.gpu.device_probe exited with {proc.returncode}"]
         raise RuntimeError(lines[-1])
 
 
@@ -80,15 +82,15 @@ def smoke(backend, gpu="", amp=False, model="mcan_small", epochs=2, workdir=None
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bench.gpu_smoke", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tests.gpu.smoke", description=__doc__.split("\n\n")[0])
     p.add_argument("--backend", required=True, choices=("torch", "paddle"))
     p.add_argument("--gpu", default="", metavar="ID", help='device to train on (default "": the CPU)')
     p.add_argument("--amp", action="store_true", help="train in mixed precision (a GPU's)")
     p.add_argument("--model", default="mcan_small", choices=("trar", "mcan_small", "mmnasnet_small"))
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per run.py process (default 1800)")
-    p.add_argument("--min-agree", type=float, default=0.98,
-                   help="smallest accepted fraction of questions both evaluations answer alike (default 0.98)")
+    p.add_argument("--min-agree", type=float, default=MIN_AGREE,
+                   help=f"smallest accepted fraction of questions both evaluations answer alike (default {MIN_AGREE})")
     args = p.parse_args(argv)
     try:
         row = smoke(args.backend, args.gpu, args.amp, args.model, args.epochs, timeout=args.timeout)

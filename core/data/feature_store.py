@@ -1,11 +1,11 @@
-"""One-time conversion of per-image feature files into a memory-mapped feature store.
+"""The memory-mapped feature store: built once from per-image feature files, read by runs with --FEAT_STORE.
 
-    python -m bench.feature_store --feats data/vqa/feats/train2014 data/vqa/feats/val2014 --kind grid --out STORE
+    python -m core.data.feature_store --feats data/vqa/feats/train2014 data/vqa/feats/val2014 --kind grid --out STORE
 
 The originals read one small file per sample (a .npy grid or a .npz of regions). A store holds the same arrays,
-unchanged, in a few large .npy files that the dataset memory-maps (core.data.features.FeatureStore; a run reads it
-with ``--FEAT_STORE STORE``, the config key FEAT_STORE). The store is written in a temporary folder beside ``--out``
-and renamed into place when complete, meta.json last.
+unchanged, in a few large .npy files that the dataset memory-maps (``FeatureStore``; a run reads it with
+``--FEAT_STORE STORE``, the config key FEAT_STORE). ``build_store`` writes it in a temporary folder beside ``--out``
+and renames it into place when complete, meta.json last. bench.data_loading measures both ways of reading.
 """
 import argparse
 import json
@@ -18,7 +18,71 @@ import numpy as np
 
 from core.data import features
 
+STORE_FORMAT = "twinvqa-feature-store"
+STORE_VERSION = 1
 KINDS = {"grid": features.GRID_EXT, "region": features.REGION_EXT}
+
+
+class FeatureStore:
+    """Read side of a memory-mapped feature store (built once by ``build_store``).
+
+    A folder: meta.json, iids.npy (n,) int64, rows.npy (n,) int32 (real rows / boxes per image), feats.npy (n, M, dim)
+    in the files' dtype (region 'x' stored transposed, (boxes, dim)), and for regions bbox.npy (n, M, 4) in the files'
+    dtype and hw.npy (n, 2) float64 (image_h, image_w). The arrays are the files' contents, so ``grid`` and ``region``
+    run the per-file loader's own grid_sample / region_sample and return identical arrays.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        meta_path = os.path.join(path, "meta.json")
+        try:
+            with open(meta_path, encoding="utf-8") as f:
+                self.meta = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{meta_path}: not a feature store ({exc}); build one with "
+                             "`python -m core.data.feature_store`") from None
+        if self.meta.get("format") != STORE_FORMAT or self.meta.get("version") != STORE_VERSION:
+            raise ValueError(f"{meta_path}: expected format {STORE_FORMAT!r} version {STORE_VERSION}, got "
+                             f"{self.meta.get('format')!r} version {self.meta.get('version')!r}")
+        self.kind, self.dim = self.meta["kind"], int(self.meta["dim"])
+        self.iids = np.load(os.path.join(path, "iids.npy"))
+        self.rows = np.load(os.path.join(path, "rows.npy"))
+        self.row_of = {int(iid): k for k, iid in enumerate(self.iids)}
+        self._open()
+
+    def _open(self):
+        self.feats = np.load(os.path.join(self.path, "feats.npy"), mmap_mode="r")
+        if self.kind == "region":
+            self.bbox = np.load(os.path.join(self.path, "bbox.npy"), mmap_mode="r")
+            self.hw = np.load(os.path.join(self.path, "hw.npy"))
+
+    def __getstate__(self):  # DataLoader workers reopen the maps instead of copying them
+        state = dict(self.__dict__)
+        state.pop("feats", None)
+        state.pop("bbox", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._open()
+
+    def __len__(self):
+        return len(self.iids)
+
+    def __contains__(self, iid):
+        return int(iid) in self.row_of
+
+    def grid(self, iid, rows):
+        k = self.row_of[int(iid)]
+        return features.grid_sample(np.asarray(self.feats[k, :self.rows[k]]), rows)
+
+    def region(self, iid, frcn_size, bbox_rows, use_bbox_feat, normalize):
+        k = self.row_of[int(iid)]
+        n = self.rows[k]
+        x = np.asarray(self.feats[k, :n]).T
+        bbox = np.asarray(self.bbox[k, :n])
+        return features.region_sample(x, bbox, float(self.hw[k, 0]), float(self.hw[k, 1]), frcn_size[0], bbox_rows,
+                                      use_bbox_feat, normalize)
 
 
 def _header(fp):
@@ -120,7 +184,7 @@ def build_store(index, out, kind, dim=None, force=False, progress=None):
             bbox.flush()
             del bbox
             np.save(os.path.join(tmp, "hw.npy"), hw)
-        meta = {"format": features.STORE_FORMAT, "version": features.STORE_VERSION, "kind": kind, "dim": dim,
+        meta = {"format": STORE_FORMAT, "version": STORE_VERSION, "kind": kind, "dim": dim,
                 "count": len(iids), "max_rows": max_rows, "dtypes": sorted(dtypes),
                 "sources": sorted({os.path.dirname(os.path.abspath(p)) for p in index.values()})}
         with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
@@ -141,7 +205,9 @@ def build_store(index, out, kind, dim=None, force=False, progress=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.feature_store", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m core.data.feature_store",
+                                     description="Build a memory-mapped feature store from per-image feature files "
+                                                 "(a run reads it with --FEAT_STORE DIR).")
     parser.add_argument("--feats", nargs="+", required=True, help="feature folders (e.g. .../feats/train2014)")
     parser.add_argument("--kind", choices=sorted(KINDS), required=True, help="grid (.npy) or region (.npz)")
     parser.add_argument("--dim", type=int, default=None,

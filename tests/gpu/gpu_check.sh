@@ -4,28 +4,26 @@
 # paddle), fp32 and AMP, demo and default sizes, and writes RESULTS/<date>-gpu.json, RESULTS/<date>-gpu-amp.json and
 # the report of both as RESULTS/<date>-gpu.md; to put them in docs/benchmarks.md, add the two JSON files to the end
 # of the `python -m bench report ...` command on the generated block's "reproduce" line (naming only the GPU files
-# would replace the CPU tables); then the fused attention kernels against the models' masked softmax
-# (bench/fused_attention.py: eval and forward + backward, float32 and float16), one JSON line each, in
-# RESULTS/<date>-gpu-fused.jsonl. Before those, bench/gpu_smoke.py runs run.py end to end on the GPU (two demo epochs:
-# TRAR in fp32, MMNasNet-small with AMP), evaluates the checkpoint on the CPU and compares the answers:
-# RESULTS/<date>-gpu-smoke.jsonl. Last, as the least needed, eval (be.predict, float32) on the device:
-# RESULTS/<date>-gpu-eval.json, after which the report is written again with all three JSON files (add those three to
-# the docs' report command). Everything it prints is also in RESULTS/<date>-gpu-check.log. Each `python -m bench`
-# keeps its measurements so far in <name>.partial.json, replaced by <name>.json when it ends, so a run cut off (a time
-# limit) keeps what it measured. Every process it starts is stopped after BENCH_TIMEOUT seconds (240; a smoke run's
-# training and its evaluation each).
+# would replace the CPU tables). Then tests/gpu/smoke.py runs run.py end to end on the GPU (two demo epochs: TRAR in
+# fp32, MMNasNet-small with AMP), evaluates the checkpoint on the CPU and compares the answers:
+# RESULTS/<date>-gpu-smoke.jsonl (the `gpu` tests, `pytest -m gpu tests/gpu`, check the same under pytest). Last, as
+# the least needed, eval (be.predict, float32) on the device: RESULTS/<date>-gpu-eval.json, after which the report is
+# written again with all three JSON files (add those three to the docs' report command). Everything it prints is also
+# in RESULTS/<date>-gpu-check.log. Each `python -m bench` keeps its measurements so far in <name>.partial.json,
+# replaced by <name>.json when it ends, so a run cut off (a time limit) keeps what it measured. Every process it starts
+# is stopped after BENCH_TIMEOUT seconds (240; a smoke run's training and its evaluation each).
 #
-#   bash bench/gpu_check.sh [RESULTS]          # RESULTS defaults to bench/results
-#   PYTHON=/path/to/python bash bench/gpu_check.sh
-#   BACKENDS=torch bash bench/gpu_check.sh     # these backends, without asking whether they see a GPU
-#   BENCH_ARGS="--models trar --default-steps 5" bash bench/gpu_check.sh   # extra `python -m bench` train/eval flags
+#   bash tests/gpu/gpu_check.sh [RESULTS]          # RESULTS defaults to results/bench (not tracked by git)
+#   PYTHON=/path/to/python bash tests/gpu/gpu_check.sh
+#   BACKENDS=torch bash tests/gpu/gpu_check.sh     # these backends, without asking whether they see a GPU
+#   BENCH_ARGS="--models trar --default-steps 5" bash tests/gpu/gpu_check.sh   # extra train/eval flags
 #
 # Exit status: 0 when everything was measured; 1 when a measurement failed (the report names it and why, and the
 # other measurements are still run and reported); 2 when there is nothing to measure (no GPU, no backend sees one).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 py=${PYTHON:-python3}
-results=${1:-bench/results}
+results=${1:-results/bench}
 day=$(date +%F)
 mkdir -p "$results"
 log="$results/$day-gpu-check.log"
@@ -36,7 +34,7 @@ exec 2> >(tee -ia "$log" >&2)
 err_tee=$!
 trap 'exec >&- 2>&-; wait "$out_tee" "$err_tee" || true' EXIT   # the log is complete when the script returns
 if ! nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; then
-    echo "bench/gpu_check.sh: no NVIDIA GPU here (nvidia-smi failed); python -m bench measures the CPU" >&2
+    echo "tests/gpu/gpu_check.sh: no NVIDIA GPU here (nvidia-smi failed); python -m bench measures the CPU" >&2
     exit 2
 fi
 if [ -z "${BACKENDS:-}" ]; then
@@ -45,18 +43,19 @@ if [ -z "${BACKENDS:-}" ]; then
     probe_err=$(mktemp)
     for name in torch paddle; do
         # The backend's own device choice, the one `python -m bench --gpu` checks (it falls back to the CPU).
-        sees=$("$py" -m bench.devices "$name" "${GPU:-0}" 2>"$probe_err" || true)
+        sees=$("$py" -m tests.gpu.device_probe "$name" "${GPU:-0}" 2>"$probe_err" || true)
         case "$sees" in
             yes) BACKENDS="${BACKENDS:+$BACKENDS,}$name" ;;
-            no) echo "bench/gpu_check.sh: $name is installed but sees no CUDA device (a CPU build?): not measured" >&2 ;;
-            missing) echo "bench/gpu_check.sh: not measured: $(tail -n 1 "$probe_err")" >&2 ;;
-            *) echo "bench/gpu_check.sh: asking $name for a GPU failed ($py):" >&2
+            no) echo "tests/gpu/gpu_check.sh: $name is installed but sees no CUDA device (a CPU build?):" \
+                     "not measured" >&2 ;;
+            missing) echo "tests/gpu/gpu_check.sh: not measured: $(tail -n 1 "$probe_err")" >&2 ;;
+            *) echo "tests/gpu/gpu_check.sh: asking $name for a GPU failed ($py):" >&2
                tail -n 5 "$probe_err" >&2 ;;
         esac
     done
     rm -f "$probe_err"
     if [ -z "$BACKENDS" ]; then
-        echo "bench/gpu_check.sh: neither torch nor paddle, as installed for $py, sees a CUDA device" >&2
+        echo "tests/gpu/gpu_check.sh: neither torch nor paddle, as installed for $py, sees a CUDA device" >&2
         exit 2
     fi
 fi
@@ -76,16 +75,8 @@ smoke="$results/$day-gpu-smoke.jsonl"
 for name in ${BACKENDS//,/ }; do
     for flags in "--model trar" "--model mmnasnet_small --amp"; do
         # shellcheck disable=SC2086  # flags is split on purpose
-        "$py" -m bench.gpu_smoke --backend "$name" --gpu "${GPU:-0}" --timeout "$limit" $flags | tee -a "$smoke" \
+        "$py" -m tests.gpu.smoke --backend "$name" --gpu "${GPU:-0}" --timeout "$limit" $flags | tee -a "$smoke" \
             || status=1
-    done
-done
-fused="$results/$day-gpu-fused.jsonl"
-: > "$fused"
-for name in ${BACKENDS//,/ }; do
-    for flags in "" "--backward" "--half" "--half --backward"; do
-        # shellcheck disable=SC2086  # flags is split on purpose
-        timeout "$limit" "$py" -m bench.fused_attention "$name" --gpu "${GPU:-0}" $flags | tee -a "$fused" || status=1
     done
 done
 "$py" -m bench eval "${common[@]}" "${extra[@]}" --out "$results/$day-gpu-eval.json" || status=1
