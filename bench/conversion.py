@@ -17,7 +17,7 @@ from bench.train_step import (ANSWER_SIZE, CONFIGS, LR, TOKEN_SIZE, bench_config
 def converter():
     """convert.cli.convert_file, or None while the converter has not landed."""
     try:
-        from convert.cli import convert_file
+        from convert.checkpoints import convert_file
     except ImportError:
         return None
     return convert_file

@@ -24,9 +24,9 @@ from paddle.static import InputSpec
 
 from backends import BackendUnavailable, get_backend
 from backends.base import INPUT_KEYS
-from convert.layout import CheckpointMismatch
 from core import checkpoints
 from deploy import bundle, c_output
+from formats.layout import CheckpointMismatch
 
 SUPPORTED_MODELS = ("trar", "mcan", "mmnasnet")
 VERIFY_BATCH = 3

@@ -28,8 +28,8 @@ import numpy as np
 
 from backends import BackendUnavailable, get_backend
 from backends.base import INPUT_KEYS
-from convert.layout import CheckpointMismatch
 from deploy import bundle
+from formats.layout import CheckpointMismatch
 
 EXPORTERS = ("dynamo", "legacy")
 DEFAULT_OPSET = 18   # torch 2.13's dynamo exporter writes opset 18; converting it down fails on this model
