@@ -51,7 +51,7 @@ PARTS = {
              "store (core.data.feature_store), from memory and from disk, and through each backend's DataLoader.",
              ("backends", "data", "machine", "output")),
     "convert": ("checkpoint conversion time, torch <-> paddle",
-                "convert.cli.convert_file on a torch checkpoint with weights and Adam state, both directions.",
+                "convert.checkpoints.convert_file on a torch checkpoint with weights and Adam state, both directions.",
                 ("models", "convert", "machine", "output")),
     "infer": ("the Paddle Inference predictor against the dynamic graph",
               "deploy.timing.bench: the exported predictor and be.predict, call by call in turn (random weights).",

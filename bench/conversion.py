@@ -1,4 +1,4 @@
-"""Checkpoint conversion time: torch .pkl -> paddle .pdparams/.pdopt and back, through convert.cli.convert_file.
+"""Checkpoint conversion time: torch .pkl -> paddle .pdparams/.pdopt and back, through convert.checkpoints.convert_file.
 
     python -m bench.conversion '{"models": ["trar"], "sizes": ["default"], "repeats": 3}'
 
@@ -12,7 +12,7 @@ import time
 
 from bench.train_step import (ANSWER_SIZE, CONFIGS, LR, TOKEN_SIZE, bench_config, child_main, framework_batch,
                               synthetic_samples)
-from convert.cli import convert_file
+from convert.checkpoints import convert_file
 
 
 def torch_checkpoint(model, size, path):

@@ -6,43 +6,25 @@
         [--mmnas-answers mmnas_answers.json] [--answers answer_dict.json]
     python -m convert parity --MODEL trar --DATASET demo [--ckpt FILE] [--steps N] [--report out.json]
 
-Sources are read without torch or paddle (convert.pickles); which tensors transpose comes from the model of the
-config (convert.manifest); token_size and answer_size from the checkpoint's embedding and proj. The output has the
-same layout the target backend writes, so `run.py --RESUME=True --CKPT_PATH=<converted>` continues in the other
-framework with Adam's moments, epoch and lr_base:
-- torch: one file {'state_dict', 'optimizer' (torch Adam state_dict), 'lr_base', 'epoch'} (torch.save; needs torch);
-- paddle: <stem>.pdparams and <stem>.pdopt (backends/paddle/checkpoint.py; plain pickles of numpy arrays, as
-  paddle.save writes them, written without paddle).
-Files are written to a temp file and renamed; the .pdopt first, the .pdparams last.
+The conversion itself is convert/checkpoints.py, the parity check convert/parity.py; this module only parses
+the command line, calls them and prints.
 """
 import argparse
-import collections
 import json
 import os
 import pickle
 import sys
-import time
 
-import numpy as np
-
-from backends.base import adam_settings
-from convert import layout, mmnas, optimizer, pickles
-from convert.manifest import NoFramework, build_manifest, sizes_from_state
-from core.checkpoints import atomic_write
+from convert import parity
+from convert.checkpoints import DIRECTIONS, LAYOUTS, config_overrides, convert_file
+from convert.manifest import NoFramework
+from convert.tolerances import CANCELLING_GRAD_RTOL, GRAD_RTOL
 from core.cli import key_value
 from core.config import DATASETS, MODELS, ConfigError, load_config
 from core.data.answers import ANSWER_DICT_PATH
 
-DIRECTIONS = {'torch2paddle': ('torch', 'paddle'), 'paddle2torch': ('paddle', 'torch')}
-LAYOUTS = ('openvqa', 'mmnas')
-PADDLE_PROTOCOL = 4   # paddle.save's default; for a dict of numpy arrays paddle.save is a plain pickle.Pickler dump
 
-
-class WrongDirection(ValueError):
-    """A source file of the other framework than the direction names."""
-
-
-# ---- config flags, shared with convert.parity ----------------------------------------------------------------
+# ---- config flags, shared by the three commands -----------------------------------------------------------------
 
 def add_config_arguments(parser):
     parser.add_argument('--MODEL', required=True, choices=tuple(MODELS), help='model: configs/<DATASET>/<MODEL>.yml')
@@ -53,258 +35,7 @@ def add_config_arguments(parser):
                         help='any config key, value read as YAML (repeatable)')
 
 
-def config_overrides(config=None, sets=None):
-    overrides = dict(sets or [])
-    if config is not None:
-        overrides['CONFIG'] = config
-    return overrides
-
-
-# ---- reading ---------------------------------------------------------------------------------------------------
-
-def _is_pickle(path):
-    with open(path, 'rb') as f:
-        head = f.read(2)
-    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
-
-
-def check_source(path, framework):
-    """Fail early, in one line, on a missing file or a file of the other framework."""
-    if os.path.isdir(path):
-        example = os.path.join(path, 'epoch<N>.pkl' if framework == 'torch' else 'epoch<N>.pdparams')
-        raise FileNotFoundError(f"{path} is a folder; expected a checkpoint file in it, e.g. {example}")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    kind = pickles.checkpoint_kind(path)
-    if framework == 'torch' and kind == 'pickle':
-        if _is_pickle(path):
-            raise WrongDirection(f"{path} is a plain pickle as paddle.save writes (a Paddle checkpoint), not a torch "
-                                 f"checkpoint; convert it with `python -m convert paddle2torch`")
-        raise pickles.CheckpointReadError(f"{path}: not a checkpoint (neither a torch zip or legacy file nor a "
-                                          f"pickle); the file may be damaged")
-    if framework == 'paddle' and kind in ('torch-zip', 'torch-legacy', 'tar'):
-        raise WrongDirection(f"{path} is a torch checkpoint ({kind}), not a Paddle file; convert it with "
-                             f"`python -m convert torch2paddle`")
-
-
-def _raw_state(obj):
-    if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict):
-        return obj['state_dict']
-    return obj if isinstance(obj, dict) else {}
-
-
-def read_source(path, framework):
-    """(state {name: array}, meta {'epoch', 'lr_base', 'optimizer'}, counts) of a checkpoint, names normalised."""
-    obj = pickles.read_torch_checkpoint(path) if framework == 'torch' else pickles.read_pdparams(path)
-    raw_keys = [k for k in _raw_state(obj) if k != layout.PADDLE_NAME_TABLE_KEY]
-    state, meta = layout.split_container(obj, path)
-    del obj    # the arrays now live in ``state`` only, so each can be freed once converted
-    counts = {'module_prefix': sum(k.startswith(layout.MODULE_PREFIX) for k in raw_keys), 'lstm_aliases': 0,
-              'lstm_duplicates': 0}
-    if framework == 'paddle':
-        aliases = {k: layout.lstm_canonical_name(k) for k in state}
-        aliases = {k: c for k, c in aliases.items() if c is not None}
-        counts['lstm_duplicates'] = sum(c in state for c in aliases.values())
-        counts['lstm_aliases'] = len(aliases) - counts['lstm_duplicates']
-        state = layout.normalize_lstm_names(state)
-        meta = pickles.read_pdopt_meta(path, meta)
-    return state, meta, counts
-
-
-# ---- converting ------------------------------------------------------------------------------------------------
-
-def _mmnas_answers(state, mmnas_answers, answers, path, notes):
-    """proj re-indexed from the mmnas run's answer order to ``answers`` (default: openvqa's answer_dict.json)."""
-    if not mmnas_answers:
-        notes.append("answer rows kept in the checkpoint's order; pass --mmnas-answers to re-index them by answer")
-        return state, False
-    target = answers or ANSWER_DICT_PATH
-    state, missing = mmnas.reindex_answers(state, mmnas.read_answer_list(mmnas_answers),
-                                           mmnas.read_answer_list(target), path)
-    if missing:
-        notes.append(f"{len(missing)} answers of {target} are not in the mmnas list (e.g. {missing[0]!r}): zero "
-                     f"rows, bias {mmnas.MISSING_ANSWER_BIAS:g}, never predicted")
-    return state, True
-
-
-def _convert_weights(state, manifest, target):
-    """{key: array} in the target layout and the model's key order; consumes ``state`` (each source array is dropped
-    as soon as its converted copy exists, so a large checkpoint is never held twice)."""
-    to_layout = layout.to_paddle_layout if target == 'paddle' else layout.to_torch_layout
-    out = collections.OrderedDict()
-    for key in manifest.keys:
-        out[key] = to_layout({key: state.pop(key)}, manifest.linear_keys)[key]
-    return out
-
-
-def _convert_optimizer(saved, direction, manifest, cfg, lr_base, notes):
-    """(converted optimizer entry or None, status text, step or None)."""
-    if saved is None:
-        return None, 'absent', None
-    adam = adam_settings(cfg)
-    betas = adam['betas']
-    if direction == 'torch2paddle':
-        if optimizer.is_paddle_adam(saved):
-            return saved, 'kept (already in the Paddle format)', None
-        if not optimizer.is_torch_adam(saved):
-            return None, 'not converted: not a torch Adam state_dict', None
-        if optimizer.torch_betas(saved) != [tuple(betas)]:
-            notes.append(f"the checkpoint's Adam betas {optimizer.torch_betas(saved)} differ from OPT_PARAMS "
-                         f"{tuple(betas)}; the beta powers follow OPT_PARAMS, as a resumed torch run would")
-        steps = optimizer.torch_steps(saved)
-        converted = optimizer.torch_to_paddle(saved, manifest.param_names, manifest.linear_keys, betas,
-                                              manifest.torch_shapes, consume=True)
-        return converted, 'converted', max(steps, default=None)
-    if optimizer.is_torch_adam(saved):
-        return saved, 'kept (already in the torch format)', None
-    if not optimizer.is_paddle_adam(saved):
-        return None, ("not converted: Paddle's own optimizer.state_dict() (keyed by internal names such as "
-                      "linear_0.w_0_moment1_0) cannot be matched to parameters"), None
-    group = optimizer.default_param_group(betas, adam['eps'], adam['weight_decay'], adam['amsgrad'],
-                                          lr=lr_base or 0.0)
-    converted = optimizer.paddle_to_torch(saved, manifest.param_names, manifest.linear_keys, betas, group,
-                                          manifest.torch_shapes, consume=True)
-    steps = [int(e['step']) for e in converted['state'].values()]
-    return converted, 'converted', max(steps, default=None)
-
-
-# ---- writing ---------------------------------------------------------------------------------------------------
-
-# destination endings that name the other framework's file: refused rather than written in the wrong format
-_FOREIGN_ENDINGS = {'paddle': ('.pkl', '.pth', '.pt', '.pdopt'), 'torch': ('.pdparams', '.pdopt', '.pdiparams')}
-
-
-def check_destination(dst, target):
-    """A destination named like the other framework's file is refused: paddle.load cannot read a torch file called
-    x.pdparams, and torch2paddle would write x.pkl.pdparams."""
-    ending = next((e for e in _FOREIGN_ENDINGS[target] if dst.lower().endswith(e)), None)
-    if ending is not None:
-        want = '<stem>.pdparams (the .pdopt is written beside it)' if target == 'paddle' else '<name>.pkl'
-        raise ValueError(f"{dst}: a {target} checkpoint is written here, but {ending} names "
-                         f"{'a Paddle optimizer file' if ending == '.pdopt' else 'another format'}; name it {want}")
-
-
-def paddle_paths(dst):
-    stem = dst[:-len('.pdparams')] if dst.endswith('.pdparams') else dst
-    return stem + '.pdparams', stem + '.pdopt'
-
-
-def _pickle_to(path, obj):
-    """What paddle.save writes for a tree of numpy arrays, less the memo: a memoizing pickler keeps every array's
-    bytes alive until the end, doubling the memory of a large checkpoint. The tree holds no shared objects, so the
-    pickle loads the same (paddle.load, convert.pickles)."""
-    with atomic_write(path) as f:
-        pickler = pickle.Pickler(f, protocol=PADDLE_PROTOCOL)
-        pickler.fast = True
-        pickler.dump(obj)
-
-
-def write_paddle(dst, weights, meta):
-    """<stem>.pdparams (+ <stem>.pdopt when ``meta`` is not None), the .pdopt renamed into place first. Without meta
-    an old .pdopt beside the destination is removed, so it cannot pair with the new weights."""
-    params_path, opt_path = paddle_paths(dst)
-    written = []
-    if meta is not None:
-        _pickle_to(opt_path, meta)
-        written.append(opt_path)
-    elif os.path.exists(opt_path):
-        os.remove(opt_path)
-    _pickle_to(params_path, layout.with_lstm_cell_aliases(dict(weights)))   # both LSTM names, as paddle.nn.LSTM
-    return [params_path] + written
-
-
-def _torch_tensors(obj, torch):
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.require(obj, requirements=['C', 'W']))
-    if isinstance(obj, dict):
-        return type(obj)((k, _torch_tensors(v, torch)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_torch_tensors(v, torch) for v in obj)
-    return obj
-
-
-def write_torch(dst, weights, meta):
-    """The openvqa container at ``dst``: {'state_dict'} plus whichever of 'optimizer', 'lr_base', 'epoch' is known."""
-    try:
-        import torch
-    except ImportError as exc:
-        raise NoFramework(f"writing a torch checkpoint needs torch ({exc}); pip install torch==2.13.0") from None
-    container = {'state_dict': _torch_tensors(collections.OrderedDict(weights), torch)}
-    for key, value in (meta or {}).items():
-        if value is not None:
-            container[key] = _torch_tensors(value, torch)
-    with atomic_write(dst) as f:
-        torch.save(container, f)
-    return [dst]
-
-
-# ---- the conversion --------------------------------------------------------------------------------------------
-
-def convert_file(direction, src, dst, model, dataset, config=None, sets=None, from_layout='openvqa',
-                 mmnas_answers=None, answers=None, weights_only=False):
-    """Convert one checkpoint; returns the summary dict (also what the CLI prints). Raises one-line errors:
-    ConfigError, FileNotFoundError, WrongDirection, pickles.CheckpointReadError / RefusedPickle,
-    layout.CheckpointMismatch, NoFramework."""
-    start = time.perf_counter()
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-    if from_layout not in LAYOUTS:
-        raise ValueError(f"--from-layout must be one of {', '.join(LAYOUTS)}, got {from_layout!r}")
-    source, target = DIRECTIONS[direction]
-    if from_layout == 'mmnas' and source != 'torch':
-        raise WrongDirection("official mmnas checkpoints are torch files: use torch2paddle with --from-layout mmnas")
-    if (mmnas_answers or answers) and from_layout != 'mmnas':
-        raise ValueError("--mmnas-answers and --answers need --from-layout mmnas")
-    cfg = load_config(model, dataset, config_overrides(config, sets))
-    check_source(src, source)
-    check_destination(dst, target)
-    notes = []
-
-    state, meta, counts = read_source(src, source)
-    renamed = counts['module_prefix'] + counts['lstm_aliases']
-    added, reindexed = [], False
-    if from_layout == 'mmnas':
-        state, mmnas_renamed = mmnas.rename(state)
-        renamed += mmnas_renamed
-        state, reindexed = _mmnas_answers(state, mmnas_answers, answers, src, notes)
-    elif mmnas.looks_like_mmnas(state):
-        raise layout.CheckpointMismatch(f"{src} uses the official mmnas key names (backnone.cells_*, "
-                                        f"imgfeat_linear, ...); add --from-layout mmnas")
-    token_size, answer_size = sizes_from_state(state, src)
-    manifest = build_manifest(cfg, token_size, answer_size)
-    if from_layout == 'mmnas':
-        state, added = mmnas.add_zero_biases(state, manifest.keys)
-    layout.check_compatible(manifest.shapes(source), {k: tuple(v.shape) for k, v in state.items()}, src)
-    weights = _convert_weights(state, manifest, target)
-
-    saved_optimizer = meta.get('optimizer')
-    if weights_only and saved_optimizer is not None:
-        converted, status, step = None, 'skipped (--weights-only)', None
-    elif from_layout == 'mmnas' and saved_optimizer is not None:
-        converted, status, step = None, "not converted: the mmnas net lists its parameters differently", None
-    else:
-        converted, status, step = _convert_optimizer(saved_optimizer, direction, manifest, cfg, meta.get('lr_base'),
-                                                     notes)
-    if saved_optimizer is not None and converted is None and not weights_only:
-        notes.append(f"optimizer state {status}; a resumed run restarts Adam's moments")
-    out_meta = {'epoch': meta.get('epoch'), 'lr_base': meta.get('lr_base'), 'optimizer': converted}
-    if target == 'paddle':
-        has_meta = any(v is not None for v in out_meta.values())
-        written = write_paddle(dst, weights, out_meta if has_meta else None)
-    else:
-        written = write_torch(dst, weights, out_meta)
-
-    return {
-        'direction': direction, 'source': src, 'outputs': written, 'source_layout': from_layout,
-        'tensors': len(weights), 'transposed': sum(k in manifest.linear_keys for k in weights),
-        'renamed': renamed, 'lstm_duplicates_dropped': counts['lstm_duplicates'], 'zero_biases_added': len(added),
-        'answers_reindexed': reindexed, 'parameters': int(sum(v.size for v in weights.values())),
-        'token_size': token_size, 'answer_size': answer_size,
-        'optimizer': status, 'optimizer_converted': status == 'converted', 'optimizer_step': step,
-        'epoch': meta.get('epoch'), 'lr_base': meta.get('lr_base'), 'layer_types_from': manifest.framework,
-        'notes': notes, 'seconds': round(time.perf_counter() - start, 3),
-    }
-
+# ---- the summary ----------------------------------------------------------------------------------------------
 
 def format_summary(s):
     lines = [f"{s['direction']}: {s['source']} -> {', '.join(s['outputs'])}",
@@ -319,10 +50,56 @@ def format_summary(s):
     return '\n'.join(lines)
 
 
+# ---- parity -----------------------------------------------------------------------------------------------------
+
+def add_parity_arguments(parser):
+    add_config_arguments(parser)
+    parser.add_argument('--ckpt', metavar='FILE', help="weights for both nets (either framework's checkpoint); "
+                                                       "default: a random torch init copied to paddle")
+    parser.add_argument('--paddle-ckpt', metavar='FILE', help='other weights for the paddle net (e.g. a converted '
+                                                              'copy of --ckpt)')
+    parser.add_argument('--steps', type=int, default=3, help='optimizer steps in the training check (default 3)')
+    parser.add_argument('--batch-size', type=int, default=4, help='samples per batch (default 4)')
+    parser.add_argument('--tol', type=float, default=parity.DEFAULT_TOL,
+                        help=f'forward tolerance (default {parity.DEFAULT_TOL:g})')
+    parser.add_argument('--grad-tol', type=float, default=None,
+                        help='gradient tolerance (default: --tol; the TRAR routing logits layer gets '
+                             f'{CANCELLING_GRAD_RTOL / GRAD_RTOL:g}x this, see convert/tolerances.py)')
+    parser.add_argument('--dropout', action='store_true',
+                        help="keep the config's DROPOUT_R in the gradient and training checks (default: 0); both "
+                             "frameworks then drop the same elements (core.dropout_masks, CPU)")
+    parser.add_argument('--train-tol', type=float, default=parity.DEFAULT_TRAIN_TOL,
+                        help=f'training-loss tolerance (default {parity.DEFAULT_TRAIN_TOL:g})')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--report', metavar='PATH', help='write the report as json (atomically)')
+
+
+def run_parity_command(args):
+    try:
+        cfg = load_config(args.MODEL, args.DATASET, config_overrides(args.config, args.SET))
+        if args.batch_size < 1 or args.steps < 1:
+            raise ValueError(f"--batch-size and --steps must be >= 1, got {args.batch_size} and {args.steps}")
+        for flag, tol in (('--tol', args.tol), ('--grad-tol', args.grad_tol), ('--train-tol', args.train_tol)):
+            if tol is not None and not tol > 0:
+                raise ValueError(f"{flag} must be a positive tolerance, got {tol:g}")
+        for flag, path in (('--ckpt', args.ckpt), ('--paddle-ckpt', args.paddle_ckpt if args.ckpt else None)):
+            if path is not None and not os.path.isfile(path):
+                raise FileNotFoundError(f"{flag}: {path} is a folder; expected a checkpoint file in it"
+                                        if os.path.isdir(path) else f"{flag}: no such file {path}")
+        report = parity.run_parity(cfg, args.ckpt, args.paddle_ckpt, args.steps, args.batch_size, args.tol,
+                                   args.train_tol, args.seed, args.grad_tol, args.dropout)
+    except (ConfigError, FileNotFoundError, ValueError, ImportError, pickle.UnpicklingError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    print(parity.format_report(report))
+    if args.report:
+        parity.write_report(args.report, report)
+    return 0 if report['passed'] else 1
+
+
 # ---- command line ----------------------------------------------------------------------------------------------
 
 def build_parser():
-    from convert import parity
     parser = argparse.ArgumentParser(prog='python -m convert', description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest='command', required=True, metavar='{torch2paddle,paddle2torch,parity}')
     for direction, (source, target) in DIRECTIONS.items():
@@ -340,7 +117,7 @@ def build_parser():
                        help=f'the answer list to re-index to (default {os.path.relpath(ANSWER_DICT_PATH)})')
         p.add_argument('--weights-only', action='store_true', help='leave the optimizer state out')
         p.add_argument('--json', action='store_true', help='print the summary as json')
-    parity.add_arguments(commands.add_parser('parity', help='compare the torch and paddle nets layer by layer'))
+    add_parity_arguments(commands.add_parser('parity', help='compare the torch and paddle nets layer by layer'))
     return parser
 
 
@@ -351,8 +128,7 @@ def one_line(exc):
 def main(argv=None):
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == 'parity':
-        from convert import parity
-        return parity.run_from_args(args)
+        return run_parity_command(args)
     try:
         summary = convert_file(args.command, args.src, args.dst, args.MODEL, args.DATASET, args.config, args.SET,
                                args.from_layout, args.mmnas_answers, args.answers, args.weights_only)

@@ -10,7 +10,7 @@ answer_size from proj.bias (its length is the same in both layouts), so no datas
 """
 import dataclasses
 
-from convert.layout import CheckpointMismatch
+from formats.layout import CheckpointMismatch
 
 FRAMEWORKS = ('torch', 'paddle')
 TOKEN_KEY = 'embedding.weight'

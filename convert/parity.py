@@ -25,24 +25,20 @@ first layer above tolerance is named), 2 on bad input.
 import contextlib
 import json
 import math
-import os
-import pickle
-import sys
 import time
 
 import numpy as np
 
 from backends import get_backend
 from backends.base import input_keys, net_call
-from convert import layout
-from convert.cli import add_config_arguments, check_source, config_overrides, one_line, read_source
+from convert.checkpoints import check_source, read_source
 from convert.manifest import sizes_from_state
-from convert.pickles import checkpoint_kind
 from core.checkpoints import atomic_write
-from core.config import ConfigError, load_config
 from core.dropout_masks import STREAM as DROPOUT_MASKS
 from convert.tolerances import CANCELLING_GRAD_RTOL, GRAD_RTOL, TRAIN_RTOL
 from core.schedules import warmup_lr
+from formats import layout
+from formats.restricted_pickle import checkpoint_kind
 
 DEFAULT_TOL = GRAD_RTOL
 DEFAULT_TRAIN_TOL = TRAIN_RTOL
@@ -503,54 +499,3 @@ def format_report(report):
 def write_report(path, report):
     with atomic_write(path, 'w') as f:
         json.dump(report, f, indent=1, default=float, allow_nan=True)
-
-
-def add_arguments(parser):
-    add_config_arguments(parser)
-    parser.add_argument('--ckpt', metavar='FILE', help="weights for both nets (either framework's checkpoint); "
-                                                       "default: a random torch init copied to paddle")
-    parser.add_argument('--paddle-ckpt', metavar='FILE', help='other weights for the paddle net (e.g. a converted '
-                                                              'copy of --ckpt)')
-    parser.add_argument('--steps', type=int, default=3, help='optimizer steps in the training check (default 3)')
-    parser.add_argument('--batch-size', type=int, default=4, help='samples per batch (default 4)')
-    parser.add_argument('--tol', type=float, default=DEFAULT_TOL, help=f'forward tolerance (default {DEFAULT_TOL:g})')
-    parser.add_argument('--grad-tol', type=float, default=None,
-                        help='gradient tolerance (default: --tol; the TRAR routing logits layer gets '
-                             f'{CANCELLING_GRAD_RTOL / GRAD_RTOL:g}x this, see convert/tolerances.py)')
-    parser.add_argument('--dropout', action='store_true',
-                        help="keep the config's DROPOUT_R in the gradient and training checks (default: 0); both "
-                             "frameworks then drop the same elements (core.dropout_masks, CPU)")
-    parser.add_argument('--train-tol', type=float, default=DEFAULT_TRAIN_TOL,
-                        help=f'training-loss tolerance (default {DEFAULT_TRAIN_TOL:g})')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--report', metavar='PATH', help='write the report as json (atomically)')
-
-
-def run_from_args(args):
-    try:
-        cfg = load_config(args.MODEL, args.DATASET, config_overrides(args.config, args.SET))
-        if args.batch_size < 1 or args.steps < 1:
-            raise ValueError(f"--batch-size and --steps must be >= 1, got {args.batch_size} and {args.steps}")
-        for flag, tol in (('--tol', args.tol), ('--grad-tol', args.grad_tol), ('--train-tol', args.train_tol)):
-            if tol is not None and not tol > 0:
-                raise ValueError(f"{flag} must be a positive tolerance, got {tol:g}")
-        for flag, path in (('--ckpt', args.ckpt), ('--paddle-ckpt', args.paddle_ckpt if args.ckpt else None)):
-            if path is not None and not os.path.isfile(path):
-                raise FileNotFoundError(f"{flag}: {path} is a folder; expected a checkpoint file in it"
-                                        if os.path.isdir(path) else f"{flag}: no such file {path}")
-        report = run_parity(cfg, args.ckpt, args.paddle_ckpt, args.steps, args.batch_size, args.tol, args.train_tol,
-                            args.seed, args.grad_tol, args.dropout)
-    except (ConfigError, FileNotFoundError, ValueError, ImportError, pickle.UnpicklingError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    print(format_report(report))
-    if args.report:
-        write_report(args.report, report)
-    return 0 if report['passed'] else 1
-
-
-def main(argv=None):
-    import argparse
-    parser = argparse.ArgumentParser(prog='python -m convert parity', description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))

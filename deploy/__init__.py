@@ -6,8 +6,10 @@
     python -m deploy bench   --MODEL trar --DATASET vqa
 
 bundle.py   the folder's files and manifest, question encoding and feature loading (numpy, no framework)
-export.py   Paddle static export (paddle.jit.to_static + paddle.jit.save), run.py --RUN=export lands here
+export.py   Paddle static export (the tracing and saving itself: backends/paddle/export.py), run.py --RUN=export
+            lands here
 predict.py  the Paddle Inference predictor (paddle.inference.Config + create_predictor) and onnxruntime runner
-onnx.py     ONNX export through torch.onnx from the torch backend
+onnx.py     ONNX export through torch.onnx from the torch backend (backends/torch/export.py), or paddle2onnx
+            (backends/paddle/export.py)
 timing.py   latency / throughput timing, predictor vs dynamic graph
 """

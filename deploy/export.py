@@ -5,8 +5,8 @@
 
 The Net is wrapped in a Layer that takes only the inputs the model reads (paddle.jit.save refuses inputs a program
 does not use), traced with paddle.jit.to_static with a dynamic batch axis, and saved with paddle.jit.save (Paddle 3:
-model.json, the PIR program, + model.pdiparams). The saved model is then run once by Paddle Inference and compared
-with the dynamic graph on a random batch before the folder is put in place.
+model.json, the PIR program, + model.pdiparams): backends/paddle/export.py. The saved model is then run once by
+Paddle Inference and compared with the dynamic graph on a random batch before the folder is put in place.
 
 Static export always runs on Paddle. With --backend=torch the checkpoint is still read by the paddle backend, which
 converts a torch .pkl (Linear weights transposed by the model's own layer list) on the way.
@@ -17,16 +17,11 @@ import sys
 
 import numpy as np
 
-import backends.paddle  # noqa: F401  (thread defaults, set before paddle is imported)
-import paddle
-from paddle import nn
-from paddle.static import InputSpec
-
 from backends import BackendUnavailable, get_backend
-from backends.base import INPUT_KEYS
-from convert.layout import CheckpointMismatch
+from backends.paddle import export as paddle_export
 from core import checkpoints
 from deploy import bundle, c_output
+from formats.layout import CheckpointMismatch
 
 SUPPORTED_MODELS = ("trar", "mcan", "mmnasnet")
 VERIFY_BATCH = 3
@@ -38,42 +33,6 @@ class ExportError(ValueError):
     """The export cannot be made (no checkpoint, a checkpoint that does not fit, a model that is not supported)."""
 
 
-def _net_args(names, values):
-    """Net.forward's four positional arguments; None for the inputs the model does not read."""
-    given = dict(zip(names, values))
-    return [given.get(key) for key in INPUT_KEYS]
-
-
-class ImageQuestion(nn.Layer):
-    """The exported forward of models reading one image input (grid, region or CLEVR features) and the question."""
-
-    def __init__(self, net, names):
-        super().__init__()
-        self.net = net
-        self.names = tuple(names)
-
-    def forward(self, image, ques_ix):
-        return self.net(*_net_args(self.names, (image, ques_ix)))
-
-
-class ImageBoxesQuestion(ImageQuestion):
-    """... and the boxes (bbox_feat: MMNasNet's relation geometry, or USE_BBOX_FEAT)."""
-
-    def forward(self, image, bbox_feat, ques_ix):
-        return self.net(*_net_args(self.names, (image, bbox_feat, ques_ix)))
-
-
-def dynamic_logits(net, names, batch):
-    was_training = net.training
-    net.eval()
-    try:
-        with paddle.no_grad():
-            return net(*_net_args(names, [paddle.to_tensor(batch[n]) for n in names])).numpy()
-    finally:
-        if was_training:
-            net.train()
-
-
 def export_net(net, cfg, out_dir, token_to_ix, answers, max_token, extra=None):
     """Write the inference folder of a built paddle Net (weights loaded) to ``out_dir``; returns the manifest."""
     from deploy.predict import PaddleRunner
@@ -82,17 +41,14 @@ def export_net(net, cfg, out_dir, token_to_ix, answers, max_token, extra=None):
     manifest = bundle.base_manifest(cfg, "paddle", token_to_ix, answers, max_token)
     specs = manifest["inputs"]
     names = [s["name"] for s in specs]
-    wrapper = (ImageQuestion if len(names) == 2 else ImageBoxesQuestion)(net, names)
-    wrapper.eval()
-    input_spec = [InputSpec([None] + list(s["shape"][1:]), s["dtype"], s["name"]) for s in specs]
+    wrapper = paddle_export.inputs_wrapper(net, names)
     sample = bundle.sample_inputs(specs, VERIFY_BATCH, len(token_to_ix))
-    expected = dynamic_logits(net, names, sample)
+    expected = paddle_export.dynamic_logits(net, names, sample)
 
     stage = bundle.staging_dir(out_dir)
     try:
         with c_output.filtered(2, c_output.STDERR_NOISE):
-            static = paddle.jit.to_static(wrapper, input_spec=input_spec, full_graph=True)
-            paddle.jit.save(static, os.path.join(stage, "model"), input_spec=input_spec)
+            paddle_export.save_static(wrapper, specs, os.path.join(stage, "model"))
         runner = PaddleRunner(os.path.join(stage, "model.json"), os.path.join(stage, "model.pdiparams"), threads=1)
         got = runner.run(sample)
         diff = float(np.abs(got - expected).max())
@@ -101,7 +57,8 @@ def export_net(net, cfg, out_dir, token_to_ix, answers, max_token, extra=None):
                               f"difference {diff:.3g}, output {got.shape} vs {expected.shape}); nothing was written")
         manifest.update(
             outputs=[{"name": runner.output_names[0], "shape": [-1, len(answers)], "dtype": "float32"}],
-            framework="paddle", framework_version=paddle.__version__, verified_max_abs_diff=diff, **(extra or {}))
+            framework="paddle", framework_version=paddle_export.FRAMEWORK_VERSION, verified_max_abs_diff=diff,
+            **(extra or {}))
         if cfg.MODEL_USE == "trar":
             manifest["routing"] = {"ROUTING": cfg.ROUTING, "BINARIZE": bool(cfg.BINARIZE),
                                    "tau": float(net.backbone.tau)}

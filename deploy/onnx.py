@@ -15,24 +15,22 @@ manifest); `python -m deploy predict --model DIR` answers with it through onnxru
    before it runs. paddle2onnx 2.1.0 declares onnx<=1.17.0, which conflicts with the onnx pinned for the torch route;
    install it with `pip install --no-deps paddle2onnx==2.1.0` (the conversion itself is C++ and uses no Python onnx;
    the constant folding it would do with polygraphy is left to onnxruntime, which folds at load). See docs/aistudio.md.
+
+The framework calls of both routes are in backends/torch/export.py and backends/paddle/export.py; this module makes
+the folder and checks the model with onnxruntime.
 """
 import importlib.util
-import json
 import os
 import shutil
-import subprocess
 import sys
 import warnings
 
 import numpy as np
 
 from backends import BackendUnavailable, get_backend
-from backends.base import INPUT_KEYS
-from convert.layout import CheckpointMismatch
 from deploy import bundle
+from formats.layout import CheckpointMismatch
 
-EXPORTERS = ("dynamo", "legacy")
-DEFAULT_OPSET = 18   # torch 2.13's dynamo exporter writes opset 18; converting it down fails on this model
 VERIFY_ATOL = 1e-4
 
 
@@ -40,54 +38,27 @@ class OnnxExportError(ValueError):
     """The ONNX export cannot be made or does not match the torch model."""
 
 
-def _wrapper(net, names):
-    import torch
-
-    class Inputs(torch.nn.Module):
-        """Net with only the inputs the model reads, in the manifest's order."""
-
-        def __init__(self):
-            super().__init__()
-            self.net = net
-
-        def forward(self, *inputs):
-            given = dict(zip(names, inputs))
-            return self.net(*(given.get(key) for key in INPUT_KEYS))
-
-    return Inputs().eval()
-
-
 def export_torch_net(net, cfg, out_dir, token_to_ix, answers, max_token, exporter="dynamo", opset=None, extra=None):
     """torch.onnx.export of a torch Net (weights loaded), batch axis dynamic; checked with onnxruntime when it is
     installed. Returns the manifest."""
-    import torch
-    if exporter not in EXPORTERS:
-        raise OnnxExportError(f"exporter: expected one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    from backends.torch import export as torch_export
+    if exporter not in torch_export.EXPORTERS:
+        raise OnnxExportError(f"exporter: expected one of {', '.join(torch_export.EXPORTERS)}, got {exporter!r}")
     manifest = bundle.base_manifest(cfg, "onnx", token_to_ix, answers, max_token)
     names = [s["name"] for s in manifest["inputs"]]
-    module = _wrapper(net.eval(), names)
+    module = torch_export.inputs_wrapper(net.eval(), names)
     sample = bundle.sample_inputs(manifest["inputs"], 3, len(token_to_ix))
-    args = tuple(torch.from_numpy(sample[n]) for n in names)
-    with torch.no_grad():
-        expected = module(*args).numpy()
-    opset = int(opset or DEFAULT_OPSET)
+    expected = torch_export.eager_logits(module, names, sample)
+    opset = int(opset or torch_export.DEFAULT_OPSET)
     stage = bundle.staging_dir(out_dir)
     try:
         path = os.path.join(stage, "model.onnx")
-        kwargs = dict(input_names=names, output_names=["logits"], opset_version=opset)
-        if exporter == "dynamo":
-            batch = torch.export.Dim("batch", min=1, max=65536)
-            kwargs["dynamic_shapes"] = (tuple({0: batch} for _ in names),)
-        else:
-            kwargs["dynamic_axes"] = {name: {0: "batch"} for name in names + ["logits"]}
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")   # the legacy exporter's deprecation and tracer notes
-            torch.onnx.export(module, args, path, dynamo=exporter == "dynamo", **kwargs)
+        torch_export.export_onnx(module, names, sample, path, exporter, opset)
         _single_file(path)
         diff = _check_with_onnxruntime(path, sample, expected, out_dir)
         manifest.update(outputs=[{"name": "logits", "shape": [-1, len(answers)], "dtype": "float32"}],
-                        framework="torch", framework_version=torch.__version__, exporter=exporter, opset=opset,
-                        verified_max_abs_diff=diff, **(extra or {}))
+                        framework="torch", framework_version=torch_export.FRAMEWORK_VERSION, exporter=exporter,
+                        opset=opset, verified_max_abs_diff=diff, **(extra or {}))
         return bundle.finish(stage, out_dir, manifest, token_to_ix, answers, cfg)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -164,41 +135,15 @@ def onnx_from_config(cfg, out_dir=None, exporter="dynamo", opset=None):
 
 
 # ------------------------------------------------------------------------------------------------- paddle2onnx
-P2O_OPSET = 17
 
-
-def paddle2onnx_blockers(program_path):
-    """What in a saved PIR program (model.json) paddle2onnx 2.1.0 cannot convert; [] when nothing is found."""
-    with open(program_path, encoding="utf-8") as f:
-        program = json.load(f)
-    masked, bool_constants = 0, []
-    stack = [program]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            kind = node.get("#")
-            if isinstance(kind, str) and kind.endswith(".masked_fill"):
-                masked += 1
-            if kind == "p" and '"0.t_bool"' in json.dumps(node.get("O", {})):
-                attrs = node.get("A") or []
-                bool_constants.append(str(attrs[-1]) if attrs else "?")
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    blockers = []
-    if masked:
-        blockers.append(f"{masked} pd_op.masked_fill ops (no paddle2onnx converter; mask with paddle.where)")
-    if bool_constants:
-        blockers.append(f"bool constants {', '.join(bool_constants)} (paddle2onnx writes only float/int constants)")
-    return blockers
-
-
-def onnx_from_paddle_folder(model_dir, out_dir, opset=P2O_OPSET):
+def onnx_from_paddle_folder(model_dir, out_dir, opset=None):
     """paddle2onnx on an exported Paddle folder, checked against Paddle Inference with onnxruntime; returns the
     manifest of the new folder."""
+    from backends.paddle import export as paddle_export
     from deploy.predict import PaddleRunner
+    opset = opset or paddle_export.P2O_OPSET
     source = bundle.Bundle(model_dir, runtime="paddle")
-    blockers = paddle2onnx_blockers(source.file("model"))
+    blockers = paddle_export.paddle2onnx_blockers(source.file("model"))
     if blockers:
         raise OnnxExportError(f"{source.file('model')}: paddle2onnx cannot convert this program: "
                               f"{'; '.join(blockers)}. Use the torch route: python -m deploy onnx --MODEL ... "
@@ -206,7 +151,10 @@ def onnx_from_paddle_folder(model_dir, out_dir, opset=P2O_OPSET):
     stage = bundle.staging_dir(out_dir)
     try:
         path = os.path.join(stage, "model.onnx")
-        version = _run_paddle2onnx(source.file("model"), source.file("params"), path, opset)
+        try:
+            version = paddle_export.run_paddle2onnx(source.file("model"), source.file("params"), path, opset)
+        except paddle_export.Paddle2OnnxError as exc:
+            raise OnnxExportError(str(exc)) from None
         _drop_dead_nodes(path)
         opset = _model_opset(path) or opset   # paddle2onnx raises the opset when an operator needs it
         sample = bundle.sample_inputs(source.inputs, 3, len(source.token_to_ix))
@@ -223,28 +171,6 @@ def onnx_from_paddle_folder(model_dir, out_dir, opset=P2O_OPSET):
         return bundle.finish(stage, out_dir, manifest, source.token_to_ix, source.answers, config)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-
-
-# In a child process: paddle2onnx aborts the whole process on an operator it does not know. optimize_tool: none of
-# its post-passes. Its default (polygraphy constant folding) sets POLYGRAPHY_AUTOINSTALL_DEPS=1, which lets
-# polygraphy pip-install packages during a conversion; onnxruntime folds the constants itself when it loads the model.
-_P2O_CHILD = """
-import sys, paddle2onnx
-paddle2onnx.export(sys.argv[1], sys.argv[2], save_file=sys.argv[3], opset_version=int(sys.argv[4]),
-                   enable_onnx_checker=True, optimize_tool="none")
-print("paddle2onnx_version=" + paddle2onnx.__version__)
-"""
-
-
-def _run_paddle2onnx(model_file, params_file, onnx_path, opset):
-    """Convert in a child process; returns paddle2onnx's version."""
-    done = subprocess.run([sys.executable, "-c", _P2O_CHILD, model_file, params_file, onnx_path, str(opset)],
-                          capture_output=True, text=True)
-    if done.returncode != 0 or not os.path.isfile(onnx_path):
-        tail = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()][-3:]
-        raise OnnxExportError(f"{model_file}: paddle2onnx failed (exit {done.returncode}): {' | '.join(tail)}")
-    return next((line.split("=", 1)[1] for line in done.stdout.splitlines() if line.startswith("paddle2onnx_version=")),
-                None)
 
 
 def _drop_dead_nodes(path):
@@ -279,7 +205,7 @@ def onnx_from_paddle_cli(model_dir, out_dir=None, opset=None):
                  "pip install --no-deps paddle2onnx==2.1.0)")
     out_dir = out_dir or os.path.normpath(model_dir) + "_onnx"
     try:
-        manifest = onnx_from_paddle_folder(model_dir, out_dir, opset or P2O_OPSET)
+        manifest = onnx_from_paddle_folder(model_dir, out_dir, opset)
     except (FileNotFoundError, ValueError) as exc:
         sys.exit(f"error: {exc}")
     print(f"Converted {model_dir} to {out_dir}/model.onnx (paddle2onnx, opset {manifest['opset']}); onnxruntime vs "

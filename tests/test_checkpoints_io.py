@@ -5,8 +5,8 @@ import pickle
 import numpy as np
 import pytest
 
-from convert.layout import CheckpointMismatch
-from convert.pickles import CheckpointReadError
+from formats.layout import CheckpointMismatch
+from formats.restricted_pickle import CheckpointReadError
 from tests.model_configs import ANSWER_SIZE, TOKEN_SIZE, make_batch, tiny_cfg
 from tests.tolerances import FORWARD_ATOL
 
@@ -159,8 +159,8 @@ CELL_ALIASES = {"lstm.0.cell.weight_ih": "lstm.weight_ih_l0", "lstm.0.cell.weigh
 def test_paddle_files_hold_both_lstm_names_as_a_stock_paddle_lstm_expects(backends, tmp_path):
     """The .pdparams the paddle backend and torch2paddle write list each LSTM tensor under paddle.nn.LSTM's two
     names (as the Paddle ports' files do), so a port built on a stock paddle.nn.LSTM loads them with no key missing."""
-    from convert.cli import convert_file
-    from convert.pickles import read_pdparams
+    from convert.checkpoints import convert_file
+    from formats.restricted_pickle import read_pdparams
     from tests.test_convert import config_file
     torch_be, paddle_be = backends
     cfg = _cfg()

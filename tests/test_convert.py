@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import yaml
 
-from convert import mmnas
-from convert import optimizer as adam
-from convert.cli import convert_file, main
-from convert.layout import CheckpointMismatch
-from convert.pickles import read_pdparams, read_torch_checkpoint
+from convert.checkpoints import convert_file
+from convert.cli import main
+from formats import adam_state as adam
+from formats import mmnas_keys as mmnas
+from formats.layout import CheckpointMismatch
+from formats.restricted_pickle import read_pdparams, read_torch_checkpoint
 from tests.model_configs import (ANSWER_SIZE, TINY, TINY_CLEVR_GRID, TINY_REGIONS, TINY_VQA_GRID, TOKEN_SIZE,
                                  make_batch, tiny_cfg)
 from tests.tolerances import FORWARD_ATOL, TRAIN_RTOL
@@ -512,14 +513,14 @@ def test_conversion_with_only_one_framework(both_backends, tmp_path):
 
 
 def test_config_hints_name_each_key_once():
-    from convert.layout import config_hints
+    from formats.layout import config_hints
     both = config_hints(set(), set(), {"proj_norm.weight": ((2,), (3,)), "attflat_img.mlp.fc.linear.weight": ()})
     assert both == ["FLAT_MLP_SIZE / FLAT_OUT_SIZE / FLAT_GLIMPSES"]               # FLAT_OUT_SIZE not twice
     assert config_hints(set(), set(), {"proj_norm.weight": ()}) == ["FLAT_OUT_SIZE"]
 
 
 def test_an_optimizer_file_given_for_weights_points_to_the_pdparams():
-    from convert.layout import CheckpointMismatch, split_container
+    from formats.layout import CheckpointMismatch, split_container
     with pytest.raises(CheckpointMismatch, match=r"x\.pdopt is a Paddle optimizer file .* give the \.pdparams beside"):
         split_container({"epoch": 1, "lr_base": 1e-4, "optimizer": {}}, "ckpts/x.pdopt")
     with pytest.raises(CheckpointMismatch, match=r"neither a checkpoint container"):

@@ -384,7 +384,7 @@ def test_onnx_export_matches_the_torch_graph(kind, exporter, tmp_path):
 
 def test_paddle2onnx_blockers_are_found_in_a_program(tmp_path):
     """A hand-made PIR json: one masked_fill op, one bool parameter, one float parameter."""
-    from deploy.onnx import paddle2onnx_blockers
+    from backends.paddle.export import paddle2onnx_blockers
     op = {"#": "1.masked_fill", "I": [{"%": 1}]}
     bool_param = {"#": "p", "A": [0, 1, 1, "generated_tensor_0"], "O": {"%": 1, "TT": {"D": [{"#": "0.t_bool"}]}}}
     float_param = {"#": "p", "A": [0, 1, 1, "linear_0.w_0"], "O": {"%": 2, "TT": {"D": [{"#": "0.t_f32"}]}}}

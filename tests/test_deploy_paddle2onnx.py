@@ -154,6 +154,7 @@ def test_paddle2onnx_cli_without_the_package_says_how_to_install(tmp_path, monke
 def test_program_that_paddle2onnx_cannot_convert_is_refused_before_it_runs(tmp_path, monkeypatch):
     """A real export whose program json is given a masked_fill op: refused with the reason, paddle2onnx never
     started (the child process would fail the test)."""
+    import backends.paddle.export as paddle_export
     import deploy.onnx as onnx_route
     source = str(tmp_path / "export")
     _paddle_export("mcan", source)
@@ -172,7 +173,7 @@ def test_program_that_paddle2onnx_cannot_convert_is_refused_before_it_runs(tmp_p
 
     def started(*args, **kwargs):
         raise AssertionError("paddle2onnx was started")
-    monkeypatch.setattr(onnx_route, "_run_paddle2onnx", started)
+    monkeypatch.setattr(paddle_export, "run_paddle2onnx", started)
     with pytest.raises(onnx_route.OnnxExportError, match=r"model\.json: paddle2onnx cannot convert this program: "
                                                          r"1 pd_op\.masked_fill"):
         onnx_route.onnx_from_paddle_folder(source, str(tmp_path / "out"), 17)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import run
-from convert.pickles import read_pdparams, read_torch_checkpoint
 from core.data.demo import generate
+from formats.restricted_pickle import read_pdparams, read_torch_checkpoint
 
 TINY = ["--SET", "LAYER=1", "--SET", "HIDDEN_SIZE=32", "--SET", "FF_SIZE=64", "--SET", "FLAT_MLP_SIZE=32",
         "--SET", "FLAT_OUT_SIZE=64", "--SET", "WORD_EMBED_SIZE=16", "--BS=16", "--NW=0", "--VERB=False"]

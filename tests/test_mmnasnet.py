@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from convert.layout import to_paddle_layout, to_torch_layout
 from core.geometry import relation_geometry_batch
+from formats.layout import to_paddle_layout, to_torch_layout
 from tests.model_configs import (INPUT_KEYS, build, capture, layers_module, load_state, models_module, named_grads,
                                  numpy_state, to_numpy, to_tensor)
 from tests.tolerances import FORWARD_ATOL, GRAD_RTOL

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from convert import parity
-from convert.cli import convert_file, main
-from convert.pickles import read_pdparams
+from convert.checkpoints import convert_file
+from convert.cli import main
+from formats.restricted_pickle import read_pdparams
 from tests.model_configs import tiny_cfg
 from tests.test_convert import config_file, trained
 

@@ -1,4 +1,4 @@
-"""convert.pickles: torch files read into numpy without torch, and pickles that would run code are refused."""
+"""formats.restricted_pickle: torch files read into numpy without torch, and pickles that would run code are refused."""
 import collections
 import io
 import os
@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from convert.pickles import CheckpointReadError, read_pdparams, read_torch_checkpoint
+from formats.restricted_pickle import CheckpointReadError, read_pdparams, read_torch_checkpoint
 
 torch = pytest.importorskip("torch")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,7 +121,7 @@ def test_reads_without_torch(torch_files, tmp_path):
         "import sys; sys.modules['torch'] = None\n"
         f"sys.path.insert(0, {ROOT!r})\n"
         "import numpy as np\n"
-        "from convert.pickles import read_torch_checkpoint\n"
+        "from formats.restricted_pickle import read_torch_checkpoint\n"
         f"z = read_torch_checkpoint({torch_files['zip']!r})['state_dict']\n"
         f"l = read_torch_checkpoint({torch_files['legacy']!r})['state_dict']\n"
         "assert sys.modules['torch'] is None\n"

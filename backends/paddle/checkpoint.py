@@ -15,23 +15,22 @@ never seen next to a missing or older .pdopt.
 Read:
 - this project's .pdparams; a Paddle port's (LSTM aliases lstm.0.cell.*, the 'StructuredToParameterName@@' table);
   a paddle.save'd openvqa container {'state_dict', 'optimizer', 'lr_base', 'epoch'};
-- a torch .pkl (openvqa / TRAR-VQA container or bare state dict, zip or legacy format) through convert.pickles, so
-  torch is never imported; Linear weights are transposed using the model's Linear list.
+- a torch .pkl (openvqa / TRAR-VQA container or bare state dict, zip or legacy format) through
+  formats.restricted_pickle, so torch is never imported; Linear weights are transposed using the model's Linear list.
 """
 import numpy as np
 import paddle
 
 from backends.paddle.layers import linear_weight_names
-from convert import layout, pickles
-from convert import optimizer as adam_state
 from core.checkpoints import atomic_save
+from formats import adam_state, layout, restricted_pickle
 
 
 def read_checkpoint(path):
     """(loaded object, is_paddle_layout) of a checkpoint file of either framework."""
-    if pickles.checkpoint_kind(path) == 'pickle':
-        return pickles.read_pdparams(path), True
-    return pickles.read_torch_checkpoint(path), False
+    if restricted_pickle.checkpoint_kind(path) == 'pickle':
+        return restricted_pickle.read_pdparams(path), True
+    return restricted_pickle.read_torch_checkpoint(path), False
 
 
 def _numpy_dtype(tensor):
@@ -45,7 +44,7 @@ def load_checkpoint(net, path):
     state, meta = layout.split_container(obj, path)
     state = layout.normalize_lstm_names({k: np.asarray(v) for k, v in state.items()})
     if paddle_layout:
-        meta = pickles.read_pdopt_meta(path, meta)
+        meta = restricted_pickle.read_pdopt_meta(path, meta)
     else:
         state = layout.to_paddle_layout(state, linear_weight_names(net))
     own = net.state_dict()
@@ -90,7 +89,7 @@ def optimizer_state(optimizer, net):
 
 
 def restore_optimizer_state(optimizer, net, state):
-    """Load a saved Adam state: this project's Paddle one, or a torch one converted by convert.optimizer (moments
+    """Load a saved Adam state: this project's Paddle one, or a torch one converted by formats.adam_state (moments
     transposed for Linear weights, the step turned into beta powers); returns False (and changes nothing) for
     anything else."""
     if adam_state.is_torch_adam(state):

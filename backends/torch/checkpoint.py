@@ -4,8 +4,8 @@ Written: the original openvqa container, one torch.save (zip) file
     {'state_dict': net.state_dict(), 'optimizer': Adam.state_dict(), 'lr_base': float, 'epoch': int}
 Read:
 - that container or a bare state dict, from openvqa / TRAR-VQA (zip or legacy torch format, 'module.' prefixes);
-  torch.load(weights_only=True) first, then convert.pickles' restricted reader (weights_only refuses some harmless
-  files); never weights_only=False.
+  torch.load(weights_only=True) first, then the restricted reader of formats.restricted_pickle (weights_only refuses
+  some harmless files); never weights_only=False.
 - a Paddle .pdparams (this project's or a Paddle port's): Linear weights transposed using the model's Linear list,
   LSTM aliases folded into the torch names; epoch and lr_base come from the .pdopt beside it.
 """
@@ -13,9 +13,8 @@ import numpy as np
 import torch
 
 from backends.torch.layers import linear_weight_names
-from convert import layout, pickles
-from convert import optimizer as adam_state
 from core.checkpoints import atomic_write
+from formats import adam_state, layout, restricted_pickle
 
 
 def _to_torch(obj):
@@ -31,14 +30,14 @@ def _to_torch(obj):
 
 def read_checkpoint(path):
     """(loaded object, is_paddle_layout) of a checkpoint file of either framework."""
-    if pickles.checkpoint_kind(path) == 'pickle':
-        return pickles.read_pdparams(path), True
+    if restricted_pickle.checkpoint_kind(path) == 'pickle':
+        return restricted_pickle.read_pdparams(path), True
     try:
         return torch.load(path, map_location='cpu', weights_only=True), False
     except Exception:
         # weights_only refuses a few harmless things (numpy scalars, some old files); the restricted reader
         # accepts those and refuses code, naming the global; a damaged file gets its one-line error from it.
-        return _to_torch(pickles.read_torch_checkpoint(path)), False
+        return _to_torch(restricted_pickle.read_torch_checkpoint(path)), False
 
 
 def load_checkpoint(net, path):
@@ -49,7 +48,7 @@ def load_checkpoint(net, path):
     if paddle_layout:
         state = layout.normalize_lstm_names({k: np.asarray(v) for k, v in state.items()})
         state = _to_torch(layout.to_torch_layout(state, linear_weight_names(net)))
-        meta = pickles.read_pdopt_meta(path, meta)
+        meta = restricted_pickle.read_pdopt_meta(path, meta)
     own = net.state_dict()
     layout.check_compatible({k: tuple(v.shape) for k, v in own.items()},
                             {k: tuple(v.shape) for k, v in state.items()}, path)
@@ -63,7 +62,7 @@ def optimizer_state(optimizer, net):
 
 
 def restore_optimizer_state(optimizer, net, state):
-    """Load a saved Adam state: torch's own, or a Paddle one converted by convert.optimizer (moments transposed for
+    """Load a saved Adam state: torch's own, or a Paddle one converted by formats.adam_state (moments transposed for
     Linear weights, the step read from the beta powers); returns False (and changes nothing) for anything else."""
     if adam_state.is_paddle_adam(state):
         group = {k: v for k, v in optimizer.state_dict()['param_groups'][0].items() if k != 'params'}

@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from convert.layout import CheckpointMismatch, strip_module_prefix
+from formats.layout import CheckpointMismatch, strip_module_prefix
 
 _CELL = re.compile(r'^backnone\.cells_(enc|dec)\.0\.dag\.(\d+)\.0\.(.+)$')
 _TOP_LEVEL = (('imgfeat_linear.', 'adapter.frcn_linear.'), ('attflat_x.', 'attflat_lang.'),

@@ -17,8 +17,8 @@ import math
 
 import numpy as np
 
-from convert import layout
-from convert.layout import CheckpointMismatch
+from formats import layout
+from formats.layout import CheckpointMismatch
 
 # (torch name, paddle name)
 MOMENTS = (('exp_avg', 'moment1'), ('exp_avg_sq', 'moment2'), ('max_exp_avg_sq', 'moment2_max'))
@@ -59,7 +59,7 @@ def _check_shape(value, name, shape, what):
 
 
 def _layout(value, name, linear_keys):
-    """A moment in its parameter's other layout: the weights' rule (convert.layout), so both always agree."""
+    """A moment in its parameter's other layout: the weights' rule (formats.layout), so both always agree."""
     value = np.asarray(value)
     return layout.to_paddle_layout({name: value}, linear_keys)[name] if name in linear_keys else value
 

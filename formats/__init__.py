@@ -1,0 +1,10 @@
+"""Checkpoint file formats, pure numpy (no torch, no paddle; nothing of backends/, convert/ or deploy/):
+
+restricted_pickle.py  restricted readers of torch pickles (zip, legacy) and Paddle .pdparams / .pdopt, into numpy
+layout.py             state-dict layout rules: Linear transposes, LSTM names, the openvqa container, CheckpointMismatch
+adam_state.py         Adam optimizer state, torch state_dict <-> Paddle moments
+mmnas_keys.py         the official mmnas code's key names and answer order
+
+The backends read and write checkpoints with these, and convert/ builds on them; tests/test_import_graph.py holds
+the package to its imports.
+"""
