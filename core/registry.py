@@ -145,17 +145,15 @@ def model_uses():
 
 
 def model_of(cfg):
-    """The ModelSpec of a config (or any object with MODEL / MODEL_USE): by MODEL when it is a registry name, else
-    the first model with its MODEL_USE (the capabilities are those of the Net, shared by its sizes)."""
-    name = getattr(cfg, 'MODEL', None)
-    if name in MODELS:
-        return MODELS[name]
-    use = str(getattr(cfg, 'MODEL_USE', None)).lower()
+    """The ModelSpec of a config (or any object with MODEL_USE / MODEL): the first model of its MODEL_USE (the
+    capabilities are the Net's, shared by its sizes), else the one its MODEL names."""
+    use = getattr(cfg, 'MODEL_USE', None)
+    if use is None and getattr(cfg, 'MODEL', None) in MODELS:
+        return MODELS[cfg.MODEL]
     for spec in MODELS.values():
-        if spec.model_use == use:
+        if spec.model_use == str(use).lower():
             return spec
-    raise ValueError(f"MODEL_USE {getattr(cfg, 'MODEL_USE', None)!r} is not a registered model; expected one of "
-                     f"{', '.join(model_uses())}")
+    raise ValueError(f"MODEL_USE {use!r} is not a registered model; expected one of {', '.join(model_uses())}")
 
 
 def task_of(cfg):
