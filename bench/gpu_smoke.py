@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 
+from core import registry
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ACCURACY = re.compile(r"Overall Accuracy is: ([0-9.]+)")
 
@@ -84,7 +86,8 @@ def main(argv=None):
     p.add_argument("--backend", required=True, choices=("torch", "paddle"))
     p.add_argument("--gpu", default="", metavar="ID", help='device to train on (default "": the CPU)')
     p.add_argument("--amp", action="store_true", help="train in mixed precision (a GPU's)")
-    p.add_argument("--model", default="mcan_small", choices=("trar", "mcan_small", "mmnasnet_small"))
+    p.add_argument("--model", default="mcan_small", choices=[m.name for m in registry.MODELS.values()
+                                                             if registry.generated_dataset("vqa") in m.datasets])
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per run.py process (default 1800)")
     p.add_argument("--min-agree", type=float, default=0.98,

@@ -162,8 +162,8 @@ def _stack(samples):
 
 def load_for_eval(cfg, be, net, path):
     """Load checkpoint ``path`` (either framework's) into ``net`` as `run.py --RUN=val` does; returns its meta.
-    A routing model's (TRAR's) hard routing then runs at the temperature of the checkpoint's last training epoch (the original
-    evaluates at TAU_MAX; README, deliberate differences)."""
+    A routing model's (TRAR's) hard routing then runs at the temperature of the checkpoint's last training epoch (the
+    original evaluates at TAU_MAX; README, deliberate differences)."""
     meta = be.load_checkpoint(net, path)
     if registry.model_of(cfg).routes and cfg.ROUTING == "hard" and meta.get("epoch"):
         net.set_tau(tau_at(int(meta["epoch"]) - 1, cfg.TAU_POLICY, cfg.TAU_MAX, cfg.TAU_MIN, cfg.MAX_EPOCH,

@@ -36,6 +36,9 @@ class FormatSpec:
     task: str
     loader: str                 # 'module:Class'; Class(cfg, mode) is the dataset of one mode
     loss_funcs: tuple           # LOSS_FUNC values that suit its targets (the original TASK_LOSS_CHECK)
+    image_input: str = None     # vqa task: the sample key holding the image features ...
+    image_size: str = None      # ... and their (rows, width) entry in FEAT_SIZE[<format>]
+    answers: int = None         # vqa task: answer-list size of the real data (synthetic inputs use it)
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,10 @@ TASKS = {t.name: t for t in (
 )}
 
 FORMATS = {f.name: f for f in (
-    FormatSpec('vqa', task='vqa', loader='core.data.vqa:VQADataset', loss_funcs=('bce', 'kld')),
-    FormatSpec('clevr', task='vqa', loader='core.data.clevr:CLEVRDataset', loss_funcs=('ce',)),
+    FormatSpec('vqa', task='vqa', loader='core.data.vqa:VQADataset', loss_funcs=('bce', 'kld'),
+               image_input='frcn_feat', image_size='FRCN_FEAT_SIZE', answers=3129),
+    FormatSpec('clevr', task='vqa', loader='core.data.clevr:CLEVRDataset', loss_funcs=('ce',),
+               image_input='grid_feat', image_size='GRID_FEAT_SIZE', answers=28),
 )}
 
 DATASETS = {d.name: d for d in (
@@ -137,6 +142,14 @@ def task(name):
     if name not in TASKS:
         raise ValueError(f"task: unknown task {name!r}; expected one of {', '.join(TASKS)}")
     return TASKS[name]
+
+
+def generated_dataset(fmt):
+    """The name of the first generated dataset in data format ``fmt`` (benchmarks and smoke runs train on it)."""
+    for spec in DATASETS.values():
+        if spec.generated and spec.data_format == fmt:
+            return spec.name
+    raise ValueError(f"DATASET: no generated dataset in the {fmt!r} format")
 
 
 def model_uses():

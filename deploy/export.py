@@ -25,10 +25,10 @@ from paddle.static import InputSpec
 from backends import BackendUnavailable, get_backend
 from backends.base import INPUT_KEYS
 from convert.layout import CheckpointMismatch
-from core import checkpoints
+from core import checkpoints, registry
 from deploy import bundle, c_output
 
-SUPPORTED_MODELS = ("trar", "mcan", "mmnasnet")
+SUPPORTED_MODELS = tuple(dict.fromkeys(m.model_use for m in registry.MODELS.values() if m.exportable))
 VERIFY_BATCH = 3
 # Exported logits may differ from the dynamic graph's by float rounding only (oneDNN kernels, fused passes).
 VERIFY_ATOL = 1e-4
@@ -102,7 +102,7 @@ def export_net(net, cfg, out_dir, token_to_ix, answers, max_token, extra=None):
         manifest.update(
             outputs=[{"name": runner.output_names[0], "shape": [-1, len(answers)], "dtype": "float32"}],
             framework="paddle", framework_version=paddle.__version__, verified_max_abs_diff=diff, **(extra or {}))
-        if cfg.MODEL_USE == "trar":
+        if registry.model_of(cfg).routes:
             manifest["routing"] = {"ROUTING": cfg.ROUTING, "BINARIZE": bool(cfg.BINARIZE),
                                    "tau": float(net.backbone.tau)}
         return bundle.finish(stage, out_dir, manifest, token_to_ix, answers, cfg)
