@@ -12,6 +12,7 @@ import importlib
 import os
 from dataclasses import dataclass, field
 
+import core.specs
 from core.specs import mcan, mmnasnet, trar
 
 
@@ -73,7 +74,7 @@ class ModelSpec:
     features: str               # the image input its configs read: 'grid' or 'region' (VQA format's FEAT_TYPE;
                                 # CLEVR is grid for every model); an image classifier reads 'image'
     datasets: tuple             # the datasets it has a yml for
-    settings: object = field(repr=False, default=mcan)   # core/specs module: its keys, defaults, validate
+    settings: object = field(repr=False, default=core.specs)   # core/specs module: its keys, defaults, validate
     routes: bool = False        # routing weights and a temperature: tau schedule, routing_alphas, _routing.png
     needs_box_geometry: bool = False   # reads rel_geom (core.geometry), computed in the dataset per sample
     exportable: bool = True     # deploy's static / ONNX export knows how to wrap its Net

@@ -12,3 +12,7 @@ A module may define (all optional):
     validate(values, fail)               cross-key checks on the merged values; fail(key, message) raises the
                                          one-line ConfigError naming the key and where it was set
 """
+
+
+def validate(values, fail):
+    """The settings of a model with no keys of its own (ModelSpec's default): nothing to check."""
