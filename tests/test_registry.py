@@ -7,6 +7,7 @@ import tokenize
 import pytest
 import yaml
 
+from backends import BACKENDS
 from core import cli, config, registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,7 +22,7 @@ def _top_level_classes(path):
 
 
 @pytest.mark.parametrize("use", registry.model_uses())
-@pytest.mark.parametrize("fw", ["torch", "paddle"])
+@pytest.mark.parametrize("fw", list(BACKENDS))
 def test_every_model_has_a_twin_file_defining_net(fw, use):
     path = os.path.join(REPO, "backends", fw, "models", f"{use}.py")
     assert os.path.isfile(path), f"{path}: missing (core/registry.py names MODEL_USE {use!r})"
@@ -29,7 +30,8 @@ def test_every_model_has_a_twin_file_defining_net(fw, use):
 
 
 def test_every_model_file_is_in_the_registry():
-    for fw in ("torch", "paddle"):
+    assert tuple(BACKENDS) == tuple(config.BACKENDS)   # core.config keeps the names without importing backends
+    for fw in BACKENDS:
         folder = os.path.join(REPO, "backends", fw, "models")
         files = {f[:-3] for f in os.listdir(folder) if f.endswith(".py") and f != "__init__.py"}
         assert files == set(registry.model_uses()), f"{folder}: model files and registry MODEL_USE names differ"
