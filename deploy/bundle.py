@@ -74,7 +74,7 @@ def feature_spec(cfg):
 def input_specs(cfg, max_token):
     """[{name, shape, dtype}] of the inputs the model reads, in order; batch is -1 (dynamic)."""
     feat = feature_spec(cfg)
-    image = "grid_feat" if feat["type"] == "clevr" else "frcn_feat"
+    image = registry.data_format(cfg.DATA_FORMAT).image_input
     specs = [{"name": image, "shape": [-1, feat["rows"], feat["dim"]], "dtype": "float32"}]
     if uses_boxes(cfg):
         specs.append({"name": "bbox_feat", "shape": [-1, feat["bbox_rows"], feat["bbox_cols"]], "dtype": "float32"})

@@ -230,3 +230,25 @@ def test_a_classification_model_needs_a_classification_dataset(tiny_classificati
     with pytest.raises(config.ConfigError, match="MODEL: tiny_classifier is a classification model; dataset vqa is "
                                                  "a vqa dataset"):
         config.load_config("tiny_classifier", "vqa", overrides=tiny_classification)
+
+
+def test_real_backends_train_and_predict_a_classification_batch(backend, tiny_classification):
+    """The torch and paddle trainers and predictors take a classification batch (image in, label as the 'ce'
+    target) by its task's keys; a linear layer defined here learns the brightest channel."""
+    cfg = config.load_config("tiny_classifier", "tiny_images", overrides=tiny_classification)
+    data = TinyImages(cfg, "train")
+    if backend.name == "torch":
+        import torch
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3))
+    else:
+        import paddle
+        paddle.seed(0)
+        net = paddle.nn.Sequential(paddle.nn.Flatten(), paddle.nn.Linear(48, 3))
+    trainer = backend.make_trainer(net, cfg)
+    batch = {"image": data.images[:12], "label": data.labels[:12]}
+    losses = [trainer.train_step(batch, 0.05) for _ in range(30)]
+    assert losses[-1] < 0.5 * losses[0]
+    logits = backend.predict(net, {"image": data.images})
+    assert logits.shape == (24, 3) and logits.dtype == np.float32
+    np.testing.assert_array_equal(logits.argmax(1), data.labels)
