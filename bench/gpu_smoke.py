@@ -58,8 +58,8 @@ def smoke(backend, gpu="", amp=False, model="mcan_small", epochs=2, workdir=None
     if gpu:
         _check_device(backend, gpu, timeout)      # refused before training, as run.py would fall back to the CPU
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        common = [f"--MODEL={model}", "--DATASET=demo", f"--backend={backend}", f"--DATA_ROOT={tmp}/demo",
-                  f"--SET=CKPTS_ROOT={tmp}/ckpts", f"--SET=RESULTS_ROOT={tmp}/results"]
+        common = [f"--MODEL={model}", f"--DATASET={registry.generated_dataset('vqa')}", f"--backend={backend}",
+                  f"--DATA_ROOT={tmp}/demo", f"--SET=CKPTS_ROOT={tmp}/ckpts", f"--SET=RESULTS_ROOT={tmp}/results"]
         train = common + ["--RUN=train", f"--MAX_EPOCH={epochs}", "--VERSION=smoke", f"--AMP={bool(amp)}"]
         train_s, device_acc, out = _run_py(train + ([f"--GPU={gpu}"] if gpu else []), timeout)
         if gpu and "running on the CPU" in out:
