@@ -16,12 +16,11 @@ def main(argv=None):
     except ConfigError as exc:
         sys.exit(f"config error: {exc}")
 
-    if cfg.DATASET in ("demo", "demo_clevr"):
-        from core.data.demo import DemoDataError, ensure_demo_data
-        try:
-            ensure_demo_data(cfg.DATA_ROOT)
-        except DemoDataError as exc:
-            sys.exit(f"error: {exc}")
+    from core.data import GeneratedDataError, ensure_generated
+    try:
+        ensure_generated(cfg)   # the demo datasets: generated into a missing or empty DATA_ROOT
+    except GeneratedDataError as exc:
+        sys.exit(f"error: {exc}")
 
     from backends import BackendUnavailable, get_backend
     try:

@@ -3,32 +3,72 @@
 Also the few framework-neutral rules both trainers share, so the torch and paddle twins cannot drift apart.
 """
 
-# Net.forward's arguments, in order (docs/architecture.md, sample format); 'ans' is the training target.
-INPUT_KEYS = ("frcn_feat", "grid_feat", "bbox_feat", "ques_ix")
-# Inputs that some models take by keyword when the dataset provides them (MMNasNet's box geometry from core.geometry).
-OPTIONAL_INPUT_KEYS = ("rel_geom",)
+from core import registry
+
+# The VQA task's net inputs (core/registry.py TASKS holds every task's); deploy's exporters wrap VQA nets by them.
+INPUT_KEYS = registry.TASKS["vqa"].input_keys
+OPTIONAL_INPUT_KEYS = registry.TASKS["vqa"].optional_input_keys
 
 
 def input_keys(batch):
-    """The model-input keys present in ``batch``: the four positional ones, then any optional ones."""
-    missing = [k for k in INPUT_KEYS if k not in batch]
-    if missing:
-        raise ValueError(f"the batch has no {', '.join(missing)}: a model takes {', '.join(INPUT_KEYS)} (zeros of "
-                         "shape (B, 1) for the features it does not read; docs/architecture.md, the sample format)")
-    keys = INPUT_KEYS + tuple(k for k in OPTIONAL_INPUT_KEYS if k in batch)
+    """The model-input keys present in ``batch``, per its task (the one whose positional inputs it holds): the
+    positional ones in order, then any optional ones."""
+    task = registry.task_for_batch(batch)
+    keys = task.input_keys + tuple(k for k in task.optional_input_keys if k in batch)
     for key in keys:                    # numpy input from a user: the dtypes the datasets give (tensors are checked
         dtype = getattr(batch[key], "dtype", None)     # by the frameworks)
-        want = "int64" if key == "ques_ix" else "float32"
+        want = task.input_dtypes[key]
         if type(batch[key]).__module__ == "numpy" and str(dtype) != want:
             raise ValueError(f"batch[{key!r}] is {dtype}; the model takes {want} (e.g. .astype(np.{want}))")
     return keys
 
 
+def target_key(batch):
+    """The training target's key of ``batch``'s task ('ans' for VQA, 'label' for classification)."""
+    return registry.task_for_batch(batch).target_key
+
+
 def net_call(net, inputs, part=slice(None)):
-    """Call ``net`` on (a sub-batch of) the inputs: positional keys in order, optional keys by name."""
-    args = [inputs[k][part] for k in INPUT_KEYS]
-    kwargs = {k: inputs[k][part] for k in OPTIONAL_INPUT_KEYS if k in inputs}
+    """Call ``net`` on (a sub-batch of) the inputs: its task's positional keys in order, optional keys by name."""
+    task = registry.task_for_batch(inputs)
+    args = [inputs[k][part] for k in task.input_keys]
+    kwargs = {k: inputs[k][part] for k in task.optional_input_keys if k in inputs}
     return net(*args, **kwargs)
+
+
+def model_facts(cfg, args=(), facts=None):
+    """build_model's dataset facts as keywords, in the model's task's order: the positional form
+    (cfg, token_size, answer_size, pretrained_emb) and the keyword form give the same dict."""
+    task = registry.task(registry.model_of(cfg).task)
+    facts = dict(facts or {})
+    if len(args) > len(task.facts):
+        raise TypeError(f"build_model takes at most {len(task.facts)} facts ({', '.join(task.facts)}) for the "
+                        f"{task.name} task, got {len(args)} positional")
+    named = dict(zip(task.facts, args))
+    for name in named:
+        if name in facts:
+            raise TypeError(f"build_model got two values for {name}")
+    named.update(facts)
+    unknown = [name for name in named if name not in task.facts]
+    missing = [name for name in task.facts if name not in named and name not in task.fact_defaults]
+    if unknown or missing:
+        raise TypeError(f"build_model: a {task.name} model takes the facts {', '.join(task.facts)}"
+                        + (f"; unknown {', '.join(unknown)}" if unknown else "")
+                        + (f"; missing {', '.join(missing)}" if missing else ""))
+    return {name: named[name] if name in named else task.fact_defaults[name] for name in task.facts}
+
+
+def model_module(package, cfg):
+    """``<package>.<MODEL_USE>`` (openvqa's convention: backends/<fw>/models/<MODEL_USE>.py defines Net), for a
+    MODEL_USE of the registry only."""
+    import importlib
+    name = str(cfg.MODEL_USE).lower()
+    if name not in registry.model_uses():
+        raise ValueError(f"MODEL_USE {cfg.MODEL_USE!r} is not a model of this backend; expected one of "
+                         f"{sorted(registry.model_uses())}")
+    return importlib.import_module(f"{package}.{name}")
+
+
 ADAM_KEYS = ("betas", "eps", "weight_decay", "amsgrad")
 
 
@@ -48,7 +88,10 @@ class Backend:
         the CPU. The device is kept in ``self.device``."""
         raise NotImplementedError
 
-    def build_model(self, cfg, token_size, answer_size, pretrained_emb=None):
+    def build_model(self, cfg, *args, **facts):
+        """The Net of cfg.MODEL_USE on this backend's device, built from the dataset's facts: keywords
+        (VQA: token_size, answer_size, pretrained_emb=None; classification: num_classes), or VQA's positional form
+        build_model(cfg, token_size, answer_size, pretrained_emb). See model_facts."""
         raise NotImplementedError
 
     def load_checkpoint(self, net, path):

@@ -10,8 +10,8 @@ import statistics
 import tempfile
 import time
 
-from bench.train_step import (ANSWER_SIZE, CONFIGS, LR, TOKEN_SIZE, bench_config, child_main, framework_batch,
-                              synthetic_samples)
+from bench.train_step import (ANSWER_SIZE, CONFIGS, LR, MODELS, TOKEN_SIZE, bench_config, child_main,
+                              framework_batch, synthetic_samples)
 from convert.checkpoints import convert_file
 
 
@@ -34,7 +34,7 @@ def measure(spec):
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-convert-", dir=spec.get("root")) as root:
         for size in spec.get("sizes", ["default"]):
-            for model in spec.get("models", ["trar"]):
+            for model in spec.get("models", list(MODELS[:1])):
                 name, dataset = CONFIGS[(model, size)]
                 sets = [("USE_GLOVE", False)]
                 src = os.path.join(root, f"{model}_{size}.pkl")

@@ -18,6 +18,7 @@ import numpy as np
 
 from bench import page_cache
 from bench.train_step import child_main
+from core import registry
 from core.data import demo, features
 from core.data.feature_store import build_store
 from core.data.paths import atomic_write_bytes
@@ -63,11 +64,14 @@ def dataset_config(root, source, grid_size=GRID_SIZE, region_size=REGION_SIZE):
     from core.config import load_config
     common = {"DATA_ROOT": root, "RESULTS_ROOT": os.path.join(root, "results"), "USE_GLOVE": False,
               "VERSION": "bench", "VERBOSE": False}
+    # the first registry model reading ``source`` features, on the generated data in the VQA format
+    model = next(m.name for m in registry.MODELS.values() if m.features == source)
+    data = registry.generated_dataset("vqa")
     if source == "grid":
         scale = int(round(grid_size[0] ** 0.5))
-        return load_config("trar", "demo", overrides={**common, "IMG_SCALE": scale, "ORDERS": [0, 1],
+        return load_config(model, data, overrides={**common, "IMG_SCALE": scale, "ORDERS": [0, 1],
                                                       "FEAT_SIZE": {"vqa": {"FRCN_FEAT_SIZE": list(grid_size)}}})
-    return load_config("mcan_small", "demo", overrides={
+    return load_config(model, data, overrides={
         **common, "FEAT_SIZE": {"vqa": {"FRCN_FEAT_SIZE": list(region_size), "BBOX_FEAT_SIZE": [region_size[0], 5]}}})
 
 

@@ -8,7 +8,8 @@ the best single-precision matmul rate torch reaches here with the same threads (
 be faster than that without doing fewer multiplications, so ``step / floor`` says how much time goes to everything but
 the matmuls.
 """
-from bench.train_step import ANSWER_SIZE, LR, TOKEN_SIZE, bench_config, child_main, framework_batch, synthetic_samples
+from bench.train_step import (ANSWER_SIZE, LR, MODELS, TOKEN_SIZE, bench_config, child_main, framework_batch,
+                              synthetic_samples)
 
 # (m, k, n) of the products that dominate the default configs: FFN and projections over batch 64 x 64..100 rows,
 # and a large square one. The floor takes the best rate of these.
@@ -62,7 +63,7 @@ def measure(spec):
     best = max(rates.values())
     floors = {}
     for size in spec.get("sizes", ["default"]):
-        for model in spec.get("models", ["trar"]):
+        for model in spec.get("models", list(MODELS[:1])):
             gflop = step_flops(model, size) / 1e9
             floors[f"{model}/{size}"] = {"gflop": round(gflop, 3), "floor_s": round(gflop / best, 6)}
     import torch

@@ -8,7 +8,7 @@ default (oneDNN + IR optimisation) unless ``all_settings`` is true.
 """
 import os
 
-from bench.train_step import ANSWER_SIZE, TOKEN_SIZE, bench_config, child_main
+from bench.train_step import ANSWER_SIZE, MODELS, TOKEN_SIZE, bench_config, child_main
 from deploy import timing
 
 DEFAULT_SETTING = "default (oneDNN + IR optim)"
@@ -18,7 +18,7 @@ def measure(spec):
     settings = None if spec.get("all_settings") else {DEFAULT_SETTING: timing.KNOB_SETTINGS[DEFAULT_SETTING]}
     rows = []
     for size in spec.get("sizes", ["default"]):
-        for model in spec.get("models", ["trar"]):
+        for model in spec.get("models", list(MODELS[:1])):
             cfg = bench_config(model, size)
             for row in timing.bench(cfg, batch_sizes=tuple(spec.get("batch_sizes", (1, 64))),
                                     threads=spec.get("threads"), warmup=int(spec.get("warmup", 2)),

@@ -19,17 +19,22 @@ import time
 import numpy as np
 
 from bench.devices import use_device
+from core import registry
 
-MODELS = ("trar", "mcan", "mmnasnet")
+# The VQA models by MODEL_USE, each measured in its first (smallest) registry size.
+_SMALLEST = {}
+for _spec in registry.MODELS.values():
+    if _spec.task == "vqa":
+        _SMALLEST.setdefault(_spec.model_use, _spec)
+MODELS = tuple(_SMALLEST)
 SIZES = ("demo", "default")
 KINDS = ("train", "eval")
-# (model, size) -> (config name, dataset) for core.config.load_config. 'default' = the shipped VQA configs
-# (batch 64, HIDDEN_SIZE 512, 6+6 layers; MMNasNet-small's 12+18 searched ops).
-CONFIGS = {
-    ("trar", "demo"): ("trar", "demo"), ("trar", "default"): ("trar", "vqa"),
-    ("mcan", "demo"): ("mcan_small", "demo"), ("mcan", "default"): ("mcan_small", "vqa"),
-    ("mmnasnet", "demo"): ("mmnasnet_small", "demo"), ("mmnasnet", "default"): ("mmnasnet_small", "vqa"),
-}
+# size -> dataset: the generated demo data in the VQA format, and the shipped VQA configs (batch 64, HIDDEN_SIZE 512,
+# 6+6 layers; MMNasNet-small's 12+18 searched ops).
+SIZE_DATASETS = {"demo": registry.generated_dataset("vqa"), "default": "vqa"}
+# (model, size) -> (config name, dataset) for core.config.load_config.
+CONFIGS = {(use, size): (spec.name, SIZE_DATASETS[size]) for use, spec in _SMALLEST.items() for size in SIZES
+           if SIZE_DATASETS[size] in spec.datasets}
 # Vocabulary sizes: the demo data's 36 tokens; VQA-v2 train+val+test+VG with GloVe (openvqa's token_size).
 TOKEN_SIZE = {"demo": 36, "default": 20573}
 ANSWER_SIZE = 3129  # core/data/answer_dict.json, for both sizes

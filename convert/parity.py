@@ -5,8 +5,9 @@
 
 Both nets get the same weights: --ckpt loaded by each backend (each reads both frameworks' files), or a random torch
 init copied to paddle with its Linear weights transposed; --paddle-ckpt gives the paddle net other weights, e.g. a
-conversion's output to check against its source. Inputs: the first batches of the demo data for --DATASET demo
-(generated under DATA_ROOT if missing), else a synthetic batch of the config's input shapes. Three checks, fp32 CPU:
+conversion's output to check against its source. Inputs: the first batches of the training data of a generated
+dataset (--DATASET demo, demo_clevr: generated under DATA_ROOT if missing), else a synthetic batch of the config's
+input shapes (answers: the data format's answer-list size, core/registry.py). Three checks, fp32 CPU:
 1. eval forward: every module's output, paired by structured name through forward hooks (torch
    register_forward_hook, paddle register_forward_post_hook), in torch's call order; logits are the root's output;
 2. gradients of every parameter after one backward of the config's loss, train mode with dropout 0 (or, with
@@ -33,6 +34,7 @@ from backends import get_backend
 from backends.base import input_keys, net_call
 from convert.checkpoints import check_source, read_source
 from convert.manifest import sizes_from_state
+from core import registry
 from core.checkpoints import atomic_write
 from core.dropout_masks import STREAM as DROPOUT_MASKS
 from convert.tolerances import CANCELLING_GRAD_RTOL, GRAD_RTOL, TRAIN_RTOL
@@ -45,7 +47,6 @@ DEFAULT_TRAIN_TOL = TRAIN_RTOL
 ROOT_NAME = '<net>'
 SYNTHETIC_QUESTION_LEN = 14
 SYNTHETIC_TOKENS = 100
-SYNTHETIC_ANSWERS = {'vqa': 3129, 'clevr': 28}
 
 
 def zero_in_exact_arithmetic(name):
@@ -166,12 +167,9 @@ def synthetic_batch(cfg, batch_size, token_size, answer_size, seed=0):
     rng = np.random.default_rng(seed)
     zeros = np.zeros((batch_size, 1), np.float32)
     batch = {'frcn_feat': zeros, 'grid_feat': zeros, 'bbox_feat': zeros}
-    if cfg.DATA_FORMAT == 'clevr':
-        rows, width = cfg.FEAT_SIZE['clevr']['GRID_FEAT_SIZE']
-        key = 'grid_feat'
-    else:
-        rows, width = cfg.FEAT_SIZE['vqa']['FRCN_FEAT_SIZE']
-        key = 'frcn_feat'
+    fmt = registry.data_format(cfg.DATA_FORMAT)
+    rows, width = cfg.FEAT_SIZE[fmt.name][fmt.image_size]
+    key = fmt.image_input
     image = rng.standard_normal((batch_size, rows, width)).astype(np.float32)
     for i in range(1, batch_size):
         image[i, rows - (i * rows) // (2 * batch_size):] = 0
@@ -202,14 +200,14 @@ def _stack(samples):
     return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
 
 
-def demo_batches(cfg, batch_size, count):
-    """``count`` consecutive batches of the demo training data, and (token_size, answer_size)."""
-    from core.data import build_dataset
-    from core.data.demo import ensure_demo_data
-    ensure_demo_data(cfg.DATA_ROOT)
+def generated_batches(cfg, batch_size, count):
+    """``count`` consecutive batches of a generated dataset's training data, and (token_size, answer_size)."""
+    from core.data import build_dataset, ensure_generated
+    ensure_generated(cfg)
     dataset = build_dataset(cfg, 'train')
     if len(dataset) < batch_size * count:
-        raise ValueError(f"the demo data has {len(dataset)} samples, fewer than {count} batches of {batch_size}")
+        raise ValueError(f"the {cfg.DATASET} data has {len(dataset)} samples, fewer than {count} batches of "
+                         f"{batch_size}")
     batches = [_stack([dataset[i] for i in range(b * batch_size, (b + 1) * batch_size)]) for b in range(count)]
     return batches, (dataset.token_size, dataset.ans_size)
 
@@ -338,7 +336,7 @@ def gradient_pass(fw, net, cfg, batch, seed=0):
     DROPOUT_MASKS.reset(seed)
     loss_fn = fw.backend.make_loss(cfg)
     inputs = fw.tensors({k: batch[k] for k in input_keys(batch) + ('ans',)})
-    with _noise_free_training(fw, net, cfg.MODEL_USE == 'trar' and cfg.ROUTING == 'hard'):
+    with _noise_free_training(fw, net, registry.model_of(cfg).routes and cfg.ROUTING == 'hard'):
         pred = net_call(net, inputs)
         loss = loss_fn(fw.float32(pred), inputs['ans'])
         loss.backward()
@@ -378,14 +376,14 @@ def run_parity(cfg, ckpt=None, paddle_ckpt=None, steps=3, batch_size=4, tol=DEFA
     t, p = _Torch(), _Paddle()
     count = max(1, steps)
     ckpt_sizes = checkpoint_sizes(ckpt) if ckpt else None
-    if cfg.DATASET == 'demo':
-        batches, sizes = demo_batches(cfg, batch_size, count)
-        data = f'demo ({cfg.DATA_ROOT})'
+    if registry.dataset(cfg.DATASET).generated:
+        batches, sizes = generated_batches(cfg, batch_size, count)
+        data = f'{cfg.DATASET} ({cfg.DATA_ROOT})'
         if ckpt_sizes is not None and ckpt_sizes != tuple(sizes):
-            raise layout.CheckpointMismatch(f"{ckpt}: (token_size, answer_size) {ckpt_sizes} differ from the demo "
-                                            f"data's {tuple(sizes)}")
+            raise layout.CheckpointMismatch(f"{ckpt}: (token_size, answer_size) {ckpt_sizes} differ from the "
+                                            f"{cfg.DATASET} data's {tuple(sizes)}")
     else:
-        sizes = ckpt_sizes or (SYNTHETIC_TOKENS, SYNTHETIC_ANSWERS[cfg.DATA_FORMAT])
+        sizes = ckpt_sizes or (SYNTHETIC_TOKENS, registry.data_format(cfg.DATA_FORMAT).answers)
         batches = [synthetic_batch(cfg, batch_size, *sizes, seed=seed + i) for i in range(count)]
         data = 'synthetic'
     token_size, answer_size = sizes
@@ -435,7 +433,7 @@ def train_check(t, p, cfg, net_t, net_p, initial, batches, steps, batch_size, to
     if steps <= 0:
         section['skipped'] = 'no steps requested'
         return section
-    if cfg.MODEL_USE == 'trar' and cfg.ROUTING == 'hard':
+    if registry.model_of(cfg).routes and cfg.ROUTING == 'hard':
         section['skipped'] = ("hard routing: the trainers draw Gumbel noise in training, from the two frameworks' "
                               "unrelated RNGs")
         return section

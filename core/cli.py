@@ -7,7 +7,8 @@ import argparse
 
 import yaml
 
-from core.config import BACKENDS, DATASETS, MODELS, RUN_MODES, load_config
+from core import registry
+from core.config import BACKENDS, RUN_MODES, load_config
 
 _TRUE = ('true', '1')
 _FALSE = ('false', '0')
@@ -100,7 +101,6 @@ _GROUPS = [
         ('--VERB', 'VERBOSE', parse_bool, 'print every step (True/False)'),
     ]),
 ]
-_CHOICES = {'RUN_MODE': RUN_MODES, 'MODEL': tuple(MODELS), 'DATASET': tuple(DATASETS), 'backend': BACKENDS}
 _REQUIRED = ('RUN_MODE', 'MODEL', 'DATASET')
 _METAVARS = {'CONFIG': 'PATH', 'CKPT_PATH': 'PATH', 'SUBSET_IIDS': 'PATH', 'DATA_ROOT': 'DIR', 'FEAT_STORE': 'DIR',
              'VERSION': 'NAME', 'CKPT_VERSION': 'NAME', 'TRAIN_SPLIT': 'SPLITS', 'GPU': 'IDS',
@@ -109,7 +109,14 @@ _NOT_OVERRIDES = ('MODEL', 'DATASET', 'SET')
 _KEY_OF_DEST = {'backend': 'BACKEND'}  # the one flag that is not an openvqa one keeps its lower-case name
 
 
+def _choices():
+    """The flags with a fixed set of values; models and datasets are the registry's."""
+    return {'RUN_MODE': RUN_MODES, 'MODEL': tuple(registry.MODELS), 'DATASET': tuple(registry.DATASETS),
+            'backend': BACKENDS}
+
+
 def build_parser():
+    choices = _choices()
     parser = argparse.ArgumentParser(
         prog='run.py', description='Train and evaluate openvqa models (TRAR, MCAN, MMNasNet) on PaddlePaddle or PyTorch.',
         epilog="example: python run.py --RUN=train --MODEL=trar --DATASET=demo --backend=torch")
@@ -118,9 +125,9 @@ def build_parser():
         for flag, dest, kind, text in flags:
             kwargs = dict(dest=dest, type=kind, help=text, default=None,
                           metavar='N' if kind is _int else _METAVARS.get(dest))
-            if dest in _CHOICES:
-                kwargs['choices'] = _CHOICES[dest]
-                kwargs['metavar'] = '{' + ','.join(_CHOICES[dest]) + '}'
+            if dest in choices:
+                kwargs['choices'] = choices[dest]
+                kwargs['metavar'] = '{' + ','.join(choices[dest]) + '}'
             if dest in _REQUIRED:
                 kwargs['required'] = True
             if kind is parse_bool:

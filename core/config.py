@@ -11,25 +11,15 @@ import os
 
 import yaml
 
+from core import registry
+
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
+# The registry's names, as config.py has always exported them (core/registry.py is the list).
 # Model name (--MODEL, configs/<dataset>/<model>.yml) -> MODEL_USE (the backends' model module).
-MODELS = {
-    'trar': 'trar',
-    'mcan_small': 'mcan',
-    'mcan_large': 'mcan',
-    'mmnasnet_small': 'mmnasnet',
-    'mmnasnet_large': 'mmnasnet',
-}
-# MMNasNet's searched operators (openvqa ARCH): encoder ops on the question, decoder ops on the image.
-MMNAS_OPS = {'enc': ('SA', 'FFN'), 'dec': ('SA', 'GA', 'RSA', 'FFN')}
+MODELS = {name: spec.model_use for name, spec in registry.MODELS.items()}
 # Dataset name (--DATASET) -> DATA_FORMAT (the loader format; also the key into FEAT_SIZE).
-DATASETS = {'vqa': 'vqa', 'clevr': 'clevr', 'demo': 'vqa', 'demo_clevr': 'clevr'}
-# Parts allowed in TRAIN_SPLIT ('train+val+vg'), per dataset.
-TRAIN_SPLITS = {'vqa': ('train', 'val', 'vg'), 'clevr': ('train', 'val'), 'demo': ('train', 'val'),
-                'demo_clevr': ('train', 'val')}
-# Loss functions per DATA_FORMAT (the original TASK_LOSS_CHECK, minus mse).
-LOSS_FUNCS = {'vqa': ('bce', 'kld'), 'clevr': ('ce',)}
+DATASETS = {name: spec.data_format for name, spec in registry.DATASETS.items()}
 # The names in backends.BACKENDS (core does not import backends).
 BACKENDS = ('paddle', 'torch')
 OPTIMIZERS = ('Adam',)
@@ -48,24 +38,16 @@ DEFAULTS = {
                   'clevr': {'GRID_FEAT_SIZE': (196, 1024)}},
     'FEAT_TYPE': 'grid', 'USE_BBOX_FEAT': False, 'BBOX_NORMALIZE': True, 'BBOXFEAT_EMB_SIZE': 2048,
     'USE_AUX_FEAT': False,
-    # TRAR routing (the TRAR vqa yml; used only when MODEL_USE == 'trar')
-    'ORDERS': [0, 1, 2, 3], 'IMG_SCALE': 8, 'ROUTING': 'soft', 'POOLING': 'avg', 'TAU_POLICY': 1,
-    'TAU_MAX': 10.0, 'TAU_MIN': 0.1, 'BINARIZE': False,
-    # MMNasNet (openvqa model_cfgs; used only when MODEL_USE == 'mmnasnet'): relation heads = HIDDEN_SIZE / REL_HBASE
-    'REL_HBASE': 64, 'REL_SIZE': 64,
-    'ARCH': {'enc': ['SA', 'SA', 'SA', 'SA', 'FFN', 'FFN', 'FFN', 'FFN', 'SA', 'FFN', 'FFN', 'FFN'],
-             'dec': ['GA', 'GA', 'FFN', 'FFN', 'GA', 'FFN', 'RSA', 'GA', 'FFN', 'GA', 'RSA', 'FFN', 'RSA', 'SA', 'FFN',
-                     'RSA', 'GA', 'FFN']},
     # Training
     'BATCH_SIZE': 64, 'LR_BASE': 1e-4, 'LR_DECAY_R': 0.2, 'LR_DECAY_LIST': [10, 12], 'WARMUP_EPOCH': 3,
     'MAX_EPOCH': 13, 'GRAD_NORM_CLIP': -1.0, 'GRAD_ACCU_STEPS': 1, 'LOSS_FUNC': 'bce', 'LOSS_REDUCTION': 'sum',
     'OPT': 'Adam', 'OPT_PARAMS': {'betas': (0.9, 0.98), 'eps': 1e-9}, 'AMP': False,
-    # Run (MODEL, DATASET and RUN_MODE come from load_config's arguments; MODEL_USE and DATA_FORMAT from the dicts above)
+    # Run (MODEL, DATASET and RUN_MODE come from load_config's arguments; MODEL_USE and DATA_FORMAT from the registry)
     'RUN_MODE': 'train', 'MODEL': None, 'MODEL_USE': None, 'DATASET': None, 'DATA_FORMAT': None,
     'BACKEND': 'paddle', 'TRAIN_SPLIT': 'train', 'EVAL_EVERY_EPOCH': True, 'TEST_SAVE_PRED': False,
     'GPU': '', 'SEED': 0, 'VERSION': None, 'CKPT_VERSION': None, 'CKPT_EPOCH': 0, 'CKPT_PATH': None,
     'RESUME': False, 'NUM_WORKERS': None, 'PIN_MEM': False, 'VERBOSE': True, 'CONFIG': None,
-    # Paths (relative to the working directory; DATA_ROOT is 'data/demo' for the demo datasets)
+    # Paths (relative to the working directory; a dataset's spec may give DATA_ROOT another default)
     'DATA_ROOT': 'data', 'RESULTS_ROOT': 'results', 'CKPTS_ROOT': 'ckpts',
     # Subsets for small machines: first N questions per split, an image-id list (file or list), answer types
     'SUBSET': None, 'SUBSET_IIDS': None, 'SUBSET_ANS_TYPES': None, 'SKIP_MISSING_FEATS': False,
@@ -85,21 +67,38 @@ _KINDS = {
     'SUBSET': (int,), 'SUBSET_IIDS': (str, list), 'SUBSET_ANS_TYPES': (list,), 'NUM_WORKERS': (int,),
     'FEAT_STORE': (str,),
 }
-_LIST_ITEMS = {'ORDERS': int, 'LR_DECAY_LIST': int, 'SUBSET_ANS_TYPES': str}
+_LIST_ITEMS = {'LR_DECAY_LIST': int, 'SUBSET_ANS_TYPES': str}
 # Names that end up in file names; a yml or --SET may give them as numbers.
 _NAME_KEYS = {'VERSION', 'CKPT_VERSION', 'GPU'}
 # Lower bounds of numeric keys.
 _AT_LEAST = {
     'LAYER': 1, 'HIDDEN_SIZE': 1, 'FF_SIZE': 1, 'MULTI_HEAD': 1, 'FLAT_MLP_SIZE': 1, 'FLAT_GLIMPSES': 1,
-    'FLAT_OUT_SIZE': 1, 'WORD_EMBED_SIZE': 1, 'BBOXFEAT_EMB_SIZE': 1, 'IMG_SCALE': 1, 'BATCH_SIZE': 1,
+    'FLAT_OUT_SIZE': 1, 'WORD_EMBED_SIZE': 1, 'BBOXFEAT_EMB_SIZE': 1, 'BATCH_SIZE': 1,
     'GRAD_ACCU_STEPS': 1, 'MAX_EPOCH': 1, 'WARMUP_EPOCH': 0, 'NUM_WORKERS': 0, 'CKPT_EPOCH': 0, 'SEED': 0,
-    'SUBSET': 1, 'REL_HBASE': 1, 'REL_SIZE': 1, 'DROPOUT_R': 0.0, 'LR_BASE': 0.0, 'LR_DECAY_R': 0.0, 'TAU_MIN': 0.0,
+    'SUBSET': 1, 'DROPOUT_R': 0.0, 'LR_BASE': 0.0, 'LR_DECAY_R': 0.0,
 }
 _CHOICES = {
-    'ROUTING': ('soft', 'hard'), 'POOLING': ('avg', 'attention', 'fc'), 'TAU_POLICY': (0, 1, 2),
     'LOSS_REDUCTION': ('sum', 'mean'), 'FEAT_TYPE': ('grid', 'region'), 'RUN_MODE': RUN_MODES,
     'BACKEND': BACKENDS, 'OPT': OPTIMIZERS,
 }
+
+
+def _add_model_settings():
+    """Every registry model's keys (core/specs/<MODEL_USE>.py) join the known keys, so a config of any model holds
+    them all (as the one DEFAULTS dict did); the checks on their values apply to every config, as before."""
+    generic = set(DEFAULTS)
+    for module in dict.fromkeys(spec.settings for spec in registry.MODELS.values()):
+        for key, default in getattr(module, 'DEFAULTS', {}).items():
+            if key in generic or (key in DEFAULTS and DEFAULTS[key] != default):
+                raise ValueError(f"{module.__name__}: {key} is already a key with another default "
+                                 "(core/config.py or another model's settings)")
+            DEFAULTS[key] = default
+        for table, name in ((_KINDS, 'KINDS'), (_LIST_ITEMS, 'LIST_ITEMS'), (_AT_LEAST, 'AT_LEAST'),
+                            (_CHOICES, 'CHOICES')):
+            table.update(getattr(module, name, {}))
+
+
+_add_model_settings()
 
 
 class ConfigError(ValueError):
@@ -240,10 +239,11 @@ def _read_yml(path, key_hint):
 
 def model_config_path(model, dataset):
     """configs/<dataset>/<model>.yml; a ConfigError listing the shipped files when the pair has none."""
-    if model not in MODELS:
-        raise ConfigError(f"MODEL: unknown model {model!r}; expected one of {', '.join(MODELS)}")
-    if dataset not in DATASETS:
-        raise ConfigError(f"DATASET: unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    for lookup, name in ((registry.model, model), (registry.dataset, dataset)):
+        try:
+            lookup(name)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     path = os.path.join(CONFIGS_DIR, dataset, f'{model}.yml')
     if not os.path.isfile(path):
         shipped = sorted(f'{d}/{f}' for d in os.listdir(CONFIGS_DIR) if os.path.isdir(os.path.join(CONFIGS_DIR, d))
@@ -258,8 +258,8 @@ def load_config(model, dataset, overrides=None, run_mode='train'):
     path = model_config_path(model, dataset)
     values = _copy.deepcopy(DEFAULTS)
     values.update(MODEL=model, DATASET=dataset, RUN_MODE=run_mode)
-    if dataset in ('demo', 'demo_clevr'):
-        values['DATA_ROOT'] = os.path.join('data', 'demo')
+    if registry.dataset(dataset).data_root is not None:
+        values['DATA_ROOT'] = registry.dataset(dataset).data_root
     origin = {key: 'defaults' for key in values}
     explicit = set()
     overrides = dict(overrides or {})
@@ -297,10 +297,11 @@ def _fail(key, message, origin):
 def _validate(v, origin):
     """Cross-key checks on merged values; each failure is one line naming the key."""
     model, dataset = v['MODEL'], v['DATASET']
-    fmt = DATASETS[dataset]
-    if v['MODEL_USE'] is not None and v['MODEL_USE'] != MODELS[model]:
-        _fail('MODEL_USE', f"{v['MODEL_USE']!r} does not match model {model} (uses {MODELS[model]!r})", origin)
-    v['MODEL_USE'] = MODELS[model]
+    spec, data = registry.model(model), registry.dataset(dataset)
+    fmt = data.data_format
+    if v['MODEL_USE'] is not None and v['MODEL_USE'] != spec.model_use:
+        _fail('MODEL_USE', f"{v['MODEL_USE']!r} does not match model {model} (uses {spec.model_use!r})", origin)
+    v['MODEL_USE'] = spec.model_use
     v['DATA_FORMAT'] = fmt
     for key, choices in _CHOICES.items():
         if v[key] not in choices:
@@ -314,14 +315,14 @@ def _validate(v, origin):
         _fail('BATCH_SIZE', f"{v['BATCH_SIZE']} is not divisible by GRAD_ACCU_STEPS={v['GRAD_ACCU_STEPS']}", origin)
     if v['HIDDEN_SIZE'] % v['MULTI_HEAD']:
         _fail('HIDDEN_SIZE', f"{v['HIDDEN_SIZE']} is not divisible by MULTI_HEAD={v['MULTI_HEAD']}", origin)
-    if v['LOSS_FUNC'] not in LOSS_FUNCS[fmt]:
+    if v['LOSS_FUNC'] not in data.loss_funcs:
         _fail('LOSS_FUNC', f"{v['LOSS_FUNC']!r} does not suit dataset {dataset}; "
-                           f"expected {' or '.join(LOSS_FUNCS[fmt])}", origin)
+                           f"expected {' or '.join(data.loss_funcs)}", origin)
     parts = v['TRAIN_SPLIT'].split('+')
-    bad = [p for p in parts if p not in TRAIN_SPLITS[dataset]]
+    bad = [p for p in parts if p not in data.train_splits]
     if bad or len(set(parts)) != len(parts):
         _fail('TRAIN_SPLIT', f"{v['TRAIN_SPLIT']!r}: parts joined by '+' from "
-                             f"{', '.join(TRAIN_SPLITS[dataset])} (each once) for dataset {dataset}", origin)
+                             f"{', '.join(data.train_splits)} (each once) for dataset {dataset}", origin)
     for key in ('VERSION', 'CKPT_VERSION'):
         name = v[key]
         if name is not None and (not name or '/' in name or os.sep in name or name in ('.', '..')):
@@ -336,48 +337,9 @@ def _validate(v, origin):
                   origin)
     if v['USE_BBOX_FEAT'] and (fmt != 'vqa' or v['FEAT_TYPE'] != 'region'):
         _fail('USE_BBOX_FEAT', "box features exist only for vqa with FEAT_TYPE 'region'", origin)
-    if v['MODEL_USE'] == 'trar':
-        _validate_trar(v, fmt, origin)
-    if v['MODEL_USE'] == 'mmnasnet':
-        _validate_mmnasnet(v, fmt, origin)
-
-
-def _validate_mmnasnet(v, fmt, origin):
-    if v['HIDDEN_SIZE'] % v['REL_HBASE']:
-        _fail('REL_HBASE', f"HIDDEN_SIZE={v['HIDDEN_SIZE']} is not divisible by REL_HBASE={v['REL_HBASE']}", origin)
-    arch = v['ARCH']
-    if not isinstance(arch, dict) or sorted(arch) != ['dec', 'enc']:
-        _fail('ARCH', "expected a mapping with the op lists 'enc' and 'dec'", origin)
-    for part, allowed in MMNAS_OPS.items():
-        ops = arch[part]
-        if not isinstance(ops, list) or not ops or any(op not in allowed for op in ops):
-            _fail('ARCH', f"{part}: expected a non-empty list of {', '.join(allowed)}, got {ops!r}", origin)
-    if fmt != 'vqa' or v['FEAT_TYPE'] != 'region':
-        _fail('FEAT_TYPE', "MMNasNet needs vqa 'region' features (its relation attention uses the boxes)", origin)
-    if v['USE_BBOX_FEAT']:
-        _fail('USE_BBOX_FEAT', "MMNasNet uses the raw boxes for its relations; set USE_BBOX_FEAT False", origin)
-    frcn, bbox = v['FEAT_SIZE']['vqa']['FRCN_FEAT_SIZE'][0], v['FEAT_SIZE']['vqa']['BBOX_FEAT_SIZE'][0]
-    if frcn != bbox:
-        _fail('FEAT_SIZE', f"MMNasNet needs as many box rows as region rows (BBOX_FEAT_SIZE {bbox} vs "
-                           f"FRCN_FEAT_SIZE {frcn})", origin)
-
-
-def _validate_trar(v, fmt, origin):
-    orders, scale = v['ORDERS'], v['IMG_SCALE']
-    if not orders or len(set(orders)) != len(orders):
-        _fail('ORDERS', f"expected a non-empty list of distinct integers, got {orders!r}", origin)
-    if any(k < 0 or k >= scale for k in orders):
-        _fail('ORDERS', f"{orders!r}: every order must be in 0..IMG_SCALE-1 (IMG_SCALE={scale})", origin)
-    if fmt == 'vqa':
-        if v['FEAT_TYPE'] != 'grid':
-            _fail('FEAT_TYPE', "TRAR needs 'grid' features (its span masks live on the image grid)", origin)
-        name = 'FRCN_FEAT_SIZE'
-    else:
-        name = 'GRID_FEAT_SIZE'
-    rows = v['FEAT_SIZE'][fmt][name][0]
-    if rows != scale * scale:
-        _fail('IMG_SCALE', f"{scale}x{scale} grid needs FEAT_SIZE.{fmt}.{name} rows = {scale * scale}, got {rows}; "
-                           f"set both IMG_SCALE and FEAT_SIZE", origin)
+    if spec.task != data.task:
+        _fail('MODEL', f"{model} is a {spec.task} model; dataset {dataset} is a {data.task} dataset", origin)
+    spec.settings.validate(v, lambda key, message: _fail(key, message, origin))
 
 
 def _gpu_ids(gpu, origin):

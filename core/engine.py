@@ -4,7 +4,6 @@ One epoch: decay lr_base at the listed epochs, set tau (hard routing), reseed th
 resumed run repeats an uninterrupted one, build the epoch's batches from core.data.sampler, step with the per-step
 learning rate of core.schedules, save the checkpoint, log, and validate.
 """
-import json
 import os
 import random
 import sys
@@ -12,11 +11,8 @@ import time
 
 import numpy as np
 
-from core import checkpoints, plots
+from core import checkpoints, plots, registry, tasks
 from core.data import build_dataset
-from core.evaluation import clevr as clevr_eval
-from core.evaluation import results as result_writers
-from core.evaluation import vqa as vqa_eval
 from core.runlog import RunLog, read_history
 from core.schedules import tau_at, warmup_lr
 from core.data.sampler import epoch_batches, eval_batches
@@ -66,7 +62,7 @@ def _say(cfg, text):
 def train(cfg, be):
     train_set = build_dataset(cfg, "train")
     val_set = build_dataset(cfg.copy(RUN_MODE="val"), "val") if cfg.EVAL_EVERY_EPOCH else None
-    net = be.build_model(cfg, train_set.token_size, train_set.ans_size, train_set.pretrained_emb)
+    net = be.build_model(cfg, **train_set.facts())
     trainer = be.make_trainer(net, cfg)
 
     start_epoch, lr_base = 0, float(cfg.LR_BASE)
@@ -83,11 +79,11 @@ def train(cfg, be):
     log_file = checkpoints.log_path(cfg, cfg.VERSION)
     log = RunLog(log_file)
     log.start(cfg, resume=cfg.RESUME)
-    data_size = len(train_set)
+    data_size, unit = len(train_set), registry.task_of(cfg).unit
     if data_size < cfg.BATCH_SIZE:
-        raise ValueError(f"the training split has {data_size} questions, fewer than BATCH_SIZE={cfg.BATCH_SIZE}")
+        raise ValueError(f"the training split has {data_size} {unit}, fewer than BATCH_SIZE={cfg.BATCH_SIZE}")
     step = int(data_size / cfg.BATCH_SIZE * start_epoch)
-    _say(cfg, f"Training {cfg.MODEL} on {cfg.DATASET} ({data_size} questions) with the {be.name} backend, "
+    _say(cfg, f"Training {cfg.MODEL} on {cfg.DATASET} ({data_size} {unit}) with the {be.name} backend, "
               f"version {cfg.VERSION}, epochs {start_epoch + 1}..{cfg.MAX_EPOCH}")
 
     last = {}
@@ -95,7 +91,7 @@ def train(cfg, be):
         log.epoch_header()
         if epoch in cfg.LR_DECAY_LIST:
             lr_base *= cfg.LR_DECAY_R
-        if cfg.MODEL_USE == "trar" and cfg.ROUTING == "hard":
+        if registry.model_of(cfg).routes and cfg.ROUTING == "hard":
             trainer.set_tau(tau_at(epoch, cfg.TAU_POLICY, cfg.TAU_MAX, cfg.TAU_MIN, cfg.MAX_EPOCH, cfg.WARMUP_EPOCH))
         _seed_everything(cfg, be, epoch + 1)
         batches = epoch_batches(data_size, cfg.BATCH_SIZE, cfg.SEED, epoch)
@@ -143,7 +139,7 @@ def _plot_training(cfg, be, net, val_set, log_file):
     history = read_history(log_file)
     if history:
         plots.training_curves(history, base + "_curves.png", title=f"{cfg.MODEL} / {cfg.DATASET} ({be.name})")
-    if cfg.MODEL_USE == "trar" and val_set is not None:
+    if registry.model_of(cfg).routes and val_set is not None:
         weights = routing_weights(cfg, be, net, val_set)
         plots.routing_weights(weights, cfg.ORDERS, base + "_routing.png")
 
@@ -166,10 +162,10 @@ def _stack(samples):
 
 def load_for_eval(cfg, be, net, path):
     """Load checkpoint ``path`` (either framework's) into ``net`` as `run.py --RUN=val` does; returns its meta.
-    TRAR's hard routing then runs at the temperature of the checkpoint's last training epoch (the original
-    evaluates at TAU_MAX; README, deliberate differences)."""
+    A routing model's (TRAR's) hard routing then runs at the temperature of the checkpoint's last training epoch (the
+    original evaluates at TAU_MAX; README, deliberate differences)."""
     meta = be.load_checkpoint(net, path)
-    if cfg.MODEL_USE == "trar" and cfg.ROUTING == "hard" and meta.get("epoch"):
+    if registry.model_of(cfg).routes and cfg.ROUTING == "hard" and meta.get("epoch"):
         net.set_tau(tau_at(int(meta["epoch"]) - 1, cfg.TAU_POLICY, cfg.TAU_MAX, cfg.TAU_MIN, cfg.MAX_EPOCH,
                            cfg.WARMUP_EPOCH))
     return meta
@@ -178,7 +174,7 @@ def load_for_eval(cfg, be, net, path):
 def evaluate_checkpoint(cfg, be):
     mode = cfg.RUN_MODE
     dataset = build_dataset(cfg, mode)
-    net = be.build_model(cfg, dataset.token_size, dataset.ans_size, dataset.pretrained_emb)
+    net = be.build_model(cfg, **dataset.facts())
     path = checkpoints.resume_path(cfg, be.checkpoint_ext)
     load_for_eval(cfg, be, net, path)
     _say(cfg, f"Loaded {path}")
@@ -193,77 +189,11 @@ def evaluate_checkpoint(cfg, be):
 
 
 def evaluate(cfg, be, net, dataset, mode, version):
-    """Predict every question of ``dataset``; write the result file; score it when answers are known."""
+    """Predict every sample of ``dataset``; the task (core/tasks) writes the result file and scores it when the
+    answers are known."""
+    task = tasks.module_of(cfg)
     batches = eval_batches(len(dataset), cfg.EVAL_BATCH_SIZE)
     loader = _loader(cfg, be, dataset, batches)
-    preds, logits_all = [], []
-    for batch in _progress(cfg, loader, len(batches), mode):
-        logits = be.predict(net, batch)
-        preds.append(logits.argmax(1))
-        if cfg.TEST_SAVE_PRED:
-            logits_all.append(logits)
-    preds = np.concatenate(preds) if preds else np.zeros(0, np.int64)
-    answers = [dataset.ix_to_ans[int(i)] for i in preds]
-    qids = list(dataset.qids)
-
-    if cfg.TEST_SAVE_PRED and mode == "test":
-        pred_path = checkpoints.pred_path(cfg)
-        result_writers.write_predictions(pred_path, qids, np.concatenate(logits_all))
-        _say(cfg, f"Wrote the logits of {len(qids)} test questions to {pred_path}")
-
-    if cfg.DATA_FORMAT == "clevr":
-        return _evaluate_clevr(cfg, dataset, mode, version, answers)
-    return _evaluate_vqa(cfg, dataset, mode, version, qids, answers)
-
-
-def _evaluate_vqa(cfg, dataset, mode, version, qids, answers):
-    if mode == "test":
-        path = checkpoints.test_result_path(cfg)
-        expected = None if _is_subset(cfg) else _all_question_ids(dataset.questions_path)
-        result_writers.write_vqa_results(path, qids, answers, expected_qids=expected)
-        if expected is None:
-            print(f"note: a subset of the test questions was used; {path} is not an EvalAI submission")
-        _say(cfg, f"Wrote {len(qids)} test answers to {path}")
-        return {"result_file": path, "questions": len(qids)}
-    path = checkpoints.val_result_path(cfg, version)
-    result_writers.write_vqa_results(path, qids, answers)
-    questions, annotations = _restrict(dataset, set(qids))
-    acc = vqa_eval.vqa_accuracy(questions, annotations, path)
-    _say(cfg, f"{mode}: {len(qids)} questions")
-    _say(cfg, vqa_eval.format_report(acc))
-    return {"overall": acc["overall"], "per_type": acc["perAnswerType"], "result_file": path}
-
-
-def _evaluate_clevr(cfg, dataset, mode, version, answers):
-    if mode == "test":
-        path = checkpoints.test_result_path(cfg, ext=".txt")
-        result_writers.write_clevr_results(path, answers)
-        _say(cfg, f"Wrote {len(answers)} test answers to {path}")
-        return {"result_file": path, "questions": len(answers)}
-    path = checkpoints.val_result_path(cfg, version, ext=".txt")
-    result_writers.write_clevr_results(path, answers)
-    questions = [dataset.questions[q] for q in dataset.qids]
-    acc = clevr_eval.clevr_accuracy({"questions": questions}, answers)
-    _say(cfg, clevr_eval.format_report(acc))
-    per_family = {k: v["accuracy"] for k, v in acc["per_family"].items()}
-    return {"overall": acc["overall"], "per_type": per_family, "result_file": path}
-
-
-def _is_subset(cfg):
-    return bool(cfg.SUBSET or cfg.SUBSET_IIDS or cfg.SUBSET_ANS_TYPES or cfg.SKIP_MISSING_FEATS)
-
-
-def _all_question_ids(questions_path):
-    with open(questions_path, encoding="utf-8") as f:
-        return [q["question_id"] for q in json.load(f)["questions"]]
-
-
-def _restrict(dataset, qids):
-    """The question and annotation objects of the evaluated questions only (subsets evaluate on what they ran)."""
-    with open(dataset.questions_path, encoding="utf-8") as f:
-        questions = json.load(f)
-    with open(dataset.annotations_path, encoding="utf-8") as f:
-        annotations = json.load(f)
-    questions["questions"] = [q for q in questions["questions"] if q["question_id"] in qids]
-    annotations["annotations"] = [a for a in annotations["annotations"] if a["question_id"] in qids]
-    return questions, annotations
+    outputs = [task.batch_outputs(cfg, be.predict(net, batch)) for batch in _progress(cfg, loader, len(batches), mode)]
+    outputs = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]} if outputs else {}
+    return task.evaluate(cfg, dataset, mode, version, outputs, lambda text: _say(cfg, text))

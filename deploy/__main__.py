@@ -49,13 +49,12 @@ def _own_flags(prog, description, argv, add_arguments):
     return args, rest
 
 
-def _ensure_demo(cfg):
-    if cfg.DATASET in ("demo", "demo_clevr"):
-        from core.data.demo import DemoDataError, ensure_demo_data
-        try:
-            ensure_demo_data(cfg.DATA_ROOT)
-        except DemoDataError as exc:
-            sys.exit(f"error: {exc}")
+def _ensure_generated(cfg):
+    from core.data import GeneratedDataError, ensure_generated
+    try:
+        ensure_generated(cfg)
+    except GeneratedDataError as exc:
+        sys.exit(f"error: {exc}")
 
 
 def cmd_export(argv):
@@ -64,7 +63,7 @@ def cmd_export(argv):
                                                      "<CKPT_VERSION>_epoch<CKPT_EPOCH>, or the checkpoint file's name)")
     args, rest = _own_flags("python -m deploy export", "Checkpoint -> Paddle inference folder.", argv, flags)
     cfg = _config(rest, "export")
-    _ensure_demo(cfg)
+    _ensure_generated(cfg)
     from backends import BackendUnavailable, get_backend
     try:
         be = get_backend(cfg.BACKEND)
@@ -93,7 +92,7 @@ def cmd_onnx(argv):
         onnx_from_paddle_cli(args.from_paddle, out_dir=args.out, opset=args.opset)
         return
     cfg = _config(rest, "export")
-    _ensure_demo(cfg)
+    _ensure_generated(cfg)
     from deploy.onnx import onnx_from_config
     onnx_from_config(cfg, out_dir=args.out, exporter=args.exporter, opset=args.opset)
 

@@ -25,6 +25,7 @@ import warnings
 import numpy as np
 import yaml
 
+from core import registry
 from core.checkpoints import atomic_write
 from core.config import DERIVED, FIXED
 from core.data import build_dataset, features
@@ -52,8 +53,8 @@ class BundleError(ValueError):
 
 # ------------------------------------------------------------------------------------------ from a config (export)
 def uses_boxes(cfg):
-    """Whether the model reads bbox_feat: box features (USE_BBOX_FEAT) or MMNasNet's relation geometry."""
-    return cfg.DATA_FORMAT == "vqa" and (bool(cfg.USE_BBOX_FEAT) or cfg.MODEL_USE == "mmnasnet")
+    """Whether the model reads bbox_feat: box features (USE_BBOX_FEAT) or a relation geometry (MMNasNet's)."""
+    return cfg.DATA_FORMAT == "vqa" and (bool(cfg.USE_BBOX_FEAT) or registry.model_of(cfg).needs_box_geometry)
 
 
 def feature_spec(cfg):
@@ -73,7 +74,7 @@ def feature_spec(cfg):
 def input_specs(cfg, max_token):
     """[{name, shape, dtype}] of the inputs the model reads, in order; batch is -1 (dynamic)."""
     feat = feature_spec(cfg)
-    image = "grid_feat" if feat["type"] == "clevr" else "frcn_feat"
+    image = registry.data_format(cfg.DATA_FORMAT).image_input
     specs = [{"name": image, "shape": [-1, feat["rows"], feat["dim"]], "dtype": "float32"}]
     if uses_boxes(cfg):
         specs.append({"name": "bbox_feat", "shape": [-1, feat["bbox_rows"], feat["bbox_cols"]], "dtype": "float32"})

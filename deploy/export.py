@@ -19,11 +19,11 @@ import numpy as np
 
 from backends import BackendUnavailable, get_backend
 from backends.paddle import export as paddle_export
-from core import checkpoints
+from core import checkpoints, registry
 from deploy import bundle, c_output
 from formats.layout import CheckpointMismatch
 
-SUPPORTED_MODELS = ("trar", "mcan", "mmnasnet")
+SUPPORTED_MODELS = tuple(dict.fromkeys(m.model_use for m in registry.MODELS.values() if m.exportable))
 VERIFY_BATCH = 3
 # Exported logits may differ from the dynamic graph's by float rounding only (oneDNN kernels, fused passes).
 VERIFY_ATOL = 1e-4
@@ -59,7 +59,7 @@ def export_net(net, cfg, out_dir, token_to_ix, answers, max_token, extra=None):
             outputs=[{"name": runner.output_names[0], "shape": [-1, len(answers)], "dtype": "float32"}],
             framework="paddle", framework_version=paddle_export.FRAMEWORK_VERSION, verified_max_abs_diff=diff,
             **(extra or {}))
-        if cfg.MODEL_USE == "trar":
+        if registry.model_of(cfg).routes:
             manifest["routing"] = {"ROUTING": cfg.ROUTING, "BINARIZE": bool(cfg.BINARIZE),
                                    "tau": float(net.backbone.tau)}
         return bundle.finish(stage, out_dir, manifest, token_to_ix, answers, cfg)

@@ -8,6 +8,7 @@ import importlib
 
 import numpy as np
 
+from core import registry
 from core.config import load_config
 
 # Small enough to run in milliseconds; MULTI_HEAD divides HIDDEN_SIZE; FLAT_OUT_SIZE differs from HIDDEN_SIZE so
@@ -24,7 +25,7 @@ QUESTION_LEN = {"vqa": 14, "clevr": 9}
 
 def tiny_cfg(model="trar", dataset="vqa", **overrides):
     """A validated Config for ``configs/<dataset>/<model>.yml`` at tiny sizes; ``overrides`` win."""
-    if model == "trar":
+    if registry.model(model).features == "grid":   # a grid reader (TRAR): its span masks need IMG_SCALE x IMG_SCALE rows
         base = dict(TINY_CLEVR_GRID if dataset == "clevr" else TINY_VQA_GRID)
     else:
         base = dict(TINY_REGIONS)

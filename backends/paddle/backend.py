@@ -13,7 +13,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from backends.base import Backend, Trainer, adam_settings, input_keys, net_call, sub_batches
+from backends.base import Backend, Trainer, adam_settings, input_keys, net_call, sub_batches, target_key
 from backends.paddle import checkpoint, models
 from core.dropout_masks import STREAM as DROPOUT_MASKS
 
@@ -76,12 +76,13 @@ class PaddleTrainer(Trainer):
         self.optimizer.set_lr(lr)
         self.net.train()
         self.optimizer.clear_grad(set_to_zero=False)
-        inputs = _to_device(batch, self.device, input_keys(batch) + ('ans',))
+        inputs = _to_device(batch, self.device, input_keys(batch) + (target_key(batch),))
+        target = inputs[target_key(batch)]
         total = 0.0
-        for part in sub_batches(inputs['ans'].shape[0], self.sub_batch_size):
+        for part in sub_batches(target.shape[0], self.sub_batch_size):
             with paddle.amp.auto_cast(enable=self.amp, dtype='float16'):
                 pred = net_call(self.net, inputs, part)
-            loss = self.loss_fn(pred.astype('float32'), inputs['ans'][part])
+            loss = self.loss_fn(pred.astype('float32'), target[part])
             (self.scaler.scale(loss) if self.amp else loss).backward()
             total += float(loss)
         if self.clip > 0:
@@ -151,8 +152,8 @@ class PaddleBackend(Backend):
         paddle.set_device(self.device)
         return self.device
 
-    def build_model(self, cfg, token_size, answer_size, pretrained_emb=None):
-        return models.build_net(cfg, token_size, answer_size, pretrained_emb)   # built on the current device
+    def build_model(self, cfg, *args, **facts):
+        return models.build_net(cfg, *args, **facts)   # built on the current device
 
     def load_checkpoint(self, net, path):
         return checkpoint.load_checkpoint(net, path)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.base import Backend, Trainer, adam_settings, input_keys, net_call, sub_batches
+from backends.base import Backend, Trainer, adam_settings, input_keys, net_call, sub_batches, target_key
 from backends.torch import checkpoint, models
 from core.dropout_masks import STREAM as DROPOUT_MASKS
 
@@ -63,12 +63,13 @@ class TorchTrainer(Trainer):
             group['lr'] = lr
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        inputs = _to_device(batch, self.device, input_keys(batch) + ('ans',))
+        inputs = _to_device(batch, self.device, input_keys(batch) + (target_key(batch),))
+        target = inputs[target_key(batch)]
         total = 0.0
-        for part in sub_batches(len(inputs['ans']), self.sub_batch_size):
+        for part in sub_batches(len(target), self.sub_batch_size):
             with torch.autocast(**self.autocast, enabled=self.amp):
                 pred = net_call(self.net, inputs, part)
-            loss = self.loss_fn(pred.float(), inputs['ans'][part])
+            loss = self.loss_fn(pred.float(), target[part])
             (self.scaler.scale(loss) if self.amp else loss).backward()
             total += loss.item()
         if self.clip > 0:
@@ -140,8 +141,8 @@ class TorchBackend(Backend):
             torch.cuda.set_device(self.device)
         return str(self.device)
 
-    def build_model(self, cfg, token_size, answer_size, pretrained_emb=None):
-        return models.build_net(cfg, token_size, answer_size, pretrained_emb).to(self.device)
+    def build_model(self, cfg, *args, **facts):
+        return models.build_net(cfg, *args, **facts).to(self.device)
 
     def load_checkpoint(self, net, path):
         return checkpoint.load_checkpoint(net, path)

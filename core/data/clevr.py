@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from core.data import features, subsets
+from core.data import features, is_generated, subsets
 from core.data.answers import answers_in_order
 from core.data.glove import cached_vocabulary, pretrained_embedding
 from core.data.paths import (CLEVR_ANSWER_SPLITS, CLEVR_VOCAB_SPLITS, cfg_get, feat_dirs, format_root, load_json,
@@ -81,7 +81,7 @@ class CLEVRDataset:
         if not answer_splits:
             raise FileNotFoundError(f"CLEVR answers are listed from the train and val question files; neither "
                                     f"{paths['train']} nor {paths['val']} exists")
-        if missing and not cfg.DATASET.startswith("demo"):
+        if missing and not is_generated(cfg):
             warn_once(f"CLEVR vocabulary built without {', '.join(missing)}: the original scans train, val and test "
                       "questions (answers: train and val), so the vocabulary, question length or answer list may "
                       "differ from the released checkpoints'")
@@ -94,6 +94,10 @@ class CLEVRDataset:
                     "answers": list(ans_to_ix)}
 
         return cached_vocabulary(cfg.RESULTS_ROOT, FMT, [paths[s] for s in present], build)
+
+    def facts(self):
+        """What build_model needs of this data (the vqa task's facts)."""
+        return {"token_size": self.token_size, "answer_size": self.ans_size, "pretrained_emb": self.pretrained_emb}
 
     def __len__(self):
         return self.data_size

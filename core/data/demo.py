@@ -16,6 +16,7 @@ import zipfile
 
 import numpy as np
 
+from core.data import GeneratedDataError
 from core.data.answers import load_answer_dict, prep_ans
 from core.data.paths import (CLEVR_FEAT_DIRS, VQA_FEAT_DIRS, annotation_path, atomic_write_bytes, atomic_write_json,
                              question_path)
@@ -448,7 +449,7 @@ def _expected_files(root):
 AUTOMATIC = "run.py (automatic)"
 
 
-class DemoDataError(ValueError):
+class DemoDataError(GeneratedDataError):
     """DATA_ROOT holds something that is not complete demo data of this version, which is never overwritten."""
 
 
@@ -491,6 +492,10 @@ def ensure_demo_data(root):
     raise DemoDataError(f"DATA_ROOT {root} {what}. It is left as it is: write the demo data there with "
                         f"`python -m core.data.demo --out {root}` (options: --seed, --train-images, ...), or give "
                         "a missing or empty folder, where it is generated")
+
+
+# The entry core.data.ensure_generated calls for the datasets whose DatasetSpec names this module as generator.
+ensure_data = ensure_demo_data
 
 
 def main(argv=None):

@@ -3,7 +3,8 @@ import os
 
 import numpy as np
 
-from core.data import features, subsets
+from core import registry
+from core.data import features, is_generated, subsets
 from core.data.feature_store import FeatureStore
 from core.data.answers import load_answer_dict, soft_scores
 from core.data.glove import cached_vocabulary, pretrained_embedding
@@ -33,8 +34,9 @@ class VQADataset:
         self.bbox_rows = int(sizes.get("BBOX_FEAT_SIZE", (self.frcn_size[0], 5))[0])
         self.use_bbox_feat = bool(cfg_get(cfg, "USE_BBOX_FEAT", False))
         self.bbox_normalize = bool(cfg_get(cfg, "BBOX_NORMALIZE", False))
-        # MMNasNet's relation attention takes the pairwise box geometry, computed here once per sample
-        self.rel_geom = cfg_get(cfg, "MODEL_USE", None) == "mmnasnet"
+        # a relation attention (MMNasNet's) takes the pairwise box geometry, computed here once per sample
+        self.rel_geom = (str(cfg_get(cfg, "MODEL_USE", None)).lower() in registry.model_uses()
+                         and registry.model_of(cfg).needs_box_geometry)
         self.max_token = VQA_MAX_TOKEN
 
         splits = split_names(cfg.SPLIT[mode], FMT)
@@ -112,6 +114,10 @@ class VQADataset:
         self.questions_path = q_paths[0] if len(q_paths) == 1 else q_paths
         self.annotations_path = None if not a_paths else (a_paths[0] if len(a_paths) == 1 else a_paths)
 
+    def facts(self):
+        """What build_model needs of this data (the vqa task's facts)."""
+        return {"token_size": self.token_size, "answer_size": self.ans_size, "pretrained_emb": self.pretrained_emb}
+
     def __len__(self):
         return self.data_size
 
@@ -166,7 +172,7 @@ def question_vocabulary(cfg, loaded=None):
     if not present:
         raise FileNotFoundError(f"DATA_ROOT: no VQA question file under {root} to build the vocabulary from; "
                                 f"expected some of {', '.join(paths)}")
-    if missing and not cfg.DATASET.startswith("demo"):  # the demo data has no VG file by design
+    if missing and not is_generated(cfg):  # generated data has no VG file by design
         warn_once(f"vocabulary built without {', '.join(missing)}: the original scans the train, val, test2015 "
                   "and VG question files, so this vocabulary (and the word embedding size) differs from the "
                   "released checkpoints'")

@@ -1,4 +1,5 @@
-"""Result files: EvalAI json for VQA, one-answer-per-line text for CLEVR, SAVE_PRED pickles.
+"""Result files: EvalAI json for VQA, one-answer-per-line text for CLEVR, SAVE_PRED pickles, and the top-k
+classes per image of a classification run.
 
 Every writer validates first and serialises in memory, then writes through
 core.checkpoints.atomic_write (temp file beside the target, then rename), so an error never
@@ -117,3 +118,21 @@ def write_predictions(path, qids, logits):
     rows = logits.astype(np.float32, copy=False)
     records = [{"pred": rows[i].copy(), "qid": _as_qid(q, where)} for i, q in enumerate(qids)]
     _atomic_write_bytes(path, pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def write_classification_results(path, image_ids, ranked_names):
+    """Classification result json: {image id (its path or name): [class names, best first]}, in the given order."""
+    where = f"write_classification_results({os.fspath(path)})"
+    image_ids, ranked_names = [str(i) for i in image_ids], [list(r) for r in ranked_names]
+    if len(image_ids) != len(ranked_names):
+        raise ValueError(f"{where}: {len(image_ids)} image ids but {len(ranked_names)} rows of classes")
+    seen, duplicates = set(), set()
+    for i in image_ids:
+        if i in seen:
+            duplicates.add(i)
+        seen.add(i)
+    if duplicates:
+        raise ValueError(f"{where}: refusing to write, {len(duplicates)} duplicated image ids "
+                         f"(e.g. {_examples(duplicates)})")
+    records = {i: [_as_answer(n, f"{where} image {i}") for n in names] for i, names in zip(image_ids, ranked_names)}
+    _atomic_write_bytes(path, json.dumps(records).encode("utf-8"))

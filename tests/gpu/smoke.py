@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+from core import registry
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _ACCURACY = re.compile(r"Overall Accuracy is: ([0-9.]+)")
 MIN_AGREE = 0.98   # fraction of questions the device's and the CPU's evaluation must answer alike
@@ -58,8 +60,8 @@ def smoke(backend, gpu="", amp=False, model="mcan_small", epochs=2, workdir=None
     if gpu:
         _check_device(backend, gpu, timeout)      # refused before training, as run.py would fall back to the CPU
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        common = [f"--MODEL={model}", "--DATASET=demo", f"--backend={backend}", f"--DATA_ROOT={tmp}/demo",
-                  f"--SET=CKPTS_ROOT={tmp}/ckpts", f"--SET=RESULTS_ROOT={tmp}/results"]
+        common = [f"--MODEL={model}", f"--DATASET={registry.generated_dataset('vqa')}", f"--backend={backend}",
+                  f"--DATA_ROOT={tmp}/demo", f"--SET=CKPTS_ROOT={tmp}/ckpts", f"--SET=RESULTS_ROOT={tmp}/results"]
         train = common + ["--RUN=train", f"--MAX_EPOCH={epochs}", "--VERSION=smoke", f"--AMP={bool(amp)}"]
         train_s, device_acc, out = _run_py(train + ([f"--GPU={gpu}"] if gpu else []), timeout)
         if gpu and "running on the CPU" in out:
@@ -86,7 +88,8 @@ def main(argv=None):
     p.add_argument("--backend", required=True, choices=("torch", "paddle"))
     p.add_argument("--gpu", default="", metavar="ID", help='device to train on (default "": the CPU)')
     p.add_argument("--amp", action="store_true", help="train in mixed precision (a GPU's)")
-    p.add_argument("--model", default="mcan_small", choices=("trar", "mcan_small", "mmnasnet_small"))
+    p.add_argument("--model", default="mcan_small", choices=[m.name for m in registry.MODELS.values()
+                                                             if registry.generated_dataset("vqa") in m.datasets])
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per run.py process (default 1800)")
     p.add_argument("--min-agree", type=float, default=MIN_AGREE,

@@ -1,25 +1,23 @@
 """PyTorch models by cfg.MODEL_USE. Mirrored in backends/paddle/models/__init__.py."""
 import torch
 
-from backends.torch.models import mcan, mmnasnet, trar
-
-MODEL_CLASSES = {"trar": trar.Net, "mcan": mcan.Net, "mmnasnet": mmnasnet.Net}
+from backends.base import model_facts, model_module
 
 
 def model_class(cfg):
-    name = str(cfg.MODEL_USE).lower()
-    if name not in MODEL_CLASSES:
-        raise ValueError(f"MODEL_USE {cfg.MODEL_USE!r} is not a model of this backend; expected one of "
-                         f"{sorted(MODEL_CLASSES)}")
-    return MODEL_CLASSES[name]
+    """Net of backends/torch/models/<MODEL_USE>.py (core/registry.py lists the MODEL_USE names)."""
+    return model_module(__name__, cfg).Net
 
 
-def build_net(cfg, token_size, answer_size, pretrained_emb=None):
-    return model_class(cfg)(cfg, pretrained_emb, token_size, answer_size)
+def build_net(cfg, *args, **facts):
+    """The Net of cfg.MODEL_USE from the dataset's facts (backends.base.model_facts: keywords or VQA's positional
+    token_size, answer_size, pretrained_emb)."""
+    net_class = model_class(cfg)
+    return net_class(cfg, **model_facts(cfg, args, facts))
 
 
-def state_dict_shapes(cfg, token_size, answer_size):
+def state_dict_shapes(cfg, *args, **facts):
     """{key: shape} of the net's state dict in this framework's layout, without allocating the weights."""
     with torch.device("meta"):
-        net = build_net(cfg, token_size, answer_size)
+        net = build_net(cfg, *args, **facts)
     return {name: tuple(value.shape) for name, value in net.state_dict().items()}

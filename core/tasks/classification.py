@@ -1,0 +1,31 @@
+"""The classification task's evaluation: the top-5 classes per image, written as json (image id -> class names,
+best first); val runs scored by top-1, top-5 and per-class accuracy (core/evaluation/classification.py)."""
+import numpy as np
+
+from core import checkpoints
+from core.evaluation import classification as classification_eval
+from core.evaluation import results as result_writers
+
+TOP_K = 5
+
+
+def batch_outputs(cfg, logits):
+    return {"ranked": classification_eval.top_k(logits, TOP_K)}
+
+
+def evaluate(cfg, dataset, mode, version, outputs, say):
+    """Write the top classes of every image of ``dataset``; score them when its labels are known (val)."""
+    ranked = outputs.get("ranked", np.zeros((0, TOP_K), np.int64))
+    names = [[dataset.class_names[int(c)] for c in row] for row in ranked]
+    if mode == "test":
+        path = checkpoints.test_result_path(cfg)
+        result_writers.write_classification_results(path, dataset.image_ids, names)
+        say(f"Wrote the top {ranked.shape[1]} classes of {len(names)} test images to {path}")
+        return {"result_file": path, "images": len(names)}
+    path = checkpoints.val_result_path(cfg, version)
+    result_writers.write_classification_results(path, dataset.image_ids, names)
+    acc = classification_eval.classification_accuracy(ranked, dataset.labels, dataset.class_names)
+    say(f"{mode}: {len(names)} images")
+    say(classification_eval.format_report(acc))
+    return {"overall": acc["top1"], "per_type": {"top-5": acc["top5"], "mean per class": acc["mean_per_class"]},
+            "top5": acc["top5"], "per_class": acc["per_class"], "result_file": path}
