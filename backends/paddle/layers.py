@@ -3,6 +3,8 @@
 Same class names, attribute names and registration order as the torch file, so the structured state-dict keys equal
 the original checkpoints' keys. Paddle's Linear weight is [in, out] (torch: [out, in]). Masks are bool tensors,
 True = masked, filled with MASK_FILL (never -inf: a fully masked row then attends uniformly instead of giving NaN).
+CPU speed kernels live in backends/paddle/cpu_ops.py, called by names both cpu_ops modules define; this
+file holds the structure, and tests/test_mirror.py keeps its outline equal to its twin's.
 """
 import math
 

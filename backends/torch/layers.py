@@ -3,6 +3,8 @@
 Attribute names and registration order follow openvqa (ops/fc.py, ops/layer_norm.py, models/mcan), so state-dict
 keys equal the original checkpoints' keys. Masks are bool tensors, True = masked, filled with MASK_FILL (never -inf:
 a fully masked row then attends uniformly instead of giving NaN).
+CPU speed kernels live in backends/torch/cpu_ops.py, called by names both cpu_ops modules define; this
+file holds the structure, and tests/test_mirror.py keeps its outline equal to its twin's.
 """
 import math
 
