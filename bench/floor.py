@@ -19,15 +19,15 @@ MATMUL_SHAPES = ((4096, 512, 2048), (6400, 2048, 512), (2048, 2048, 2048))
 def matmul_rate(shapes=MATMUL_SHAPES, repeats=7):
     """{'kernel m x k x n': GFLOP/s} for float32 products (median of ``repeats`` after one warm-up): torch.mm (MKL)
     and, where this torch build has it, the oneDNN linear the torch backend's Linear uses on AMD CPUs
-    (backends/torch/layers.py)."""
+    (backends/torch/cpu_ops.py)."""
     import torch
 
-    from backends.torch import layers
+    from backends.torch import cpu_ops
     from deploy.timing import time_call
     gen = torch.Generator().manual_seed(0)
     kernels = {"mm": torch.mm}
-    if layers._LINEAR_OP is not None:
-        kernels["onednn"] = lambda a, b: layers._onednn(a, b.t())
+    if cpu_ops._LINEAR_OP is not None:
+        kernels["onednn"] = lambda a, b: cpu_ops._onednn(a, b.t())
     rates = {}
     for m, k, n in shapes:
         a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
@@ -42,19 +42,19 @@ def step_flops(model, size):
     from torch.utils.flop_counter import FlopCounterMode
 
     from backends import get_backend
-    from backends.torch import layers
+    from backends.torch import cpu_ops
     cfg = bench_config(model, size)
     be = get_backend("torch")
     be.seed(0)
     net = be.build_model(cfg, TOKEN_SIZE[size], ANSWER_SIZE)
     batch = framework_batch(be, synthetic_samples(cfg, cfg.BATCH_SIZE, TOKEN_SIZE[size], ANSWER_SIZE))
     trainer = be.make_trainer(net, cfg)
-    chosen, layers.ONEDNN_LINEAR = layers.ONEDNN_LINEAR, False  # the counter knows aten's products, not oneDNN's
+    chosen, cpu_ops.ONEDNN_LINEAR = cpu_ops.ONEDNN_LINEAR, False  # the counter knows aten's products, not oneDNN's
     try:
         with FlopCounterMode(display=False) as counter:
             trainer.train_step(batch, LR)
     finally:
-        layers.ONEDNN_LINEAR = chosen
+        cpu_ops.ONEDNN_LINEAR = chosen
     return counter.get_total_flops()
 
 

@@ -128,9 +128,9 @@ def framework_info(name):
     if name == "torch":
         import torch
 
-        from backends.torch import layers
+        from backends.torch import cpu_ops
         info = {"version": torch.__version__, "threads": torch.get_num_threads(),
-                "cpu_linear": "oneDNN" if layers.ONEDNN_LINEAR else "MKL"}
+                "cpu_linear": "oneDNN" if cpu_ops.ONEDNN_LINEAR else "MKL"}
         if torch.cuda.is_available():
             info["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
             info["tf32_cudnn"] = bool(torch.backends.cudnn.allow_tf32)   # on by default: the LSTM's matmuls

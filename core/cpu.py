@@ -6,7 +6,7 @@ Both frameworks bundle Intel MKL, which on AMD CPUs does not use the instruction
   111 GFLOP/s by default, 205 with type 5 (AVX2), 425 with type 7 (AVX-512 of Skylake-X: F, CD, BW, DQ, VL).
   Type 6 is the Xeon Phi path (instructions no EPYC has) and is never chosen.
 - torch's MKL (2024.2) ignores MKL_DEBUG_CPU_TYPE and runs its AVX2 code there (130-180 GFLOP/s); torch's oneDNN
-  picks its kernels by the instruction sets alone (250-360 GFLOP/s on the same shapes), see backends/torch/layers.py.
+  picks its kernels by the instruction sets alone (250-360 GFLOP/s on the same shapes), see backends/torch/cpu_ops.py.
 Elsewhere (Intel CPUs, other systems) nothing is known here and the libraries keep their own choice.
 """
 import functools

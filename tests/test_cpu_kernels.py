@@ -75,15 +75,15 @@ torch = pytest.importorskip("torch")
 @pytest.mark.parametrize("shape", [(4, 9, 48), (5, 48), (6, 7, 16)])   # 16 inputs < 32 outputs: the other transpose
 def test_onednn_linear_matches_mkl_linear(bias, shape):
     """The oneDNN products (forward, input and weight gradients) against torch's F.linear (MKL): two kernels."""
-    from backends.torch import layers
-    assert layers._LINEAR_OP is not None, "the pinned torch build has mkldnn::_linear_pointwise"
+    from backends.torch import cpu_ops
+    assert cpu_ops._LINEAR_OP is not None, "the pinned torch build has mkldnn::_linear_pointwise"
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=gen, requires_grad=True)
     weight = torch.randn(32, shape[-1], generator=gen, requires_grad=True)
     b = torch.randn(32, generator=gen, requires_grad=True) if bias else None
     grad = torch.randn(*shape[:-1], 32, generator=gen)
     results = []
-    for fn in (layers._OneDnnLinear.apply, torch.nn.functional.linear):
+    for fn in (cpu_ops._OneDnnLinear.apply, torch.nn.functional.linear):
         out = fn(x, weight, b)
         inputs = [x, weight] + ([b] if bias else [])
         results.append([out] + list(torch.autograd.grad(out, inputs, grad)))
@@ -94,18 +94,18 @@ def test_onednn_linear_matches_mkl_linear(bias, shape):
 
 def test_onednn_linear_only_when_training_or_predicting_eagerly(monkeypatch):
     """A traced graph (ONNX export's path) gets aten::linear, eager calls get the oneDNN op when it is chosen."""
-    from backends.torch import layers
-    monkeypatch.setattr(layers, "ONEDNN_LINEAR", True)
+    from backends.torch import cpu_ops, layers
+    monkeypatch.setattr(cpu_ops, "ONEDNN_LINEAR", True)
     lin = layers.Linear(8, 4)
     x = torch.randn(2, 8)
     calls = []
-    real = layers._onednn
-    monkeypatch.setattr(layers, "_onednn", lambda *a: calls.append(1) or real(*a))
+    real = cpu_ops._onednn
+    monkeypatch.setattr(cpu_ops, "_onednn", lambda *a: calls.append(1) or real(*a))
     torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-6)
     assert calls, "the eager forward should go through oneDNN"
     graph = torch.jit.trace(lin, x).graph
     assert "aten::linear" in str(graph) and "mkldnn" not in str(graph)
-    monkeypatch.setattr(layers, "ONEDNN_LINEAR", False)
+    monkeypatch.setattr(cpu_ops, "ONEDNN_LINEAR", False)
     calls.clear()
     lin(x)
     assert not calls
@@ -113,13 +113,13 @@ def test_onednn_linear_only_when_training_or_predicting_eagerly(monkeypatch):
 
 @pytest.mark.parametrize("value, expected", [("1", True), ("0", False)])
 def test_onednn_linear_choice_by_environment(monkeypatch, value, expected):
-    from backends.torch import layers
+    from backends.torch import cpu_ops
     monkeypatch.setenv("TWINVQA_ONEDNN_LINEAR", value)
-    assert layers._use_onednn_linear() is expected
+    assert cpu_ops._use_onednn_linear() is expected
 
 
 def test_onednn_linear_bad_choice_names_the_variable(monkeypatch):
-    from backends.torch import layers
+    from backends.torch import cpu_ops
     monkeypatch.setenv("TWINVQA_ONEDNN_LINEAR", "yes")
     with pytest.raises(ValueError, match="TWINVQA_ONEDNN_LINEAR"):
-        layers._use_onednn_linear()
+        cpu_ops._use_onednn_linear()

@@ -537,14 +537,14 @@ def test_paddle_gpu_formulas_equal_the_cpu_ones(model, monkeypatch):
     pytest.importorskip("paddle")
     import paddle
 
-    from backends.paddle import layers
+    from backends.paddle import cpu_ops
     cfg = tiny_cfg(model, DROPOUT_R=0.0)
     batch = make_batch(cfg)
     weights = np.random.default_rng(3).standard_normal((3, ANSWER_SIZE)).astype(np.float32)
     results = []
     for cpu_branch in (True, False):
         if not cpu_branch:
-            monkeypatch.setattr(layers, "_by_matmul", lambda t: False)
+            monkeypatch.setattr(cpu_ops, "_by_matmul", lambda t: False)
         net = build("paddle", cfg)
         out = forward("paddle", net, batch, train=True)
         (out * paddle.to_tensor(weights)).sum().backward()

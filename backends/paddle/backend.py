@@ -14,7 +14,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from backends.base import Backend, Trainer, adam_settings, input_keys, net_call, sub_batches, target_key
-from backends.paddle import checkpoint, models
+from backends.paddle import checkpoint, cpu_ops, models
 from core.dropout_masks import STREAM as DROPOUT_MASKS
 
 
@@ -36,22 +36,6 @@ def make_loss(cfg):
         fn = nn.CrossEntropyLoss(reduction=reduction)
         return lambda pred, ans: fn(pred, ans.reshape([-1]))
     raise ValueError(f"LOSS_FUNC: unknown loss {cfg.LOSS_FUNC!r}; expected bce, kld or ce")
-
-
-@paddle.no_grad()
-def clip_grad_norm(params, max_norm):
-    """paddle.nn.utils.clip_grad_norm_ (2-norm, torch's formula): the same per-parameter norms, each from one
-    paddle.dot instead of p_norm, which Paddle runs single-threaded on the CPU (~10x slower: 0.3 s of an MMNasNet
-    step with its 277 parameters). Returns the total norm."""
-    grads = [p.grad_ for p in params if p.grad_ is not None]   # grad_: the gradient itself, writable in place
-    if not grads:
-        return paddle.to_tensor(0.0)
-    norms = [paddle.sqrt(paddle.dot(g.reshape([-1]), g.reshape([-1]))) for g in grads]
-    total = paddle.linalg.norm(paddle.stack(norms), 2.0)
-    coef = (max_norm / (total + 1e-6)).clip(max=1.0)
-    for g in grads:
-        g.multiply_(coef)
-    return total
 
 
 class PaddleTrainer(Trainer):
@@ -88,7 +72,7 @@ class PaddleTrainer(Trainer):
         if self.clip > 0:
             if self.amp:
                 self.scaler.unscale_(self.optimizer)
-            clip_grad_norm(self.params, self.clip)
+            cpu_ops.clip_grad_norm(self.params, self.clip)
         if self.amp:
             self.scaler.step(self.optimizer)
             self.scaler.update()

@@ -3,19 +3,19 @@
 Same class names, attribute names and registration order as the torch file, so the structured state-dict keys equal
 the original checkpoints' keys. Paddle's Linear weight is [in, out] (torch: [out, in]). Masks are bool tensors,
 True = masked, filled with MASK_FILL (never -inf: a fully masked row then attends uniformly instead of giving NaN).
+CPU speed kernels live in backends/paddle/cpu_ops.py, called by names both cpu_ops modules define; this
+file holds the structure, and tests/test_mirror.py keeps its outline equal to its twin's.
 """
-import functools
 import math
 
-import numpy as np
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
-from paddle.autograd import PyLayer
 
-from core.dropout_masks import STREAM
+from backends.paddle import compat, cpu_ops
 
 MASK_FILL = -1e9
+LSTM = compat.LSTM
 
 
 def masked_fill(x, mask):
@@ -42,170 +42,28 @@ def linear_weight_names(net):
             for name, layer in net.named_sublayers(include_self=True) if isinstance(layer, nn.Linear)}
 
 
-class LSTM(nn.LSTM):
-    """paddle.nn.LSTM whose state_dict() holds each parameter once, under torch's name.
-
-    paddle.nn.LSTM lists every tensor twice in its state dict: as ``weight_ih_l0`` (torch's name) and as
-    ``0.cell.weight_ih`` (the per-cell alias of the same Parameter). A state-dict hook drops the aliases, so
-    ``Net.state_dict()`` has exactly the torch key set (``lstm.weight_ih_l0``, ``lstm.weight_hh_l0``,
-    ``lstm.bias_ih_l0``, ``lstm.bias_hh_l0``), in the same [4H, in] layout and gate order (i, f, g, o).
-    Paddle's ``set_state_dict`` runs no hooks and expects both names; ``NetBase.set_state_dict`` fills in whichever
-    name is missing, so a dict with torch names, with paddle's aliases, or with both loads without warnings.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Computed once: the hook also runs inside paddle.jit.save, where named_parameters() cannot be called.
-        self.aliases = cell_aliases(self)
-        self.register_state_dict_hook(self._drop_cell_aliases)
-
-    def _drop_cell_aliases(self, destination):
-        # The hook gets the whole dict being built, whose outer prefix it does not know: drop "<p>0.cell.weight_ih"
-        # only when its twin "<p>weight_ih_l0" is there too.
-        for alias, torch_name in self.aliases.items():
-            for key in [k for k in destination if k == alias or k.endswith("." + alias)]:
-                if key[:len(key) - len(alias)] + torch_name in destination:
-                    del destination[key]
-        return destination
-
-
-def cell_aliases(lstm):
-    """{paddle alias relative to ``lstm`` (e.g. '0.cell.weight_ih'): torch name (e.g. 'weight_ih_l0')}, matched by
-    Parameter identity."""
-    torch_names = {id(p): name for name, p in lstm.named_parameters(include_sublayers=False)}
-    aliases = {}
-    for prefix, layer in lstm.named_sublayers():
-        for name, p in layer.named_parameters(include_sublayers=False):
-            if id(p) in torch_names:
-                aliases[f"{prefix}.{name}"] = torch_names[id(p)]
-    return aliases
-
-
-def lstm_aliases(net):
-    """{full alias key: full torch key} for every paddle.nn.LSTM inside ``net``."""
-    pairs = {}
-    for prefix, layer in net.named_sublayers(include_self=True):
-        if isinstance(layer, nn.LSTM):
-            base = f"{prefix}." if prefix else ""
-            aliases = layer.aliases if isinstance(layer, LSTM) else cell_aliases(layer)
-            pairs.update({base + alias: base + name for alias, name in aliases.items()})
-    return pairs
-
-
-# ---- faster reductions and broadcasts on the CPU -----------------------------------------------------------------
-# On the CPU, Paddle's reductions (over leading axes: the gradient of a bias or of LayerNorm's a_2 / b_2; over the
-# last axis: LayerNorm's row sums) run single-threaded, and its broadcasting elementwise ops run 3-6x slower than
-# same-shape ones. A matmul with ones does each job ~5-30x faster: a sum as a product with a row or column of ones,
-# a broadcast as an exact outer product with ones (v * 1 = v). Broadcasts are bit-identical; sums (LayerNorm's mean
-# and std, parameter gradients) change at the last ulps (summation order), as any two reductions do. Elsewhere
-# (GPU: TF32 matmuls would round the operands) the helpers are the plain reductions and broadcasts.
-# docs/benchmarks.md has the measurements.
-
-def _by_matmul(t):
-    return t.place.is_cpu_place()
-
-
-@functools.lru_cache(maxsize=256)
-def cached_ones(shape, dtype):
-    """A cached CPU tensor of ones (read only): creating one per call cost ~5 ms of a 60 ms demo step."""
-    return paddle.ones(shape, dtype=dtype)
-
-
-def _sum_rows(t):
-    """Sum over every axis but the last."""
-    flat = t.reshape([-1, t.shape[-1]])
-    if not _by_matmul(flat):
-        return flat.sum(0)
-    return paddle.matmul(cached_ones((1, flat.shape[0]), flat.dtype), flat).reshape(t.shape[-1:])
-
-
-def row_sums(flat):
-    """(N, n) -> (N, 1): the sum of each row."""
-    if not _by_matmul(flat):
-        return flat.sum(-1, keepdim=True)
-    return paddle.matmul(flat, cached_ones((flat.shape[1], 1), flat.dtype))
-
-
-def spread(column, n):
-    """(N, 1) -> (N, n), each row its value repeated (on the GPU: the column itself, for broadcasting)."""
-    if not _by_matmul(column):
-        return column
-    return paddle.matmul(column, cached_ones((1, n), column.dtype))
-
-
-def _stack_rows(vector, rows):
-    """(n,) -> (rows, n), the vector in every row (on the GPU: the vector itself, for broadcasting)."""
-    if not _by_matmul(vector):
-        return vector
-    return paddle.matmul(cached_ones((rows, 1), vector.dtype), vector.reshape([1, -1]))
-
-
-class _BiasAdd(PyLayer):
-    """x + bias (bias over the last axis), the bias spread to x's shape first (a same-shape add is ~3x faster than
-    Paddle's broadcasting one on the CPU; the same sums); the bias gradient by _sum_rows."""
-
-    @staticmethod
-    def forward(ctx, x, bias):
-        if not _by_matmul(x):
-            return x + bias
-        return x + _stack_rows(bias, int(np.prod(x.shape[:-1]))).reshape(x.shape)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, _sum_rows(grad)
-
-
-def _trains(*params):
-    """True when a dynamic-graph backward will need these tensors' gradients (not in export or no_grad)."""
-    return paddle.in_dynamic_mode() and paddle.is_grad_enabled() and any(not p.stop_gradient for p in params)
-
-
 class Linear(nn.Linear):
-    """paddle.nn.Linear with the same parameters and forward (matmul, then + bias) and, when training on the CPU, a
-    faster bias gradient. On a GPU it is paddle's own linear (which AMP's auto_cast knows)."""
+    """paddle.nn.Linear (same parameters, same maths); its CPU kernel is chosen in cpu_ops.linear."""
 
     def forward(self, x):
-        if self.bias is None or not _trains(self.bias) or not _by_matmul(x):
-            return super().forward(x)
-        return _BiasAdd.apply(paddle.matmul(x, self.weight), self.bias)
-
-
-class _KeepScale(PyLayer):
-    """x * multiplier (the mask scaled: 1 / (1 - p) where kept, 0 where dropped); the same product backward. The
-    torch twin keeps a bool mask; here a float multiplier, because Paddle's CPU bool -> float cast costs more than
-    the multiply (measured 54 ms vs 24 ms on a (64, 4, 8, 64, 64) attention map)."""
-
-    @staticmethod
-    def forward(ctx, x, multiplier):
-        ctx.save_for_backward(multiplier)
-        return x * multiplier
-
-    @staticmethod
-    def backward(ctx, grad):
-        (multiplier,) = ctx.saved_tensor()
-        return grad * multiplier
+        return cpu_ops.linear(x, self.weight, self.bias)
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout whose CPU mask comes from core.dropout_masks (the same masks as the torch twin, ~10x faster to
-    draw than paddle's serial CPU generator); on other devices, or in other modes, it is paddle's own dropout."""
+    """nn.Dropout whose CPU mask comes from core.dropout_masks (the same masks as the torch twin, cpu_ops.dropout);
+    on other devices, or in other modes, it is paddle's own dropout."""
 
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
-        if not (paddle.in_dynamic_mode() and x.place.is_cpu_place() and x.dtype == paddle.float32
-                and self.axis is None and self.mode == "upscale_in_train"):
+        if not cpu_ops.takes_dropout(self, x):
             return super().forward(x)
-        multiplier = STREAM.keep_mask(tuple(x.shape), self.p, scale=1.0 / (1.0 - self.p),
-                                      dtype=np.float32)
-        # zero_copy: the tensor uses the numpy buffer (paddle.to_tensor would copy it, ~25 ms for the largest
-        # masks); the PyLayer keeps the tensor, and with it the buffer, alive for the backward.
-        return _KeepScale.apply(x, paddle.Tensor(multiplier, place=paddle.CPUPlace(), zero_copy=True))
+        return cpu_ops.dropout(x, self.p)
 
 
-class NetBase(nn.Layer):
-    """Base of the Nets: the stem and head that TRAR, MCAN and MMNasNet share; set_state_dict accepts LSTM tensors
-    under torch names, paddle aliases or both."""
+class NetBase(compat.LSTMAliasLoading):
+    """Base of the Nets: the stem and head that TRAR, MCAN and MMNasNet share (its base class, an nn.Layer, also
+    maps LSTM parameter aliases when loading)."""
 
     def add_stem(self, cfg, pretrained_emb, token_size):
         """The question stem and the image adapter, registered first as in the original."""
@@ -238,15 +96,6 @@ class NetBase(nn.Layer):
     def routing_alphas(self):
         return []
 
-    def set_state_dict(self, state_dict, use_structured_name=True):
-        state_dict = dict(state_dict)
-        for alias, name in lstm_aliases(self).items():
-            if name in state_dict and alias not in state_dict:
-                state_dict[alias] = state_dict[name]
-            elif alias in state_dict and name not in state_dict:
-                state_dict[name] = state_dict[alias]
-        return super().set_state_dict(state_dict, use_structured_name)
-
 
 class FC(nn.Layer):
     def __init__(self, in_size, out_size, dropout_r=0.0, use_relu=True):
@@ -278,53 +127,6 @@ class MLP(nn.Layer):
         return self.linear(self.fc(x))
 
 
-def _norm_scale_shift(x, a, b, eps):
-    """LayerNorm's forward with every operand spread to x's shape and row sums as matmuls (CPU, dynamic graph):
-    the output, and the centered rows, std and denominator the backward reuses."""
-    n = x.shape[-1]
-    flat = x.reshape([-1, n])
-    rows = flat.shape[0]
-    centered = flat - spread(row_sums(flat) / n, n)
-    # Unbiased std written out: on CPU builds paddle.std runs a Python fallback with a host sync per call.
-    std = paddle.sqrt(row_sums(centered * centered) / (n - 1))
-    denom = std + eps
-    y = _stack_rows(a, rows) * centered / spread(denom, n) + _stack_rows(b, rows)
-    return y.reshape(x.shape), centered, std, denom
-
-
-class _NormScaleShift(PyLayer):
-    """openvqa's LayerNorm, forward and backward written out (the same maths as autograd through mean, sqrt, div;
-    about half the passes over the activations).
-
-    y = a * c / d + b with c = x - mean(x), d = std(x) + eps, std unbiased over the last axis (n entries):
-    dx = g / d - mean(g / d) - c * sum(g * c) / (d^2 (n - 1) std), g = dy * a. A constant row (std 0) gives NaN,
-    as autograd through the std does.
-
-    On the CPU every operand is first spread to the full (N, n) shape and every row sum is a matmul (see the
-    helpers above): the same products and quotients in the same order as the broadcasting formula; only the row
-    sums' summation order differs.
-    """
-
-    @staticmethod
-    def forward(ctx, x, a, b, eps):
-        y, centered, std, denom = _norm_scale_shift(x, a, b, eps)
-        ctx.save_for_backward(centered, std, denom, a)
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        centered, std, denom, a = ctx.saved_tensor()
-        rows, n = centered.shape
-        flat = dy.reshape([rows, n])
-        dy_d = flat / spread(denom, n)
-        grad_a = _sum_rows(dy_d * centered)
-        grad_b = _sum_rows(flat)
-        g_d = dy_d * _stack_rows(a, rows)
-        coef = row_sums(g_d * centered) / (std * denom * (n - 1))
-        grad_x = g_d - spread(row_sums(g_d) / n, n) - centered * spread(coef, n)
-        return grad_x.reshape(dy.shape), grad_a, grad_b
-
-
 class LayerNorm(nn.Layer):
     """openvqa's LayerNorm: a_2 * (x - mean) / (unbiased std + eps) + b_2. Not paddle.nn.LayerNorm."""
 
@@ -335,16 +137,7 @@ class LayerNorm(nn.Layer):
         self.b_2 = self.create_parameter([size], default_initializer=nn.initializer.Constant(0.0))
 
     def forward(self, x):
-        # Broadcast-free forward and written-out backward are CPU optimisations (eval too: 5.4 -> 2.0 ms on
-        # (32, 100, 512)); on a GPU (and under AMP's mixed dtypes) and in exported programs, the formula below.
-        if paddle.in_dynamic_mode() and _by_matmul(x) and x.dtype == paddle.float32:
-            if _trains(x, self.a_2, self.b_2):
-                return _NormScaleShift.apply(x, self.a_2, self.b_2, self.eps)
-            return _norm_scale_shift(x, self.a_2, self.b_2, self.eps)[0]
-        mean = x.mean(-1, keepdim=True)
-        centered = x - mean
-        std = paddle.sqrt(paddle.sum(centered * centered, axis=-1, keepdim=True) / (x.shape[-1] - 1))
-        return self.a_2 * centered / (std + self.eps) + self.b_2
+        return cpu_ops.layer_norm(x, self.a_2, self.b_2, self.eps)
 
 
 class MHAtt(nn.Layer):
@@ -394,6 +187,14 @@ class FFN(nn.Layer):
         return self.mlp(x)
 
 
+def glimpse_sums(att, x):
+    """(B, N, G) token weights, (B, N, H) tokens -> (B, G * H): each glimpse's weighted sum over the tokens, the
+    glimpses concatenated in order, as one matmul att^T x (the torch twin sums per glimpse: the same sums in another
+    order; Paddle's broadcasting multiply, sum and their gradient took 16 ms against 1 ms for the matmul on a
+    default (64, 64, 512))."""
+    return paddle.matmul(att, x, transpose_x=True).reshape([0, -1])   # 0: the batch axis as it is (also exported)
+
+
 class AttFlat(nn.Layer):
     """Attention pooling over tokens: ``glimpses`` softmax-weighted sums, concatenated, then linear_merge."""
 
@@ -407,11 +208,7 @@ class AttFlat(nn.Layer):
         att = self.mlp(x)
         att = masked_fill(att, x_mask.squeeze(1).squeeze(1).unsqueeze(2))
         att = F.softmax(att, axis=1)
-        # every glimpse's weighted sum over the tokens at once, att^T x: (B, G, N) x (B, N, H) -> (B, G * H), the
-        # glimpses in order as the concatenation of the torch twin. Paddle's broadcasting multiply, sum and their
-        # gradient took 16 ms against 1 ms for the matmul on a default (64, 64, 512) (the same sums, another order).
-        pooled = paddle.matmul(att, x, transpose_x=True)
-        return self.linear_merge(pooled.reshape([0, -1]))   # 0: the batch axis as it is (also when exported)
+        return self.linear_merge(glimpse_sums(att, x))
 
 
 class SA(nn.Layer):
@@ -433,7 +230,7 @@ class SA(nn.Layer):
 
 def make_embedding(token_size, embed_size, pretrained_emb):
     """Word embedding, overwritten by ``pretrained_emb`` (numpy (token_size, embed_size)) when given."""
-    # N(0, 1) as torch's nn.Embedding (see init_like_torch)
+    # N(0, 1) as torch's nn.Embedding (see compat.init_like_torch)
     embedding = nn.Embedding(token_size, embed_size, weight_attr=nn.initializer.Normal(0.0, 1.0))
     if pretrained_emb is not None:
         check_pretrained_emb(pretrained_emb, token_size, embed_size)
@@ -474,20 +271,3 @@ class Adapter(nn.Layer):
         if self.use_bbox_feat:
             frcn_feat = paddle.concat((frcn_feat, self.bbox_linear(bbox_feat)), axis=-1)
         return self.frcn_linear(frcn_feat), img_mask
-
-
-def init_like_torch(net):
-    """Re-draw every Linear as PyTorch initialises it: weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-
-    The original models train from PyTorch's defaults; Paddle's (Xavier weights, zero biases) train the same net to a
-    lower accuracy band on the demo data. The Embedding is drawn N(0, 1) in make_embedding and paddle.nn.LSTM already
-    draws U(-1/sqrt(hidden), 1/sqrt(hidden)) as torch does. Uses paddle's RNG, so paddle.seed fixes it.
-    """
-    for layer in net.sublayers(include_self=True):
-        if isinstance(layer, nn.Linear):
-            bound = 1.0 / math.sqrt(layer.weight.shape[0])   # Paddle's Linear weight is [in, out]
-            init = nn.initializer.Uniform(-bound, bound)
-            init(layer.weight)
-            if layer.bias is not None:
-                init(layer.bias)
-    return net

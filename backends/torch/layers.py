@@ -3,123 +3,56 @@
 Attribute names and registration order follow openvqa (ops/fc.py, ops/layer_norm.py, models/mcan), so state-dict
 keys equal the original checkpoints' keys. Masks are bool tensors, True = masked, filled with MASK_FILL (never -inf:
 a fully masked row then attends uniformly instead of giving NaN).
+CPU speed kernels live in backends/torch/cpu_ops.py, called by names both cpu_ops modules define; this
+file holds the structure, and tests/test_mirror.py keeps its outline equal to its twin's.
 """
 import math
-import os
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.cpu import has_avx512, is_amd
-from core.dropout_masks import STREAM
+from backends.torch import cpu_ops
 
 MASK_FILL = -1e9
 LSTM = nn.LSTM
 
 
-def _onednn_linear_op():
-    """torch's oneDNN linear on dense CPU tensors (x @ w.T + b), or None where this torch build lacks it."""
-    try:
-        return torch.ops.mkldnn._linear_pointwise.default
-    except (AttributeError, RuntimeError):
-        return None
+def masked_fill(x, mask):
+    """MASK_FILL where ``mask`` is True (fp32, as the original); clipped to the dtype's range so half precision
+    gets no -inf (and no NaN rows)."""
+    fill = max(MASK_FILL, torch.finfo(x.dtype).min)
+    return x.masked_fill(mask, fill)
 
 
-def _use_onednn_linear():
-    """TWINVQA_ONEDNN_LINEAR=1 / 0 chooses; by default on AMD CPUs with AVX-512, where torch's MKL runs its AVX2
-    code while oneDNN uses the AVX-512 the CPU has (core/cpu.py: 1.5-2x the matmul rate)."""
-    choice = os.environ.get("TWINVQA_ONEDNN_LINEAR", "").strip()
-    if choice not in ("", "0", "1"):
-        raise ValueError(f"TWINVQA_ONEDNN_LINEAR: expected 1 or 0, got {choice!r}")
-    wanted = choice == "1" if choice else (is_amd() and has_avx512())
-    return wanted and torch.backends.mkldnn.is_available() and _LINEAR_OP is not None
+def make_mask(feature):
+    """(B, n, d) -> (B, 1, 1, n) bool, True where a row is all zeros (padding)."""
+    return (torch.sum(torch.abs(feature), dim=-1) == 0).unsqueeze(1).unsqueeze(2)
 
 
-_LINEAR_OP = _onednn_linear_op()
-ONEDNN_LINEAR = _use_onednn_linear()
-
-
-def _onednn(x, weight, bias=None):
-    """x @ weight.T (+ bias) through oneDNN (x: (..., k), weight: (n, k); either may be a transposed view)."""
-    return _LINEAR_OP(x, weight, bias, "none", [], "")
-
-
-class _OneDnnLinear(torch.autograd.Function):
-    """F.linear with forward and both gradient products in oneDNN; the same maths (sums in another order)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return _onednn(x, weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        grad = grad.contiguous()
-        rows = grad.reshape(-1, grad.shape[-1])
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _onednn(grad, weight.t())
-        if ctx.needs_input_grad[1]:
-            # grad_w = rows.T @ x2 needs one operand copied to a transpose (oneDNN computes A @ B.T from a
-            # contiguous A and reads B through its strides); copying the narrower one is faster (measured:
-            # (6400 x 512) inputs, 2048 outputs 44 -> 36 ms; MMNasNet's 4 -> 64 relation embedding 42 -> 7.5 ms).
-            x2 = x.reshape(-1, x.shape[-1])
-            if x2.shape[1] < rows.shape[1]:
-                grad_w = _onednn(x2.t().contiguous(), rows.t()).t()
-            else:
-                grad_w = _onednn(rows.t(), x2.t())
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = rows.sum(0)
-        return grad_x, grad_w, grad_b
-
-
-def _in_graph_capture():
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export())
+def linear_weight_names(net):
+    """State-dict keys of the weights of every nn.Linear in ``net`` (found by module type, not by name or shape)."""
+    return {f"{name}.weight" if name else "weight"
+            for name, module in net.named_modules() if isinstance(module, nn.Linear)}
 
 
 class Linear(nn.Linear):
-    """nn.Linear (same parameters, same maths); on the CPU in float32 its products go through oneDNN when
-    _use_onednn_linear() says so. Traced, compiled or exported graphs and other devices get F.linear."""
+    """nn.Linear (same parameters, same maths); its CPU kernel is chosen in cpu_ops.linear."""
 
     def forward(self, x):
-        if (not ONEDNN_LINEAR or x.device.type != "cpu" or x.dtype != torch.float32
-                or self.weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu") or _in_graph_capture()):
-            return super().forward(x)
-        return _OneDnnLinear.apply(x.contiguous(), self.weight, self.bias)
-
-
-class _KeepScale(torch.autograd.Function):
-    """x * multiplier (the mask scaled: 1 / (1 - p) where kept, 0 where dropped); the same product backward. A float
-    multiplier rather than a bool mask: torch's float * bool multiply casts the mask on every use (measured 27 ms vs
-    12 ms on a (64, 4, 8, 64, 64) attention map), which costs more than the larger saved tensor."""
-
-    @staticmethod
-    def forward(ctx, x, multiplier):
-        ctx.save_for_backward(multiplier)
-        return x * multiplier
-
-    @staticmethod
-    def backward(ctx, grad):
-        (multiplier,) = ctx.saved_tensors
-        return grad * multiplier, None
+        return cpu_ops.linear(x, self.weight, self.bias)
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout whose CPU mask comes from core.dropout_masks (the same masks as the paddle twin, ~10x faster to
-    draw than torch's serial CPU generator); on a GPU, or for other dtypes, it is torch's own dropout."""
+    """nn.Dropout whose CPU mask comes from core.dropout_masks (the same masks as the paddle twin, cpu_ops.dropout);
+    on a GPU, or for other dtypes, it is torch's own dropout."""
 
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
-        if x.device.type != "cpu" or self.inplace or x.dtype != torch.float32:
+        if not cpu_ops.takes_dropout(self, x):
             return super().forward(x)
-        multiplier = STREAM.keep_mask(tuple(x.shape), self.p, scale=1.0 / (1.0 - self.p), dtype=np.float32)
-        return _KeepScale.apply(x, torch.from_numpy(multiplier))
+        return cpu_ops.dropout(x, self.p)
 
 
 class NetBase(nn.Module):
@@ -158,24 +91,6 @@ class NetBase(nn.Module):
         return []
 
 
-def masked_fill(x, mask):
-    """MASK_FILL where ``mask`` is True (fp32, as the original); clipped to the dtype's range so half precision
-    gets no -inf (and no NaN rows)."""
-    fill = max(MASK_FILL, torch.finfo(x.dtype).min)
-    return x.masked_fill(mask, fill)
-
-
-def make_mask(feature):
-    """(B, n, d) -> (B, 1, 1, n) bool, True where a row is all zeros (padding)."""
-    return (torch.sum(torch.abs(feature), dim=-1) == 0).unsqueeze(1).unsqueeze(2)
-
-
-def linear_weight_names(net):
-    """State-dict keys of the weights of every nn.Linear in ``net`` (found by module type, not by name or shape)."""
-    return {f"{name}.weight" if name else "weight"
-            for name, module in net.named_modules() if isinstance(module, nn.Linear)}
-
-
 class FC(nn.Module):
     def __init__(self, in_size, out_size, dropout_r=0.0, use_relu=True):
         super().__init__()
@@ -206,37 +121,6 @@ class MLP(nn.Module):
         return self.linear(self.fc(x))
 
 
-class _NormScaleShift(torch.autograd.Function):
-    """openvqa's LayerNorm, forward and backward written out (the same maths as autograd through mean, std, div;
-    about half the passes over the activations, which dominate its time on the CPU).
-
-    y = a * c / d + b with c = x - mean(x), d = std(x) + eps, std unbiased over the last axis (n entries):
-    dx = g / d - mean(g / d) - c * sum(g * c) / (d^2 (n - 1) std), g = dy * a. A constant row (std 0) gives NaN,
-    as autograd through torch.std does.
-    """
-
-    @staticmethod
-    def forward(ctx, x, a, b, eps):
-        centered = x - x.mean(-1, keepdim=True)
-        std = torch.linalg.vector_norm(centered, dim=-1, keepdim=True) / math.sqrt(x.shape[-1] - 1)
-        denom = std + eps
-        ctx.save_for_backward(centered, std, denom, a)
-        return (a * centered).div_(denom).add_(b)
-
-    @staticmethod
-    def backward(ctx, dy):
-        centered, std, denom, a = ctx.saved_tensors
-        rows = tuple(range(dy.dim() - 1))
-        dy_d = dy / denom
-        grad_a = (dy_d * centered).sum(rows)
-        grad_b = dy.sum(rows)
-        g_d = dy_d.mul_(a)
-        dot = (g_d * centered).sum(-1, keepdim=True)
-        coef = dot.div_(std.mul(denom).mul_(centered.shape[-1] - 1))
-        grad_x = (g_d - g_d.mean(-1, keepdim=True)).sub_(centered * coef)
-        return grad_x, grad_a, grad_b, None
-
-
 class LayerNorm(nn.Module):
     """openvqa's LayerNorm: a_2 * (x - mean) / (unbiased std + eps) + b_2. Not torch.nn.LayerNorm."""
 
@@ -247,13 +131,7 @@ class LayerNorm(nn.Module):
         self.b_2 = nn.Parameter(torch.zeros(size))
 
     def forward(self, x):
-        # The written-out backward is a CPU optimisation; on a GPU (and under AMP's mixed dtypes) autograd does it.
-        if (torch.is_grad_enabled() and (x.requires_grad or self.a_2.requires_grad or self.b_2.requires_grad)
-                and x.device.type == "cpu" and x.dtype == torch.float32):
-            return _NormScaleShift.apply(x, self.a_2, self.b_2, self.eps)
-        mean = x.mean(-1, keepdim=True)
-        std = x.std(-1, keepdim=True)
-        return self.a_2 * (x - mean) / (std + self.eps) + self.b_2
+        return cpu_ops.layer_norm(x, self.a_2, self.b_2, self.eps)
 
 
 class MHAtt(nn.Module):
@@ -302,6 +180,12 @@ class FFN(nn.Module):
         return self.mlp(x)
 
 
+def glimpse_sums(att, x):
+    """(B, N, G) token weights, (B, N, H) tokens -> (B, G * H): each glimpse's weighted sum over the tokens, the
+    glimpses concatenated in order (openvqa's formulation)."""
+    return torch.cat([torch.sum(att[:, :, i:i + 1] * x, dim=1) for i in range(att.shape[-1])], dim=1)
+
+
 class AttFlat(nn.Module):
     """Attention pooling over tokens: ``glimpses`` softmax-weighted sums, concatenated, then linear_merge."""
 
@@ -315,8 +199,7 @@ class AttFlat(nn.Module):
         att = self.mlp(x)
         att = masked_fill(att, x_mask.squeeze(1).squeeze(1).unsqueeze(2))
         att = F.softmax(att, dim=1)
-        pooled = [torch.sum(att[:, :, i:i + 1] * x, dim=1) for i in range(self.glimpses)]
-        return self.linear_merge(torch.cat(pooled, dim=1))
+        return self.linear_merge(glimpse_sums(att, x))
 
 
 class SA(nn.Module):

@@ -1,6 +1,6 @@
 """PaddlePaddle models by cfg.MODEL_USE. Mirror of backends/torch/models/__init__.py."""
 from backends.base import model_facts, model_module
-from backends.paddle.layers import init_like_torch
+from backends.paddle.compat import init_like_torch
 
 
 def model_class(cfg):

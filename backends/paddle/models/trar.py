@@ -13,10 +13,10 @@ Deliberate differences from the original:
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
-from paddle.autograd import PyLayer
 
-from backends.paddle.layers import (FFN, MASK_FILL, SA, AttFlat, Dropout, LayerNorm, Linear, MHAtt, NetBase,
-                                   cached_ones, make_mask, masked_fill, row_sums, spread)
+from backends.paddle import cpu_ops
+from backends.paddle.layers import (FFN, MASK_FILL, SA, AttFlat, Dropout, LayerNorm, Linear, MHAtt, NetBase, make_mask,
+                                   masked_fill)
 from core.masks import span_mask_stack
 
 POOLINGS = ("avg", "attention", "fc")
@@ -95,52 +95,15 @@ class RoutingBlock(nn.Layer):
         return alphas
 
 
-def _repeat(x, times):
-    """(B, ...) -> (B, times, ...): x copied ``times`` times after the batch axis, by one batched matmul with a column
-    of ones (exact; on the CPU ~2x faster than paddle.tile, and no broadcasting op later)."""
-    batch = x.shape[0]
-    out = paddle.matmul(cached_ones((times, 1), x.dtype), x.reshape([batch, 1, -1]))
-    return out.reshape([batch, times] + x.shape[1:])
-
-
-class _SpanSoftmax(PyLayer):
-    """softmax(masked_fill(scores, masks)) for every order at once: scores (B, heads, N, N), masks (B, L, 1, N, N)
-    -> (B, L, heads, N, N); the CPU training path of SARoutingBlock.
-
-    The masked fill is x * keep + fill with keep = 1, fill = 0 where kept and keep = 0, fill = MASK_FILL where masked:
-    exactly masked_fill's values for finite scores (x * 1 + 0 = x, x * 0 + MASK_FILL = MASK_FILL), on operands of one
-    shape (Paddle's CPU where broadcasting the scores over the orders and the mask over the heads took 4x as long).
-    The backward is autograd's, written out: a masked entry has probability exactly 0 (exp(-1e9 - max) underflows),
-    so the softmax gradient is already 0 there and the masked fill's gradient (zero at masked entries) only matters
-    in rows whose every key is masked, which get it explicitly. Row sums and the sum over the L orders are matmuls
-    with ones (paddle's last-axis reduction and expand gradient run single-threaded, 2-6x slower).
-    """
-
-    @staticmethod
-    def forward(ctx, scores, masks):
-        batch, heads, n = scores.shape[0], scores.shape[1], scores.shape[-1]
-        orders = masks.shape[1]
-        fill = masks.astype(scores.dtype).reshape([batch * orders, n, n])
-        keep = _repeat(1.0 - fill, heads).reshape([batch, orders, heads, n, n])
-        fill = _repeat(fill * MASK_FILL, heads).reshape([batch, orders, heads, n, n])
-        probs = F.softmax(_repeat(scores, orders) * keep + fill, axis=-1)
-        dead_rows = masks.all(-1, keepdim=True)                                  # (B, L, 1, N, 1)
-        ctx.any_dead = bool(dead_rows.any())
-        ctx.save_for_backward(probs, dead_rows)
-        return probs
-
-    @staticmethod
-    def backward(ctx, grad):
-        probs, dead_rows = ctx.saved_tensor()
-        n = probs.shape[-1]
-        flat_p, flat_g = probs.reshape([-1, n]), grad.reshape([-1, n])
-        grad_scores = (flat_p * (flat_g - spread(row_sums(flat_p * flat_g), n))).reshape(probs.shape)
-        if ctx.any_dead:
-            grad_scores = paddle.where(dead_rows, paddle.zeros([], grad_scores.dtype), grad_scores)
-        batch, orders = grad_scores.shape[:2]
-        summed = paddle.matmul(cached_ones((1, orders), grad_scores.dtype),
-                               grad_scores.reshape([batch, orders, -1]))
-        return summed.reshape([batch] + grad_scores.shape[2:]), None
+def span_softmax(scores, masks):
+    """softmax(masked_fill(scores, mask)) for every order's mask: scores (B, heads, N, N), masks (B, L, N, N) bool
+    -> (B, L, heads, N, N). Training on the CPU: cpu_ops.span_softmax (one shape, written-out backward)."""
+    if cpu_ops.takes_span_softmax(scores):
+        return cpu_ops.span_softmax(scores, masks.unsqueeze(2), MASK_FILL)
+    scores = scores.unsqueeze(1)
+    if not paddle.in_dynamic_mode():  # masked_fill's mask must broadcast to its input: one score map per order
+        scores = paddle.tile(scores, [1, masks.shape[1], 1, 1, 1])
+    return F.softmax(masked_fill(scores, masks.unsqueeze(2)), axis=-1)
 
 
 class SARoutingBlock(MHAtt):
@@ -158,15 +121,7 @@ class SARoutingBlock(MHAtt):
         k = self.split_heads(self.linear_k(k))
         q = self.split_heads(self.linear_q(q))
         scores = self.scores(k, q)                                                # (B, heads, N, N)
-        if paddle.in_dynamic_mode() and paddle.is_grad_enabled() and not scores.stop_gradient \
-                and scores.place.is_cpu_place():
-            att_maps = _SpanSoftmax.apply(scores, masks.unsqueeze(2))
-        else:
-            scores = scores.unsqueeze(1)
-            if not paddle.in_dynamic_mode():  # masked_fill's mask must broadcast to its input: one score map per order
-                scores = paddle.tile(scores, [1, masks.shape[1], 1, 1, 1])
-            att_maps = F.softmax(masked_fill(scores, masks.unsqueeze(2)), axis=-1)
-        att_maps = self.dropout(att_maps)                                         # (B, L, heads, N, N)
+        att_maps = self.dropout(span_softmax(scores, masks))                      # (B, L, heads, N, N)
         # sum over l of alphas[b, l] * att_maps[b, l], as one batched matmul (B, 1, L) x (B, L, heads * N * N);
         # paddle.einsum's backward took ~3x as long
         att_map = paddle.matmul(alphas.unsqueeze(1), att_maps.flatten(2)).reshape(
@@ -195,6 +150,17 @@ class Decoder(nn.Layer):
         return self.norm3(x + self.dropout3(self.ffn(x)))
 
 
+def masks_per_order(x_mask, span_masks):
+    """The padding mask (B, 1, 1, N) or each order's span mask (L, N, N) -> (B, L, N, N) bool."""
+    span_masks = span_masks.astype("bool")   # held as int32 (see TRAR_ED)
+    if not paddle.in_dynamic_mode():
+        return paddle.logical_or(x_mask, span_masks)
+    # on operands spread to one shape: Paddle's broadcasting logical_or took 0.48 ms at the demo size and 3.7 ms at
+    # the default one, against 0.04 and 0.13 ms
+    shape = [x_mask.shape[0]] + span_masks.shape
+    return paddle.logical_or(x_mask.expand(shape), span_masks.expand(shape))
+
+
 class TRAR_ED(nn.Layer):
     """All encoder layers on the question first, then every decoder layer attends to the final question features."""
 
@@ -206,7 +172,7 @@ class TRAR_ED(nn.Layer):
             [SA(cfg.HIDDEN_SIZE, cfg.FF_SIZE, cfg.MULTI_HEAD, cfg.DROPOUT_R) for _ in range(cfg.LAYER)])
         self.dec_list = nn.LayerList([Decoder(cfg) for _ in range(cfg.LAYER)])
         # (L, N, N), 1 = outside the span; order 0 is all 0. Moves with the model, never saved. Held as int32 and
-        # cast in forward: paddle2onnx cannot write a bool constant into an exported program.
+        # cast in masks_per_order: paddle2onnx cannot write a bool constant into an exported program.
         self.register_buffer("span_masks",
                              paddle.to_tensor(span_mask_stack(cfg.IMG_SCALE, cfg.ORDERS).astype("int32")),
                              persistable=False)
@@ -217,14 +183,7 @@ class TRAR_ED(nn.Layer):
     def forward(self, y, x, y_mask, x_mask):
         for enc in self.enc_list:
             y = enc(y, y_mask)
-        span_masks = self.span_masks.astype("bool")
-        if paddle.in_dynamic_mode():
-            # (B,1,1,N) | (L,N,N) -> (B,L,N,N) on operands spread to one shape: Paddle's broadcasting logical_or
-            # took 0.48 ms at the demo size and 3.7 ms at the default one, against 0.04 and 0.13 ms
-            shape = [x_mask.shape[0]] + span_masks.shape
-            x_masks = paddle.logical_or(x_mask.expand(shape), span_masks.expand(shape))
-        else:
-            x_masks = paddle.logical_or(x_mask, span_masks)
+        x_masks = masks_per_order(x_mask, self.span_masks)
         for dec in self.dec_list:
             x = dec(x, y, x_masks, y_mask, self.tau)
         return y, x

@@ -93,6 +93,12 @@ class RoutingBlock(nn.Module):
         return alphas
 
 
+def span_softmax(scores, masks):
+    """softmax(masked_fill(scores, mask)) for every order's mask: scores (B, heads, N, N), masks (B, L, N, N) bool
+    -> (B, L, heads, N, N)."""
+    return F.softmax(masked_fill(scores.unsqueeze(1), masks.unsqueeze(2)), dim=-1)
+
+
 class SARoutingBlock(MHAtt):
     """Image self-attention over several spans: one masked softmax per order, mixed with the routing weights."""
 
@@ -107,8 +113,8 @@ class SARoutingBlock(MHAtt):
         v = self.split_heads(self.linear_v(v))
         k = self.split_heads(self.linear_k(k))
         q = self.split_heads(self.linear_q(q))
-        scores = self.scores(k, q).unsqueeze(1)                                  # (B, 1, heads, N, N)
-        att_maps = self.dropout(F.softmax(masked_fill(scores, masks.unsqueeze(2)), dim=-1))  # (B, L, heads, N, N)
+        scores = self.scores(k, q)                                                # (B, heads, N, N)
+        att_maps = self.dropout(span_softmax(scores, masks))                      # (B, L, heads, N, N)
         # sum over l of alphas[b, l] * att_maps[b, l], as one batched matmul (B, 1, L) x (B, L, heads * N * N)
         att_map = torch.matmul(alphas.unsqueeze(1), att_maps.flatten(2)).reshape(att_maps[:, 0].shape)
         return self.linear_merge(self.merge_heads(torch.matmul(att_map, v)))
@@ -135,6 +141,11 @@ class Decoder(nn.Module):
         return self.norm3(x + self.dropout3(self.ffn(x)))
 
 
+def masks_per_order(x_mask, span_masks):
+    """The padding mask (B, 1, 1, N) or each order's span mask (L, N, N) -> (B, L, N, N) bool."""
+    return torch.logical_or(x_mask, span_masks)
+
+
 class TRAR_ED(nn.Module):
     """All encoder layers on the question first, then every decoder layer attends to the final question features."""
 
@@ -155,7 +166,7 @@ class TRAR_ED(nn.Module):
     def forward(self, y, x, y_mask, x_mask):
         for enc in self.enc_list:
             y = enc(y, y_mask)
-        x_masks = torch.logical_or(x_mask, self.span_masks)   # (B, 1, 1, N) | (L, N, N) -> (B, L, N, N)
+        x_masks = masks_per_order(x_mask, self.span_masks)
         for dec in self.dec_list:
             x = dec(x, y, x_masks, y_mask, self.tau)
         return y, x

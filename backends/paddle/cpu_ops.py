@@ -1,0 +1,268 @@
+"""CPU speed kernels of the paddle backend: the same maths as the plain ops, faster on the CPU in float32.
+
+backends/paddle/layers.py calls them by the names its torch twin uses for backends/torch/cpu_ops.py (linear,
+layer_norm, takes_dropout, dropout), models/trar.py by span_softmax; each falls back to the plain formula where its
+kernel does not apply (other devices and dtypes, static programs of paddle.jit), so the layer files hold the model
+structure only.
+
+On the CPU, Paddle's reductions (over leading axes: the gradient of a bias or of LayerNorm's a_2 / b_2; over the
+last axis: LayerNorm's row sums) run single-threaded, and its broadcasting elementwise ops run 3-6x slower than
+same-shape ones. A matmul with ones does each job ~5-30x faster: a sum as a product with a row or column of ones,
+a broadcast as an exact outer product with ones (v * 1 = v). Broadcasts are bit-identical; sums (LayerNorm's mean
+and std, parameter gradients) change at the last ulps (summation order), as any two reductions do. Elsewhere
+(GPU: TF32 matmuls would round the operands) the helpers are the plain reductions and broadcasts.
+docs/benchmarks.md has the measurements.
+"""
+import functools
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddle.autograd import PyLayer
+
+from core.dropout_masks import STREAM
+
+
+# ---- reductions and broadcasts as matmuls with ones -------------------------------------------------------------
+
+def _by_matmul(t):
+    return t.place.is_cpu_place()
+
+
+@functools.lru_cache(maxsize=256)
+def cached_ones(shape, dtype):
+    """A cached CPU tensor of ones (read only): creating one per call cost ~5 ms of a 60 ms demo step."""
+    return paddle.ones(shape, dtype=dtype)
+
+
+def _sum_rows(t):
+    """Sum over every axis but the last."""
+    flat = t.reshape([-1, t.shape[-1]])
+    if not _by_matmul(flat):
+        return flat.sum(0)
+    return paddle.matmul(cached_ones((1, flat.shape[0]), flat.dtype), flat).reshape(t.shape[-1:])
+
+
+def row_sums(flat):
+    """(N, n) -> (N, 1): the sum of each row."""
+    if not _by_matmul(flat):
+        return flat.sum(-1, keepdim=True)
+    return paddle.matmul(flat, cached_ones((flat.shape[1], 1), flat.dtype))
+
+
+def spread(column, n):
+    """(N, 1) -> (N, n), each row its value repeated (on the GPU: the column itself, for broadcasting)."""
+    if not _by_matmul(column):
+        return column
+    return paddle.matmul(column, cached_ones((1, n), column.dtype))
+
+
+def _stack_rows(vector, rows):
+    """(n,) -> (rows, n), the vector in every row (on the GPU: the vector itself, for broadcasting)."""
+    if not _by_matmul(vector):
+        return vector
+    return paddle.matmul(cached_ones((rows, 1), vector.dtype), vector.reshape([1, -1]))
+
+
+def _repeat(x, times):
+    """(B, ...) -> (B, times, ...): x copied ``times`` times after the batch axis, by one batched matmul with a column
+    of ones (exact; on the CPU ~2x faster than paddle.tile, and no broadcasting op later)."""
+    batch = x.shape[0]
+    out = paddle.matmul(cached_ones((times, 1), x.dtype), x.reshape([batch, 1, -1]))
+    return out.reshape([batch, times] + x.shape[1:])
+
+
+def _trains(*params):
+    """True when a dynamic-graph backward will need these tensors' gradients (not in export or no_grad)."""
+    return paddle.in_dynamic_mode() and paddle.is_grad_enabled() and any(not p.stop_gradient for p in params)
+
+
+# ---- Linear: the bias added without broadcasting ----------------------------------------------------------------
+
+class _BiasAdd(PyLayer):
+    """x + bias (bias over the last axis), the bias spread to x's shape first (a same-shape add is ~3x faster than
+    Paddle's broadcasting one on the CPU; the same sums); the bias gradient by _sum_rows."""
+
+    @staticmethod
+    def forward(ctx, x, bias):
+        if not _by_matmul(x):
+            return x + bias
+        return x + _stack_rows(bias, int(np.prod(x.shape[:-1]))).reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, _sum_rows(grad)
+
+
+def linear(x, weight, bias):
+    """F.linear (paddle.nn.Linear's forward: matmul, then + bias) and, when training on the CPU, the same sums
+    with a faster bias gradient. On a GPU it is paddle's own linear (which AMP's auto_cast knows)."""
+    if bias is None or not _trains(bias) or not _by_matmul(x):
+        return F.linear(x, weight, bias)
+    return _BiasAdd.apply(paddle.matmul(x, weight), bias)
+
+
+# ---- openvqa's LayerNorm: broadcast-free forward, backward written out ------------------------------------------
+
+def _norm_scale_shift(x, a, b, eps):
+    """LayerNorm's forward with every operand spread to x's shape and row sums as matmuls (CPU, dynamic graph):
+    the output, and the centered rows, std and denominator the backward reuses."""
+    n = x.shape[-1]
+    flat = x.reshape([-1, n])
+    rows = flat.shape[0]
+    centered = flat - spread(row_sums(flat) / n, n)
+    # Unbiased std written out: on CPU builds paddle.std runs a Python fallback with a host sync per call.
+    std = paddle.sqrt(row_sums(centered * centered) / (n - 1))
+    denom = std + eps
+    y = _stack_rows(a, rows) * centered / spread(denom, n) + _stack_rows(b, rows)
+    return y.reshape(x.shape), centered, std, denom
+
+
+class _NormScaleShift(PyLayer):
+    """openvqa's LayerNorm, forward and backward written out (the same maths as autograd through mean, sqrt, div;
+    about half the passes over the activations).
+
+    y = a * c / d + b with c = x - mean(x), d = std(x) + eps, std unbiased over the last axis (n entries):
+    dx = g / d - mean(g / d) - c * sum(g * c) / (d^2 (n - 1) std), g = dy * a. A constant row (std 0) gives NaN,
+    as autograd through the std does.
+
+    On the CPU every operand is first spread to the full (N, n) shape and every row sum is a matmul (see the
+    helpers above): the same products and quotients in the same order as the broadcasting formula; only the row
+    sums' summation order differs.
+    """
+
+    @staticmethod
+    def forward(ctx, x, a, b, eps):
+        y, centered, std, denom = _norm_scale_shift(x, a, b, eps)
+        ctx.save_for_backward(centered, std, denom, a)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        centered, std, denom, a = ctx.saved_tensor()
+        rows, n = centered.shape
+        flat = dy.reshape([rows, n])
+        dy_d = flat / spread(denom, n)
+        grad_a = _sum_rows(dy_d * centered)
+        grad_b = _sum_rows(flat)
+        g_d = dy_d * _stack_rows(a, rows)
+        coef = row_sums(g_d * centered) / (std * denom * (n - 1))
+        grad_x = g_d - spread(row_sums(g_d) / n, n) - centered * spread(coef, n)
+        return grad_x.reshape(dy.shape), grad_a, grad_b
+
+
+def layer_norm(x, a, b, eps):
+    """a * (x - mean) / (unbiased std + eps) + b over the last axis. Broadcast-free forward and written-out backward
+    are CPU optimisations (eval too: 5.4 -> 2.0 ms on (32, 100, 512)); on a GPU (and under AMP's mixed dtypes) and
+    in exported programs, the formula."""
+    if paddle.in_dynamic_mode() and _by_matmul(x) and x.dtype == paddle.float32:
+        if _trains(x, a, b):
+            return _NormScaleShift.apply(x, a, b, eps)
+        return _norm_scale_shift(x, a, b, eps)[0]
+    mean = x.mean(-1, keepdim=True)
+    centered = x - mean
+    std = paddle.sqrt(paddle.sum(centered * centered, axis=-1, keepdim=True) / (x.shape[-1] - 1))
+    return a * centered / (std + eps) + b
+
+
+# ---- dropout with core.dropout_masks' masks ---------------------------------------------------------------------
+
+class _KeepScale(PyLayer):
+    """x * multiplier (the mask scaled: 1 / (1 - p) where kept, 0 where dropped); the same product backward. A float
+    multiplier rather than a bool mask, as in the torch twin: Paddle's CPU bool -> float cast costs more than the
+    multiply (measured 54 ms vs 24 ms on a (64, 4, 8, 64, 64) attention map)."""
+
+    @staticmethod
+    def forward(ctx, x, multiplier):
+        ctx.save_for_backward(multiplier)
+        return x * multiplier
+
+    @staticmethod
+    def backward(ctx, grad):
+        (multiplier,) = ctx.saved_tensor()
+        return grad * multiplier
+
+
+def takes_dropout(layer, x):
+    """True where ``dropout`` replaces the nn.Dropout ``layer``'s own: float32 on the CPU in the dynamic graph, in
+    the default mode (upscale_in_train, no axis)."""
+    return (paddle.in_dynamic_mode() and x.place.is_cpu_place() and x.dtype == paddle.float32
+            and layer.axis is None and layer.mode == "upscale_in_train")
+
+
+def dropout(x, p):
+    """Dropout of ``x`` with the next mask of core.dropout_masks (the torch backend's masks; ~10x faster to draw
+    than paddle's serial CPU generator), kept elements scaled by 1 / (1 - p)."""
+    multiplier = STREAM.keep_mask(tuple(x.shape), p, scale=1.0 / (1.0 - p), dtype=np.float32)
+    # zero_copy: the tensor uses the numpy buffer (paddle.to_tensor would copy it, ~25 ms for the largest
+    # masks); the PyLayer keeps the tensor, and with it the buffer, alive for the backward.
+    return _KeepScale.apply(x, paddle.Tensor(multiplier, place=paddle.CPUPlace(), zero_copy=True))
+
+
+# ---- TRAR: the masked softmax of every span at once -------------------------------------------------------------
+
+class _SpanSoftmax(PyLayer):
+    """softmax(masked_fill(scores, masks)) for every order at once: scores (B, heads, N, N), masks (B, L, 1, N, N)
+    -> (B, L, heads, N, N); the CPU training path of TRAR's SARoutingBlock.
+
+    The masked fill is x * keep + fill with keep = 1, fill = 0 where kept and keep = 0, fill = MASK_FILL where masked:
+    exactly masked_fill's values for finite scores (x * 1 + 0 = x, x * 0 + MASK_FILL = MASK_FILL), on operands of one
+    shape (Paddle's CPU where broadcasting the scores over the orders and the mask over the heads took 4x as long).
+    The backward is autograd's, written out: a masked entry has probability exactly 0 (exp(-1e9 - max) underflows),
+    so the softmax gradient is already 0 there and the masked fill's gradient (zero at masked entries) only matters
+    in rows whose every key is masked, which get it explicitly. Row sums and the sum over the L orders are matmuls
+    with ones (paddle's last-axis reduction and expand gradient run single-threaded, 2-6x slower).
+    """
+
+    @staticmethod
+    def forward(ctx, scores, masks, mask_fill):
+        batch, heads, n = scores.shape[0], scores.shape[1], scores.shape[-1]
+        orders = masks.shape[1]
+        fill = masks.astype(scores.dtype).reshape([batch * orders, n, n])
+        keep = _repeat(1.0 - fill, heads).reshape([batch, orders, heads, n, n])
+        fill = _repeat(fill * mask_fill, heads).reshape([batch, orders, heads, n, n])
+        probs = F.softmax(_repeat(scores, orders) * keep + fill, axis=-1)
+        dead_rows = masks.all(-1, keepdim=True)                                  # (B, L, 1, N, 1)
+        ctx.any_dead = bool(dead_rows.any())
+        ctx.save_for_backward(probs, dead_rows)
+        return probs
+
+    @staticmethod
+    def backward(ctx, grad):
+        probs, dead_rows = ctx.saved_tensor()
+        n = probs.shape[-1]
+        flat_p, flat_g = probs.reshape([-1, n]), grad.reshape([-1, n])
+        grad_scores = (flat_p * (flat_g - spread(row_sums(flat_p * flat_g), n))).reshape(probs.shape)
+        if ctx.any_dead:
+            grad_scores = paddle.where(dead_rows, paddle.zeros([], grad_scores.dtype), grad_scores)
+        batch, orders = grad_scores.shape[:2]
+        summed = paddle.matmul(cached_ones((1, orders), grad_scores.dtype),
+                               grad_scores.reshape([batch, orders, -1]))
+        return summed.reshape([batch] + grad_scores.shape[2:]), None
+
+
+def takes_span_softmax(scores):
+    """True where ``span_softmax`` applies: the scores need a gradient in the dynamic graph, on the CPU."""
+    return _trains(scores) and _by_matmul(scores)
+
+
+def span_softmax(scores, masks, mask_fill):
+    """softmax(masked_fill(scores, masks, mask_fill)) per order, scores (B, heads, N, N) and masks (B, L, 1, N, N)
+    -> (B, L, heads, N, N), with a written-out backward (see _SpanSoftmax)."""
+    return _SpanSoftmax.apply(scores, masks, mask_fill)
+
+
+@paddle.no_grad()
+def clip_grad_norm(params, max_norm):
+    """paddle.nn.utils.clip_grad_norm_ (2-norm, torch's formula): the same per-parameter norms, each from one
+    paddle.dot instead of p_norm, which Paddle runs single-threaded on the CPU (~10x slower: 0.3 s of an MMNasNet
+    step with its 277 parameters). Returns the total norm."""
+    grads = [p.grad_ for p in params if p.grad_ is not None]   # grad_: the gradient itself, writable in place
+    if not grads:
+        return paddle.to_tensor(0.0)
+    norms = [paddle.sqrt(paddle.dot(g.reshape([-1]), g.reshape([-1]))) for g in grads]
+    total = paddle.linalg.norm(paddle.stack(norms), 2.0)
+    coef = (max_norm / (total + 1e-6)).clip(max=1.0)
+    for g in grads:
+        g.multiply_(coef)
+    return total
