@@ -18,7 +18,6 @@ import sys
 from convert import parity
 from convert.checkpoints import DIRECTIONS, LAYOUTS, config_overrides, convert_file
 from convert.manifest import NoFramework
-from convert.tolerances import CANCELLING_GRAD_RTOL, GRAD_RTOL
 from core.cli import key_value
 from core.config import DATASETS, MODELS, ConfigError, load_config
 from core.data.answers import ANSWER_DICT_PATH
@@ -62,9 +61,9 @@ def add_parity_arguments(parser):
     parser.add_argument('--batch-size', type=int, default=4, help='samples per batch (default 4)')
     parser.add_argument('--tol', type=float, default=parity.DEFAULT_TOL,
                         help=f'forward tolerance (default {parity.DEFAULT_TOL:g})')
-    parser.add_argument('--grad-tol', type=float, default=None,
-                        help='gradient tolerance (default: --tol; the TRAR routing logits layer gets '
-                             f'{CANCELLING_GRAD_RTOL / GRAD_RTOL:g}x this, see convert/tolerances.py)')
+    parser.add_argument('--grad-tol', type=float, default=parity.DEFAULT_GRAD_TOL,
+                        help='gradient rtol: every element within rtol * (largest gradient of the net + |torch '
+                             f'gradient|) (default {parity.DEFAULT_GRAD_TOL:g}, see convert/tolerances.py)')
     parser.add_argument('--dropout', action='store_true',
                         help="keep the config's DROPOUT_R in the gradient and training checks (default: 0); both "
                              "frameworks then drop the same elements (core.dropout_masks, CPU)")

@@ -16,10 +16,9 @@ conversion's output to check against its source. Inputs: the first batches of th
 3. the loss of N optimizer steps of each backend's own trainer (Adam, the config's warmup schedule over N steps),
    then the eval logits; skipped for hard routing, whose trainers draw Gumbel noise from two unrelated RNGs.
 A layer's "rel" is max |paddle - torch| / max(1, max |torch|): relative for large outputs, absolute below 1.
-A gradient's is max |diff| / max |torch gradient|, except where the gradient is zero in exact arithmetic (see
-zero_in_exact_arithmetic), which is measured against the net's largest gradient, and the TRAR routing logits layer
-has a looser tolerance (cancelling_gradient); the loss's and the training
-losses' are |diff| / max(1, |torch loss|). Exit status 0 when everything is within tolerance, 1 otherwise (the
+A gradient's is max over its elements of |diff| / (largest + |torch gradient|), largest the net's largest |torch
+gradient| (convert.tolerances.gradient_error: an rtol with an atol at the model's gradient scale, one rule for every
+parameter); the loss's and the training losses' are |diff| / max(1, |torch loss|). Exit status 0 when everything is within tolerance, 1 otherwise (the
 first layer above tolerance is named), 2 on bad input.
 """
 import contextlib
@@ -35,37 +34,18 @@ from convert.checkpoints import check_source, read_source
 from convert.manifest import sizes_from_state
 from core.checkpoints import atomic_write
 from core.dropout_masks import STREAM as DROPOUT_MASKS
-from convert.tolerances import CANCELLING_GRAD_RTOL, GRAD_RTOL, TRAIN_RTOL
+from convert.tolerances import FORWARD_ATOL, GRAD_RTOL, TRAIN_RTOL, gradient_error
 from core.schedules import warmup_lr
 from formats import layout
 from formats.restricted_pickle import checkpoint_kind
 
-DEFAULT_TOL = GRAD_RTOL
+DEFAULT_TOL = FORWARD_ATOL
+DEFAULT_GRAD_TOL = GRAD_RTOL
 DEFAULT_TRAIN_TOL = TRAIN_RTOL
 ROOT_NAME = '<net>'
 SYNTHETIC_QUESTION_LEN = 14
 SYNTHETIC_TOKENS = 100
 SYNTHETIC_ANSWERS = {'vqa': 3129, 'clevr': 28}
-
-
-def zero_in_exact_arithmetic(name):
-    """Biases whose gradient is exactly zero in exact arithmetic: each adds one constant to all inputs of a softmax
-    (the key bias of every attention; the one-glimpse score bias of AttFlat and of the routing pools). Their computed
-    gradients are rounding noise, so they are checked against the net's largest gradient instead of their own."""
-    if name.endswith('.linear_k.bias') or name.endswith('routing_block.pool.bias'):
-        return True
-    return name.endswith('mlp.linear.bias') and (name.startswith('attflat_') or 'routing_block.pool.' in name)
-
-
-def cancelling_gradient(name):
-    """The TRAR routing logits layer: its gradient sums to zero over the orders, so it is checked with
-    CANCELLING_GRAD_RTOL (convert/tolerances.py has the measurements)."""
-    return 'routing_block.mlp.2.' in name
-
-
-def gradient_tolerance(name, tol):
-    """The tolerance for parameter ``name``'s gradient when the rest use ``tol`` (scaled alike)."""
-    return tol * CANCELLING_GRAD_RTOL / GRAD_RTOL if cancelling_gradient(name) else tol
 
 
 # ---- the two frameworks, behind the same few calls ------------------------------------------------------------
@@ -281,7 +261,9 @@ def compare_forward(ref, ref_order, got, tol):
 
 
 def compare_gradients(ref, got, linear_keys, tol):
-    """Per parameter: max abs diff of the gradients (paddle's Linear weights transposed back)."""
+    """Per parameter: max abs diff of the gradients (paddle's Linear weights transposed back) and 'rel', the
+    gradient_error of convert/tolerances.py: max |diff| / (largest + |torch gradient|) over the elements, with
+    largest the net's largest |torch gradient|; a gradient passes when rel <= tol."""
     present = [g for g in ref.values() if g is not None]
     largest = max((float(np.max(np.abs(g))) for g in present if g.size), default=0.0)
     rows = []
@@ -293,16 +275,10 @@ def compare_gradients(ref, got, linear_keys, tol):
             continue
         if name in linear_keys:
             g_got = g_got.T
-        if zero_in_exact_arithmetic(name):
-            row = compare_arrays(g_ref, g_got, max(largest, 1e-30))
-            if 'error' not in row:   # both are rounding noise: their size, not their difference, must be small
-                noise = max(float(np.max(np.abs(g_ref))), float(np.max(np.abs(g_got)))) if g_ref.size else 0.0
-                row['rel'] = noise / max(largest, 1e-30)
-            row['zero_in_exact_arithmetic'] = True
-        else:
-            row = compare_arrays(g_ref, g_got, max(float(np.max(np.abs(g_ref))) if g_ref.size else 0.0, 1e-30))
-        row = {'layer': name, **row}
-        row['ok'] = row['rel'] <= gradient_tolerance(name, tol)
+        row = {'layer': name, **compare_arrays(g_ref, g_got, 1.0)}
+        if 'error' not in row:
+            row['rel'] = gradient_error(g_ref, g_got, largest)
+        row['ok'] = row['rel'] <= tol
         rows.append(row)
     section = _section(rows, tol, unpaired_torch=[], unpaired_paddle=sorted(set(got) - set(ref)))
     section['largest_gradient'] = largest
@@ -367,7 +343,7 @@ def checkpoint_sizes(path):
 
 
 def run_parity(cfg, ckpt=None, paddle_ckpt=None, steps=3, batch_size=4, tol=DEFAULT_TOL,
-               train_tol=DEFAULT_TRAIN_TOL, seed=0, grad_tol=None, dropout=False):
+               train_tol=DEFAULT_TRAIN_TOL, seed=0, grad_tol=DEFAULT_GRAD_TOL, dropout=False):
     """The report dict (see the module docstring); nothing printed. ``dropout``: keep the config's DROPOUT_R in the
     gradient and training checks (CPU only: there both frameworks draw their masks from core.dropout_masks)."""
     start = time.perf_counter()
@@ -413,7 +389,6 @@ def run_parity(cfg, ckpt=None, paddle_ckpt=None, steps=3, batch_size=4, tol=DEFA
 
     loss_t, grads_t = gradient_pass(t, net_t, cfg, batches[0], seed)
     loss_p, grads_p = gradient_pass(p, net_p, cfg, batches[0], seed)
-    grad_tol = tol if grad_tol is None else grad_tol
     grads = compare_gradients(grads_t, grads_p, linear, grad_tol)
     loss_row = {'layer': 'loss', 'max_abs': abs(loss_t - loss_p), 'mean_abs': abs(loss_t - loss_p),
                 'rel': _rel(loss_t, loss_p)}
@@ -488,8 +463,7 @@ def format_report(report):
     lines += format_section('forward (eval), rel = max abs / max(1, max |torch|)', report['forward'])
     g = report['gradients']
     lines += format_section(f"gradients (loss torch {g['loss_torch']:.7g}, paddle {g['loss_paddle']:.7g}), "
-                            f"rel = max abs / max |torch grad| (zero-in-exact-arithmetic biases: / largest gradient "
-                            f"{g['largest_gradient']:.3g})", g)
+                            f"rel = max |diff| / (largest gradient {g['largest_gradient']:.3g} + |torch grad|)", g)
     lines += format_section('training (each backend\'s trainer, Adam)', report['train'])
     verdict = 'PASSED' if report['passed'] else f"FAILED: first above tolerance: {report['first_failure']}"
     lines.append(f"{verdict} ({report['seconds']} s)")
