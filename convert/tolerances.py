@@ -17,6 +17,9 @@ FORWARD_ATOL = 1e-5
 # number compared with GRAD_RTOL (fp32 CPU, torch 2.13 / paddle 3.3.1; AVX2-only AMD EPYC, 2 cores):
 #   tiny test nets, tests/test_parity_models.py (TRAR, MCAN; dropout 0 and 0.3):  2.6e-7 (largest gradients 7 to 12)
 #   tiny MMNasNet, tests/test_mmnasnet.py:                                        6.8e-7 (its linear_r.weight)
+#   demo checkpoints trained here (TRAR epochs 1 and 3, MCAN-small epoch 1 from torch, MMNasNet-small epoch 1 from
+#   paddle; python -m convert parity --DATASET demo --ckpt, with and without --dropout, paddle side a converted
+#   copy for the torch ones):                                                     1.8e-7 (largest gradients 3.1 to 5.2)
 # (the per-tensor max |diff| / max |own gradient| of the same runs reaches 1.9e-5 on linear_r.weight and 1e23 on
 # the zero-in-exact-arithmetic biases: those needed special cases, this rule needs none).
 # A gradient off by 1% fails wherever its own magnitude is above ~1e-3 of the largest (0.01 |g| > 2e-5 largest).
