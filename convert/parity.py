@@ -30,7 +30,6 @@ A dump (--dump) is a plain npz (no pickled objects: np.load(allow_pickle=False) 
 input batches and logits after training; --compare runs the other framework on the dump's inputs, steps and seed.
 """
 import contextlib
-import importlib.util
 import json
 import math
 import os
@@ -366,7 +365,11 @@ def checkpoint_sizes(path):
 
 def installed_framework():
     """'torch' when it can be imported, else 'paddle' (the default framework of --dump)."""
-    return 'torch' if importlib.util.find_spec('torch') is not None else 'paddle'
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return 'paddle'
+    return 'torch'
 
 
 def config_fingerprint(cfg):

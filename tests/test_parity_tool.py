@@ -10,7 +10,7 @@ from convert.checkpoints import convert_file
 from convert.cli import main
 from formats.restricted_pickle import read_pdparams
 from tests.model_configs import tiny_cfg
-from tests.test_convert import config_file, trained
+from tests.test_convert import _run_hidden, config_file, trained
 
 
 def test_gradient_comparison_by_hand():
@@ -132,8 +132,9 @@ def test_flags_are_checked_before_anything_runs(tmp_path, capsys, flags, message
 @pytest.mark.parity
 def test_gradient_failure_alone_exits_2_and_each_verdict_is_named(both_backends, tmp_path, capsys):
     """Same weights, a gradient tolerance no fp32 backward can meet: weights/forward pass, gradients fail."""
-    code, out, err = _run(capsys, "--MODEL", "trar", "--DATASET", "vqa", "--config", config_file(tmp_path, "trar", "vqa"),
-                          "--steps", "1", "--grad-tol", "1e-15", "--report", tmp_path / "r.json")
+    config = config_file(tmp_path, "trar", "vqa")
+    code, out, err = _run(capsys, "--MODEL", "trar", "--DATASET", "vqa", "--config", config, "--steps", "1",
+                          "--grad-tol", "1e-15", "--report", tmp_path / "r.json")
     last = out.strip().splitlines()[-1]
     assert code == 2, out + err
     assert last.startswith("FAILED: first above tolerance: gradients: ")
@@ -250,3 +251,15 @@ def test_usage_errors_exit_3_not_the_gradient_status(capsys):
         assert exc.value.code == 3
     code, _, err = _run(capsys, "--MODEL", "trar", "--DATASET", "vqa", "--framework", "torch")
     assert code == 3 and "--framework needs --dump or --compare" in err
+
+
+@pytest.mark.parity
+def test_dump_and_compare_in_processes_that_each_have_one_framework(both_backends, tmp_path):
+    """As on a Paddle-only machine (AI Studio) and a torch-only one: the other framework cannot be imported."""
+    args = ["parity", "--MODEL", "trar", "--DATASET", "vqa", "--config", config_file(tmp_path, "trar", "vqa"),
+            "--steps", "1"]
+    proc = _run_hidden(["torch"], args + ["--dump", tmp_path / "paddle.npz"])
+    assert proc.returncode == 0 and "(paddle, " in proc.stdout and "IMPORTED ['paddle']" in proc.stdout, proc.stderr
+    proc = _run_hidden(["paddle"], args + ["--compare", tmp_path / "paddle.npz"])
+    assert proc.returncode == 0 and "IMPORTED ['torch']" in proc.stdout, proc.stderr
+    assert "PASSED (weights/forward passed, gradients passed, training passed" in proc.stdout
