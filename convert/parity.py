@@ -447,7 +447,7 @@ def run_parity(cfg, ckpt=None, paddle_ckpt=None, steps=3, batch_size=4, tol=DEFA
 
     if reference is not None:
         meta = reference['meta']
-        if ckpt_sizes is None and cfg.DATASET != 'demo':
+        if ckpt_sizes is None and data == 'synthetic':
             token_size, answer_size = meta['token_size'], meta['answer_size']
         if (token_size, answer_size) != (meta['token_size'], meta['answer_size']):
             raise layout.CheckpointMismatch(
@@ -559,7 +559,8 @@ def read_dump(path, cfg):
     if meta.get('format') != DUMP_FORMAT or meta.get('version') != DUMP_VERSION:
         raise ValueError(f"{path}: not a version-{DUMP_VERSION} parity dump (format {meta.get('format')!r}, "
                          f"version {meta.get('version')!r})")
-    here = config_fingerprint(cfg.copy(DROPOUT_R=meta['dropout']))
+    # the dump's config is the one it ran: DROPOUT_R 0 unless it ran with --dropout
+    here = config_fingerprint(cfg if meta['dropout'] else cfg.copy(DROPOUT_R=0.0))
     differ = sorted(k for k in set(here) | set(meta['config']) if here.get(k) != meta['config'].get(k))
     if differ:
         shown = ', '.join(f"{k} {meta['config'].get(k)!r} in the dump, {here.get(k)!r} here" for k in differ[:3])

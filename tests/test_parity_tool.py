@@ -236,6 +236,9 @@ def test_dump_from_another_config_or_no_dump_is_refused(both_backends, tmp_path,
     code, out, err = _run(capsys, *args, "--SET", "FF_SIZE=48", "--compare", tmp_path / "t.npz")
     assert code == 3 and out == "" and len(err.strip().splitlines()) == 1
     assert f"error: {tmp_path / 't.npz'}: dumped with another config: FF_SIZE" in err
+    _run(capsys, *args, "--dump", tmp_path / "d.npz", "--dropout")          # ran with the config's DROPOUT_R 0.1
+    code, _, err = _run(capsys, *args, "--SET", "DROPOUT_R=0.2", "--compare", tmp_path / "d.npz")
+    assert code == 3 and "dumped with another config: DROPOUT_R 0.1 in the dump, 0.2 here" in err
     (tmp_path / "x.npz").write_bytes(b"not a zip")
     code, _, err = _run(capsys, *args, "--compare", tmp_path / "x.npz")
     assert code == 3 and "not a parity dump" in err and len(err.strip().splitlines()) == 1
