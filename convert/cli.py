@@ -5,6 +5,7 @@
     python -m convert torch2paddle mmnas.pkl DST.pdparams --MODEL mmnasnet_small --DATASET vqa --from-layout mmnas \
         [--mmnas-answers mmnas_answers.json] [--answers answer_dict.json]
     python -m convert parity --MODEL trar --DATASET demo [--ckpt FILE] [--steps N] [--report out.json]
+    python -m convert parity --MODEL trar --DATASET demo [--ckpt FILE] --dump torch.npz | --compare torch.npz
 
 The conversion itself is convert/checkpoints.py, the parity check convert/parity.py; this module only parses
 the command line, calls them and prints.
@@ -18,7 +19,6 @@ import sys
 from convert import parity
 from convert.checkpoints import DIRECTIONS, LAYOUTS, config_overrides, convert_file
 from convert.manifest import NoFramework
-from convert.tolerances import CANCELLING_GRAD_RTOL, GRAD_RTOL
 from core.cli import key_value
 from core.config import DATASETS, MODELS, ConfigError, load_config
 from core.data.answers import ANSWER_DICT_PATH
@@ -52,6 +52,21 @@ def format_summary(s):
 
 # ---- parity -----------------------------------------------------------------------------------------------------
 
+PARITY_EPILOG = """verdicts and exit status:
+  weights/forward  the two nets' weights and every module's eval output: what a converted checkpoint needs
+  gradients        every parameter's gradient after one backward, element by element within
+                   grad-tol x (largest gradient of the net + |torch gradient|)
+  training         the losses of --steps optimizer steps and the logits after them
+  The last line names each verdict. Exit status: 0 all passed; 1 weights/forward failed; 2 only gradients or
+  training failed; 3 bad input (one-line error).
+
+one framework per machine:
+  --dump torch.npz on a machine with one framework writes its half (weights, module outputs, gradients, inputs,
+  losses; a plain npz); --compare torch.npz on a machine with the other runs the same check against it, with the
+  dump's inputs, steps, batch size, seed and dropout. --ckpt is each machine's own file (default on --compare: the
+  dump's weights). A dump from another config is refused."""
+
+
 def add_parity_arguments(parser):
     add_config_arguments(parser)
     parser.add_argument('--ckpt', metavar='FILE', help="weights for both nets (either framework's checkpoint); "
@@ -61,10 +76,10 @@ def add_parity_arguments(parser):
     parser.add_argument('--steps', type=int, default=3, help='optimizer steps in the training check (default 3)')
     parser.add_argument('--batch-size', type=int, default=4, help='samples per batch (default 4)')
     parser.add_argument('--tol', type=float, default=parity.DEFAULT_TOL,
-                        help=f'forward tolerance (default {parity.DEFAULT_TOL:g})')
-    parser.add_argument('--grad-tol', type=float, default=None,
-                        help='gradient tolerance (default: --tol; the TRAR routing logits layer gets '
-                             f'{CANCELLING_GRAD_RTOL / GRAD_RTOL:g}x this, see convert/tolerances.py)')
+                        help=f'weights and forward tolerance (default {parity.DEFAULT_TOL:g})')
+    parser.add_argument('--grad-tol', type=float, default=parity.DEFAULT_GRAD_TOL,
+                        help='gradient rtol: every element within rtol * (largest gradient of the net + |torch '
+                             f'gradient|) (default {parity.DEFAULT_GRAD_TOL:g}, see convert/tolerances.py)')
     parser.add_argument('--dropout', action='store_true',
                         help="keep the config's DROPOUT_R in the gradient and training checks (default: 0); both "
                              "frameworks then drop the same elements (core.dropout_masks, CPU)")
@@ -72,6 +87,13 @@ def add_parity_arguments(parser):
                         help=f'training-loss tolerance (default {parity.DEFAULT_TRAIN_TOL:g})')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--report', metavar='PATH', help='write the report as json (atomically)')
+    one_side = parser.add_mutually_exclusive_group()
+    one_side.add_argument('--dump', metavar='NPZ', help="run one framework only and write its half of the check "
+                                                        "there (atomically)")
+    one_side.add_argument('--compare', metavar='NPZ', help='run the other framework against a --dump file')
+    parser.add_argument('--framework', choices=('torch', 'paddle'),
+                        help='with --dump/--compare: the framework to run (default: --dump the installed one, torch '
+                             "if both are; --compare the one the dump is not from)")
 
 
 def run_parity_command(args):
@@ -86,22 +108,39 @@ def run_parity_command(args):
             if path is not None and not os.path.isfile(path):
                 raise FileNotFoundError(f"{flag}: {path} is a folder; expected a checkpoint file in it"
                                         if os.path.isdir(path) else f"{flag}: no such file {path}")
+        if args.framework and not (args.dump or args.compare):
+            raise ValueError("--framework needs --dump or --compare (without them both frameworks run)")
         report = parity.run_parity(cfg, args.ckpt, args.paddle_ckpt, args.steps, args.batch_size, args.tol,
-                                   args.train_tol, args.seed, args.grad_tol, args.dropout)
+                                   args.train_tol, args.seed, args.grad_tol, args.dropout, args.dump, args.compare,
+                                   args.framework)
     except (ConfigError, FileNotFoundError, ValueError, ImportError, pickle.UnpicklingError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return parity.EXIT_BAD_INPUT
     print(parity.format_report(report))
     if args.report:
         parity.write_report(args.report, report)
-    return 0 if report['passed'] else 1
+    return 0 if args.dump else report['exit_status']
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with the exit status of a usage error chosen per command (parity's is 3, its 2 meaning
+    "gradients or training failed")."""
+
+    def __init__(self, *args, usage_error_status=2, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.usage_error_status = usage_error_status
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(self.usage_error_status, f"{self.prog}: error: {message}\n")
 
 
 # ---- command line ----------------------------------------------------------------------------------------------
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='python -m convert', description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest='command', required=True, metavar='{torch2paddle,paddle2torch,parity}')
+    parser = ArgumentParser(prog='python -m convert', description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest='command', required=True, metavar='{torch2paddle,paddle2torch,parity}',
+                                     parser_class=ArgumentParser)
     for direction, (source, target) in DIRECTIONS.items():
         p = commands.add_parser(direction, help=f'convert a {source} checkpoint (and its Adam state) to {target}')
         p.add_argument('src', help=f'the {source} checkpoint')
@@ -117,7 +156,10 @@ def build_parser():
                        help=f'the answer list to re-index to (default {os.path.relpath(ANSWER_DICT_PATH)})')
         p.add_argument('--weights-only', action='store_true', help='leave the optimizer state out')
         p.add_argument('--json', action='store_true', help='print the summary as json')
-    add_parity_arguments(commands.add_parser('parity', help='compare the torch and paddle nets layer by layer'))
+    add_parity_arguments(commands.add_parser('parity', help='compare the torch and paddle nets layer by layer',
+                                             description=parity.__doc__.splitlines()[0], epilog=PARITY_EPILOG,
+                                             formatter_class=argparse.RawDescriptionHelpFormatter,
+                                             usage_error_status=parity.EXIT_BAD_INPUT))
     return parser
 
 
@@ -126,7 +168,11 @@ def one_line(exc):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv[:1] == ['parity']:        # its unknown flags are reported by this parser, not the subcommand's
+        parser.usage_error_status = parity.EXIT_BAD_INPUT
+    args = parser.parse_args(argv)
     if args.command == 'parity':
         return run_parity_command(args)
     try:

@@ -2,12 +2,15 @@
 
     python -m convert parity --MODEL trar --DATASET demo [--ckpt FILE [--paddle-ckpt FILE]] [--steps N]
                              [--report out.json] [--tol 1e-5] [--grad-tol 1e-5] [--train-tol 1e-4]
+    python -m convert parity ... --dump torch.npz        # a machine with one framework: its half of the check
+    python -m convert parity ... --compare torch.npz     # a machine with the other: the same check against it
 
 Both nets get the same weights: --ckpt loaded by each backend (each reads both frameworks' files), or a random torch
 init copied to paddle with its Linear weights transposed; --paddle-ckpt gives the paddle net other weights, e.g. a
 conversion's output to check against its source. Inputs: the first batches of the training data of a generated
 dataset (--DATASET demo, demo_clevr: generated under DATA_ROOT if missing), else a synthetic batch of the config's
-input shapes (answers: the data format's answer-list size, core/registry.py). Three checks, fp32 CPU:
+input shapes (answers: the data format's answer-list size, core/registry.py). Checks, fp32 CPU:
+0. weights: every state-dict tensor of the two nets (paddle's in torch's layout);
 1. eval forward: every module's output, paired by structured name through forward hooks (torch
    register_forward_hook, paddle register_forward_post_hook), in torch's call order; logits are the root's output;
 2. gradients of every parameter after one backward of the config's loss, train mode with dropout 0 (or, with
@@ -16,17 +19,23 @@ input shapes (answers: the data format's answer-list size, core/registry.py). Th
    Gumbel noise is drawn;
 3. the loss of N optimizer steps of each backend's own trainer (Adam, the config's warmup schedule over N steps),
    then the eval logits; skipped for hard routing, whose trainers draw Gumbel noise from two unrelated RNGs.
-A layer's "rel" is max |paddle - torch| / max(1, max |torch|): relative for large outputs, absolute below 1.
-A gradient's is max |diff| / max |torch gradient|, except where the gradient is zero in exact arithmetic (see
-zero_in_exact_arithmetic), which is measured against the net's largest gradient, and the TRAR routing logits layer
-has a looser tolerance (cancelling_gradient); the loss's and the training
-losses' are |diff| / max(1, |torch loss|). Exit status 0 when everything is within tolerance, 1 otherwise (the
-first layer above tolerance is named), 2 on bad input.
+A layer's or weight's "rel" is max |paddle - torch| / max(1, max |torch|): relative for large values, absolute below 1.
+A gradient's is max over its elements of |diff| / (largest + |torch gradient|), largest the net's largest |torch
+gradient| (convert.tolerances.gradient_error: an rtol with an atol at the model's gradient scale, one rule for every
+parameter); the loss's and the training losses' are |diff| / max(1, |torch loss|).
+Three verdicts: weights/forward (0 and 1: what a converted checkpoint needs), gradients (2), training (3). Exit
+status 0 when all pass, 1 when weights/forward fails, 2 when only gradients or training fail (the first row above
+tolerance is named), 3 on bad input.
+A dump (--dump) is a plain npz (no pickled objects: np.load(allow_pickle=False) reads it): a json '__meta__' string
+(config, sizes, steps, seed, names, losses) and numbered arrays of one framework's weights, module outputs, gradients,
+input batches and logits after training; --compare runs the other framework on the dump's inputs, steps and seed.
 """
 import contextlib
 import json
 import math
+import os
 import time
+import zipfile
 
 import numpy as np
 
@@ -37,36 +46,18 @@ from convert.manifest import sizes_from_state
 from core import registry
 from core.checkpoints import atomic_write
 from core.dropout_masks import STREAM as DROPOUT_MASKS
-from convert.tolerances import CANCELLING_GRAD_RTOL, GRAD_RTOL, TRAIN_RTOL
+from convert.tolerances import FORWARD_ATOL, GRAD_RTOL, TRAIN_RTOL, gradient_error
 from core.schedules import warmup_lr
 from formats import layout
 from formats.restricted_pickle import checkpoint_kind
 
-DEFAULT_TOL = GRAD_RTOL
+DEFAULT_TOL = FORWARD_ATOL
+DEFAULT_GRAD_TOL = GRAD_RTOL
 DEFAULT_TRAIN_TOL = TRAIN_RTOL
 ROOT_NAME = '<net>'
+EXIT_BAD_INPUT = 3
 SYNTHETIC_QUESTION_LEN = 14
 SYNTHETIC_TOKENS = 100
-
-
-def zero_in_exact_arithmetic(name):
-    """Biases whose gradient is exactly zero in exact arithmetic: each adds one constant to all inputs of a softmax
-    (the key bias of every attention; the one-glimpse score bias of AttFlat and of the routing pools). Their computed
-    gradients are rounding noise, so they are checked against the net's largest gradient instead of their own."""
-    if name.endswith('.linear_k.bias') or name.endswith('routing_block.pool.bias'):
-        return True
-    return name.endswith('mlp.linear.bias') and (name.startswith('attflat_') or 'routing_block.pool.' in name)
-
-
-def cancelling_gradient(name):
-    """The TRAR routing logits layer: its gradient sums to zero over the orders, so it is checked with
-    CANCELLING_GRAD_RTOL (convert/tolerances.py has the measurements)."""
-    return 'routing_block.mlp.2.' in name
-
-
-def gradient_tolerance(name, tol):
-    """The tolerance for parameter ``name``'s gradient when the rest use ``tol`` (scaled alike)."""
-    return tol * CANCELLING_GRAD_RTOL / GRAD_RTOL if cancelling_gradient(name) else tol
 
 
 # ---- the two frameworks, behind the same few calls ------------------------------------------------------------
@@ -279,7 +270,9 @@ def compare_forward(ref, ref_order, got, tol):
 
 
 def compare_gradients(ref, got, linear_keys, tol):
-    """Per parameter: max abs diff of the gradients (paddle's Linear weights transposed back)."""
+    """Per parameter: max abs diff of the gradients (paddle's Linear weights transposed back) and 'rel', the
+    gradient_error of convert/tolerances.py: max |diff| / (largest + |torch gradient|) over the elements, with
+    largest the net's largest |torch gradient|; a gradient passes when rel <= tol."""
     present = [g for g in ref.values() if g is not None]
     largest = max((float(np.max(np.abs(g))) for g in present if g.size), default=0.0)
     rows = []
@@ -291,16 +284,10 @@ def compare_gradients(ref, got, linear_keys, tol):
             continue
         if name in linear_keys:
             g_got = g_got.T
-        if zero_in_exact_arithmetic(name):
-            row = compare_arrays(g_ref, g_got, max(largest, 1e-30))
-            if 'error' not in row:   # both are rounding noise: their size, not their difference, must be small
-                noise = max(float(np.max(np.abs(g_ref))), float(np.max(np.abs(g_got)))) if g_ref.size else 0.0
-                row['rel'] = noise / max(largest, 1e-30)
-            row['zero_in_exact_arithmetic'] = True
-        else:
-            row = compare_arrays(g_ref, g_got, max(float(np.max(np.abs(g_ref))) if g_ref.size else 0.0, 1e-30))
-        row = {'layer': name, **row}
-        row['ok'] = row['rel'] <= gradient_tolerance(name, tol)
+        row = {'layer': name, **compare_arrays(g_ref, g_got, 1.0)}
+        if 'error' not in row:
+            row['rel'] = gradient_error(g_ref, g_got, largest)
+        row['ok'] = row['rel'] <= tol
         rows.append(row)
     section = _section(rows, tol, unpaired_torch=[], unpaired_paddle=sorted(set(got) - set(ref)))
     section['largest_gradient'] = largest
@@ -356,6 +343,16 @@ def _rel(a, b):
 
 # ---- driver ----------------------------------------------------------------------------------------------------
 
+FRAMEWORKS = {'torch': _Torch, 'paddle': _Paddle}
+DUMP_FORMAT = 'twinvqa-parity-dump'
+DUMP_VERSION = 1
+# Config keys that say where or how a run goes, not what the nets compute: left out of a dump's config check.
+RUN_KEYS = frozenset({'AMP', 'BACKEND', 'CKPTS_ROOT', 'CKPT_EPOCH', 'CKPT_PATH', 'CKPT_VERSION', 'CONFIG', 'DATA_ROOT',
+                      'EVAL_BATCH_SIZE', 'EVAL_EVERY_EPOCH', 'FEAT_STORE', 'GLOVE_PATH', 'GLOVE_SPACY_MODEL', 'GPU',
+                      'MAX_EPOCH', 'NUM_WORKERS', 'N_GPU', 'PIN_MEM', 'RESULTS_ROOT', 'RESUME', 'RUN_MODE', 'SEED',
+                      'SKIP_MISSING_FEATS', 'TEST_SAVE_PRED', 'VERBOSE', 'VERSION'})
+
+
 def checkpoint_sizes(path):
     """(token_size, answer_size) of a checkpoint of either framework."""
     framework = 'paddle' if checkpoint_kind(path) == 'pickle' else 'torch'
@@ -364,16 +361,74 @@ def checkpoint_sizes(path):
     return sizes_from_state(state, path)
 
 
+def installed_framework():
+    """'torch' when it can be imported, else 'paddle' (the default framework of --dump)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return 'paddle'
+    return 'torch'
+
+
+def config_fingerprint(cfg):
+    """The config values that decide the numbers, as json would hold them (a dump's check)."""
+    values = {k: v for k, v in cfg.to_dict().items() if k not in RUN_KEYS}
+    return json.loads(json.dumps(values, default=str, sort_keys=True))
+
+
+def run_side(fw, cfg, batches, token_size, answer_size, steps, batch_size, seed, ckpt=None, state=None):
+    """One framework's half of the check, everything in numpy and torch's layout (Linear weights [out, in]):
+    {'weights', 'forward', 'forward_order', 'loss', 'grads', 'lrs', 'train_losses', 'train_logits'}. The net holds
+    ``ckpt``, else ``state`` (torch layout), else its own seeded random init."""
+    fw.be.seed(seed)
+    net = fw.be.build_model(cfg, token_size, answer_size)
+    linear = fw.layers.linear_weight_names(net)
+    if ckpt:
+        fw.be.load_checkpoint(net, ckpt)
+    elif state is not None:
+        fw.load(net, state if fw.name == 'torch' else layout.to_paddle_layout(state, linear))
+    initial = fw.state(net)
+
+    def torch_layout(arrays):
+        return arrays if fw.name == 'torch' else layout.to_torch_layout(arrays, linear)
+
+    side = {'framework': fw.name, 'weights': torch_layout(initial)}
+    side['forward'], side['forward_order'] = capture_forward(fw, net, batches[0])
+    side['loss'], grads = gradient_pass(fw, net, cfg, batches[0], seed)
+    missing = [n for n, g in grads.items() if g is None]
+    side['grads'] = {**torch_layout({n: g for n, g in grads.items() if g is not None}), **dict.fromkeys(missing)}
+    fw.load(net, initial)
+    side['lrs'] = [warmup_lr(i + 1, float(cfg.LR_BASE), steps * batch_size, batch_size, cfg.WARMUP_EPOCH)
+                   for i in range(steps)]
+    side['train_losses'], side['train_logits'] = train_losses(fw, net, cfg, batches, side['lrs'], seed)
+    return side
+
+
 def run_parity(cfg, ckpt=None, paddle_ckpt=None, steps=3, batch_size=4, tol=DEFAULT_TOL,
-               train_tol=DEFAULT_TRAIN_TOL, seed=0, grad_tol=None, dropout=False):
+               train_tol=DEFAULT_TRAIN_TOL, seed=0, grad_tol=DEFAULT_GRAD_TOL, dropout=False, dump=None, compare=None,
+               framework=None):
     """The report dict (see the module docstring); nothing printed. ``dropout``: keep the config's DROPOUT_R in the
-    gradient and training checks (CPU only: there both frameworks draw their masks from core.dropout_masks)."""
+    gradient and training checks (CPU only: there both frameworks draw their masks from core.dropout_masks).
+    ``dump``: run only ``framework`` (default: installed_framework()) and write its half to that npz (the report then
+    says what was written); ``compare``: read such a dump and run the other framework against it, with the dump's
+    inputs, steps, batch size, seed and dropout (``ckpt`` is this machine's weights; default: the dump's)."""
     start = time.perf_counter()
     if paddle_ckpt and not ckpt:
         raise ValueError("--paddle-ckpt needs --ckpt (the torch net's weights to compare against)")
+    if paddle_ckpt and (dump or compare):
+        raise ValueError("--paddle-ckpt is for a run with both frameworks; with --dump/--compare give each machine's "
+                         "checkpoint as --ckpt")
+    reference = None
+    if compare:
+        reference = read_dump(compare, cfg)
+        meta = reference['meta']
+        steps, batch_size, seed, dropout = meta['steps'], meta['batch_size'], meta['seed'], meta['dropout'] > 0
+        framework = framework or ('paddle' if meta['framework'] == 'torch' else 'torch')
+        if framework == meta['framework']:
+            raise ValueError(f"{compare}: a {framework} dump; compare it with the other framework")
     if not dropout:
         cfg = cfg.copy(DROPOUT_R=0.0)
-    t, p = _Torch(), _Paddle()
+    names = [framework or installed_framework()] if dump or compare else ['torch', 'paddle']
     count = max(1, steps)
     ckpt_sizes = checkpoint_sizes(ckpt) if ckpt else None
     if registry.dataset(cfg.DATASET).generated:
@@ -388,47 +443,138 @@ def run_parity(cfg, ckpt=None, paddle_ckpt=None, steps=3, batch_size=4, tol=DEFA
         data = 'synthetic'
     token_size, answer_size = sizes
 
-    t.be.seed(seed)
-    net_t = t.be.build_model(cfg, token_size, answer_size)
-    net_p = p.be.build_model(cfg, token_size, answer_size)
-    linear = t.layers.linear_weight_names(net_t)
-    if ckpt:
-        t.be.load_checkpoint(net_t, ckpt)
-        p.be.load_checkpoint(net_p, paddle_ckpt or ckpt)
-    else:
-        p.load(net_p, layout.to_paddle_layout(t.state(net_t), linear))
-    initial = t.state(net_t), p.state(net_p)
+    if reference is not None:
+        meta = reference['meta']
+        if ckpt_sizes is None and data == 'synthetic':
+            token_size, answer_size = meta['token_size'], meta['answer_size']
+        if (token_size, answer_size) != (meta['token_size'], meta['answer_size']):
+            raise layout.CheckpointMismatch(
+                f"{compare}: (token_size, answer_size) ({meta['token_size']}, {meta['answer_size']}) in the dump, "
+                f"({token_size}, {answer_size}) here")
+        batches, data = reference['batches'], f"{meta['data']}, from the dump"
+
+    sides = {}
+    for name in names:
+        state = None
+        if name == 'paddle' and not dump and not compare:
+            state = None if ckpt else sides['torch']['weights']     # the random torch init, copied
+        elif reference is not None and not ckpt:
+            state = reference['weights']
+        own_ckpt = (paddle_ckpt or ckpt) if name == 'paddle' else ckpt
+        sides[name] = run_side(FRAMEWORKS[name](), cfg, batches, token_size, answer_size, steps, batch_size, seed,
+                               own_ckpt, state)
 
     report = {'model': cfg.MODEL, 'dataset': cfg.DATASET, 'ckpt': ckpt, 'paddle_ckpt': paddle_ckpt, 'data': data,
               'batch_size': batch_size, 'token_size': token_size, 'answer_size': answer_size,
-              'dropout': float(cfg.DROPOUT_R),
-              'parameters': int(sum(v.size for v in initial[0].values()))}
+              'dropout': float(cfg.DROPOUT_R), 'steps': steps, 'seed': seed,
+              'parameters': int(sum(v.size for v in sides[names[0]]['weights'].values())),
+              'dump': dump, 'compare': compare}
+    if dump:
+        write_dump(dump, cfg, sides[names[0]], report, batches)
+        report.update(framework=names[0], seconds=round(time.perf_counter() - start, 2))
+        return report
+    if reference is not None:
+        sides[reference['meta']['framework']] = reference
+    ref, got = sides['torch'], sides['paddle']
 
-    ref, order = capture_forward(t, net_t, batches[0])
-    got, _ = capture_forward(p, net_p, batches[0])
-    report['forward'] = compare_forward(ref, order, got, tol)
-    del ref, got
-
-    loss_t, grads_t = gradient_pass(t, net_t, cfg, batches[0], seed)
-    loss_p, grads_p = gradient_pass(p, net_p, cfg, batches[0], seed)
-    grad_tol = tol if grad_tol is None else grad_tol
-    grads = compare_gradients(grads_t, grads_p, linear, grad_tol)
+    report['weights'] = compare_weights(ref['weights'], got['weights'], tol)
+    report['forward'] = compare_forward(ref['forward'], ref['forward_order'], got['forward'], tol)
+    grads = compare_gradients(ref['grads'], got['grads'], set(), grad_tol)
+    loss_t, loss_p = ref['loss'], got['loss']
     loss_row = {'layer': 'loss', 'max_abs': abs(loss_t - loss_p), 'mean_abs': abs(loss_t - loss_p),
                 'rel': _rel(loss_t, loss_p)}
     loss_row['ok'] = loss_row['rel'] <= grad_tol
     report['gradients'] = {**grads, **_section([loss_row] + grads['rows'], grad_tol), 'loss_torch': loss_t,
                            'loss_paddle': loss_p}
-    del grads_t, grads_p
+    report['train'] = train_check(cfg, ref, got, steps, train_tol)
+    return finish_report(report, start)
 
-    report['train'] = train_check(t, p, cfg, net_t, net_p, initial, batches, steps, batch_size, train_tol, seed)
-    report['passed'] = all(report[k]['passed'] for k in ('forward', 'gradients', 'train'))
-    report['first_failure'] = next((f"{k}: {report[k]['first_failure']}" for k in ('forward', 'gradients', 'train')
+
+def finish_report(report, start):
+    """The three verdicts, the overall one, the first failure and the exit status (0, or 1 when the weights/forward
+    verdict fails, else 2 when the gradients or the training fail)."""
+    report['verdicts'] = {'weights/forward': report['weights']['passed'] and report['forward']['passed'],
+                          'gradients': report['gradients']['passed'], 'training': report['train']['passed']}
+    report['passed'] = all(report['verdicts'].values())
+    report['exit_status'] = 0 if report['passed'] else 1 if not report['verdicts']['weights/forward'] else 2
+    report['first_failure'] = next((f"{k}: {report[k]['first_failure']}" for k in SECTIONS
                                     if report[k].get('first_failure')), None)
     report['seconds'] = round(time.perf_counter() - start, 2)
     return report
 
 
-def train_check(t, p, cfg, net_t, net_p, initial, batches, steps, batch_size, tol, seed=0):
+SECTIONS = ('forward', 'weights', 'gradients', 'train')
+
+
+def compare_weights(ref, got, tol):
+    """Every state-dict tensor of the two nets (both in torch's layout): rel = max abs / max(1, max |torch|)."""
+    rows = []
+    for name, w in ref.items():
+        if name not in got:
+            rows.append({'layer': name, 'max_abs': math.inf, 'mean_abs': math.inf, 'rel': math.inf, 'ok': False,
+                         'error': 'not in the paddle net'})
+            continue
+        row = {'layer': name, **compare_arrays(w, got[name], _scale(w))}
+        row['ok'] = row['rel'] <= tol
+        rows.append(row)
+    return _section(rows, tol, unpaired_torch=[], unpaired_paddle=sorted(set(got) - set(ref)))
+
+
+# ---- dumps: one framework's half, for machines that have only one -------------------------------------------
+
+def write_dump(path, cfg, side, report, batches):
+    """A plain npz (no pickled objects): a json '__meta__' string and numbered arrays, written atomically."""
+    meta = {'format': DUMP_FORMAT, 'version': DUMP_VERSION, 'framework': side['framework'],
+            'config': config_fingerprint(cfg),
+            **{k: report[k] for k in ('model', 'dataset', 'ckpt', 'data', 'batch_size', 'steps', 'seed', 'dropout',
+                                      'token_size', 'answer_size')},
+            'weights': list(side['weights']), 'forward': side['forward_order'],
+            'grads': list(side['grads']), 'no_grad': [n for n, g in side['grads'].items() if g is None],
+            'loss': side['loss'], 'lrs': side['lrs'], 'train_losses': [float(x) for x in side['train_losses']],
+            'batch_keys': sorted(batches[0]), 'batches': len(batches)}
+    arrays = {'__meta__': np.array(json.dumps(meta))}
+    arrays.update({f'weight.{i}': side['weights'][n] for i, n in enumerate(meta['weights'])})
+    arrays.update({f'forward.{i}': side['forward'][n] for i, n in enumerate(meta['forward'])})
+    arrays.update({f'grad.{i}': side['grads'][n] for i, n in enumerate(meta['grads'])
+                   if side['grads'][n] is not None})
+    arrays.update({f'batch.{b}.{k}': np.asarray(batch[k]) for b, batch in enumerate(batches) for k in batch})
+    arrays['train_logits'] = np.asarray(side['train_logits'])
+    with atomic_write(path, 'wb') as f:
+        np.savez(f, **arrays)
+
+
+def read_dump(path, cfg):
+    """The side dict of a dump (as run_side's, plus 'meta' and 'batches'); one-line errors for a file that is not a
+    dump, or one made with another config (the keys that differ are named)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--compare: no such file {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        meta = json.loads(str(arrays.pop('__meta__')))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a parity dump (python -m convert parity --dump): {exc}") from None
+    if meta.get('format') != DUMP_FORMAT or meta.get('version') != DUMP_VERSION:
+        raise ValueError(f"{path}: not a version-{DUMP_VERSION} parity dump (format {meta.get('format')!r}, "
+                         f"version {meta.get('version')!r})")
+    # the dump's config is the one it ran: DROPOUT_R 0 unless it ran with --dropout
+    here = config_fingerprint(cfg if meta['dropout'] else cfg.copy(DROPOUT_R=0.0))
+    differ = sorted(k for k in set(here) | set(meta['config']) if here.get(k) != meta['config'].get(k))
+    if differ:
+        shown = ', '.join(f"{k} {meta['config'].get(k)!r} in the dump, {here.get(k)!r} here" for k in differ[:3])
+        raise ValueError(f"{path}: dumped with another config: {shown}" + (' ...' if len(differ) > 3 else ''))
+    side = {'meta': meta, 'framework': meta['framework'], 'loss': meta['loss'], 'lrs': meta['lrs'],
+            'train_losses': meta['train_losses'], 'train_logits': arrays['train_logits'],
+            'weights': {n: arrays[f'weight.{i}'] for i, n in enumerate(meta['weights'])},
+            'forward': {n: arrays[f'forward.{i}'] for i, n in enumerate(meta['forward'])},
+            'forward_order': meta['forward'],
+            'grads': {n: None if n in meta['no_grad'] else arrays[f'grad.{i}'] for i, n in enumerate(meta['grads'])},
+            'batches': [{k: arrays[f'batch.{b}.{k}'] for k in meta['batch_keys']} for b in range(meta['batches'])]}
+    return side
+
+
+def train_check(cfg, ref, got, steps, tol):
+    """The training losses and the logits after the steps, of the torch side ``ref`` and the paddle side ``got``."""
     section = {'tolerance': tol, 'steps': steps, 'skipped': None, 'passed': True, 'first_failure': None}
     if steps <= 0:
         section['skipped'] = 'no steps requested'
@@ -437,18 +583,14 @@ def train_check(t, p, cfg, net_t, net_p, initial, batches, steps, batch_size, to
         section['skipped'] = ("hard routing: the trainers draw Gumbel noise in training, from the two frameworks' "
                               "unrelated RNGs")
         return section
-    t.load(net_t, initial[0])
-    p.load(net_p, initial[1])
-    lrs = [warmup_lr(i + 1, float(cfg.LR_BASE), steps * batch_size, batch_size, cfg.WARMUP_EPOCH)
-           for i in range(steps)]
-    losses_t, logits_t = train_losses(t, net_t, cfg, batches, lrs, seed)
-    losses_p, logits_p = train_losses(p, net_p, cfg, batches, lrs, seed)
+    losses_t, logits_t = ref['train_losses'], ref['train_logits']
+    losses_p, logits_p = got['train_losses'], got['train_logits']
     rows = [{'layer': f'step {i + 1} loss', 'max_abs': abs(a - b), 'mean_abs': abs(a - b), 'rel': _rel(a, b)}
             for i, (a, b) in enumerate(zip(losses_t, losses_p))]
     rows.append({'layer': f'logits after {steps} steps', **compare_arrays(logits_t, logits_p, _scale(logits_t))})
     for row in rows:
         row['ok'] = row['rel'] <= tol
-    section.update(_section(rows, tol), steps=steps, lrs=lrs, losses_torch=losses_t, losses_paddle=losses_p,
+    section.update(_section(rows, tol), steps=steps, lrs=ref['lrs'], losses_torch=losses_t, losses_paddle=losses_p,
                    skipped=None)
     return section
 
@@ -478,19 +620,50 @@ def format_section(title, section):
     return lines
 
 
+def format_weights(section):
+    """The weights table, shortened to its rows above tolerance: a converted checkpoint's are usually all exact."""
+    bad = [r for r in section['rows'] if not r['ok']]
+    if not bad:
+        return [f"weights: {len(section['rows'])} tensors, all within tolerance {section['tolerance']:g} "
+                f"(max rel {_fmt(section['max_rel'])})"]
+    # the overall first failure is a forward row (SECTIONS): the arrow marks that one, in the forward table
+    lines = format_section('weights', {**section, 'rows': bad, 'first_failure': None})
+    lines[0] = (f"weights: {len(bad)} of {len(section['rows'])} tensors above tolerance {section['tolerance']:g}, "
+                f"rel = max abs / max(1, max |torch|)")
+    return lines
+
+
+def verdict_line(report):
+    """The last line: the overall verdict, then each of the three (weights/forward decides a converted checkpoint)."""
+    def word(name, ok, skipped=None):
+        return f"{name} {'skipped' if skipped else 'passed' if ok else 'FAILED'}"
+    v = report['verdicts']
+    weights_bad = report['weights']['first_failure']
+    parts = [word('weights/forward', v['weights/forward'])
+             + (f" (weights differ first in {weights_bad})" if weights_bad else ''),
+             word('gradients', v['gradients']), word('training', v['training'], report['train'].get('skipped'))]
+    head = 'PASSED' if report['passed'] else f"FAILED: first above tolerance: {report['first_failure']}"
+    return f"{head} ({', '.join(parts)}; {report['seconds']} s)"
+
+
 def format_report(report):
+    if report.get('dump'):
+        return (f"parity dump of {report['model']} / {report['dataset']} ({report['framework']}, "
+                f"{report['parameters']:,} parameters, batch {report['batch_size']} of {report['data']} data, "
+                f"{report['steps']} training steps) written to {report['dump']} ({report['seconds']} s); compare it "
+                f"on a machine with the other framework: python -m convert parity ... --compare {report['dump']}")
+    weights = report['ckpt'] or ("the dump's" if report.get('compare') else 'random torch init copied to paddle')
     lines = [f"parity {report['model']} / {report['dataset']}: {report['parameters']:,} parameters, "
-             f"batch {report['batch_size']} of {report['data']} data, weights "
-             f"{report['ckpt'] or 'random torch init copied to paddle'}"
-             + (f" (paddle: {report['paddle_ckpt']})" if report['paddle_ckpt'] else '')]
+             f"batch {report['batch_size']} of {report['data']} data, weights {weights}"
+             + (f" (paddle: {report['paddle_ckpt']})" if report['paddle_ckpt'] else '')
+             + (f"; against the dump {report['compare']}" if report.get('compare') else '')]
+    lines += format_weights(report['weights'])
     lines += format_section('forward (eval), rel = max abs / max(1, max |torch|)', report['forward'])
     g = report['gradients']
     lines += format_section(f"gradients (loss torch {g['loss_torch']:.7g}, paddle {g['loss_paddle']:.7g}), "
-                            f"rel = max abs / max |torch grad| (zero-in-exact-arithmetic biases: / largest gradient "
-                            f"{g['largest_gradient']:.3g})", g)
+                            f"rel = max |diff| / (largest gradient {g['largest_gradient']:.3g} + |torch grad|)", g)
     lines += format_section('training (each backend\'s trainer, Adam)', report['train'])
-    verdict = 'PASSED' if report['passed'] else f"FAILED: first above tolerance: {report['first_failure']}"
-    lines.append(f"{verdict} ({report['seconds']} s)")
+    lines.append(verdict_line(report))
     return '\n'.join(lines)
 
 
