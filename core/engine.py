@@ -4,6 +4,7 @@ One epoch: decay lr_base at the listed epochs, set tau (hard routing), reseed th
 resumed run repeats an uninterrupted one, build the epoch's batches from core.data.sampler, step with the per-step
 learning rate of core.schedules, save the checkpoint, log, and validate.
 """
+import logging
 import os
 import random
 import sys
@@ -18,14 +19,16 @@ from core.schedules import tau_at, warmup_lr
 from core.data.sampler import epoch_batches, eval_batches
 from core.data.workers import compute_threads, loader_workers
 
+log = logging.getLogger(__name__)
+
 
 def run(cfg, be):
-    """Dispatch on cfg.RUN_MODE; returns a summary dict (also printed by run.py)."""
+    """Dispatch on cfg.RUN_MODE; returns a summary dict (run.py returns it from main())."""
     _seed_everything(cfg, be, 0)
     be.set_device(cfg.GPU)
     if cfg.NUM_WORKERS is None:
         why = "on a GPU" if _on_gpu(be) else f"on the CPU, the cores the model's {compute_threads()} threads leave free"
-        _say(cfg, f"DataLoader workers: {_workers(cfg, be)} of {os.cpu_count() or 1} cores (NUM_WORKERS unset: {why}; "
+        log.debug(f"DataLoader workers: {_workers(cfg, be)} of {os.cpu_count() or 1} cores (NUM_WORKERS unset: {why}; "
                   "--NW N to choose)")
     if cfg.RUN_MODE == "train":
         return train(cfg, be)
@@ -55,8 +58,9 @@ def _loader(cfg, be, dataset, batches):
 
 
 def _say(cfg, text):
-    if cfg.VERBOSE:
-        print(text, flush=True)
+    """A line of the run's report, at INFO: a command line shows it whatever VERBOSE says (VERBOSE hides only the
+    per-step progress bar and DEBUG detail, core/logs.py)."""
+    log.info(text)
 
 
 def train(cfg, be):
@@ -196,4 +200,4 @@ def evaluate(cfg, be, net, dataset, mode, version):
     loader = _loader(cfg, be, dataset, batches)
     outputs = [task.batch_outputs(cfg, be.predict(net, batch)) for batch in _progress(cfg, loader, len(batches), mode)]
     outputs = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]} if outputs else {}
-    return task.evaluate(cfg, dataset, mode, version, outputs, lambda text: _say(cfg, text))
+    return task.evaluate(cfg, dataset, mode, version, outputs, log.info)

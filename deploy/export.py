@@ -11,9 +11,9 @@ Paddle Inference and compared with the dynamic graph on a random batch before th
 Static export always runs on Paddle. With --backend=torch the checkpoint is still read by the paddle backend, which
 converts a torch .pkl (Linear weights transposed by the model's own layer list) on the way.
 """
+import logging
 import os
 import shutil
-import sys
 
 import numpy as np
 
@@ -27,6 +27,8 @@ SUPPORTED_MODELS = tuple(dict.fromkeys(m.model_use for m in registry.MODELS.valu
 VERIFY_BATCH = 3
 # Exported logits may differ from the dynamic graph's by float rounding only (oneDNN kernels, fused passes).
 VERIFY_ATOL = 1e-4
+
+log = logging.getLogger(__name__)
 
 
 class ExportError(ValueError):
@@ -98,19 +100,18 @@ def default_out_dir(cfg, suffix=""):
 
 
 def export_from_config(cfg, be, out_dir=None):
-    """run.py --RUN=export: export the configured checkpoint; errors end the program with a one-line message."""
+    """run.py --RUN=export: export the configured checkpoint, logging what was written; raises ValueError
+    (ExportError, a checkpoint that cannot be read) or FileNotFoundError, which the command lines turn into one
+    line."""
     if be.name != "paddle":
-        print(f"note: static export runs on Paddle (paddle.jit.save), not on the {be.name} backend; the checkpoint "
-              "is read by the paddle backend, which converts a torch .pkl on the way", file=sys.stderr)
-    try:
-        ckpt = find_checkpoint(cfg)
-        out_dir = out_dir or default_out_dir(cfg)
-        manifest = export_checkpoint(cfg, ckpt, out_dir)
-    except (BackendUnavailable, FileNotFoundError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
+        log.warning(f"note: static export runs on Paddle (paddle.jit.save), not on the {be.name} backend; the "
+                    "checkpoint is read by the paddle backend, which converts a torch .pkl on the way")
+    ckpt = find_checkpoint(cfg)
+    out_dir = out_dir or default_out_dir(cfg)
+    manifest = export_checkpoint(cfg, ckpt, out_dir)
     inputs = ", ".join(f"{s['name']} {tuple(s['shape'])} {s['dtype']}" for s in manifest["inputs"])
-    print(f"Exported {ckpt} ({cfg.MODEL}, {cfg.DATASET}) to {out_dir}\n  inputs: {inputs}\n"
-          f"  checked against the dynamic graph: max abs difference {manifest['verified_max_abs_diff']:.2e}")
+    log.info(f"Exported {ckpt} ({cfg.MODEL}, {cfg.DATASET}) to {out_dir}\n  inputs: {inputs}\n"
+             f"  checked against the dynamic graph: max abs difference {manifest['verified_max_abs_diff']:.2e}")
     return {"out_dir": out_dir, "checkpoint": ckpt, "manifest": manifest}
 
 

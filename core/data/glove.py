@@ -201,8 +201,8 @@ def _assemble(words, found, dim, source):
         if w in found:
             emb[i] = found[w]
     have = sum(w in found for w in words)
-    print(f"word vectors from {source}: {have} of {len(words)} vocabulary words have one; the other "
-          f"{len(words) - have} start at zero")
+    log.info(f"word vectors from {source}: {have} of {len(words)} vocabulary words have one; the other "
+             f"{len(words) - have} start at zero")
     if words and have < 0.5 * len(words):
         warn_once(f"{source} has vectors for only {have} of {len(words)} vocabulary words: the wrong file, or "
                   "vectors of another tokenisation?", log)
