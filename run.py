@@ -24,7 +24,7 @@ def main(argv=None):
 
 def _run(args):
     cfg = load_config(args.MODEL, args.DATASET, overrides=overrides_from_args(args), run_mode=args.RUN_MODE)
-    configure_logging(cfg.VERBOSE)
+    configure_logging()   # VERBOSE: the engine's per-step progress bar only
 
     from core.data import ensure_generated
     ensure_generated(cfg)   # the demo datasets: generated into a missing or empty DATA_ROOT

@@ -28,7 +28,7 @@ def run(cfg, be):
     be.set_device(cfg.GPU)
     if cfg.NUM_WORKERS is None:
         why = "on a GPU" if _on_gpu(be) else f"on the CPU, the cores the model's {compute_threads()} threads leave free"
-        log.debug(f"DataLoader workers: {_workers(cfg, be)} of {os.cpu_count() or 1} cores (NUM_WORKERS unset: {why}; "
+        _say(cfg, f"DataLoader workers: {_workers(cfg, be)} of {os.cpu_count() or 1} cores (NUM_WORKERS unset: {why}; "
                   "--NW N to choose)")
     if cfg.RUN_MODE == "train":
         return train(cfg, be)
@@ -59,7 +59,7 @@ def _loader(cfg, be, dataset, batches):
 
 def _say(cfg, text):
     """A line of the run's report, at INFO: a command line shows it whatever VERBOSE says (VERBOSE hides only the
-    per-step progress bar and DEBUG detail, core/logs.py)."""
+    per-step progress bar, _progress; core/logs.py)."""
     log.info(text)
 
 
