@@ -4,11 +4,14 @@ One epoch: decay lr_base at the listed epochs, set tau (hard routing), reseed th
 resumed run repeats an uninterrupted one, build the epoch's batches from core.data.sampler, step with the per-step
 learning rate of core.schedules, save the checkpoint, log, and validate.
 """
+from __future__ import annotations
+
 import logging
 import os
 import random
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,10 +22,16 @@ from core.schedules import tau_at, warmup_lr
 from core.data.sampler import epoch_batches, eval_batches
 from core.data.workers import compute_threads, loader_workers
 
+if TYPE_CHECKING:
+    from core.config import Config
+    from core.data import Dataset
+
+# ``be`` below is a backends.base.Backend and ``net`` one of its models: the layer above core, so not imported here
+# (tests/test_import_graph.py).
 log = logging.getLogger(__name__)
 
 
-def run(cfg, be):
+def run(cfg: Config, be) -> dict[str, Any]:
     """Dispatch on cfg.RUN_MODE; returns a summary dict (run.py returns it from main())."""
     _seed_everything(cfg, be, 0)
     be.set_device(cfg.GPU)
@@ -63,7 +72,7 @@ def _say(cfg, text):
     log.info(text)
 
 
-def train(cfg, be):
+def train(cfg: Config, be) -> dict[str, Any]:
     train_set = build_dataset(cfg, "train")
     val_set = build_dataset(cfg.copy(RUN_MODE="val"), "val") if cfg.EVAL_EVERY_EPOCH else None
     net = be.build_model(cfg, **train_set.facts())
@@ -148,7 +157,7 @@ def _plot_training(cfg, be, net, val_set, log_file):
         plots.routing_weights(weights, cfg.ORDERS, base + "_routing.png")
 
 
-def routing_weights(cfg, be, net, dataset):
+def routing_weights(cfg: Config, be, net, dataset: Dataset) -> np.ndarray:
     """Mean routing weight per decoder layer and span over a dataset: array (layers, len(ORDERS))."""
     sums, count = None, 0
     for idx in eval_batches(len(dataset), cfg.EVAL_BATCH_SIZE):
@@ -164,7 +173,7 @@ def _stack(samples):
     return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
 
 
-def load_for_eval(cfg, be, net, path):
+def load_for_eval(cfg: Config, be, net, path: str) -> dict[str, Any]:
     """Load checkpoint ``path`` (either framework's) into ``net`` as `run.py --RUN=val` does; returns its meta.
     A routing model's (TRAR's) hard routing then runs at the temperature of the checkpoint's last training epoch (the
     original evaluates at TAU_MAX; README, deliberate differences)."""
@@ -175,7 +184,7 @@ def load_for_eval(cfg, be, net, path):
     return meta
 
 
-def evaluate_checkpoint(cfg, be):
+def evaluate_checkpoint(cfg: Config, be) -> dict[str, Any]:
     mode = cfg.RUN_MODE
     dataset = build_dataset(cfg, mode)
     net = be.build_model(cfg, **dataset.facts())
@@ -192,7 +201,7 @@ def evaluate_checkpoint(cfg, be):
     return evaluate(cfg, be, net, dataset, "test", version)
 
 
-def evaluate(cfg, be, net, dataset, mode, version):
+def evaluate(cfg: Config, be, net, dataset: Dataset, mode: str, version: str) -> dict[str, Any]:
     """Predict every sample of ``dataset``; the task (core/tasks) writes the result file and scores it when the
     answers are known."""
     task = tasks.module_of(cfg)

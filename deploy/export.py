@@ -11,9 +11,12 @@ Paddle Inference and compared with the dynamic graph on a random batch before th
 Static export always runs on Paddle. With --backend=torch the checkpoint is still read by the paddle backend, which
 converts a torch .pkl (Linear weights transposed by the model's own layer list) on the way.
 """
+from __future__ import annotations
+
 import logging
 import os
 import shutil
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +25,10 @@ from backends.paddle import export as paddle_export
 from core import checkpoints, registry
 from deploy import bundle, c_output
 from formats.layout import CheckpointMismatch
+
+if TYPE_CHECKING:
+    from backends.base import Backend
+    from core.config import Config
 
 SUPPORTED_MODELS = tuple(dict.fromkeys(m.model_use for m in registry.MODELS.values() if m.exportable))
 VERIFY_BATCH = 3
@@ -69,7 +76,7 @@ def export_net(net, cfg, out_dir, token_to_ix, answers, max_token, extra=None):
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def export_checkpoint(cfg, ckpt_path, out_dir):
+def export_checkpoint(cfg: Config, ckpt_path: str, out_dir: str) -> dict[str, Any]:
     """Build the model of ``cfg`` on Paddle, load ``ckpt_path`` (.pdparams, or a torch .pkl converted on the way),
     and export it to ``out_dir``; returns the manifest."""
     be = _paddle_backend()
@@ -84,7 +91,7 @@ def export_checkpoint(cfg, ckpt_path, out_dir):
     return export_net(net, cfg, out_dir, token_to_ix, answers, max_token, extra)
 
 
-def find_checkpoint(cfg):
+def find_checkpoint(cfg: Config) -> str:
     """CKPT_PATH, else ckpts/ckpt_<CKPT_VERSION>/epoch<CKPT_EPOCH>.pdparams, else the same name in .pkl."""
     if cfg.CKPT_PATH is None and not cfg.CKPT_EPOCH:
         raise ExportError("CKPT_PATH: export needs a checkpoint; give --CKPT_PATH FILE, or --CKPT_V NAME and "
@@ -92,14 +99,14 @@ def find_checkpoint(cfg):
     return checkpoints.resume_path(cfg, ".pdparams")
 
 
-def default_out_dir(cfg, suffix=""):
+def default_out_dir(cfg: Config, suffix: str = "") -> str:
     """<RESULTS_ROOT>/export/<CKPT_VERSION>_epoch<CKPT_EPOCH><suffix>, or <checkpoint file name><suffix> for a
     CKPT_PATH run: one folder per checkpoint, so exporting another epoch of a run does not replace the first."""
     name = cfg.CKPT_VERSION if cfg.CKPT_PATH is not None else f"{cfg.CKPT_VERSION}_epoch{cfg.CKPT_EPOCH}"
     return os.path.join(cfg.RESULTS_ROOT, "export", name + suffix)
 
 
-def export_from_config(cfg, be, out_dir=None):
+def export_from_config(cfg: Config, be: Backend, out_dir: str | None = None) -> dict[str, Any]:
     """run.py --RUN=export: export the configured checkpoint, logging what was written; raises ValueError
     (ExportError, a checkpoint that cannot be read) or FileNotFoundError, which the command lines turn into one
     line."""

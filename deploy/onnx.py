@@ -19,17 +19,23 @@ manifest); `python -m deploy predict --model DIR` answers with it through onnxru
 The framework calls of both routes are in backends/torch/export.py and backends/paddle/export.py; this module makes
 the folder and checks the model with onnxruntime.
 """
+from __future__ import annotations
+
 import importlib.util
 import logging
 import os
 import shutil
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from backends import BackendUnavailable, get_backend
 from deploy import bundle
 from formats.layout import CheckpointMismatch
+
+if TYPE_CHECKING:
+    from core.config import Config
 
 VERIFY_ATOL = 1e-4
 
@@ -98,7 +104,8 @@ def _check_with_onnxruntime(path, sample, expected, out_dir):
     return diff
 
 
-def export_onnx_checkpoint(cfg, ckpt_path, out_dir, exporter="dynamo", opset=None):
+def export_onnx_checkpoint(cfg: Config, ckpt_path: str, out_dir: str, exporter: str = "dynamo",
+                           opset: int | None = None) -> dict[str, Any]:
     try:
         be = get_backend("torch")
     except BackendUnavailable as exc:
@@ -114,7 +121,8 @@ def export_onnx_checkpoint(cfg, ckpt_path, out_dir, exporter="dynamo", opset=Non
     return export_torch_net(net, cfg, out_dir, token_to_ix, answers, max_token, exporter, opset, extra)
 
 
-def onnx_from_config(cfg, out_dir=None, exporter="dynamo", opset=None):
+def onnx_from_config(cfg: Config, out_dir: str | None = None, exporter: str = "dynamo",
+                     opset: int | None = None) -> dict[str, Any]:
     """python -m deploy onnx: export the configured checkpoint, logging what was written; raises OnnxExportError (a
     ValueError) or FileNotFoundError, which the command line turns into one line."""
     from deploy.export import default_out_dir, find_checkpoint
@@ -136,7 +144,7 @@ def onnx_from_config(cfg, out_dir=None, exporter="dynamo", opset=None):
 
 # ------------------------------------------------------------------------------------------------- paddle2onnx
 
-def onnx_from_paddle_folder(model_dir, out_dir, opset=None):
+def onnx_from_paddle_folder(model_dir: str, out_dir: str, opset: int | None = None) -> dict[str, Any]:
     """paddle2onnx on an exported Paddle folder, checked against Paddle Inference with onnxruntime; returns the
     manifest of the new folder."""
     from backends.paddle import export as paddle_export
@@ -195,7 +203,7 @@ def _output_name(path):
     return onnx.load(path, load_external_data=False).graph.output[0].name
 
 
-def onnx_from_paddle_cli(model_dir, out_dir=None, opset=None):
+def onnx_from_paddle_cli(model_dir: str, out_dir: str | None = None, opset: int | None = None) -> dict[str, Any]:
     """python -m deploy onnx --from-paddle DIR: convert, logging what was written; raises OnnxExportError (a
     ValueError) or FileNotFoundError, which the command line turns into one line."""
     # paddle2onnx is only looked up here: it is imported in the converting child process alone
