@@ -45,7 +45,7 @@ def _own_flags(prog, description, argv, add_arguments):
     args, rest = own.parse_known_args(argv)
     if "-h" in rest or "--help" in rest:
         print(own.format_help().replace("options:", "own flags:", 1) + RUN_FLAGS, end="")
-        sys.exit(0)
+        own.exit()
     return args, rest
 
 
