@@ -5,38 +5,39 @@
 """
 import sys
 
+from backends.base import BackendUnavailable
 from core.cli import overrides_from_args, parse_args
 from core.config import ConfigError, load_config
+from core.logs import configure as configure_logging
 
 
 def main(argv=None):
+    """The run's summary dict; a config, data, backend or checkpoint error ends the program with one line."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        cfg = load_config(args.MODEL, args.DATASET, overrides=overrides_from_args(args), run_mode=args.RUN_MODE)
+        return _run(args)
     except ConfigError as exc:
         sys.exit(f"config error: {exc}")
-
-    from core.data import GeneratedDataError, ensure_generated
-    try:
-        ensure_generated(cfg)   # the demo datasets: generated into a missing or empty DATA_ROOT
-    except GeneratedDataError as exc:
+    except (BackendUnavailable, FileNotFoundError, ValueError) as exc:
         sys.exit(f"error: {exc}")
 
-    from backends import BackendUnavailable, get_backend
-    try:
-        be = get_backend(cfg.BACKEND)
-    except BackendUnavailable as exc:
-        sys.exit(f"error: {exc}")
+
+def _run(args):
+    cfg = load_config(args.MODEL, args.DATASET, overrides=overrides_from_args(args), run_mode=args.RUN_MODE)
+    configure_logging()   # VERBOSE: the engine's per-step progress bar only
+
+    from core.data import ensure_generated
+    ensure_generated(cfg)   # the demo datasets: generated into a missing or empty DATA_ROOT
+
+    from backends import get_backend
+    be = get_backend(cfg.BACKEND)
 
     if cfg.RUN_MODE == "export":
         from deploy.export import export_from_config
         return export_from_config(cfg, be)
 
     from core.engine import run
-    try:
-        return run(cfg, be)
-    except (FileNotFoundError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
+    return run(cfg, be)
 
 
 if __name__ == "__main__":

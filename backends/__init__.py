@@ -3,6 +3,8 @@
 ``get_backend('torch')`` or ``get_backend('paddle')`` imports that framework on first use and returns
 its :class:`backends.base.Backend`. Nothing in ``core/`` imports this package's subfolders.
 """
+from __future__ import annotations
+
 import importlib
 
 from backends.base import Backend, BackendUnavailable
@@ -16,7 +18,7 @@ BACKENDS = {
 _cache = {}
 
 
-def available_backends():
+def available_backends() -> list[str]:
     """Names of the backends whose framework imports here."""
     names = []
     for name in BACKENDS:
@@ -28,7 +30,7 @@ def available_backends():
     return names
 
 
-def get_backend(name):
+def get_backend(name: str) -> Backend:
     if name not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {name!r}; expected one of {sorted(BACKENDS)}")
     if name not in _cache:

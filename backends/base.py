@@ -2,8 +2,22 @@
 
 Also the few framework-neutral rules both trainers share, so the torch and paddle twins cannot drift apart.
 """
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from core import registry
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from core.config import Config
+    from core.data import Dataset
+
+# A backend's model: a torch.nn.Module or a paddle.nn.Layer (backends/<fw>/models/<MODEL_USE>.py Net). Its tensors
+# stay inside the backend; the interface below takes and gives numpy arrays.
+Net = Any
 
 # The VQA task's net inputs (core/registry.py TASKS holds every task's); deploy's exporters wrap VQA nets by them.
 INPUT_KEYS = registry.TASKS["vqa"].input_keys
@@ -36,7 +50,7 @@ def net_call(net, inputs, part=slice(None)):
     return net(*args, **kwargs)
 
 
-def model_facts(cfg, args=(), facts=None):
+def model_facts(cfg: Config, args: Sequence[Any] = (), facts: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """build_model's dataset facts as keywords, in the model's task's order: the positional form
     (cfg, token_size, answer_size, pretrained_emb) and the keyword form give the same dict."""
     task = registry.task(registry.model_of(cfg).task)
@@ -77,58 +91,61 @@ class BackendUnavailable(ImportError):
 
 
 class Backend:
-    name = None
-    checkpoint_ext = None
+    name: str | None = None              # 'torch' | 'paddle'
+    checkpoint_ext: str | None = None    # '.pkl' | '.pdparams'
 
-    def seed(self, seed):
+    def seed(self, seed: int) -> None:
         raise NotImplementedError
 
-    def set_device(self, gpu=None):
+    def set_device(self, gpu: str | None = None) -> str:
         """Run on the first of the GPU ids in ``gpu`` ('' or None: the CPU); returns the device's name, 'cpu' for
         the CPU. The device is kept in ``self.device``."""
         raise NotImplementedError
 
-    def build_model(self, cfg, *args, **facts):
+    def build_model(self, cfg: Config, *args: Any, **facts: Any) -> Net:
         """The Net of cfg.MODEL_USE on this backend's device, built from the dataset's facts: keywords
         (VQA: token_size, answer_size, pretrained_emb=None; classification: num_classes), or VQA's positional form
         build_model(cfg, token_size, answer_size, pretrained_emb). See model_facts."""
         raise NotImplementedError
 
-    def load_checkpoint(self, net, path):
+    def load_checkpoint(self, net: Net, path: str) -> dict[str, Any]:
         """Load weights into ``net``; return {'epoch', 'lr_base', 'optimizer'} (None where absent)."""
         raise NotImplementedError
 
-    def predict(self, net, batch):
+    def predict(self, net: Net, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """Eval-mode logits as float32 numpy (B, A) from a dict of numpy arrays."""
         raise NotImplementedError
 
-    def make_loader(self, dataset, batch_sampler, num_workers=0, pin_memory=False):
+    def make_loader(self, dataset: Dataset, batch_sampler: Sequence[Sequence[int]], num_workers: int = 0,
+                    pin_memory: bool = False) -> Iterable[dict[str, Any]]:
+        """The batches of ``batch_sampler`` (lists of sample indices, core.data.sampler), collated into the framework's
+        tensors, read by ``num_workers`` worker processes (0: in this process)."""
         raise NotImplementedError
 
-    def make_trainer(self, net, cfg):
+    def make_trainer(self, net: Net, cfg: Config) -> Trainer:
         raise NotImplementedError
 
-    def routing_alphas(self, net):
+    def routing_alphas(self, net: Net) -> list[np.ndarray]:
         """TRAR: the routing weights of the last forward, one float32 array (B, len(ORDERS)) per decoder layer."""
         raise NotImplementedError
 
 
 class Trainer:
-    def train_step(self, batch, lr):
+    def train_step(self, batch: Mapping[str, Any], lr: float) -> float:
         """One optimizer step over GRAD_ACCU_STEPS sub-batches at learning rate ``lr``; returns the summed loss."""
         raise NotImplementedError
 
-    def set_tau(self, tau):
+    def set_tau(self, tau: float) -> None:
         raise NotImplementedError
 
-    def save(self, path, epoch, lr_base):
+    def save(self, path: str, epoch: int, lr_base: float) -> None:
         raise NotImplementedError
 
-    def load_optimizer_state(self, meta):
+    def load_optimizer_state(self, meta: Mapping[str, Any]) -> None:
         raise NotImplementedError
 
 
-def adam_settings(cfg):
+def adam_settings(cfg: Config) -> dict[str, Any]:
     """torch-style Adam settings from cfg.OPT_PARAMS: {'betas': (b1, b2), 'eps', 'weight_decay', 'amsgrad'}."""
     params = dict(cfg.OPT_PARAMS)
     unknown = sorted(set(params) - set(ADAM_KEYS))
@@ -142,6 +159,6 @@ def adam_settings(cfg):
             "weight_decay": float(params.get("weight_decay", 0.0)), "amsgrad": bool(params.get("amsgrad", False))}
 
 
-def sub_batches(batch_size, sub_batch_size):
+def sub_batches(batch_size: int, sub_batch_size: int) -> list[slice]:
     """Contiguous slices of SUB_BATCH_SIZE covering a batch: GRAD_ACCU_STEPS of them for a full batch."""
     return [slice(start, min(start + sub_batch_size, batch_size)) for start in range(0, batch_size, sub_batch_size)]

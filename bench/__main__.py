@@ -24,6 +24,7 @@ import time
 
 from bench import report
 from bench.train_step import KINDS, MODELS, RESULT_MARK, SIZES
+from core.logs import configure as configure_logging
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(REPO, "results", "bench")   # under /results/, which .gitignore keeps out of the tree
@@ -421,6 +422,7 @@ def write_json(path, obj):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    configure_logging()
     if args.command == "report":
         try:
             merged = report.load_results(args.results)

@@ -10,10 +10,14 @@ framework with Adam's moments, epoch and lr_base:
   paddle.save writes them, written without paddle).
 Files are written to a temp file and renamed; the .pdopt first, the .pdparams last.
 """
+from __future__ import annotations
+
 import collections
 import os
 import pickle
 import time
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +39,8 @@ class WrongDirection(ValueError):
 
 # ---- config ---------------------------------------------------------------------------------------------------
 
-def config_overrides(config=None, sets=None):
+def config_overrides(config: str | None = None,
+                     sets: Iterable[tuple[str, Any]] | None = None) -> dict[str, Any]:
     overrides = dict(sets or [])
     if config is not None:
         overrides['CONFIG'] = config
@@ -50,7 +55,7 @@ def _is_pickle(path):
     return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
-def check_source(path, framework):
+def check_source(path: str, framework: str) -> None:
     """Fail early, in one line, on a missing file or a file of the other framework."""
     if os.path.isdir(path):
         example = os.path.join(path, 'epoch<N>.pkl' if framework == 'torch' else 'epoch<N>.pdparams')
@@ -75,7 +80,7 @@ def _raw_state(obj):
     return obj if isinstance(obj, dict) else {}
 
 
-def read_source(path, framework):
+def read_source(path: str, framework: str) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, int]]:
     """(state {name: array}, meta {'epoch', 'lr_base', 'optimizer'}, counts) of a checkpoint, names normalised."""
     read = restricted_pickle.read_torch_checkpoint if framework == 'torch' else restricted_pickle.read_pdparams
     obj = read(path)
@@ -157,7 +162,7 @@ def _convert_optimizer(saved, direction, manifest, cfg, lr_base, notes):
 _FOREIGN_ENDINGS = {'paddle': ('.pkl', '.pth', '.pt', '.pdopt'), 'torch': ('.pdparams', '.pdopt', '.pdiparams')}
 
 
-def check_destination(dst, target):
+def check_destination(dst: str, target: str) -> None:
     """A destination named like the other framework's file is refused: paddle.load cannot read a torch file called
     x.pdparams, and torch2paddle would write x.pkl.pdparams."""
     ending = next((e for e in _FOREIGN_ENDINGS[target] if dst.lower().endswith(e)), None)
@@ -167,7 +172,7 @@ def check_destination(dst, target):
                          f"{'a Paddle optimizer file' if ending == '.pdopt' else 'another format'}; name it {want}")
 
 
-def paddle_paths(dst):
+def paddle_paths(dst: str) -> tuple[str, str]:
     stem = dst[:-len('.pdparams')] if dst.endswith('.pdparams') else dst
     return stem + '.pdparams', stem + '.pdopt'
 
@@ -182,7 +187,7 @@ def _pickle_to(path, obj):
         pickler.dump(obj)
 
 
-def write_paddle(dst, weights, meta):
+def write_paddle(dst: str, weights: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None) -> list[str]:
     """<stem>.pdparams (+ <stem>.pdopt when ``meta`` is not None), the .pdopt renamed into place first. Without meta
     an old .pdopt beside the destination is removed, so it cannot pair with the new weights."""
     params_path, opt_path = paddle_paths(dst)
@@ -206,7 +211,7 @@ def _torch_tensors(obj, torch):
     return obj
 
 
-def write_torch(dst, weights, meta):
+def write_torch(dst: str, weights: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None) -> list[str]:
     """The openvqa container at ``dst``: {'state_dict'} plus whichever of 'optimizer', 'lr_base', 'epoch' is known."""
     try:
         import torch
@@ -223,8 +228,10 @@ def write_torch(dst, weights, meta):
 
 # ---- the conversion --------------------------------------------------------------------------------------------
 
-def convert_file(direction, src, dst, model, dataset, config=None, sets=None, from_layout='openvqa',
-                 mmnas_answers=None, answers=None, weights_only=False):
+def convert_file(direction: str, src: str, dst: str, model: str, dataset: str, config: str | None = None,
+                 sets: Iterable[tuple[str, Any]] | None = None, from_layout: str = 'openvqa',
+                 mmnas_answers: str | None = None, answers: str | None = None,
+                 weights_only: bool = False) -> dict[str, Any]:
     """Convert one checkpoint; returns the summary dict (also what the CLI prints). Raises one-line errors:
     ConfigError, FileNotFoundError, WrongDirection, restricted_pickle.CheckpointReadError / RefusedPickle,
     layout.CheckpointMismatch, NoFramework."""

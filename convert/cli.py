@@ -22,6 +22,7 @@ from convert.manifest import NoFramework
 from core.cli import key_value
 from core.config import DATASETS, MODELS, ConfigError, load_config
 from core.data.answers import ANSWER_DICT_PATH
+from core.logs import configure as configure_logging
 
 
 # ---- config flags, shared by the three commands -----------------------------------------------------------------
@@ -97,25 +98,23 @@ def add_parity_arguments(parser):
 
 
 def run_parity_command(args):
-    try:
-        cfg = load_config(args.MODEL, args.DATASET, config_overrides(args.config, args.SET))
-        if args.batch_size < 1 or args.steps < 1:
-            raise ValueError(f"--batch-size and --steps must be >= 1, got {args.batch_size} and {args.steps}")
-        for flag, tol in (('--tol', args.tol), ('--grad-tol', args.grad_tol), ('--train-tol', args.train_tol)):
-            if tol is not None and not tol > 0:
-                raise ValueError(f"{flag} must be a positive tolerance, got {tol:g}")
-        for flag, path in (('--ckpt', args.ckpt), ('--paddle-ckpt', args.paddle_ckpt if args.ckpt else None)):
-            if path is not None and not os.path.isfile(path):
-                raise FileNotFoundError(f"{flag}: {path} is a folder; expected a checkpoint file in it"
-                                        if os.path.isdir(path) else f"{flag}: no such file {path}")
-        if args.framework and not (args.dump or args.compare):
-            raise ValueError("--framework needs --dump or --compare (without them both frameworks run)")
-        report = parity.run_parity(cfg, args.ckpt, args.paddle_ckpt, args.steps, args.batch_size, args.tol,
-                                   args.train_tol, args.seed, args.grad_tol, args.dropout, args.dump, args.compare,
-                                   args.framework)
-    except (ConfigError, FileNotFoundError, ValueError, ImportError, pickle.UnpicklingError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return parity.EXIT_BAD_INPUT
+    """Check, print the report (and write it with --report); returns the exit code (parity.EXIT_*). A bad flag,
+    file or config raises (main() turns it into one line)."""
+    cfg = load_config(args.MODEL, args.DATASET, config_overrides(args.config, args.SET))
+    if args.batch_size < 1 or args.steps < 1:
+        raise ValueError(f"--batch-size and --steps must be >= 1, got {args.batch_size} and {args.steps}")
+    for flag, tol in (('--tol', args.tol), ('--grad-tol', args.grad_tol), ('--train-tol', args.train_tol)):
+        if tol is not None and not tol > 0:
+            raise ValueError(f"{flag} must be a positive tolerance, got {tol:g}")
+    for flag, path in (('--ckpt', args.ckpt), ('--paddle-ckpt', args.paddle_ckpt if args.ckpt else None)):
+        if path is not None and not os.path.isfile(path):
+            raise FileNotFoundError(f"{flag}: {path} is a folder; expected a checkpoint file in it"
+                                    if os.path.isdir(path) else f"{flag}: no such file {path}")
+    if args.framework and not (args.dump or args.compare):
+        raise ValueError("--framework needs --dump or --compare (without them both frameworks run)")
+    report = parity.run_parity(cfg, args.ckpt, args.paddle_ckpt, args.steps, args.batch_size, args.tol,
+                               args.train_tol, args.seed, args.grad_tol, args.dropout, args.dump, args.compare,
+                               args.framework)
     print(parity.format_report(report))
     if args.report:
         parity.write_report(args.report, report)
@@ -168,19 +167,22 @@ def one_line(exc):
 
 
 def main(argv=None):
+    """The exit code: 0 done (parity: passed); parity 1 weights/forward failed, 2 gradients or training only, 3 bad
+    input; conversion 2 an error. Errors are printed here as one line."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     if argv[:1] == ['parity']:        # its unknown flags are reported by this parser, not the subcommand's
         parser.usage_error_status = parity.EXIT_BAD_INPUT
     args = parser.parse_args(argv)
-    if args.command == 'parity':
-        return run_parity_command(args)
+    configure_logging()
     try:
+        if args.command == 'parity':
+            return run_parity_command(args)
         summary = convert_file(args.command, args.src, args.dst, args.MODEL, args.DATASET, args.config, args.SET,
                                args.from_layout, args.mmnas_answers, args.answers, args.weights_only)
-    except (ConfigError, FileNotFoundError, ValueError, pickle.UnpicklingError, NoFramework) as exc:
+    except (ConfigError, FileNotFoundError, ValueError, NoFramework, ImportError, pickle.UnpicklingError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return parity.EXIT_BAD_INPUT if args.command == 'parity' else 2
     if args.json:
         print(json.dumps(summary, indent=1))
     else:

@@ -3,11 +3,15 @@
 Key names are the original openvqa/TRAR names, so an original yml file loads as an extra config. Values from yml
 files and the command line are parsed without eval(): tuples in strings go through ast.literal_eval.
 """
+from __future__ import annotations
+
 import ast
 import copy as _copy
 import datetime
 import difflib
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import yaml
 
@@ -237,7 +241,7 @@ def _read_yml(path, key_hint):
     return data
 
 
-def model_config_path(model, dataset):
+def model_config_path(model: str, dataset: str) -> str:
     """configs/<dataset>/<model>.yml; a ConfigError listing the shipped files when the pair has none."""
     for lookup, name in ((registry.model, model), (registry.dataset, dataset)):
         try:
@@ -253,7 +257,8 @@ def model_config_path(model, dataset):
     return path
 
 
-def load_config(model, dataset, overrides=None, run_mode='train'):
+def load_config(model: str, dataset: str, overrides: Mapping[str, Any] | None = None,
+                run_mode: str = 'train') -> Config:
     """Build the validated Config of one run. ``overrides`` may hold any known key, plus CONFIG (an extra yml)."""
     path = model_config_path(model, dataset)
     values = _copy.deepcopy(DEFAULTS)
@@ -430,22 +435,22 @@ class Config:
         object.__setattr__(self, '_origin', dict(origin))
         object.__setattr__(self, '_explicit', frozenset(explicit))
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         values = self.__dict__.get('_values')
         if values is None or name not in values:
             raise AttributeError(f"Config has no key {name!r}" + _suggest(name, list(values or ())))
         return values[name]
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Config is read-only; use cfg.copy({name}=...)")
 
-    def __contains__(self, name):
+    def __contains__(self, name: str) -> bool:
         return name in self._values
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return _copy.deepcopy(self._values)
 
-    def copy(self, **overrides):
+    def copy(self, **overrides: Any) -> Config:
         """A new Config with ``overrides`` applied and everything re-validated and re-derived.
 
         The run keeps its VERSION unless one is given. load_config's checkpoint-presence check is not repeated, so

@@ -4,10 +4,14 @@ One epoch: decay lr_base at the listed epochs, set tau (hard routing), reseed th
 resumed run repeats an uninterrupted one, build the epoch's batches from core.data.sampler, step with the per-step
 learning rate of core.schedules, save the checkpoint, log, and validate.
 """
+from __future__ import annotations
+
+import logging
 import os
 import random
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,9 +22,17 @@ from core.schedules import tau_at, warmup_lr
 from core.data.sampler import epoch_batches, eval_batches
 from core.data.workers import compute_threads, loader_workers
 
+if TYPE_CHECKING:
+    from core.config import Config
+    from core.data import Dataset
 
-def run(cfg, be):
-    """Dispatch on cfg.RUN_MODE; returns a summary dict (also printed by run.py)."""
+# ``be`` below is a backends.base.Backend and ``net`` one of its models: the layer above core, so not imported here
+# (tests/test_import_graph.py).
+log = logging.getLogger(__name__)
+
+
+def run(cfg: Config, be) -> dict[str, Any]:
+    """Dispatch on cfg.RUN_MODE; returns a summary dict (run.py returns it from main())."""
     _seed_everything(cfg, be, 0)
     be.set_device(cfg.GPU)
     if cfg.NUM_WORKERS is None:
@@ -55,11 +67,12 @@ def _loader(cfg, be, dataset, batches):
 
 
 def _say(cfg, text):
-    if cfg.VERBOSE:
-        print(text, flush=True)
+    """A line of the run's report, at INFO: a command line shows it whatever VERBOSE says (VERBOSE hides only the
+    per-step progress bar, _progress; core/logs.py)."""
+    log.info(text)
 
 
-def train(cfg, be):
+def train(cfg: Config, be) -> dict[str, Any]:
     train_set = build_dataset(cfg, "train")
     val_set = build_dataset(cfg.copy(RUN_MODE="val"), "val") if cfg.EVAL_EVERY_EPOCH else None
     net = be.build_model(cfg, **train_set.facts())
@@ -144,7 +157,7 @@ def _plot_training(cfg, be, net, val_set, log_file):
         plots.routing_weights(weights, cfg.ORDERS, base + "_routing.png")
 
 
-def routing_weights(cfg, be, net, dataset):
+def routing_weights(cfg: Config, be, net, dataset: Dataset) -> np.ndarray:
     """Mean routing weight per decoder layer and span over a dataset: array (layers, len(ORDERS))."""
     sums, count = None, 0
     for idx in eval_batches(len(dataset), cfg.EVAL_BATCH_SIZE):
@@ -160,7 +173,7 @@ def _stack(samples):
     return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
 
 
-def load_for_eval(cfg, be, net, path):
+def load_for_eval(cfg: Config, be, net, path: str) -> dict[str, Any]:
     """Load checkpoint ``path`` (either framework's) into ``net`` as `run.py --RUN=val` does; returns its meta.
     A routing model's (TRAR's) hard routing then runs at the temperature of the checkpoint's last training epoch (the
     original evaluates at TAU_MAX; README, deliberate differences)."""
@@ -171,7 +184,7 @@ def load_for_eval(cfg, be, net, path):
     return meta
 
 
-def evaluate_checkpoint(cfg, be):
+def evaluate_checkpoint(cfg: Config, be) -> dict[str, Any]:
     mode = cfg.RUN_MODE
     dataset = build_dataset(cfg, mode)
     net = be.build_model(cfg, **dataset.facts())
@@ -188,7 +201,7 @@ def evaluate_checkpoint(cfg, be):
     return evaluate(cfg, be, net, dataset, "test", version)
 
 
-def evaluate(cfg, be, net, dataset, mode, version):
+def evaluate(cfg: Config, be, net, dataset: Dataset, mode: str, version: str) -> dict[str, Any]:
     """Predict every sample of ``dataset``; the task (core/tasks) writes the result file and scores it when the
     answers are known."""
     task = tasks.module_of(cfg)
@@ -196,4 +209,4 @@ def evaluate(cfg, be, net, dataset, mode, version):
     loader = _loader(cfg, be, dataset, batches)
     outputs = [task.batch_outputs(cfg, be.predict(net, batch)) for batch in _progress(cfg, loader, len(batches), mode)]
     outputs = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]} if outputs else {}
-    return task.evaluate(cfg, dataset, mode, version, outputs, lambda text: _say(cfg, text))
+    return task.evaluate(cfg, dataset, mode, version, outputs, log.info)

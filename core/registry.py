@@ -8,9 +8,13 @@ dataset name: it reads a capability of the spec (``routes``, ``needs_box_geometr
 numpy-free and framework-free: core/config.py, core/cli.py, core/data and the backends import it; it imports only the
 settings modules of core/specs.
 """
+from __future__ import annotations
+
 import importlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import core.specs
 from core.specs import mcan, mmnasnet, trar
@@ -119,33 +123,33 @@ MODELS = {m.name: m for m in (
 )}
 
 
-def model(name):
+def model(name: str) -> ModelSpec:
     """The ModelSpec of a --MODEL name; ValueError listing the known ones."""
     if name not in MODELS:
         raise ValueError(f"MODEL: unknown model {name!r}; expected one of {', '.join(MODELS)}")
     return MODELS[name]
 
 
-def dataset(name):
+def dataset(name: str) -> DatasetSpec:
     """The DatasetSpec of a --DATASET name; ValueError listing the known ones."""
     if name not in DATASETS:
         raise ValueError(f"DATASET: unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
-def data_format(name):
+def data_format(name: str) -> FormatSpec:
     if name not in FORMATS:
         raise ValueError(f"DATA_FORMAT: unknown format {name!r}; expected one of {', '.join(FORMATS)}")
     return FORMATS[name]
 
 
-def task(name):
+def task(name: str) -> TaskSpec:
     if name not in TASKS:
         raise ValueError(f"task: unknown task {name!r}; expected one of {', '.join(TASKS)}")
     return TASKS[name]
 
 
-def generated_dataset(fmt):
+def generated_dataset(fmt: str) -> str:
     """The name of the first generated dataset in data format ``fmt`` (benchmarks and smoke runs train on it)."""
     for spec in DATASETS.values():
         if spec.generated and spec.data_format == fmt:
@@ -153,12 +157,12 @@ def generated_dataset(fmt):
     raise ValueError(f"DATASET: no generated dataset in the {fmt!r} format")
 
 
-def model_uses():
+def model_uses() -> tuple[str, ...]:
     """The MODEL_USE names, each once, in registry order."""
     return tuple(dict.fromkeys(m.model_use for m in MODELS.values()))
 
 
-def model_of(cfg):
+def model_of(cfg: Any) -> ModelSpec:
     """The ModelSpec of a config (or any object with MODEL_USE / MODEL): the first model of its MODEL_USE (the
     capabilities are the Net's, shared by its sizes), else the one its MODEL names."""
     use = getattr(cfg, 'MODEL_USE', None)
@@ -170,13 +174,13 @@ def model_of(cfg):
     raise ValueError(f"MODEL_USE {use!r} is not a registered model; expected one of {', '.join(model_uses())}")
 
 
-def task_of(cfg):
+def task_of(cfg: Any) -> TaskSpec:
     """The TaskSpec of a config: its data format's task (DATA_FORMAT, else its dataset's)."""
     fmt = getattr(cfg, 'DATA_FORMAT', None) or dataset(cfg.DATASET).data_format
     return TASKS[data_format(fmt).task]
 
 
-def task_for_batch(batch):
+def task_for_batch(batch: Mapping[str, Any]) -> TaskSpec:
     """The TaskSpec whose positional inputs are all in ``batch`` (a dict of arrays or tensors)."""
     for spec in TASKS.values():
         if all(k in batch for k in spec.input_keys):
@@ -186,7 +190,7 @@ def task_for_batch(batch):
                      "docs/architecture.md, the sample format)")
 
 
-def load(dotted):
+def load(dotted: str) -> Any:
     """'module:attr' -> the object."""
     module, _, attr = dotted.partition(':')
     return getattr(importlib.import_module(module), attr)

@@ -11,9 +11,12 @@ Paddle Inference and compared with the dynamic graph on a random batch before th
 Static export always runs on Paddle. With --backend=torch the checkpoint is still read by the paddle backend, which
 converts a torch .pkl (Linear weights transposed by the model's own layer list) on the way.
 """
+from __future__ import annotations
+
+import logging
 import os
 import shutil
-import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,10 +26,16 @@ from core import checkpoints, registry
 from deploy import bundle, c_output
 from formats.layout import CheckpointMismatch
 
+if TYPE_CHECKING:
+    from backends.base import Backend
+    from core.config import Config
+
 SUPPORTED_MODELS = tuple(dict.fromkeys(m.model_use for m in registry.MODELS.values() if m.exportable))
 VERIFY_BATCH = 3
 # Exported logits may differ from the dynamic graph's by float rounding only (oneDNN kernels, fused passes).
 VERIFY_ATOL = 1e-4
+
+log = logging.getLogger(__name__)
 
 
 class ExportError(ValueError):
@@ -67,7 +76,7 @@ def export_net(net, cfg, out_dir, token_to_ix, answers, max_token, extra=None):
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def export_checkpoint(cfg, ckpt_path, out_dir):
+def export_checkpoint(cfg: Config, ckpt_path: str, out_dir: str) -> dict[str, Any]:
     """Build the model of ``cfg`` on Paddle, load ``ckpt_path`` (.pdparams, or a torch .pkl converted on the way),
     and export it to ``out_dir``; returns the manifest."""
     be = _paddle_backend()
@@ -82,7 +91,7 @@ def export_checkpoint(cfg, ckpt_path, out_dir):
     return export_net(net, cfg, out_dir, token_to_ix, answers, max_token, extra)
 
 
-def find_checkpoint(cfg):
+def find_checkpoint(cfg: Config) -> str:
     """CKPT_PATH, else ckpts/ckpt_<CKPT_VERSION>/epoch<CKPT_EPOCH>.pdparams, else the same name in .pkl."""
     if cfg.CKPT_PATH is None and not cfg.CKPT_EPOCH:
         raise ExportError("CKPT_PATH: export needs a checkpoint; give --CKPT_PATH FILE, or --CKPT_V NAME and "
@@ -90,27 +99,26 @@ def find_checkpoint(cfg):
     return checkpoints.resume_path(cfg, ".pdparams")
 
 
-def default_out_dir(cfg, suffix=""):
+def default_out_dir(cfg: Config, suffix: str = "") -> str:
     """<RESULTS_ROOT>/export/<CKPT_VERSION>_epoch<CKPT_EPOCH><suffix>, or <checkpoint file name><suffix> for a
     CKPT_PATH run: one folder per checkpoint, so exporting another epoch of a run does not replace the first."""
     name = cfg.CKPT_VERSION if cfg.CKPT_PATH is not None else f"{cfg.CKPT_VERSION}_epoch{cfg.CKPT_EPOCH}"
     return os.path.join(cfg.RESULTS_ROOT, "export", name + suffix)
 
 
-def export_from_config(cfg, be, out_dir=None):
-    """run.py --RUN=export: export the configured checkpoint; errors end the program with a one-line message."""
+def export_from_config(cfg: Config, be: Backend, out_dir: str | None = None) -> dict[str, Any]:
+    """run.py --RUN=export: export the configured checkpoint, logging what was written; raises ValueError
+    (ExportError, a checkpoint that cannot be read) or FileNotFoundError, which the command lines turn into one
+    line."""
     if be.name != "paddle":
-        print(f"note: static export runs on Paddle (paddle.jit.save), not on the {be.name} backend; the checkpoint "
-              "is read by the paddle backend, which converts a torch .pkl on the way", file=sys.stderr)
-    try:
-        ckpt = find_checkpoint(cfg)
-        out_dir = out_dir or default_out_dir(cfg)
-        manifest = export_checkpoint(cfg, ckpt, out_dir)
-    except (BackendUnavailable, FileNotFoundError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
+        log.warning(f"note: static export runs on Paddle (paddle.jit.save), not on the {be.name} backend; the "
+                    "checkpoint is read by the paddle backend, which converts a torch .pkl on the way")
+    ckpt = find_checkpoint(cfg)
+    out_dir = out_dir or default_out_dir(cfg)
+    manifest = export_checkpoint(cfg, ckpt, out_dir)
     inputs = ", ".join(f"{s['name']} {tuple(s['shape'])} {s['dtype']}" for s in manifest["inputs"])
-    print(f"Exported {ckpt} ({cfg.MODEL}, {cfg.DATASET}) to {out_dir}\n  inputs: {inputs}\n"
-          f"  checked against the dynamic graph: max abs difference {manifest['verified_max_abs_diff']:.2e}")
+    log.info(f"Exported {ckpt} ({cfg.MODEL}, {cfg.DATASET}) to {out_dir}\n  inputs: {inputs}\n"
+             f"  checked against the dynamic graph: max abs difference {manifest['verified_max_abs_diff']:.2e}")
     return {"out_dir": out_dir, "checkpoint": ckpt, "manifest": manifest}
 
 

@@ -19,11 +19,14 @@ manifest); `python -m deploy predict --model DIR` answers with it through onnxru
 The framework calls of both routes are in backends/torch/export.py and backends/paddle/export.py; this module makes
 the folder and checks the model with onnxruntime.
 """
+from __future__ import annotations
+
 import importlib.util
+import logging
 import os
 import shutil
-import sys
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,7 +34,12 @@ from backends import BackendUnavailable, get_backend
 from deploy import bundle
 from formats.layout import CheckpointMismatch
 
+if TYPE_CHECKING:
+    from core.config import Config
+
 VERIFY_ATOL = 1e-4
+
+log = logging.getLogger(__name__)
 
 
 class OnnxExportError(ValueError):
@@ -96,7 +104,8 @@ def _check_with_onnxruntime(path, sample, expected, out_dir):
     return diff
 
 
-def export_onnx_checkpoint(cfg, ckpt_path, out_dir, exporter="dynamo", opset=None):
+def export_onnx_checkpoint(cfg: Config, ckpt_path: str, out_dir: str, exporter: str = "dynamo",
+                           opset: int | None = None) -> dict[str, Any]:
     try:
         be = get_backend("torch")
     except BackendUnavailable as exc:
@@ -112,31 +121,30 @@ def export_onnx_checkpoint(cfg, ckpt_path, out_dir, exporter="dynamo", opset=Non
     return export_torch_net(net, cfg, out_dir, token_to_ix, answers, max_token, exporter, opset, extra)
 
 
-def onnx_from_config(cfg, out_dir=None, exporter="dynamo", opset=None):
-    """python -m deploy onnx: errors end the program with a one-line message."""
+def onnx_from_config(cfg: Config, out_dir: str | None = None, exporter: str = "dynamo",
+                     opset: int | None = None) -> dict[str, Any]:
+    """python -m deploy onnx: export the configured checkpoint, logging what was written; raises OnnxExportError (a
+    ValueError) or FileNotFoundError, which the command line turns into one line."""
     from deploy.export import default_out_dir, find_checkpoint
     try:
         import onnx  # noqa: F401  (torch.onnx needs it)
     except ImportError:
-        sys.exit("error: ONNX export needs the optional packages onnx, onnxscript and onnxruntime "
-                 "(pip install onnx onnxscript onnxruntime)")
-    try:
-        ckpt = find_checkpoint(cfg)
-        # not <name>_onnx: that is where paddle2onnx (--from-paddle) puts the conversion of the Paddle export <name>
-        out_dir = out_dir or default_out_dir(cfg, "_torch_onnx")
-        manifest = export_onnx_checkpoint(cfg, ckpt, out_dir, exporter, opset)
-    except (FileNotFoundError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
+        raise OnnxExportError("ONNX export needs the optional packages onnx, onnxscript and onnxruntime "
+                              "(pip install onnx onnxscript onnxruntime)") from None
+    ckpt = find_checkpoint(cfg)
+    # not <name>_onnx: that is where paddle2onnx (--from-paddle) puts the conversion of the Paddle export <name>
+    out_dir = out_dir or default_out_dir(cfg, "_torch_onnx")
+    manifest = export_onnx_checkpoint(cfg, ckpt, out_dir, exporter, opset)
     diff = manifest["verified_max_abs_diff"]
     check = "not checked (no onnxruntime)" if diff is None else f"onnxruntime vs torch: max abs difference {diff:.2e}"
-    print(f"Exported {ckpt} ({cfg.MODEL}, {cfg.DATASET}) to {out_dir}/model.onnx ({exporter}, opset "
-          f"{manifest['opset']}); {check}")
+    log.info(f"Exported {ckpt} ({cfg.MODEL}, {cfg.DATASET}) to {out_dir}/model.onnx ({exporter}, opset "
+             f"{manifest['opset']}); {check}")
     return {"out_dir": out_dir, "checkpoint": ckpt, "manifest": manifest}
 
 
 # ------------------------------------------------------------------------------------------------- paddle2onnx
 
-def onnx_from_paddle_folder(model_dir, out_dir, opset=None):
+def onnx_from_paddle_folder(model_dir: str, out_dir: str, opset: int | None = None) -> dict[str, Any]:
     """paddle2onnx on an exported Paddle folder, checked against Paddle Inference with onnxruntime; returns the
     manifest of the new folder."""
     from backends.paddle import export as paddle_export
@@ -195,19 +203,17 @@ def _output_name(path):
     return onnx.load(path, load_external_data=False).graph.output[0].name
 
 
-def onnx_from_paddle_cli(model_dir, out_dir=None, opset=None):
-    """python -m deploy onnx --from-paddle DIR: errors end the program with a one-line message."""
+def onnx_from_paddle_cli(model_dir: str, out_dir: str | None = None, opset: int | None = None) -> dict[str, Any]:
+    """python -m deploy onnx --from-paddle DIR: convert, logging what was written; raises OnnxExportError (a
+    ValueError) or FileNotFoundError, which the command line turns into one line."""
     # paddle2onnx is only looked up here: it is imported in the converting child process alone
     missing = [name for name in ("paddle2onnx", "onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
-        sys.exit(f"error: the paddle2onnx route needs the optional packages paddle2onnx, onnx and onnxruntime "
-                 f"({', '.join(missing)} missing: pip install onnx onnxruntime; "
-                 "pip install --no-deps paddle2onnx==2.1.0)")
+        raise OnnxExportError(f"the paddle2onnx route needs the optional packages paddle2onnx, onnx and onnxruntime "
+                              f"({', '.join(missing)} missing: pip install onnx onnxruntime; "
+                              "pip install --no-deps paddle2onnx==2.1.0)")
     out_dir = out_dir or os.path.normpath(model_dir) + "_onnx"
-    try:
-        manifest = onnx_from_paddle_folder(model_dir, out_dir, opset)
-    except (FileNotFoundError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
-    print(f"Converted {model_dir} to {out_dir}/model.onnx (paddle2onnx, opset {manifest['opset']}); onnxruntime vs "
-          f"Paddle Inference: max abs difference {manifest['verified_max_abs_diff']:.2e}")
+    manifest = onnx_from_paddle_folder(model_dir, out_dir, opset)
+    log.info(f"Converted {model_dir} to {out_dir}/model.onnx (paddle2onnx, opset {manifest['opset']}); onnxruntime "
+             f"vs Paddle Inference: max abs difference {manifest['verified_max_abs_diff']:.2e}")
     return {"out_dir": out_dir, "manifest": manifest}

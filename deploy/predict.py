@@ -7,9 +7,13 @@ onnxruntime for a folder written by ``python -m deploy onnx``.
 
 Questions and features are encoded by deploy.bundle with the training pipeline's functions.
 """
+from __future__ import annotations
+
 import json
 import os
 import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,15 +30,15 @@ CPU_DEFAULTS = {"mkldnn": True, "ir_optim": True, "memory_optim": False}
 GPU_MEMORY_POOL_MB = 256
 
 
-def default_threads():
+def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
 class PaddleRunner:
     """One paddle.inference predictor: run({input name: array}) -> float32 logits."""
 
-    def __init__(self, model_file, params_file, device="cpu", gpu_id=0, threads=None, mkldnn=True, ir_optim=True,
-                 memory_optim=False):
+    def __init__(self, model_file: str, params_file: str, device: str = "cpu", gpu_id: int = 0,
+                 threads: int | None = None, mkldnn: bool = True, ir_optim: bool = True, memory_optim: bool = False):
         import backends.paddle  # noqa: F401  (thread defaults, set before paddle is imported)
         from paddle import inference
         config = inference.Config(model_file, params_file)
@@ -63,7 +67,7 @@ class PaddleRunner:
         self.output_names = list(self.predictor.get_output_names())
         self._ran = False
 
-    def run(self, batch):
+    def run(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         for name in self.input_names:
             handle = self.predictor.get_input_handle(name)
             array = np.ascontiguousarray(batch[name])
@@ -81,7 +85,7 @@ class PaddleRunner:
 class OnnxRunner:
     """An onnxruntime session with the same run() as PaddleRunner."""
 
-    def __init__(self, model_file, device="cpu", threads=None, **_cpu_knobs):
+    def __init__(self, model_file: str, device: str = "cpu", threads: int | None = None, **_cpu_knobs: Any):
         try:
             import onnxruntime
         except ImportError:
@@ -96,12 +100,13 @@ class OnnxRunner:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def run(self, batch):
+    def run(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         feed = {name: np.ascontiguousarray(batch[name]) for name in self.input_names}
         return self.session.run(self.output_names[:1], feed)[0].astype(np.float32, copy=False)
 
 
-def make_runner(bundle, device="cpu", gpu_id=0, threads=None, **cpu_knobs):
+def make_runner(bundle: Bundle, device: str = "cpu", gpu_id: int = 0, threads: int | None = None,
+                **cpu_knobs: Any) -> PaddleRunner | OnnxRunner:
     knobs = dict(CPU_DEFAULTS, **cpu_knobs)
     if bundle.runtime == "onnx":
         runner = OnnxRunner(bundle.file("model"), device=device, threads=threads)
@@ -117,17 +122,18 @@ def make_runner(bundle, device="cpu", gpu_id=0, threads=None, **cpu_knobs):
 class Predictor:
     """An exported folder, checked, with its runtime: logits, top-k answers and result files."""
 
-    def __init__(self, model_dir, device="cpu", gpu_id=0, threads=None, verify_hashes=True, **cpu_knobs):
+    def __init__(self, model_dir: str, device: str = "cpu", gpu_id: int = 0, threads: int | None = None,
+                 verify_hashes: bool = True, **cpu_knobs: Any):
         """verify_hashes: compare every file with the manifest's sha256 (about a second per GB)."""
         self.bundle = Bundle(model_dir, verify_hashes=verify_hashes)
         self.runner = make_runner(self.bundle, device=device, gpu_id=gpu_id, threads=threads, **cpu_knobs)
 
-    def logits(self, batch):
+    def logits(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """float32 (B, answers) for a dict of batched input arrays (checked against the manifest)."""
         self.bundle.check_batch(batch)
         return self.runner.run(batch)
 
-    def answer(self, questions, feature_paths, k=5):
+    def answer(self, questions: Sequence[str], feature_paths: Sequence[str], k: int = 5) -> list[dict[str, Any]]:
         """[{'question', 'unknown_words', 'words_not_read', 'answers': [(answer, score)]}] for parallel lists of
         questions and files; words_not_read: those past the max_token the model reads (as in training)."""
         logits = self.logits(self.bundle.make_batch(questions, feature_paths))
@@ -135,7 +141,7 @@ class Predictor:
         return [{"question": q, "unknown_words": self.bundle.encode(q)[1], "words_not_read": tokenize(q)[max_token:],
                  "answers": top} for q, top in zip(questions, self.bundle.top_answers(logits, k))]
 
-    def answer_file(self, questions_path, features_dir, out_path, batch_size=64):
+    def answer_file(self, questions_path: str, features_dir: str, out_path: str, batch_size: int = 64) -> int:
         """Answer every question of a question file; write the EvalAI json (VQA) or answer lines (CLEVR)."""
         items = read_questions(questions_path, self.bundle.manifest["data_format"])
         index = feature_index(features_dir, self.bundle.feature["ext"])
@@ -157,7 +163,7 @@ class Predictor:
         return len(answers)
 
 
-def read_questions(path, data_format):
+def read_questions(path: str, data_format: str) -> list[tuple[Any, int, str]]:
     """[(question id, image id, text)] from a VQA or CLEVR question file (a {'questions': [...]} object or a list)."""
     if not os.path.isfile(path):
         raise BundleError(f"{path}: no such question file")
@@ -177,7 +183,7 @@ def read_questions(path, data_format):
     return items
 
 
-def feature_index(folder, ext):
+def feature_index(folder: str, ext: str) -> dict[int, str]:
     if not os.path.isdir(folder):
         raise BundleError(f"{folder}: no such feature folder")
     index = features.index_features([folder], ext)
@@ -186,7 +192,7 @@ def feature_index(folder, ext):
     return index
 
 
-def format_answers(result, k):
+def format_answers(result: Mapping[str, Any], k: int) -> str:
     lines = [f"question: {result['question']}"]
     if result["unknown_words"]:
         lines.append(f"  (not in the vocabulary, read as UNK: {', '.join(result['unknown_words'])})")
@@ -198,7 +204,7 @@ def format_answers(result, k):
     return "\n".join(lines)
 
 
-def result_json(results):
+def result_json(results: Sequence[Mapping[str, Any]]) -> str:
     return json.dumps([{"question": r["question"], "unknown_words": r["unknown_words"],
                         "words_not_read": r.get("words_not_read", []),
                         "answers": [{"answer": a, "score": s} for a, s in r["answers"]]} for r in results], indent=1)

@@ -120,3 +120,10 @@ def test_help_is_grouped(capsys):
                   'devices and loading:'):
         assert title in out
     assert '--CKPT_V NAME' in out and '--EVAL_EE [BOOL]' in out
+
+
+def test_verb_help_says_it_hides_the_per_step_output_only(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(['--help'])
+    text = ' '.join(capsys.readouterr().out.split())                           # argparse wraps the lines
+    assert 'per-step progress bar' in text and 'accuracies are always shown' in text

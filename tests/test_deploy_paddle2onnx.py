@@ -143,8 +143,9 @@ def test_paddle2onnx_cli_without_the_package_says_how_to_install(tmp_path, monke
     real = importlib.util.find_spec
     monkeypatch.setattr(onnx_route.importlib.util, "find_spec",
                         lambda name, *a: None if name == "paddle2onnx" else real(name, *a))
-    with pytest.raises(SystemExit) as stop:
-        onnx_route.onnx_from_paddle_cli(str(tmp_path / "export"))
+    from deploy.__main__ import main
+    with pytest.raises(SystemExit) as stop:                    # the library raises, the command line says one line
+        main(["onnx", "--from-paddle", str(tmp_path / "export")])
     message = str(stop.value.code)
     assert message.startswith("error: the paddle2onnx route needs") and "\n" not in message
     assert "paddle2onnx missing" in message and "pip install --no-deps paddle2onnx==2.1.0" in message

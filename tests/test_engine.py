@@ -139,6 +139,20 @@ def test_loader_workers_unset_are_sized_to_the_machine(backend, tmp_path, demo_r
     assert seen == [1]
 
 
+def test_verb_false_hides_the_per_step_output_only(backend, tmp_path, demo_root, capsys):
+    """--VERB=False (in TINY) hides the progress bar; the epoch summary, the accuracy and the files written are
+    shown either way (issue 28, as openvqa's VERBOSE)."""
+    _run(tmp_path, demo_root, backend, "--RUN=train", "--VERSION=q", "--MAX_EPOCH=1")
+    out, err = capsys.readouterr()
+    assert "Training trar on demo" in out and "Epoch 1: loss " in out and "Overall Accuracy is: " in out
+    assert "epoch 1/1" not in out + err                                              # no progress bar
+    verbose = [a for a in TINY if a != "--VERB=False"]
+    _run(tmp_path, demo_root, backend, "--RUN=val", "--CKPT_V=q", "--CKPT_E=1", tiny=verbose)
+    out, err = capsys.readouterr()
+    assert "Overall Accuracy is: " in out and "Wrote the val answers to " in out
+    assert "val: " in err                                                            # the bar, on stderr
+
+
 def test_feature_store_run_repeats_the_per_file_run(backend, tmp_path):
     """--FEAT_STORE reads the same arrays from a memory-mapped store: a run without the per-image files trains the
     same weights and scores the same as one reading them."""

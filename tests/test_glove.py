@@ -63,10 +63,12 @@ def test_a_damaged_line_is_named_with_its_line_number(tmp_path, bad_line, messag
         pretrained_embedding(make_cfg(tmp_path, GLOVE_PATH=_txt(tmp_path, "".join(lines))), VOCAB, "k5")
 
 
-def test_coverage_is_printed_and_a_low_one_warned(tmp_path, capsys, caplog):
-    pretrained_embedding(make_cfg(tmp_path, GLOVE_PATH=_txt(tmp_path)), VOCAB, "k6")
-    assert "4 of 6 vocabulary words have one; the other 2 start at zero" in capsys.readouterr().out   # PAD UNK what color
-    assert not caplog.records
+def test_coverage_is_reported_and_a_low_one_warned(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="core.data.glove"):              # run.py shows INFO on stdout
+        pretrained_embedding(make_cfg(tmp_path, GLOVE_PATH=_txt(tmp_path)), VOCAB, "k6")
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert "4 of 6 vocabulary words have one; the other 2 start at zero" in caplog.text   # PAD UNK what color
+    caplog.clear()
     sparse = _txt(tmp_path, "zebra 1 1 1\n", "sparse.txt")
     with caplog.at_level(logging.WARNING):
         pretrained_embedding(make_cfg(tmp_path, GLOVE_PATH=sparse), VOCAB, "k6")

@@ -11,6 +11,7 @@ import argparse
 import functools
 import io
 import json
+import logging
 import os
 import zipfile
 
@@ -20,6 +21,9 @@ from core.data import GeneratedDataError
 from core.data.answers import load_answer_dict, prep_ans
 from core.data.paths import (CLEVR_FEAT_DIRS, VQA_FEAT_DIRS, annotation_path, atomic_write_bytes, atomic_write_json,
                              question_path)
+from core.logs import configure as configure_logging
+
+log = logging.getLogger(__name__)
 
 COLOURS = ("red", "blue", "green", "yellow", "purple", "gray")
 SHAPES = ("circle", "square", "triangle", "star")
@@ -475,12 +479,12 @@ def ensure_demo_data(root):
     if current and not missing:
         return summary
     if not os.path.isdir(root) or not os.listdir(root):
-        print(f"generating demo data in {root} (seed 0)")
+        log.info(f"generating demo data in {root} (seed 0)")
         return generate(root, origin=AUTOMATIC)
     if summary is not None and summary.get("generated_by") == AUTOMATIC:
         why = f"{os.path.relpath(missing[0], root)} is missing" if current else (
             f"format {summary.get('format_version')} is older than this version's {FORMAT_VERSION}")
-        print(f"generating demo data in {root} again ({why})")
+        log.info(f"generating demo data in {root} again ({why})")
         return generate(root, origin=AUTOMATIC)
     if summary is None:
         what = f"holds no demo data (no {SUMMARY_FILE})"
@@ -507,6 +511,7 @@ def main(argv=None):
     parser.add_argument("--test-images", type=int, default=100)
     parser.add_argument("--questions-per-image", type=int, default=5)
     args = parser.parse_args(argv)
+    configure_logging()
     summary = generate(args.out, seed=args.seed, n_train_images=args.train_images, n_val_images=args.val_images,
                        n_test_images=args.test_images, questions_per_image=args.questions_per_image)
     for fmt in ("vqa", "clevr"):

@@ -17,6 +17,7 @@ import zipfile
 import numpy as np
 
 from core.data import features
+from core.logs import configure as configure_logging
 
 STORE_FORMAT = "twinvqa-feature-store"
 STORE_VERSION = 1
@@ -215,6 +216,7 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="store folder to write")
     parser.add_argument("--force", action="store_true", help="replace an existing store")
     args = parser.parse_args(argv)
+    configure_logging()
     for folder in args.feats:
         if not os.path.isdir(folder):
             parser.error(f"--feats: no such folder {folder}")

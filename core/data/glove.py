@@ -48,12 +48,12 @@ def cached_vocabulary(results_root, fmt, question_paths, build):
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
-        log.info("vocabulary read from cache %s", path)
+        log.debug("vocabulary read from cache %s", path)
     else:
         record = build()
         record["question_files"] = [os.path.abspath(p) for p in question_paths]
         atomic_write_json(path, record)
-        log.info("vocabulary written to cache %s", path)
+        log.debug("vocabulary written to cache %s", path)
     return record, key
 
 
@@ -72,7 +72,7 @@ def pretrained_embedding(cfg, token_to_ix, vocab_key):
     if os.path.isfile(path):
         emb = np.load(path)
         if emb.shape == (len(token_to_ix), dim):
-            log.info("word embedding read from cache %s", path)
+            log.debug("word embedding read from cache %s", path)
             return emb.astype(np.float32, copy=False)
     words = sorted(token_to_ix, key=token_to_ix.get)
     if kind == "txt":
@@ -87,7 +87,7 @@ def pretrained_embedding(cfg, token_to_ix, vocab_key):
     # The vocabulary beside the matrix makes the cached file usable as GLOVE_PATH itself.
     atomic_write_json(path[:-4] + ".json", token_to_ix)
     _save_npy(path, emb)
-    log.info("word embedding (%s) written to cache %s", desc, path)
+    log.debug("word embedding (%s) written to cache %s", desc, path)
     return emb
 
 
@@ -201,8 +201,8 @@ def _assemble(words, found, dim, source):
         if w in found:
             emb[i] = found[w]
     have = sum(w in found for w in words)
-    print(f"word vectors from {source}: {have} of {len(words)} vocabulary words have one; the other "
-          f"{len(words) - have} start at zero")
+    log.info(f"word vectors from {source}: {have} of {len(words)} vocabulary words have one; the other "
+             f"{len(words) - have} start at zero")
     if words and have < 0.5 * len(words):
         warn_once(f"{source} has vectors for only {have} of {len(words)} vocabulary words: the wrong file, or "
                   "vectors of another tokenisation?", log)

@@ -4,7 +4,8 @@
     evaluate(cfg, dataset, mode, version, outputs, say) -> {'overall', 'per_type', 'result_file', ...}
                                                     the outputs of every batch concatenated; writes the result file
                                                     of ``mode`` ('val' | 'test') and scores it when the answers are
-                                                    known; ``say`` prints a line when VERBOSE
+                                                    known; ``say(text)`` reports a line (the engine passes its
+                                                    logger's info: core/logs.py)
 """
 import importlib
 

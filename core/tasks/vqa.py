@@ -37,7 +37,7 @@ def _evaluate_vqa(cfg, dataset, mode, version, qids, answers, say):
         expected = None if _is_subset(cfg) else _all_question_ids(dataset.questions_path)
         result_writers.write_vqa_results(path, qids, answers, expected_qids=expected)
         if expected is None:
-            print(f"note: a subset of the test questions was used; {path} is not an EvalAI submission")
+            say(f"note: a subset of the test questions was used; {path} is not an EvalAI submission")
         say(f"Wrote {len(qids)} test answers to {path}")
         return {"result_file": path, "questions": len(qids)}
     path = checkpoints.val_result_path(cfg, version)
