@@ -123,30 +123,28 @@ MODELS = {m.name: m for m in (
 )}
 
 
+def _lookup(table: dict, name: str, key: str, kind: str):
+    if name not in table:
+        raise ValueError(f"{key}: unknown {kind} {name!r}; expected one of {', '.join(table)}")
+    return table[name]
+
+
 def model(name: str) -> ModelSpec:
     """The ModelSpec of a --MODEL name; ValueError listing the known ones."""
-    if name not in MODELS:
-        raise ValueError(f"MODEL: unknown model {name!r}; expected one of {', '.join(MODELS)}")
-    return MODELS[name]
+    return _lookup(MODELS, name, 'MODEL', 'model')
 
 
 def dataset(name: str) -> DatasetSpec:
     """The DatasetSpec of a --DATASET name; ValueError listing the known ones."""
-    if name not in DATASETS:
-        raise ValueError(f"DATASET: unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
-    return DATASETS[name]
+    return _lookup(DATASETS, name, 'DATASET', 'dataset')
 
 
 def data_format(name: str) -> FormatSpec:
-    if name not in FORMATS:
-        raise ValueError(f"DATA_FORMAT: unknown format {name!r}; expected one of {', '.join(FORMATS)}")
-    return FORMATS[name]
+    return _lookup(FORMATS, name, 'DATA_FORMAT', 'format')
 
 
 def task(name: str) -> TaskSpec:
-    if name not in TASKS:
-        raise ValueError(f"task: unknown task {name!r}; expected one of {', '.join(TASKS)}")
-    return TASKS[name]
+    return _lookup(TASKS, name, 'task', 'task')
 
 
 def generated_dataset(fmt: str) -> str:
