@@ -121,7 +121,8 @@ class Trainer:
     def set_tau(self, tau):
         raise NotImplementedError
 
-    def save(self, path, epoch, lr_base):
+    def save(self, path, epoch, lr_base, data_hashes=None):
+        """Write the checkpoint (atomic); ``data_hashes`` (core/data/fingerprints.py) are stored with it."""
         raise NotImplementedError
 
     def load_optimizer_state(self, meta):
