@@ -28,6 +28,7 @@ import warnings
 import numpy as np
 
 from backends import BackendUnavailable, get_backend
+from core.data import fingerprints
 from deploy import bundle
 from formats.layout import CheckpointMismatch
 
@@ -105,6 +106,7 @@ def export_onnx_checkpoint(cfg, ckpt_path, out_dir, exporter="dynamo", opset=Non
     net = be.build_model(cfg, len(token_to_ix), len(answers))
     try:
         meta = be.load_checkpoint(net, ckpt_path)
+        fingerprints.check(meta, fingerprints.hashes(token_to_ix, answers), ckpt_path)   # the data's vocabulary
     except CheckpointMismatch as exc:
         raise OnnxExportError(f"the checkpoint does not match the config ({cfg.MODEL} on {cfg.DATASET}): "
                               f"{exc}") from None

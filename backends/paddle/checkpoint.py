@@ -44,10 +44,10 @@ def load_checkpoint(net, path):
     return {'epoch', 'lr_base', 'optimizer'}, None where the file has none."""
     obj, paddle_layout = read_checkpoint(path)
     state, meta = layout.split_container(obj, path)
-    state = layout.normalize_lstm_names({k: np.asarray(v) for k, v in state.items()})
-    if paddle_layout:
+    if paddle_layout:   # first: a .pdparams that does not pair with its .pdopt is refused before anything else
         meta = restricted_pickle.read_pdopt_meta(path, meta)
-    else:
+    state = layout.normalize_lstm_names({k: np.asarray(v) for k, v in state.items()})
+    if not paddle_layout:
         state = layout.to_paddle_layout(state, linear_weight_names(net))
     own = net.state_dict()
     layout.check_compatible({k: tuple(v.shape) for k, v in own.items()},

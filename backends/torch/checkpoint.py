@@ -50,10 +50,10 @@ def load_checkpoint(net, path):
     return {'epoch', 'lr_base', 'optimizer'}, None where the file has none."""
     obj, paddle_layout = read_checkpoint(path)
     state, meta = layout.split_container(obj, path)
-    if paddle_layout:
+    if paddle_layout:   # the .pdopt first: a .pdparams that does not pair with it is refused before anything else
+        meta = restricted_pickle.read_pdopt_meta(path, meta)
         state = layout.normalize_lstm_names({k: np.asarray(v) for k, v in state.items()})
         state = _to_torch(layout.to_torch_layout(state, linear_weight_names(net)))
-        meta = restricted_pickle.read_pdopt_meta(path, meta)
     own = net.state_dict()
     layout.check_compatible({k: tuple(v.shape) for k, v in own.items()},
                             {k: tuple(v.shape) for k, v in state.items()}, path)
