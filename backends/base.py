@@ -138,7 +138,8 @@ class Trainer:
     def set_tau(self, tau: float) -> None:
         raise NotImplementedError
 
-    def save(self, path: str, epoch: int, lr_base: float) -> None:
+    def save(self, path: str, epoch: int, lr_base: float, data_hashes: dict | None = None) -> None:
+        """Write the checkpoint (atomic); ``data_hashes`` (core/data/fingerprints.py) are stored with it."""
         raise NotImplementedError
 
     def load_optimizer_state(self, meta: Mapping[str, Any]) -> None:

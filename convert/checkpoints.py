@@ -23,10 +23,10 @@ import numpy as np
 
 from backends.base import adam_settings
 from convert.manifest import NoFramework, build_manifest, sizes_from_state
-from core.checkpoints import atomic_write
+from core.checkpoints import atomic_save, atomic_write
 from core.config import load_config
 from core.data.answers import ANSWER_DICT_PATH
-from formats import adam_state, layout, mmnas_keys, restricted_pickle
+from formats import adam_state, integrity, layout, mmnas_keys, restricted_pickle
 
 DIRECTIONS = {'torch2paddle': ('torch', 'paddle'), 'paddle2torch': ('paddle', 'torch')}
 LAYOUTS = ('openvqa', 'mmnas')
@@ -90,12 +90,12 @@ def read_source(path: str, framework: str) -> tuple[dict[str, np.ndarray], dict[
     counts = {'module_prefix': sum(k.startswith(layout.MODULE_PREFIX) for k in raw_keys), 'lstm_aliases': 0,
               'lstm_duplicates': 0}
     if framework == 'paddle':
+        meta = restricted_pickle.read_pdopt_meta(path, meta)   # first: a pair mixed from two saves is refused
         aliases = {k: layout.lstm_canonical_name(k) for k in state}
         aliases = {k: c for k, c in aliases.items() if c is not None}
         counts['lstm_duplicates'] = sum(c in state for c in aliases.values())
         counts['lstm_aliases'] = len(aliases) - counts['lstm_duplicates']
         state = layout.normalize_lstm_names(state)
-        meta = restricted_pickle.read_pdopt_meta(path, meta)
     return state, meta, counts
 
 
@@ -177,28 +177,38 @@ def paddle_paths(dst: str) -> tuple[str, str]:
     return stem + '.pdparams', stem + '.pdopt'
 
 
-def _pickle_to(path, obj):
+def _dump(f, obj):
     """What paddle.save writes for a tree of numpy arrays, less the memo: a memoizing pickler keeps every array's
     bytes alive until the end, doubling the memory of a large checkpoint. The tree holds no shared objects, so the
     pickle loads the same (paddle.load, formats.restricted_pickle)."""
+    pickler = pickle.Pickler(f, protocol=PADDLE_PROTOCOL)
+    pickler.fast = True
+    pickler.dump(obj)
+
+
+def _pickle_to(path, obj):
     with atomic_write(path) as f:
-        pickler = pickle.Pickler(f, protocol=PADDLE_PROTOCOL)
-        pickler.fast = True
-        pickler.dump(obj)
+        _dump(f, obj)
 
 
 def write_paddle(dst: str, weights: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None) -> list[str]:
-    """<stem>.pdparams (+ <stem>.pdopt when ``meta`` is not None), the .pdopt renamed into place first. Without meta
-    an old .pdopt beside the destination is removed, so it cannot pair with the new weights."""
+    """<stem>.pdparams (+ <stem>.pdopt when ``meta`` is not None, with the checksums of formats.integrity that tie
+    it to the .pdparams), the .pdopt renamed into place first. Without meta an old .pdopt beside the destination is
+    removed, so it cannot pair with the new weights."""
     params_path, opt_path = paddle_paths(dst)
-    written = []
-    if meta is not None:
-        _pickle_to(opt_path, meta)
-        written.append(opt_path)
-    elif os.path.exists(opt_path):
-        os.remove(opt_path)
-    _pickle_to(params_path, layout.with_lstm_cell_aliases(dict(weights)))   # both LSTM names, as paddle.nn.LSTM
-    return [params_path] + written
+    params = layout.with_lstm_cell_aliases(dict(weights))   # both LSTM names, as paddle.nn.LSTM
+    if meta is None:
+        if os.path.exists(opt_path):
+            os.remove(opt_path)
+        _pickle_to(params_path, params)
+        return [params_path]
+
+    def write_pair(params_tmp):
+        with open(params_tmp, 'wb') as f:
+            _dump(f, params)
+        _pickle_to(opt_path, {**meta, **integrity.pdopt_checksums(meta, params_tmp)})   # renamed first
+    atomic_save(params_path, write_pair)                                                   # renamed last
+    return [params_path, opt_path]
 
 
 def _torch_tensors(obj, torch):
@@ -278,6 +288,8 @@ def convert_file(direction: str, src: str, dst: str, model: str, dataset: str, c
     if saved_optimizer is not None and converted is None and not weights_only:
         notes.append(f"optimizer state {status}; a resumed run restarts Adam's moments")
     out_meta = {'epoch': meta.get('epoch'), 'lr_base': meta.get('lr_base'), 'optimizer': converted}
+    if not reindexed:   # the hashes of the data the weights were trained with (core/data/fingerprints.py) go along
+        out_meta.update({k: meta[k] for k in layout.DATA_HASH_KEYS if meta.get(k) is not None})
     if target == 'paddle':
         has_meta = any(v is not None for v in out_meta.values())
         written = write_paddle(dst, weights, out_meta if has_meta else None)

@@ -9,6 +9,7 @@ import ast
 import copy as _copy
 import datetime
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -146,11 +147,12 @@ def _coerce(key, value, source):
     if float in kinds:
         if isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise ConfigError(f"{key}: expected a number, got {value!r}{where}") from None
+            return _finite(key, number, where)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _finite(key, float(value), where)
         raise ConfigError(f"{key}: expected a number, got {value!r} ({type(value).__name__}){where}")
     # a bool is an int in Python, but not a valid int here
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
@@ -166,6 +168,14 @@ def _coerce(key, value, source):
     if key == 'MODEL_USE':
         value = value.lower()  # the original yml files say MODEL_USE: TRAR
     return value
+
+
+def _finite(key, number, where):
+    """A NaN or an infinity passes every comparison a bound check makes (nan < 0 is False): refused here, for every
+    float key (LR_BASE=.nan trained on NaN weights)."""
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}: must be a finite number, got {number}{where}")
+    return number
 
 
 def _literal(key, value, source):
@@ -207,6 +217,9 @@ def _coerce_opt_params(value, source):
     params = {}
     for name, v in value.items():
         v = _literal(f'OPT_PARAMS.{name}', v, source)
+        for number in (v if isinstance(v, (list, tuple)) else [v]):
+            if isinstance(number, float):
+                _finite(f'OPT_PARAMS.{name}', number, where)
         params[str(name)] = tuple(v) if isinstance(v, list) else v
     return params
 

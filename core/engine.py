@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core import checkpoints, plots, registry, tasks
-from core.data import build_dataset
+from core.data import build_dataset, fingerprints
 from core.runlog import RunLog, read_history
 from core.schedules import tau_at, warmup_lr
 from core.data.sampler import epoch_batches, eval_batches
@@ -79,9 +79,11 @@ def train(cfg: Config, be) -> dict[str, Any]:
     trainer = be.make_trainer(net, cfg)
 
     start_epoch, lr_base = 0, float(cfg.LR_BASE)
+    data_hashes = fingerprints.of_dataset(train_set)   # stored in every checkpoint, checked when resuming
     if cfg.RESUME:
         path = checkpoints.resume_path(cfg, be.checkpoint_ext)
         meta = be.load_checkpoint(net, path)
+        fingerprints.check(meta, data_hashes, path)
         trainer.load_optimizer_state(meta)
         start_epoch = int(meta["epoch"] or 0)
         lr_base = float(meta["lr_base"] if meta["lr_base"] is not None else cfg.LR_BASE)
@@ -125,7 +127,7 @@ def train(cfg: Config, be) -> dict[str, Any]:
                                 sps=f"{done / max(time.time() - start, 1e-9):.0f}", refresh=False)   # mininterval
         elapsed = time.time() - start
         ckpt = checkpoints.ckpt_path(cfg, epoch + 1, be.checkpoint_ext)
-        trainer.save(ckpt, epoch + 1, lr_base)
+        trainer.save(ckpt, epoch + 1, lr_base, data_hashes=data_hashes)
         log.epoch_end(epoch + 1, loss_sum / data_size, lr, elapsed, elapsed / max(len(batches), 1))
         last = {"epoch": epoch + 1, "loss": loss_sum / data_size, "checkpoint": ckpt, "seconds": elapsed}
         _say(cfg, f"Epoch {epoch + 1}: loss {last['loss']:.4f}, lr {lr:.2e}, {elapsed:.1f}s -> {ckpt}")
@@ -173,11 +175,14 @@ def _stack(samples):
     return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
 
 
-def load_for_eval(cfg: Config, be, net, path: str) -> dict[str, Any]:
+def load_for_eval(cfg: Config, be, net, path: str, dataset=None) -> dict[str, Any]:
     """Load checkpoint ``path`` (either framework's) into ``net`` as `run.py --RUN=val` does; returns its meta.
     A routing model's (TRAR's) hard routing then runs at the temperature of the checkpoint's last training epoch (the
-    original evaluates at TAU_MAX; README, deliberate differences)."""
+    original evaluates at TAU_MAX; README, deliberate differences). With ``dataset``, a checkpoint trained with
+    another vocabulary or answer list is refused (core/data/fingerprints.py)."""
     meta = be.load_checkpoint(net, path)
+    if dataset is not None:
+        fingerprints.check(meta, fingerprints.of_dataset(dataset), path)
     if registry.model_of(cfg).routes and cfg.ROUTING == "hard" and meta.get("epoch"):
         net.set_tau(tau_at(int(meta["epoch"]) - 1, cfg.TAU_POLICY, cfg.TAU_MAX, cfg.TAU_MIN, cfg.MAX_EPOCH,
                            cfg.WARMUP_EPOCH))
@@ -189,7 +194,7 @@ def evaluate_checkpoint(cfg: Config, be) -> dict[str, Any]:
     dataset = build_dataset(cfg, mode)
     net = be.build_model(cfg, **dataset.facts())
     path = checkpoints.resume_path(cfg, be.checkpoint_ext)
-    load_for_eval(cfg, be, net, path)
+    load_for_eval(cfg, be, net, path, dataset)
     _say(cfg, f"Loaded {path}")
     version = cfg.CKPT_VERSION
     if mode == "val":

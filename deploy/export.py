@@ -23,6 +23,7 @@ import numpy as np
 from backends import BackendUnavailable, get_backend
 from backends.paddle import export as paddle_export
 from core import checkpoints, registry
+from core.data import fingerprints
 from deploy import bundle, c_output
 from formats.layout import CheckpointMismatch
 
@@ -84,6 +85,7 @@ def export_checkpoint(cfg: Config, ckpt_path: str, out_dir: str) -> dict[str, An
     net = be.build_model(cfg, len(token_to_ix), len(answers))
     try:
         meta = be.load_checkpoint(net, ckpt_path)
+        fingerprints.check(meta, fingerprints.hashes(token_to_ix, answers), ckpt_path)   # the data's vocabulary
     except CheckpointMismatch as exc:
         raise ExportError(f"the checkpoint does not match the config ({cfg.MODEL} on {cfg.DATASET} with "
                           f"{len(token_to_ix)} words from {cfg.DATA_ROOT}): {exc}") from None

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from backends import BackendUnavailable, get_backend
+from core.data import fingerprints
 from deploy import bundle
 from formats.layout import CheckpointMismatch
 
@@ -114,6 +115,7 @@ def export_onnx_checkpoint(cfg: Config, ckpt_path: str, out_dir: str, exporter: 
     net = be.build_model(cfg, len(token_to_ix), len(answers))
     try:
         meta = be.load_checkpoint(net, ckpt_path)
+        fingerprints.check(meta, fingerprints.hashes(token_to_ix, answers), ckpt_path)   # the data's vocabulary
     except CheckpointMismatch as exc:
         raise OnnxExportError(f"the checkpoint does not match the config ({cfg.MODEL} on {cfg.DATASET}): "
                               f"{exc}") from None

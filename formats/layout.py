@@ -14,6 +14,9 @@ import numpy as np
 
 PADDLE_NAME_TABLE_KEY = 'StructuredToParameterName@@'
 MODULE_PREFIX = 'module.'
+# a container's hashes of the vocabulary and answer list it was trained with (core/data/fingerprints.py), passed on
+# in the meta where present
+DATA_HASH_KEYS = ('vocab_sha256', 'answers_sha256')
 _LSTM_ALIAS = re.compile(r'^(?P<prefix>(?:.*\.)?)(?P<layer>\d+)\.cell(?P<dir>_fw|_bw)?\.'
                          r'(?P<param>weight_ih|weight_hh|bias_ih|bias_hh)$')
 
@@ -106,11 +109,13 @@ def to_torch_layout(state, linear_keys):
 
 def split_container(obj, path):
     """(state dict, meta) of a loaded checkpoint: the openvqa container {'state_dict', 'optimizer', 'lr_base',
-    'epoch'} or a bare state dict (meta values None). The name table and 'module.' prefixes are removed."""
+    'epoch'} or a bare state dict (meta values None), plus the container's DATA_HASH_KEYS where it has them.
+    The name table and 'module.' prefixes are removed."""
     meta = {'epoch': None, 'lr_base': None, 'optimizer': None}
     if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict):
         state = obj['state_dict']
         meta.update({k: obj.get(k) for k in meta})
+        meta.update({k: obj[k] for k in DATA_HASH_KEYS if isinstance(obj.get(k), str)})
     elif isinstance(obj, dict) and obj and all(hasattr(v, 'shape') for k, v in obj.items()
                                                if k != PADDLE_NAME_TABLE_KEY):
         state = obj

@@ -23,6 +23,9 @@ import zipfile
 
 import numpy as np
 
+from formats.integrity import CheckpointReadError, check_pdopt, check_zip_crc
+from formats.layout import DATA_HASH_KEYS
+
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 TORCH_LEGACY_PROTOCOL = 1001
 _MAGIC_BYTES = TORCH_MAGIC.to_bytes(10, 'little')
@@ -34,10 +37,6 @@ STORAGE_DTYPES = {
     'ByteStorage': np.uint8, 'BoolStorage': np.bool_, 'ComplexFloatStorage': np.complex64,
     'ComplexDoubleStorage': np.complex128, 'UntypedStorage': np.uint8,
 }
-
-
-class CheckpointReadError(ValueError):
-    """A file that is not a readable checkpoint (truncated, corrupt, another format); one line naming the file."""
 
 
 class RefusedPickle(pickle.UnpicklingError):
@@ -262,6 +261,7 @@ def _fail(path, exc):
 
 
 def _read_zip(path):
+    check_zip_crc(path)     # reading a member checks its CRC only when it is read to the end
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         pkl = [n for n in names if n == 'data.pkl' or n.endswith('/data.pkl')]
@@ -365,10 +365,13 @@ def pdopt_path(path):
 
 
 def read_pdopt_meta(path, meta=None):
-    """{'epoch', 'lr_base', 'optimizer'} from the .pdopt beside ``path``; ``meta``'s values where it has none."""
+    """{'epoch', 'lr_base', 'optimizer'} from the .pdopt beside ``path``; ``meta``'s values where it has none; plus
+    the DATA_HASH_KEYS the .pdopt holds. A .pdopt that does not pair with ``path`` (formats.integrity) is refused."""
     meta = dict(meta or {'epoch': None, 'lr_base': None, 'optimizer': None})
     opt_path = pdopt_path(path)
     if os.path.isfile(opt_path):
         saved = read_pdparams(opt_path)
+        check_pdopt(saved, opt_path, path)
         meta.update({k: saved[k] for k in meta if saved.get(k) is not None})
+        meta.update({k: saved[k] for k in DATA_HASH_KEYS if saved.get(k) is not None})
     return meta

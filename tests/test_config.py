@@ -37,6 +37,25 @@ def test_wrong_type(key, value):
     assert _error({key: value}).startswith(f'{key}: expected')
 
 
+@pytest.mark.parametrize('key, value', [('LR_BASE', float('nan')), ('LR_BASE', 'nan'), ('LR_BASE', float('inf')),
+                                        ('LR_DECAY_R', '-inf'), ('DROPOUT_R', float('nan')), ('TAU_MAX', '1e999')])
+def test_float_keys_must_be_finite(key, value):
+    """NaN passes every bound check (nan < 0 is False): LR_BASE=.nan trained on NaN weights."""
+    message = _error({key: value})
+    assert message.startswith(f'{key}:') and 'finite' in message
+
+
+def test_lr_base_nan_from_the_command_line_is_refused():
+    from core.cli import config_from_argv
+    with pytest.raises(ConfigError, match='LR_BASE: must be a finite number'):
+        config_from_argv(['--RUN=train', '--MODEL=trar', '--DATASET=demo', '--SET', 'LR_BASE=.nan'])
+
+
+def test_opt_params_must_be_finite():
+    message = _error({'OPT_PARAMS': {'betas': '(0.9, 0.98)', 'eps': '1e999'}})
+    assert message.startswith('OPT_PARAMS.eps:') and 'finite' in message
+
+
 def test_number_strings_become_floats():
     cfg = load_config('trar', 'vqa', {'LR_BASE': '2e-5', 'TAU_MAX': 5})
     assert cfg.LR_BASE == 2e-5 and isinstance(cfg.TAU_MAX, float)

@@ -59,8 +59,12 @@ def test_store_grid_equals_per_file_loader(tmp_path):
     build_store(index, str(tmp_path / "s"), "grid", 5)
     store = FeatureStore(str(tmp_path / "s"))
     for iid, path in index.items():
-        want, got = features.load_grid(path, 9, 5), store.grid(iid, 9)
+        cells = {3: 9, 8: 4}[iid]                   # a grid is read at its own cell count, never padded or cut
+        want, got = features.load_grid(path, cells, 5), store.grid(iid, cells)
         assert got.dtype == np.float32 and np.array_equal(got, want)
+    for reader in (lambda: features.load_grid(index[8], 9, 5), lambda: store.grid(8, 9)):
+        with pytest.raises(ValueError, match="expected"):
+            reader()
     assert 8 in store and 5 not in store and len(store) == 2
 
 

@@ -141,7 +141,7 @@ class NumpyTrainer(Trainer):
         self.net.b -= lr * p.sum(0)
         return float(loss)
 
-    def save(self, path, epoch, lr_base):
+    def save(self, path, epoch, lr_base, data_hashes=None):
         with checkpoints.atomic_write(path, "wb") as f:
             np.savez(f, w=self.net.w, b=self.net.b, epoch=epoch, lr_base=lr_base)
 

@@ -114,14 +114,16 @@ def test_eval_modes(demo_root, tmp_path):
 
 
 @pytest.mark.parametrize("rows", [40, 30])
-def test_grid_rows_are_zero_padded_or_truncated(demo_root, tmp_path, rows):
+def test_a_grid_of_another_cell_count_is_refused(demo_root, tmp_path, rows):
+    """Issue 26: grid cells are image positions; padding (40) or cutting (30) the demo's 36 cells gave wrong answers
+    silently, so the dataset now refuses the first file, naming it, the shape found and the one expected (region
+    features are still padded or cut to FRCN_FEAT_SIZE rows: test_region_features_with_normalised_box_feature)."""
     cfg = make_cfg(demo_root, tmp_path, FEAT_SIZE={"vqa": {"FRCN_FEAT_SIZE": (rows, 48), "BBOX_FEAT_SIZE": (8, 5)}})
-    ds = build_dataset(cfg, "val")
-    npy = np.load(os.path.join(demo_root, "vqa", "feats", "val2014", f"{ds.iids[0]}.npy")).astype(np.float32)
-    feat = ds[0]["frcn_feat"]
-    assert feat.shape == (rows, 48)
-    np.testing.assert_array_equal(feat[:min(rows, 36)], npy[:rows])
-    assert not feat[36:].any()
+    with pytest.raises(ValueError) as info:
+        build_dataset(cfg, "val")
+    message = str(info.value)
+    assert re.match(re.escape(os.path.join(demo_root, "vqa", "feats", "val2014")) + r".*\.npy: ", message)
+    assert "(36, 48)" in message and f"expected ({rows}, 48)" in message
 
 
 def test_region_features_with_normalised_box_feature(demo_root, tmp_path):

@@ -83,8 +83,8 @@ class PaddleTrainer(Trainer):
     def set_tau(self, tau):
         self.net.set_tau(tau)
 
-    def save(self, path, epoch, lr_base):
-        checkpoint.save_checkpoint(path, self.net, self.optimizer, epoch, lr_base)
+    def save(self, path, epoch, lr_base, data_hashes=None):
+        checkpoint.save_checkpoint(path, self.net, self.optimizer, epoch, lr_base, data_hashes)
 
     def load_optimizer_state(self, meta):
         state = (meta or {}).get('optimizer')

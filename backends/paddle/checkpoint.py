@@ -9,13 +9,15 @@ never seen next to a missing or older .pdopt.
       {'epoch': int, 'lr_base': float,
        'optimizer': {'framework': 'paddle',
                      'state': {structured parameter name: {'moment1': ndarray, 'moment2': ndarray,
-                                                           'beta1_pow_acc': (1,), 'beta2_pow_acc': (1,)}}}}
+                                                           'beta1_pow_acc': (1,), 'beta2_pow_acc': (1,)}}},
+       'vocab_sha256': str, 'answers_sha256': str,          # the training data's (core/data/fingerprints.py)
+       'pdparams_sha256': str, 'pdopt_sha256': str}         # formats/integrity.py: ties the pair, checked on read
   Adam's accumulators are keyed by the parameter's structured name, not by Paddle's internal name (linear_12.w_0),
   which depends on how many layers the process had built before.
-Read:
+Read (a .pdopt's checksums checked first: a damaged file or a pair mixed from two saves is refused):
 - this project's .pdparams; a Paddle port's (LSTM aliases lstm.0.cell.*, the 'StructuredToParameterName@@' table);
   a paddle.save'd openvqa container {'state_dict', 'optimizer', 'lr_base', 'epoch'};
-- a torch .pkl (openvqa / TRAR-VQA container or bare state dict, zip or legacy format) through
+- a torch .pkl (openvqa / TRAR-VQA container or bare state dict, zip or legacy format, a zip's CRC-32 checked) through
   formats.restricted_pickle, so torch is never imported; Linear weights are transposed using the model's Linear list.
 """
 import numpy as np
@@ -23,7 +25,7 @@ import paddle
 
 from backends.paddle.layers import linear_weight_names
 from core.checkpoints import atomic_save
-from formats import adam_state, layout, restricted_pickle
+from formats import adam_state, integrity, layout, restricted_pickle
 
 
 def read_checkpoint(path):
@@ -42,10 +44,10 @@ def load_checkpoint(net, path):
     return {'epoch', 'lr_base', 'optimizer'}, None where the file has none."""
     obj, paddle_layout = read_checkpoint(path)
     state, meta = layout.split_container(obj, path)
-    state = layout.normalize_lstm_names({k: np.asarray(v) for k, v in state.items()})
-    if paddle_layout:
+    if paddle_layout:   # first: a .pdparams that does not pair with its .pdopt is refused before anything else
         meta = restricted_pickle.read_pdopt_meta(path, meta)
-    else:
+    state = layout.normalize_lstm_names({k: np.asarray(v) for k, v in state.items()})
+    if not paddle_layout:
         state = layout.to_paddle_layout(state, linear_weight_names(net))
     own = net.state_dict()
     layout.check_compatible({k: tuple(v.shape) for k, v in own.items()},
@@ -115,17 +117,19 @@ def restore_optimizer_state(optimizer, net, state):
     return True
 
 
-def save_checkpoint(path, net, optimizer, epoch, lr_base):
-    """<stem>.pdparams and <stem>.pdopt for ``path`` = <stem>.pdparams (or <stem>)."""
+def save_checkpoint(path, net, optimizer, epoch, lr_base, data_hashes=None):
+    """<stem>.pdparams and <stem>.pdopt for ``path`` = <stem>.pdparams (or <stem>); ``data_hashes``
+    ({'vocab_sha256', 'answers_sha256'}, core/data/fingerprints.py) go into the .pdopt."""
     stem = path[:-len('.pdparams')] if path.endswith('.pdparams') else path
     # the LSTM under both of paddle.nn.LSTM's names, as Paddle ports' files hold it (reading folds them back)
     params = layout.with_lstm_cell_aliases(
         layout.normalize_lstm_names({k: v.numpy() for k, v in net.state_dict().items()}))
-    meta = {'epoch': int(epoch), 'lr_base': float(lr_base), 'optimizer': optimizer_state(optimizer, net)}
+    meta = {'epoch': int(epoch), 'lr_base': float(lr_base), 'optimizer': optimizer_state(optimizer, net),
+            **(data_hashes or {})}
 
     def write_pair(params_tmp):
         def write_both(opt_tmp):
             paddle.save(params, params_tmp)
-            paddle.save(meta, opt_tmp)
+            paddle.save({**meta, **integrity.pdopt_checksums(meta, params_tmp)}, opt_tmp)
         atomic_save(stem + '.pdopt', write_both)        # renamed first
     atomic_save(stem + '.pdparams', write_pair)          # renamed last

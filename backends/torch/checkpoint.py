@@ -1,8 +1,11 @@
 """Checkpoint files for the PyTorch backend. Mirrored in backends/paddle/checkpoint.py.
 
 Written: the original openvqa container, one torch.save (zip) file
-    {'state_dict': net.state_dict(), 'optimizer': Adam.state_dict(), 'lr_base': float, 'epoch': int}
-Read:
+    {'state_dict': net.state_dict(), 'optimizer': Adam.state_dict(), 'lr_base': float, 'epoch': int,
+     'vocab_sha256': str, 'answers_sha256': str}
+  (the last two: the training data's vocabulary and answer list, core/data/fingerprints.py; the original code reads
+  the first four keys and ignores them). The zip's CRC-32 per member is the file's checksum.
+Read (a zip file's CRC-32 checked first, formats.integrity.check_zip_crc):
 - that container or a bare state dict, from openvqa / TRAR-VQA (zip or legacy torch format, 'module.' prefixes);
   torch.load(weights_only=True) first, then the restricted reader of formats.restricted_pickle (weights_only refuses
   some harmless files); never weights_only=False.
@@ -14,7 +17,7 @@ import torch
 
 from backends.torch.layers import linear_weight_names
 from core.checkpoints import atomic_write
-from formats import adam_state, layout, restricted_pickle
+from formats import adam_state, integrity, layout, restricted_pickle
 
 
 def _to_torch(obj):
@@ -32,6 +35,8 @@ def read_checkpoint(path):
     """(loaded object, is_paddle_layout) of a checkpoint file of either framework."""
     if restricted_pickle.checkpoint_kind(path) == 'pickle':
         return restricted_pickle.read_pdparams(path), True
+    if restricted_pickle.checkpoint_kind(path) == 'torch-zip':
+        integrity.check_zip_crc(path)   # torch.load does not check the members' CRC-32
     try:
         return torch.load(path, map_location='cpu', weights_only=True), False
     except Exception:
@@ -45,10 +50,10 @@ def load_checkpoint(net, path):
     return {'epoch', 'lr_base', 'optimizer'}, None where the file has none."""
     obj, paddle_layout = read_checkpoint(path)
     state, meta = layout.split_container(obj, path)
-    if paddle_layout:
+    if paddle_layout:   # the .pdopt first: a .pdparams that does not pair with it is refused before anything else
+        meta = restricted_pickle.read_pdopt_meta(path, meta)
         state = layout.normalize_lstm_names({k: np.asarray(v) for k, v in state.items()})
         state = _to_torch(layout.to_torch_layout(state, linear_weight_names(net)))
-        meta = restricted_pickle.read_pdopt_meta(path, meta)
     own = net.state_dict()
     layout.check_compatible({k: tuple(v.shape) for k, v in own.items()},
                             {k: tuple(v.shape) for k, v in state.items()}, path)
@@ -75,9 +80,10 @@ def restore_optimizer_state(optimizer, net, state):
     return True
 
 
-def save_checkpoint(path, net, optimizer, epoch, lr_base):
-    """The openvqa container at ``path`` (written to a temp file, then renamed)."""
+def save_checkpoint(path, net, optimizer, epoch, lr_base, data_hashes=None):
+    """The openvqa container at ``path`` (written to a temp file, then renamed), with ``data_hashes``
+    ({'vocab_sha256', 'answers_sha256'}, core/data/fingerprints.py) as extra top-level keys."""
     container = {'state_dict': net.state_dict(), 'optimizer': optimizer_state(optimizer, net),
-                 'lr_base': float(lr_base), 'epoch': int(epoch)}
+                 'lr_base': float(lr_base), 'epoch': int(epoch), **(data_hashes or {})}
     with atomic_write(path) as f:
         torch.save(container, f)

@@ -116,6 +116,37 @@ def soft_scores(answers, ans_to_ix, loss_func="bce"):
     return target
 
 
+def without_target(answer_lists, ans_to_ix):
+    """How many of the samples (each a list of human answers, as soft_scores takes them) have no answer in
+    ``ans_to_ix``, i.e. an all-zero training target; each distinct answer text is normalised once."""
+    known = {}
+
+    def in_list(answer):
+        text = answer.get("answer") if isinstance(answer, dict) else answer
+        if not isinstance(text, str):
+            return False
+        if text not in known:
+            known[text] = prep_ans(text) in ans_to_ix
+        return known[text]
+
+    return sum(not any(in_list(a) for a in answers) for answers in answer_lists)
+
+
+def check_targets(answer_lists, ans_to_ix, source, warn):
+    """Refuse training data none of whose samples has an answer in the answer list (it would train on all-zero
+    targets); ``warn`` when most have none. ``source`` names the data (its annotation files)."""
+    total = len(answer_lists)
+    missing = without_target(answer_lists, ans_to_ix)
+    if total and missing == total:
+        raise ValueError(f"{source}: none of the {total} training questions has an answer in the answer list "
+                         f"({len(ans_to_ix)} answers, core/data/answer_dict.json): every target would be zero; "
+                         "check the annotations' 'answers'")
+    if missing * 2 > total:
+        warn(f"{source}: {missing} of {total} training questions have no answer in the answer list "
+             f"({len(ans_to_ix)} answers, core/data/answer_dict.json) and train towards an all-zero target")
+    return missing
+
+
 def load_answer_dict(path=ANSWER_DICT_PATH):
     """(ans_to_ix {answer: int}, ix_to_ans {int: answer}) from the shipped 3129-answer json [ans_to_ix, ix_to_ans]."""
     with open(path, encoding="utf-8") as f:

@@ -75,6 +75,9 @@ class FeatureStore:
 
     def grid(self, iid, rows):
         k = self.row_of[int(iid)]
+        if self.rows[k] != rows:   # as features.load_grid: a grid's cells are image positions, never padded or cut
+            raise ValueError(f"{self.path}: image {iid} has a grid of {self.rows[k]} cells, expected {rows} "
+                             "(FRCN_FEAT_SIZE: an IMG_SCALE x IMG_SCALE grid)")
         return features.grid_sample(np.asarray(self.feats[k, :self.rows[k]]), rows)
 
     def region(self, iid, frcn_size, bbox_rows, use_bbox_feat, normalize):

@@ -1,10 +1,39 @@
-"""Image feature files: indexing folders by image id, and loading grid (.npy), region (.npz) and CLEVR (.npz) features."""
+"""Image feature files: indexing folders by image id, and loading grid (.npy), region (.npz) and CLEVR (.npz) features.
+
+Every read is checked, so a bad file fails naming itself instead of giving answer 0 everywhere: the shape the config
+expects (a grid has exactly its cell count; regions are padded or cut to the config's rows, as the original), a
+floating dtype (the originals' files are float16 or float32), and finite values of at most FEATURE_LIMIT in
+magnitude (NaN, infinities and values that overflow float32 arithmetic in the net).
+"""
 import os
 
 import numpy as np
 
 GRID_EXT = ".npy"
 REGION_EXT = ".npz"
+# The largest float16, the originals' storage type: no image feature is larger, and values far beyond it (1e38 and
+# up, or float64 ones past float32's range) overflow in the net and give NaN logits, i.e. answer 0 for every question.
+FEATURE_LIMIT = float(np.finfo(np.float16).max)
+
+
+def check_values(path, name, array, limit=FEATURE_LIMIT):
+    """Refuse an array (of ``name`` in ``path``) with non-finite values or, with ``limit``, larger ones."""
+    ok = np.isfinite(array) if limit is None else np.abs(array) <= limit    # False for NaN too
+    if not ok.all():
+        bad = int(array.size - np.count_nonzero(ok))
+        finite = np.isfinite(array)
+        what = ("NaN or infinite" if not finite.all() or limit is None
+                else f"beyond +-{limit:g} (max abs {float(np.abs(array).max()):.3g})")
+        raise ValueError(f"{path}: {name} has {bad} of {array.size} values {what}; the feature file is damaged or "
+                         "not an image feature; extract it again")
+    return array
+
+
+def check_float(path, name, array):
+    """Refuse features that are not real floating point (integer, complex, bool, object arrays)."""
+    if array.dtype.kind != "f":
+        raise ValueError(f"{path}: {name} has dtype {array.dtype}; image features are float16 or float32")
+    return array
 
 
 def parse_image_id(filename):
@@ -37,12 +66,12 @@ def pad_rows(array, rows):
 
 
 def load_grid(path, rows, dim):
-    """TRAR grid feature .npy (S*S, dim), float16 on disk -> float32 (rows, dim)."""
-    return grid_sample(read_grid(path, dim), rows)
+    """TRAR grid feature .npy (S*S, dim), float16 on disk -> float32 (rows, dim); exactly ``rows`` cells."""
+    return grid_sample(read_grid(path, dim, cells=rows), rows)
 
 
-def read_grid(path, dim):
-    """The grid feature array of a .npy as stored (cells, dim), checked."""
+def read_grid(path, dim, cells=None):
+    """The grid feature array of a .npy as stored (cells, dim), checked (with ``cells``, its cell count too)."""
     try:
         feat = np.load(path)
     except Exception as exc:
@@ -50,7 +79,11 @@ def read_grid(path, dim):
     if not isinstance(feat, np.ndarray) or feat.ndim != 2 or feat.shape[1] != dim:
         raise ValueError(f"{path}: expected a grid feature array of shape (cells, {dim}) "
                          f"(FRCN_FEAT_SIZE dim), got {getattr(feat, 'shape', type(feat).__name__)}")
-    return feat
+    if cells is not None and feat.shape[0] != cells:
+        # a grid's cells are image positions: padding or cutting them would move the image under the model
+        raise ValueError(f"{path}: grid feature of shape {feat.shape}, expected ({cells}, {dim}) "
+                         f"(FRCN_FEAT_SIZE: an IMG_SCALE x IMG_SCALE grid)")
+    return check_values(path, "the grid feature", check_float(path, "the grid feature", feat))
 
 
 def grid_sample(feat, rows):
@@ -86,6 +119,12 @@ def read_region(path, dim):
         raise ValueError(f"{path}: 'x' must have shape ({dim}, n) (FRCN_FEAT_SIZE dim first), got {x.shape}")
     if bbox.ndim != 2 or bbox.shape != (x.shape[1], 4):
         raise ValueError(f"{path}: 'bbox' must have shape (n, 4) with n = {x.shape[1]} boxes of 'x', got {bbox.shape}")
+    check_values(path, "'x'", check_float(path, "'x'", x))
+    if bbox.dtype.kind not in "iuf":
+        raise ValueError(f"{path}: 'bbox' has dtype {bbox.dtype}; box coordinates are real numbers")
+    check_values(path, "'bbox'", bbox, limit=None)
+    if not (np.isfinite(image_h) and np.isfinite(image_w) and image_h > 0 and image_w > 0):
+        raise ValueError(f"{path}: 'image_h' and 'image_w' must be positive sizes, got {image_h} x {image_w}")
     return x, bbox, image_h, image_w
 
 
@@ -121,4 +160,5 @@ def load_clevr_grid(path, size):
         raise ValueError(f"{path}: cannot read a CLEVR feature .npz ({exc})") from None
     if tuple(x.shape) != tuple(size):
         raise ValueError(f"{path}: 'x' must have shape {tuple(size)} (GRID_FEAT_SIZE), got {x.shape}")
+    check_values(path, "'x'", check_float(path, "'x'", x))
     return x.astype(np.float32, copy=False)

@@ -6,7 +6,7 @@ import numpy as np
 from core import registry
 from core.data import features, is_generated, subsets
 from core.data.feature_store import FeatureStore
-from core.data.answers import load_answer_dict, soft_scores
+from core.data.answers import check_targets, load_answer_dict, soft_scores
 from core.data.glove import cached_vocabulary, pretrained_embedding
 from core.data.paths import (VQA_VOCAB_SPLITS, annotation_path, cfg_get, feat_dirs, format_root, load_json,
                              question_path, require_dir, require_file, split_names, warn_once)
@@ -108,6 +108,8 @@ class VQADataset:
         self.annotations = {s["qid"]: s["annotation"] for s in samples if s["annotation"]} if a_paths else None
         self._sample_questions = [s["question"]["question"] for s in samples]
         self._sample_answers = [s["annotation"]["answers"] for s in samples] if mode == "train" else None
+        if mode == "train":
+            check_targets(self._sample_answers, self.ans_to_ix, " + ".join(a_paths), warn_once)
         self.data_size = len(self.qids)
         self.token_size = len(self.token_to_ix)
         self.ans_size = len(self.ans_to_ix)
