@@ -105,6 +105,7 @@ def export_from_config(cfg, be, out_dir=None):
     try:
         ckpt = find_checkpoint(cfg)
         out_dir = out_dir or default_out_dir(cfg)
+        bundle.check_out_dir(out_dir)           # before the model is built and traced
         manifest = export_checkpoint(cfg, ckpt, out_dir)
     except (BackendUnavailable, FileNotFoundError, ValueError) as exc:
         sys.exit(f"error: {exc}")

@@ -124,6 +124,7 @@ def onnx_from_config(cfg, out_dir=None, exporter="dynamo", opset=None):
         ckpt = find_checkpoint(cfg)
         # not <name>_onnx: that is where paddle2onnx (--from-paddle) puts the conversion of the Paddle export <name>
         out_dir = out_dir or default_out_dir(cfg, "_torch_onnx")
+        bundle.check_out_dir(out_dir)           # before the model is built and traced
         manifest = export_onnx_checkpoint(cfg, ckpt, out_dir, exporter, opset)
     except (FileNotFoundError, ValueError) as exc:
         sys.exit(f"error: {exc}")

@@ -137,6 +137,7 @@ class Predictor:
 
     def answer_file(self, questions_path, features_dir, out_path, batch_size=64):
         """Answer every question of a question file; write the EvalAI json (VQA) or answer lines (CLEVR)."""
+        check_result_path(questions_path, out_path)
         items = read_questions(questions_path, self.bundle.manifest["data_format"])
         index = feature_index(features_dir, self.bundle.feature["ext"])
         paths = []
@@ -155,6 +156,16 @@ class Predictor:
         else:
             write_vqa_results(out_path, [qid for qid, _, _ in items], answers)
         return len(answers)
+
+
+def check_result_path(questions_path, out_path):
+    """BundleError when the result file ``out_path`` is the question file, under any name (a link, '..')."""
+    same = os.path.realpath(out_path) == os.path.realpath(questions_path)
+    if not same and os.path.exists(out_path) and os.path.exists(questions_path):
+        same = os.path.samefile(out_path, questions_path)
+    if same:
+        raise BundleError(f"--out {out_path} is the --questions file {questions_path}; writing the answers there "
+                          "would replace the questions: give another --out")
 
 
 def read_questions(path, data_format):
