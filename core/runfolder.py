@@ -49,19 +49,36 @@ def check_writable(folder, key):
 
 
 def _lock(folder):
-    """The open lock file of ``folder``, flock'd; RunFolderError naming the owner's pid when another run holds it."""
+    """The open lock file of ``folder``, flock'd; RunFolderError naming the owner's pid when another run holds it.
+    The owner removes the file before it lets go (_unlock), so a lock taken on a file that is no longer the one at
+    ``path`` is a stale one: taken again on the new file."""
     path = os.path.join(folder, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RunFolderError(f"VERSION: {folder} is in use by another run (pid {owner} holds {path}); wait for "
+                                 "it, or give this run another --VERSION") from None
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
         os.close(fd)
-        raise RunFolderError(f"VERSION: {folder} is in use by another run (pid {owner} holds {path}); wait for it, "
-                             "or give this run another --VERSION") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
     return fd
+
+
+def _unlock(folder, fd):
+    """Remove the lock file, then release it (a killed run's file stays, unlocked, and is taken over)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(folder, LOCK_FILE))
+    os.close(fd)
 
 
 def _own_checkpoint(cfg, folder, resume_from):
@@ -109,4 +126,4 @@ def claim(cfg, resume_from=None):
         _refuse_or_clear_previous_run(cfg, folder, run_log(cfg), resume_from)
         yield folder
     finally:
-        os.close(fd)   # releases the flock
+        _unlock(folder, fd)

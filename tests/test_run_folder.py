@@ -68,8 +68,8 @@ def test_a_new_run_refuses_an_existing_run_folder(backend, tmp_path, demo_root):
     assert out["epoch"] == 2
     assert log.read_bytes().startswith(log_before)
     _run(tmp_path, demo_root, backend, "--RUN=train", "--VERSION=a", "--MAX_EPOCH=1", "--SET", "OVERWRITE=True")
-    assert sorted(_snapshot(folder)) == [f"epoch1{backend.checkpoint_ext}"] + (
-        ["epoch1.pdopt"] if backend.name == "paddle" else [])
+    assert sorted(os.listdir(folder)) == sorted([f"epoch1{backend.checkpoint_ext}"] + (
+        ["epoch1.pdopt"] if backend.name == "paddle" else []))          # the lock file goes with the run
 
 
 def test_a_log_alone_marks_a_run(backend, tmp_path, demo_root):
