@@ -142,12 +142,15 @@ def resume_point(cfg, path, meta):
             raise ValueError(f"RESUME: {path} has weights but no optimizer state (a .pdparams without its .pdopt, or a "
                              "weights-only file); resuming would restart Adam and the warm-up: resume a full "
                              "checkpoint, or --SET RESUME_WEIGHTS_ONLY=True to continue with a fresh Adam")
-        if epoch is None and cfg.CKPT_PATH is None:
-            epoch, source = cfg.CKPT_EPOCH, "--CKPT_E"
+        if epoch is not None:
+            where = f"after epoch {epoch} (the checkpoint's)"
+        elif cfg.CKPT_PATH is None:
+            epoch = cfg.CKPT_EPOCH
+            where = f"after epoch {epoch} (--CKPT_E; the file holds no epoch)"
         else:
-            source = "the checkpoint" if epoch is not None else "none known: the run starts over"
+            where = "from epoch 0 (the file holds no epoch)"
         warnings.warn(f"RESUME_WEIGHTS_ONLY: {path} has no optimizer state; training continues with a fresh Adam "
-                      f"(moments from zero) after epoch {int(epoch or 0)} ({source})", RuntimeWarning, stacklevel=2)
+                      f"(moments from zero) {where}", RuntimeWarning, stacklevel=2)
     start = int(epoch or 0)
     lr_base = meta.get("lr_base")
     if lr_base is None:

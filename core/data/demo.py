@@ -508,7 +508,7 @@ def may_generate_into(root, origins=None):
     if not os.listdir(root):
         return True
     summary = _read_summary(root)
-    if summary is None or "generated_by" not in summary or "format_version" not in summary:
+    if summary is None or "generated_by" not in summary:
         return False
     return origins is None or summary.get("generated_by") in origins
 
