@@ -5,24 +5,65 @@ results/result_test/result_run_<CKPT_VERSION>_epoch<CKPT_EPOCH>.json; results/pr
 Runs other than training name their log and val results after the checkpoint they evaluate (CKPT_VERSION).
 """
 import contextlib
+import fcntl
 import os
 import re
+import stat
 import tempfile
+
+
+# The temp files _temp_in makes: .<name>.<mkstemp's 8 random characters>.tmp<name's extension>
+_TEMP_NAME = re.compile(r'\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?P<ext>(\.[^.]*)?)')
 
 
 def _temp_in(path):
     """A new empty temp file next to ``path``, keeping its extension (some savers insist on one), with the mode
-    ``path`` will have: its current one when it exists, else what the umask gives a new file (mkstemp's is 0600)."""
+    ``path`` will have: its current one when it exists, else what the umask gives a new file (mkstemp's is 0600).
+
+    The temp file is flock'd while it is written (the lock goes with the returned fd); the stale temp files of
+    writers that were killed (unlocked, non-empty) are removed first."""
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    remove_stale_temps(folder)
     ext = os.path.splitext(name)[1]
     fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix=f'.tmp{ext}', dir=folder)
+    fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         mode = os.stat(path).st_mode & 0o777
     except OSError:
         mode = _new_file_mode()
     os.fchmod(fd, mode)
     return fd, tmp
+
+
+def remove_stale_temps(folder):
+    """Remove the temp files of our naming in ``folder`` that a killed save left: those no live writer holds
+    locked. An empty one is kept: a writer's temp is empty between its creation and its lock."""
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith('.') and '.tmp' in n]
+    except OSError:
+        return
+    for name in names:
+        m = _TEMP_NAME.fullmatch(name)
+        if m is None or os.path.splitext(m.group('name'))[1] != m.group('ext'):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue                      # a live writer's
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        finally:
+            os.close(fd)
 
 
 def _new_file_mode():
@@ -53,7 +94,7 @@ def atomic_write(path, mode='wb', encoding=None):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)             # while the temp file is still open and locked
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
@@ -63,7 +104,6 @@ def atomic_write(path, mode='wb', encoding=None):
 def atomic_save(path, writer):
     """Call ``writer(tmp_path)`` (for savers that take a path), then rename the temp file over ``path``."""
     fd, tmp = _temp_in(path)
-    os.close(fd)
     try:
         writer(tmp)
         if not os.path.isfile(tmp):
@@ -74,6 +114,8 @@ def atomic_save(path, writer):
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+    finally:
+        os.close(fd)                          # held (and so locked) until the rename
 
 
 def _in_dir(*parts):

@@ -52,6 +52,9 @@ DEFAULTS = {
     'BACKEND': 'paddle', 'TRAIN_SPLIT': 'train', 'EVAL_EVERY_EPOCH': True, 'TEST_SAVE_PRED': False,
     'GPU': '', 'SEED': 0, 'VERSION': None, 'CKPT_VERSION': None, 'CKPT_EPOCH': 0, 'CKPT_PATH': None,
     'RESUME': False, 'NUM_WORKERS': None, 'PIN_MEM': False, 'VERBOSE': True, 'CONFIG': None,
+    # A new training run refuses a VERSION whose run folder or log exists; OVERWRITE=True replaces that run instead
+    # (core/runfolder.py). RESUME_WEIGHTS_ONLY=True resumes a checkpoint without optimizer state with a fresh Adam.
+    'OVERWRITE': False, 'RESUME_WEIGHTS_ONLY': False,
     # Paths (relative to the working directory; a dataset's spec may give DATA_ROOT another default)
     'DATA_ROOT': 'data', 'RESULTS_ROOT': 'results', 'CKPTS_ROOT': 'ckpts',
     # Subsets for small machines: first N questions per split, an image-id list (file or list), answer types

@@ -11,14 +11,15 @@ import os
 import random
 import sys
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core import checkpoints, plots, registry, tasks
+from core import checkpoints, plots, registry, runfolder, tasks
 from core.data import build_dataset, fingerprints
 from core.runlog import RunLog, read_history
-from core.schedules import tau_at, warmup_lr
+from core.schedules import decayed_lr_base, tau_at, warmup_lr
 from core.data.sampler import epoch_batches, eval_batches
 from core.data.workers import compute_threads, loader_workers
 
@@ -73,6 +74,13 @@ def _say(cfg, text):
 
 
 def train(cfg: Config, be) -> dict[str, Any]:
+    """A training run (or a resumed one) in its run folder, which it owns until it ends (core/runfolder.py)."""
+    resume_from = checkpoints.resume_path(cfg, be.checkpoint_ext) if cfg.RESUME else None
+    with runfolder.claim(cfg, resume_from):
+        return _train(cfg, be)
+
+
+def _train(cfg: Config, be) -> dict[str, Any]:
     train_set = build_dataset(cfg, "train")
     val_set = build_dataset(cfg.copy(RUN_MODE="val"), "val") if cfg.EVAL_EVERY_EPOCH else None
     net = be.build_model(cfg, **train_set.facts())
@@ -84,9 +92,8 @@ def train(cfg: Config, be) -> dict[str, Any]:
         path = checkpoints.resume_path(cfg, be.checkpoint_ext)
         meta = be.load_checkpoint(net, path)
         fingerprints.check(meta, data_hashes, path)
+        start_epoch, lr_base = resume_point(cfg, path, meta)
         trainer.load_optimizer_state(meta)
-        start_epoch = int(meta["epoch"] or 0)
-        lr_base = float(meta["lr_base"] if meta["lr_base"] is not None else cfg.LR_BASE)
         _say(cfg, f"Resumed from {path}: epoch {start_epoch}, lr_base {lr_base:g}")
     if start_epoch >= cfg.MAX_EPOCH:
         raise ValueError(f"MAX_EPOCH is {cfg.MAX_EPOCH} but the checkpoint already finished epoch {start_epoch}")
@@ -138,6 +145,32 @@ def train(cfg: Config, be) -> dict[str, Any]:
 
     _plot_training(cfg, be, net, val_set, log_file)
     return last
+
+
+def resume_point(cfg, path, meta):
+    """(epoch to start from, lr_base) of a resumed run from checkpoint ``path`` and its meta. A checkpoint without
+    optimizer state is refused unless RESUME_WEIGHTS_ONLY (then Adam starts afresh, said in a warning); one with an
+    epoch but no lr_base gets the rate LR_BASE decays to by then."""
+    epoch = meta.get("epoch")
+    if not meta.get("optimizer"):
+        if not cfg.RESUME_WEIGHTS_ONLY:
+            raise ValueError(f"RESUME: {path} has weights but no optimizer state (a .pdparams without its .pdopt, or a "
+                             "weights-only file); resuming would restart Adam and the warm-up: resume a full "
+                             "checkpoint, or --SET RESUME_WEIGHTS_ONLY=True to continue with a fresh Adam")
+        if epoch is not None:
+            where = f"after epoch {epoch} (the checkpoint's)"
+        elif cfg.CKPT_PATH is None:
+            epoch = cfg.CKPT_EPOCH
+            where = f"after epoch {epoch} (--CKPT_E; the file holds no epoch)"
+        else:
+            where = "from epoch 0 (the file holds no epoch)"
+        warnings.warn(f"RESUME_WEIGHTS_ONLY: {path} has no optimizer state; training continues with a fresh Adam "
+                      f"(moments from zero) {where}", RuntimeWarning, stacklevel=2)
+    start = int(epoch or 0)
+    lr_base = meta.get("lr_base")
+    if lr_base is None:
+        lr_base = decayed_lr_base(float(cfg.LR_BASE), start - 1, cfg.LR_DECAY_LIST, cfg.LR_DECAY_R)
+    return start, float(lr_base)
 
 
 def _progress(cfg, iterable, total, desc):

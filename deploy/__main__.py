@@ -121,7 +121,9 @@ def cmd_predict(argv):
     if not batch_mode and (not a.question or not a.features or len(a.question) != len(a.features)):
         p.error("give --question TEXT and --features FILE (one --features per --question)")
 
-    from deploy.predict import Predictor, format_answers, result_json
+    from deploy.predict import Predictor, check_result_path, format_answers, result_json
+    if batch_mode:
+        check_result_path(a.questions, a.out)        # before the model is loaded
     predictor = Predictor(a.model, device="cpu" if a.gpu is None else "gpu", gpu_id=a.gpu or 0,
                           threads=a.threads, mkldnn=not a.no_mkldnn, ir_optim=not a.no_ir_optim,
                           memory_optim=a.memory_optim)

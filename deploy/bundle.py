@@ -41,8 +41,10 @@ ANSWERS_FILE = "answers.json"
 CONFIG_FILE = "config.yml"
 RUNTIME_FILES = {"paddle": {"model": "model.json", "params": "model.pdiparams"}, "onnx": {"model": "model.onnx"}}
 QUESTION_KEY = "ques_ix"
-# Keys left out of config.yml: derived or fixed by the command line, or paths that need not exist where it is read.
-_CONFIG_SKIP = set(DERIVED) | set(FIXED) | {"RUN_MODE", "CONFIG", "CKPT_PATH", "GLOVE_PATH", "SUBSET_IIDS"}
+# Keys left out of config.yml: derived or fixed by the command line, paths that need not exist where it is read, and
+# the keys that only steer how a training run treats its folder.
+_CONFIG_SKIP = set(DERIVED) | set(FIXED) | {"RUN_MODE", "CONFIG", "CKPT_PATH", "GLOVE_PATH", "SUBSET_IIDS",
+                                           "OVERWRITE", "RESUME_WEIGHTS_ONLY"}
 _MANIFEST_KEYS = ("format", "format_version", "runtime", "model", "dataset", "data_format", "max_token",
                   "token_size", "answer_size", "feature", "inputs", "outputs", "files", "sha256")
 
@@ -148,8 +150,29 @@ def sample_inputs(specs, batch_size, token_size, seed=0):
 
 
 # ---------------------------------------------------------------------------------------------------- writing
+def check_out_dir(out_dir):
+    """BundleError unless ``out_dir`` may receive an export: missing, empty, or an earlier export (our manifest in
+    it). A user's folder is never written into: an export replaces config.yml, answers.json, ..."""
+    if not os.path.exists(out_dir):
+        return
+    if not os.path.isdir(out_dir):
+        raise BundleError(f"--out {out_dir} is not a folder; give a missing or empty folder for the export")
+    if not os.listdir(out_dir):
+        return
+    try:
+        with open(os.path.join(out_dir, MANIFEST_FILE), encoding="utf-8") as f:
+            ours = json.load(f).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise BundleError(f"--out {out_dir} is not an export folder (no {MANIFEST_FILE} of a {FORMAT} export) and "
+                          "not empty; it is left as it is: give a missing or empty folder, or an earlier export's")
+
+
 def staging_dir(out_dir):
-    """A fresh folder beside ``out_dir`` (same file system, so the final moves are renames)."""
+    """A fresh folder beside ``out_dir`` (same file system, so the final moves are renames); ``out_dir`` is checked
+    first (check_out_dir)."""
+    check_out_dir(out_dir)
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     return tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.", suffix=".tmp", dir=parent)
@@ -178,6 +201,7 @@ def finish(stage, out_dir, manifest, token_to_ix, answers, config):
     _write_text(os.path.join(stage, CONFIG_FILE), config if isinstance(config, str) else config_text(config))
     files = dict(runtime_files, vocab=VOCAB_FILE, answers=ANSWERS_FILE, config=CONFIG_FILE)
     manifest = dict(manifest, files=files, sha256={n: file_sha256(os.path.join(stage, n)) for n in files.values()})
+    check_out_dir(out_dir)                       # again: the folder may have changed during the export
     os.makedirs(out_dir, exist_ok=True)
     old = os.path.join(out_dir, MANIFEST_FILE)
     if os.path.exists(old):

@@ -117,6 +117,7 @@ def export_from_config(cfg: Config, be: Backend, out_dir: str | None = None) -> 
                     "checkpoint is read by the paddle backend, which converts a torch .pkl on the way")
     ckpt = find_checkpoint(cfg)
     out_dir = out_dir or default_out_dir(cfg)
+    bundle.check_out_dir(out_dir)           # before the model is built and traced
     manifest = export_checkpoint(cfg, ckpt, out_dir)
     inputs = ", ".join(f"{s['name']} {tuple(s['shape'])} {s['dtype']}" for s in manifest["inputs"])
     log.info(f"Exported {ckpt} ({cfg.MODEL}, {cfg.DATASET}) to {out_dir}\n  inputs: {inputs}\n"

@@ -136,6 +136,7 @@ def onnx_from_config(cfg: Config, out_dir: str | None = None, exporter: str = "d
     ckpt = find_checkpoint(cfg)
     # not <name>_onnx: that is where paddle2onnx (--from-paddle) puts the conversion of the Paddle export <name>
     out_dir = out_dir or default_out_dir(cfg, "_torch_onnx")
+    bundle.check_out_dir(out_dir)           # before the model is built and traced
     manifest = export_onnx_checkpoint(cfg, ckpt, out_dir, exporter, opset)
     diff = manifest["verified_max_abs_diff"]
     check = "not checked (no onnxruntime)" if diff is None else f"onnxruntime vs torch: max abs difference {diff:.2e}"

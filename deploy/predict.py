@@ -143,6 +143,7 @@ class Predictor:
 
     def answer_file(self, questions_path: str, features_dir: str, out_path: str, batch_size: int = 64) -> int:
         """Answer every question of a question file; write the EvalAI json (VQA) or answer lines (CLEVR)."""
+        check_result_path(questions_path, out_path)
         items = read_questions(questions_path, self.bundle.manifest["data_format"])
         index = feature_index(features_dir, self.bundle.feature["ext"])
         paths = []
@@ -161,6 +162,16 @@ class Predictor:
         else:
             write_vqa_results(out_path, [qid for qid, _, _ in items], answers)
         return len(answers)
+
+
+def check_result_path(questions_path: str, out_path: str) -> None:
+    """BundleError when the result file ``out_path`` is the question file, under any name (a link, '..')."""
+    same = os.path.realpath(out_path) == os.path.realpath(questions_path)
+    if not same and os.path.exists(out_path) and os.path.exists(questions_path):
+        same = os.path.samefile(out_path, questions_path)
+    if same:
+        raise BundleError(f"--out {out_path} is the --questions file {questions_path}; writing the answers there "
+                          "would replace the questions: give another --out")
 
 
 def read_questions(path: str, data_format: str) -> list[tuple[Any, int, str]]:

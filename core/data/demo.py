@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import sys
 import zipfile
 
 import numpy as np
@@ -481,7 +482,7 @@ def ensure_demo_data(root):
     if not os.path.isdir(root) or not os.listdir(root):
         log.info(f"generating demo data in {root} (seed 0)")
         return generate(root, origin=AUTOMATIC)
-    if summary is not None and summary.get("generated_by") == AUTOMATIC:
+    if may_generate_into(root, origins=(AUTOMATIC,)):
         why = f"{os.path.relpath(missing[0], root)} is missing" if current else (
             f"format {summary.get('format_version')} is older than this version's {FORMAT_VERSION}")
         log.info(f"generating demo data in {root} again ({why})")
@@ -493,9 +494,27 @@ def ensure_demo_data(root):
                 f"{FORMAT_VERSION!r}")
     else:
         what = f"misses {missing[0]}" + (f" and {len(missing) - 1} more demo file(s)" if len(missing) > 1 else "")
-    raise DemoDataError(f"DATA_ROOT {root} {what}. It is left as it is: write the demo data there with "
-                        f"`python -m core.data.demo --out {root}` (options: --seed, --train-images, ...), or give "
-                        "a missing or empty folder, where it is generated")
+    # the generator writes over a demo set only (may_generate_into), so for a folder of other files it gets another
+    hint = (f"write the demo data there with `python -m core.data.demo --out {root}`" if summary is not None else
+            "write demo data elsewhere with `python -m core.data.demo --out NEW_DIR`")
+    raise DemoDataError(f"DATA_ROOT {root} {what}. It is left as it is: {hint} (options: --seed, --train-images, "
+                        "...), or give a missing or empty folder, where it is generated")
+
+
+def may_generate_into(root, origins=None):
+    """The one rule for writing demo data into ``root`` (run.py's automatic generation and `python -m core.data.demo`):
+    a missing or empty folder, or one holding a demo set that generate wrote (its summary file says so), by one of
+    ``origins`` when given. Anything else may be a user's data and is never written over."""
+    if not os.path.exists(root):
+        return True
+    if not os.path.isdir(root):
+        return False
+    if not os.listdir(root):
+        return True
+    summary = _read_summary(root)
+    if summary is None or "generated_by" not in summary:
+        return False
+    return origins is None or summary.get("generated_by") in origins
 
 
 # The entry core.data.ensure_generated calls for the datasets whose DatasetSpec names this module as generator.
@@ -512,6 +531,11 @@ def main(argv=None):
     parser.add_argument("--questions-per-image", type=int, default=5)
     args = parser.parse_args(argv)
     configure_logging()
+    if not may_generate_into(args.out):
+        what = "is a file" if os.path.exists(args.out) and not os.path.isdir(args.out) else (
+            f"holds files that are not a demo set of this generator (no {SUMMARY_FILE} of ours)")
+        sys.exit(f"error: --out {args.out} {what}; it is left as it is: give a missing or empty folder, or one "
+                 "this generator wrote")
     summary = generate(args.out, seed=args.seed, n_train_images=args.train_images, n_val_images=args.val_images,
                        n_test_images=args.test_images, questions_per_image=args.questions_per_image)
     for fmt in ("vqa", "clevr"):

@@ -53,6 +53,9 @@ def index_features(folders, ext):
                         iid = parse_image_id(entry.name)
                     except ValueError:
                         continue  # not a feature file name (e.g. a README): ignored, as glob would not match it
+                    if not entry.is_file():   # S_ISREG of os.stat (links followed): a named pipe would block a read
+                        raise ValueError(f"{entry.path}: not a regular file (a named pipe, device, folder or broken "
+                                         "link); feature files must be regular files")
                     index[iid] = entry.path
     return index
 
