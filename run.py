@@ -5,38 +5,35 @@
 """
 import sys
 
+from backends import BackendUnavailable
 from core.cli import overrides_from_args, parse_args
-from core.config import ConfigError, load_config
+from core.config import load_config
+from core.errors import USER_ERRORS, error_line
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        cfg = load_config(args.MODEL, args.DATASET, overrides=overrides_from_args(args), run_mode=args.RUN_MODE)
-    except ConfigError as exc:
-        sys.exit(f"config error: {exc}")
+        return _run(args)
+    except (*USER_ERRORS, BackendUnavailable) as exc:   # a bad input or a failing disk: one line, exit status 1
+        sys.exit(error_line(exc))
 
-    from core.data import GeneratedDataError, ensure_generated
-    try:
-        ensure_generated(cfg)   # the demo datasets: generated into a missing or empty DATA_ROOT
-    except GeneratedDataError as exc:
-        sys.exit(f"error: {exc}")
 
-    from backends import BackendUnavailable, get_backend
-    try:
-        be = get_backend(cfg.BACKEND)
-    except BackendUnavailable as exc:
-        sys.exit(f"error: {exc}")
+def _run(args):
+    cfg = load_config(args.MODEL, args.DATASET, overrides=overrides_from_args(args), run_mode=args.RUN_MODE)
+
+    from core.data import ensure_generated
+    ensure_generated(cfg)   # the demo datasets: generated into a missing or empty DATA_ROOT
+
+    from backends import get_backend
+    be = get_backend(cfg.BACKEND)
 
     if cfg.RUN_MODE == "export":
         from deploy.export import export_from_config
         return export_from_config(cfg, be)
 
     from core.engine import run
-    try:
-        return run(cfg, be)
-    except (FileNotFoundError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
+    return run(cfg, be)
 
 
 if __name__ == "__main__":

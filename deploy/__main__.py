@@ -3,8 +3,10 @@ import argparse
 import json
 import sys
 
+from backends import BackendUnavailable
 from core.cli import overrides_from_args, parse_args
-from core.config import ConfigError, load_config
+from core.config import load_config
+from core.errors import USER_ERRORS, error_line
 
 USAGE = """python -m deploy COMMAND ...
 
@@ -23,12 +25,9 @@ USAGE = """python -m deploy COMMAND ...
 
 
 def _config(argv, run_mode):
-    """Parse the run.py flags in ``argv`` (with --RUN set here) into a Config; exits on a bad flag or value."""
+    """Parse the run.py flags in ``argv`` (with --RUN set here) into a Config; exits on a bad flag."""
     ns = parse_args(["--RUN", run_mode] + list(argv))
-    try:
-        return load_config(ns.MODEL, ns.DATASET, overrides=overrides_from_args(ns), run_mode=run_mode)
-    except ConfigError as exc:
-        sys.exit(f"config error: {exc}")
+    return load_config(ns.MODEL, ns.DATASET, overrides=overrides_from_args(ns), run_mode=run_mode)
 
 
 RUN_FLAGS = """
@@ -50,11 +49,8 @@ def _own_flags(prog, description, argv, add_arguments):
 
 
 def _ensure_generated(cfg):
-    from core.data import GeneratedDataError, ensure_generated
-    try:
-        ensure_generated(cfg)
-    except GeneratedDataError as exc:
-        sys.exit(f"error: {exc}")
+    from core.data import ensure_generated
+    ensure_generated(cfg)
 
 
 def cmd_export(argv):
@@ -64,11 +60,8 @@ def cmd_export(argv):
     args, rest = _own_flags("python -m deploy export", "Checkpoint -> Paddle inference folder.", argv, flags)
     cfg = _config(rest, "export")
     _ensure_generated(cfg)
-    from backends import BackendUnavailable, get_backend
-    try:
-        be = get_backend(cfg.BACKEND)
-    except BackendUnavailable as exc:
-        sys.exit(f"error: {exc}")
+    from backends import get_backend
+    be = get_backend(cfg.BACKEND)
     from deploy.export import export_from_config
     export_from_config(cfg, be, out_dir=args.out)
 
@@ -127,19 +120,15 @@ def cmd_predict(argv):
     if not batch_mode and (not a.question or not a.features or len(a.question) != len(a.features)):
         p.error("give --question TEXT and --features FILE (one --features per --question)")
 
-    from deploy.bundle import BundleError
     from deploy.predict import Predictor, format_answers, result_json
-    try:
-        predictor = Predictor(a.model, device="cpu" if a.gpu is None else "gpu", gpu_id=a.gpu or 0,
-                              threads=a.threads, mkldnn=not a.no_mkldnn, ir_optim=not a.no_ir_optim,
-                              memory_optim=a.memory_optim)
-        if batch_mode:
-            n = predictor.answer_file(a.questions, a.features_dir, a.out, batch_size=a.batch_size)
-            print(f"wrote {n} answers to {a.out}")
-            return
-        results = predictor.answer(a.question, a.features, k=a.topk)
-    except (BundleError, FileNotFoundError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
+    predictor = Predictor(a.model, device="cpu" if a.gpu is None else "gpu", gpu_id=a.gpu or 0,
+                          threads=a.threads, mkldnn=not a.no_mkldnn, ir_optim=not a.no_ir_optim,
+                          memory_optim=a.memory_optim)
+    if batch_mode:
+        n = predictor.answer_file(a.questions, a.features_dir, a.out, batch_size=a.batch_size)
+        print(f"wrote {n} answers to {a.out}")
+        return
+    results = predictor.answer(a.question, a.features, k=a.topk)
     if a.json:
         print(result_json(results))
     else:
@@ -177,7 +166,10 @@ def main(argv=None):
         if argv and argv[0] not in ("-h", "--help"):
             sys.exit(f"error: unknown command {argv[0]!r}; expected one of {', '.join(COMMANDS)}")
         return
-    COMMANDS[argv[0]](argv[1:])
+    try:
+        COMMANDS[argv[0]](argv[1:])
+    except (*USER_ERRORS, BackendUnavailable) as exc:   # a bad input or a failing disk: one line, exit status 1
+        sys.exit(error_line(exc))
 
 
 if __name__ == "__main__":

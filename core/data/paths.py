@@ -4,6 +4,7 @@ import logging
 import os
 
 from core.checkpoints import atomic_write
+from core.text import read_utf8
 
 VQA_QUESTION_FILES = {
     "train": "v2_OpenEnded_mscoco_train2014_questions.json",
@@ -94,8 +95,7 @@ def split_names(split_string, fmt):
 def load_json(path, key=None):
     """Read a json file; with ``key``, check the top-level object has it (clear error otherwise)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(read_utf8(path))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid json ({exc})") from None
     if key is not None and (not isinstance(data, dict) or key not in data):
