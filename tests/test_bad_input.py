@@ -398,3 +398,59 @@ def test_run_py_non_utf8_config(tmp_path, run_demo_root):
     extra.write_bytes(b"# " + LATIN1 + b"\n")
     line = _exit_line(run.main, _argv(tmp_path, run_demo_root, "torch", "--RUN=train", "--CONFIG", str(extra)))
     assert line.startswith("config error: ") and str(extra) in line and "byte 5" in line
+
+
+@pytest.mark.parametrize("fmt, key", [("vqa", "image_id"), ("clevr", "image_index")])
+def test_deploy_question_file_with_a_mistyped_image_id(tmp_path, fmt, key):
+    from deploy.bundle import BundleError
+    from deploy.predict import read_questions
+    other = "question_id" if fmt == "vqa" else "question_index"
+    path = tmp_path / "q.json"
+    path.write_text(json.dumps({"questions": [{other: 1, key: 3, "question": "what?"},
+                                              {other: 2, key: "abc", "question": "what?"}]}))
+    with pytest.raises(BundleError) as info:
+        read_questions(str(path), fmt)
+    message = _one_line(info)
+    assert message.startswith(str(path)) and "question 1" in message and f"'{key}'" in message
+
+
+def test_an_unreadable_feature_folder_is_one_line_naming_it(demo_root, tmp_path, monkeypatch):
+    from core.data import features
+    from core.errors import error_line
+
+    def refused(folder):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), folder)
+
+    monkeypatch.setattr(features.os, "scandir", refused)
+    with pytest.raises(PermissionError) as info:
+        build_dataset(make_cfg(demo_root, tmp_path), "val")
+    folder = os.path.join(demo_root, "vqa", "feats", "val2014")
+    assert error_line(info.value) == f"error: {folder}: Permission denied"
+
+
+def test_run_py_a_data_root_or_checkpoint_folder_that_is_a_file(tmp_path, run_demo_root):
+    data_file = tmp_path / "data_file"
+    data_file.write_text("not a folder")
+    line = _exit_line(run.main, _argv(tmp_path, run_demo_root, "torch", "--RUN=train", "--MAX_EPOCH=1",
+                                      "--VERSION=d", "--DATA_ROOT", str(data_file)))
+    assert line.startswith("error: ") and str(data_file) in line
+    (tmp_path / "ckpts").write_text("not a folder")
+    line = _exit_line(run.main, _argv(tmp_path, run_demo_root, "torch", "--RUN=train", "--MAX_EPOCH=1",
+                                      "--VERSION=c"))
+    assert line.startswith("error: ") and str(tmp_path / "ckpts") in line
+
+
+def test_run_py_disk_full_while_saving_a_checkpoint(tmp_path, run_demo_root, monkeypatch):
+    fsync = os.fsync
+
+    def full_for_checkpoints(fd):   # the checkpoint's temp file (.epoch1.pkl.<random>.tmp.pkl) finds the disk full
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".pkl"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fsync(fd)
+
+    monkeypatch.setattr(checkpoints.os, "fsync", full_for_checkpoints)
+    line = _exit_line(run.main, _argv(tmp_path, run_demo_root, "torch", "--RUN=train", "--MAX_EPOCH=1",
+                                      "--VERSION=full"))
+    ckpt = tmp_path / "ckpts" / "ckpt_full" / "epoch1.pkl"
+    assert line == f"error: {ckpt}: No space left on device"
+    assert os.listdir(ckpt.parent) == []                                   # the temp file went with the error

@@ -6,9 +6,9 @@ import numpy as np
 from core.data import features, is_generated, subsets
 from core.data.answers import answers_in_order
 from core.data.glove import cached_vocabulary, pretrained_embedding
-from core.data.records import CLEVR_QUESTION, check_records
 from core.data.paths import (CLEVR_ANSWER_SPLITS, CLEVR_VOCAB_SPLITS, cfg_get, feat_dirs, format_root, load_json,
                              question_path, require_dir, require_file, split_names, warn_once)
+from core.data.records import CLEVR_QUESTION, check_records
 from core.data.tokenizer import build_vocab, encode, max_question_length
 
 FMT = "clevr"

@@ -8,9 +8,9 @@ from core.data import features, is_generated, subsets
 from core.data.feature_store import FeatureStore
 from core.data.answers import load_answer_dict, soft_scores
 from core.data.glove import cached_vocabulary, pretrained_embedding
-from core.data.records import VQA_ANNOTATION, VQA_QUESTION, VQA_SCORED_ANNOTATION, check_records
 from core.data.paths import (VQA_VOCAB_SPLITS, annotation_path, cfg_get, feat_dirs, format_root, load_json,
                              question_path, require_dir, require_file, split_names, warn_once)
+from core.data.records import VQA_ANNOTATION, VQA_QUESTION, VQA_SCORED_ANNOTATION, check_records
 from core.data.tokenizer import VQA_MAX_TOKEN, build_vocab, encode
 from core.geometry import relation_geometry
 
