@@ -12,7 +12,6 @@ the command line, calls them and prints.
 import argparse
 import json
 import os
-import pickle
 import sys
 
 from convert import parity
@@ -20,8 +19,9 @@ from convert.checkpoints import DIRECTIONS, LAYOUTS, config_overrides, convert_f
 from convert.manifest import NoFramework
 from convert.tolerances import CANCELLING_GRAD_RTOL, GRAD_RTOL
 from core.cli import key_value
-from core.config import DATASETS, MODELS, ConfigError, load_config
+from core.config import DATASETS, MODELS, load_config
 from core.data.answers import ANSWER_DICT_PATH
+from core.errors import USER_ERRORS, one_line
 
 
 # ---- config flags, shared by the three commands -----------------------------------------------------------------
@@ -88,7 +88,7 @@ def run_parity_command(args):
                                         if os.path.isdir(path) else f"{flag}: no such file {path}")
         report = parity.run_parity(cfg, args.ckpt, args.paddle_ckpt, args.steps, args.batch_size, args.tol,
                                    args.train_tol, args.seed, args.grad_tol, args.dropout)
-    except (ConfigError, FileNotFoundError, ValueError, ImportError, pickle.UnpicklingError) as exc:
+    except (*USER_ERRORS, ImportError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(parity.format_report(report))
@@ -121,10 +121,6 @@ def build_parser():
     return parser
 
 
-def one_line(exc):
-    return ' '.join(str(exc).split()) or type(exc).__name__
-
-
 def main(argv=None):
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == 'parity':
@@ -132,7 +128,7 @@ def main(argv=None):
     try:
         summary = convert_file(args.command, args.src, args.dst, args.MODEL, args.DATASET, args.config, args.SET,
                                args.from_layout, args.mmnas_answers, args.answers, args.weights_only)
-    except (ConfigError, FileNotFoundError, ValueError, pickle.UnpicklingError, NoFramework) as exc:
+    except (*USER_ERRORS, NoFramework) as exc:   # a bad input or a failing disk: one line naming the file
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     if args.json:

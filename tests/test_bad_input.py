@@ -390,7 +390,7 @@ def test_run_py_a_results_path_that_is_a_file(tmp_path, run_demo_root):
     path, _ = _hostile(tmp_path, ".pkl")
     line = _exit_line(run.main, _argv(tmp_path, run_demo_root, "torch", "--RUN=train", "--MAX_EPOCH=1",
                                       "--VERSION=f"))
-    assert line.startswith("error: ") and str(tmp_path / "results") in line
+    assert line.startswith(f"error: {tmp_path / 'results'}: a file where a folder is needed")
 
 
 def test_run_py_non_utf8_config(tmp_path, run_demo_root):
@@ -437,7 +437,7 @@ def test_run_py_a_data_root_or_checkpoint_folder_that_is_a_file(tmp_path, run_de
     (tmp_path / "ckpts").write_text("not a folder")
     line = _exit_line(run.main, _argv(tmp_path, run_demo_root, "torch", "--RUN=train", "--MAX_EPOCH=1",
                                       "--VERSION=c"))
-    assert line.startswith("error: ") and str(tmp_path / "ckpts") in line
+    assert line.startswith(f"error: {tmp_path / 'ckpts'}: a file where a folder is needed")
 
 
 def test_run_py_disk_full_while_saving_a_checkpoint(tmp_path, run_demo_root, monkeypatch):
