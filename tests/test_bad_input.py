@@ -454,3 +454,18 @@ def test_run_py_disk_full_while_saving_a_checkpoint(tmp_path, run_demo_root, mon
     ckpt = tmp_path / "ckpts" / "ckpt_full" / "epoch1.pkl"
     assert line == f"error: {ckpt}: No space left on device"
     assert os.listdir(ckpt.parent) == []                                   # the temp file went with the error
+
+
+def test_records_checked_in_full_where_the_quick_pass_doubts():
+    from core.data.records import VQA_ANNOTATION, VQA_QUESTION, check_records
+    good = [{"question_id": i, "image_id": i, "question": "what?"} for i in range(50)]
+    good[7]["image_id"] = "42"                        # int() reads it, as openvqa does: accepted
+    assert check_records("q.json", good, VQA_QUESTION, "question") is good
+    anns = [{"question_id": i, "image_id": i, "answers": [{"answer": "yes"}] * 3} for i in range(50)]
+    anns[3]["answers"] = []                           # training tolerates an annotation without answers
+    anns[40]["answers"][1] = {"answer": 3}
+    with pytest.raises(ValueError, match=r"^a\.json: annotation 40 \(question_id 40\): 'answers' must be a list"):
+        check_records("a.json", anns, VQA_ANNOTATION, "annotation")
+    good[49]["question_id"] = True                    # a bool is no id
+    with pytest.raises(ValueError, match=r"^q\.json: question 49: 'question_id' must be an integer, got True"):
+        check_records("q.json", good, VQA_QUESTION, "question")

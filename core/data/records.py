@@ -2,6 +2,7 @@
 mistyped field is one line naming the file, the entry (its index, and its question id when it has one) and the field.
 """
 import numbers
+import operator
 
 
 def _is_id(value):
@@ -38,20 +39,45 @@ def check_records(path, records, fields, what):
     KINDS}); ``what`` names an entry in messages ('question', 'annotation'). Returns ``records``."""
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a list of {what}s, got {type(records).__name__}")
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}: {what} {index} is a json {type(record).__name__}, expected an object with "
-                             f"{', '.join(repr(f) for f in fields)}")
-        for field, kind in fields.items():
-            check, expected = KINDS[kind]
-            if field in record and check(record[field]):
-                continue
-            qid = record.get("question_id")
-            entry = f"{what} {index}" + (f" (question_id {qid})" if field != "question_id" and _is_id(qid) else "")
-            if field not in record:
-                raise ValueError(f"{path}: {entry} lacks '{field}'")
-            raise ValueError(f"{path}: {entry}: '{field}' must be {expected}, got {_short(record[field])}")
+    for index in _suspects(records, fields):
+        _check_record(path, index, records[index], fields, what)
     return records
+
+
+# the json type each kind has in well-formed files: one pass over them finds the few records to check in full
+_PLAIN_TYPES = {"id": int, "int": int, "text": str, "answers": list, "scored_answers": list}
+
+
+def _suspects(records, fields):
+    """Indices of the records that may be bad (a whole file of well-formed records is passed over quickly)."""
+    names = list(fields)
+    types = tuple(_PLAIN_TYPES[fields[name]] for name in names)
+    get = operator.itemgetter(*names)
+    answers = [name for name in names if fields[name] in ("answers", "scored_answers")]
+    try:
+        plain = (lambda r: (type(get(r)),)) if len(names) == 1 else (lambda r: tuple(map(type, get(r))))
+        suspects = [i for i, r in enumerate(records) if type(r) is not dict or plain(r) != types]
+        for name in answers:
+            suspects += [i for i, r in enumerate(records)
+                         if not r[name] or not all(type(a) is dict and type(a.get("answer")) is str for a in r[name])]
+    except (KeyError, TypeError, AttributeError):   # a record lacks a field or is no object: check them all
+        return range(len(records))
+    return sorted(set(suspects))
+
+
+def _check_record(path, index, record, fields, what):
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: {what} {index} is a json {type(record).__name__}, expected an object with "
+                         f"{', '.join(repr(f) for f in fields)}")
+    for field, kind in fields.items():
+        check, expected = KINDS[kind]
+        if field in record and check(record[field]):
+            continue
+        qid = record.get("question_id")
+        entry = f"{what} {index}" + (f" (question_id {qid})" if field != "question_id" and _is_id(qid) else "")
+        if field not in record:
+            raise ValueError(f"{path}: {entry} lacks '{field}'")
+        raise ValueError(f"{path}: {entry}: '{field}' must be {expected}, got {_short(record[field])}")
 
 
 def _short(value):
