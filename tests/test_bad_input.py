@@ -469,3 +469,14 @@ def test_records_checked_in_full_where_the_quick_pass_doubts():
     good[49]["question_id"] = True                    # a bool is no id
     with pytest.raises(ValueError, match=r"^q\.json: question 49: 'question_id' must be an integer, got True"):
         check_records("q.json", good, VQA_QUESTION, "question")
+
+
+def test_deploy_non_utf8_question_file(tmp_path):
+    from deploy.bundle import BundleError
+    from deploy.predict import read_questions
+    path = tmp_path / "q.json"
+    path.write_bytes(b'{"questions": [{"question_id": 1, "image_id": 3, "question": "' + LATIN1 + b'?"}]}')
+    with pytest.raises(BundleError) as info:
+        read_questions(str(path), "vqa")
+    message = _one_line(info)
+    assert message.startswith(str(path)) and "byte 65" in message and "UTF-8" in message
