@@ -312,11 +312,12 @@ def test_read_only_folder_names_the_target_not_a_temp_file(tmp_path, monkeypatch
 
 
 def test_one_line_of_an_os_error():
-    from core.errors import error_line
+    from core.errors import error_line, one_line
     line = error_line(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/ckpts/epoch1.pkl"))
     assert line == "error: /ckpts/epoch1.pkl: No space left on device"
     assert error_line(ConfigError("LAYER: expected an integer")) == "config error: LAYER: expected an integer"
-    assert error_line(ValueError("a\n  b")) == "error: a b"
+    assert error_line(ValueError("a  b\n\n  c")) == "error: a b\n  c"      # further lines stay hints, indented
+    assert one_line(ValueError("a  b\n\n  c")) == "a b c"
 
 
 # ---- the command lines: one line, non-zero exit -------------------------------------------------------------------
@@ -428,12 +429,21 @@ def test_an_unreadable_feature_folder_is_one_line_naming_it(demo_root, tmp_path,
     assert error_line(info.value) == f"error: {folder}: Permission denied"
 
 
+@pytest.mark.parametrize("fmt", ["vqa", "clevr"])
+def test_a_data_root_that_is_a_file_says_so(tmp_path, fmt):
+    data_file = tmp_path / "data_file"
+    data_file.write_text("not a folder")
+    with pytest.raises(FileNotFoundError) as info:
+        build_dataset(make_cfg(data_file, tmp_path, fmt=fmt), "train")
+    assert _one_line(info).startswith(f"{data_file}: a file where a folder is needed (looking for the train questions")
+
+
 def test_run_py_a_data_root_or_checkpoint_folder_that_is_a_file(tmp_path, run_demo_root):
     data_file = tmp_path / "data_file"
     data_file.write_text("not a folder")
     line = _exit_line(run.main, _argv(tmp_path, run_demo_root, "torch", "--RUN=train", "--MAX_EPOCH=1",
                                       "--VERSION=d", "--DATA_ROOT", str(data_file)))
-    assert line.startswith("error: ") and str(data_file) in line
+    assert line.startswith(f"error: {data_file}: a file where a folder is needed (")
     (tmp_path / "ckpts").write_text("not a folder")
     line = _exit_line(run.main, _argv(tmp_path, run_demo_root, "torch", "--RUN=train", "--MAX_EPOCH=1",
                                       "--VERSION=c"))
