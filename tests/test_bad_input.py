@@ -490,3 +490,12 @@ def test_deploy_non_utf8_question_file(tmp_path):
         read_questions(str(path), "vqa")
     message = _one_line(info)
     assert message.startswith(str(path)) and "byte 65" in message and "UTF-8" in message
+
+
+def test_a_clevr_training_question_without_answer_names_its_file(tmp_path):
+    root = str(tmp_path / "clevr_data")
+    generate(root, seed=4, **SMALL)
+    path = _edit(root, "CLEVR_train_questions.json", _drop("answer", index=2))
+    with pytest.raises(ValueError) as info:
+        build_dataset(make_cfg(root, tmp_path, fmt="clevr"), "train")
+    assert _one_line(info).startswith(f"{path}: question 2 has no known 'answer'")

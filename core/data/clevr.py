@@ -46,15 +46,16 @@ class CLEVRDataset:
 
         ques_list, samples = [], []
         for split, path in zip(splits, q_paths):
-            for q in _questions(path, loaded):
+            questions = _questions(path, loaded)
+            if mode == "train":
+                for index, q in enumerate(questions):
+                    if q.get("answer") not in self.ans_to_ix:
+                        raise ValueError(f"{path}: question {index} has no known 'answer' ({q.get('answer')!r}); "
+                                         "training needs answered questions")
+            for q in questions:
                 samples.append({"qid": len(ques_list), "iid": int(q["image_index"]), "split": split})
                 ques_list.append(q)
         loaded.clear()
-        if mode == "train":
-            for qid, q in enumerate(ques_list):
-                if q.get("answer") not in self.ans_to_ix:
-                    raise ValueError(f"question {qid} of {'+'.join(splits)} has no known 'answer' "
-                                     f"({q.get('answer')!r}); training needs answered questions")
 
         self.feat_index = {s: features.index_features([folders[s]], features.REGION_EXT) for s in splits}
         samples = subsets.select(
