@@ -94,6 +94,10 @@ def _set(key, value, index=1, where="questions"):
     return lambda data: data[where][index].__setitem__(key, value)
 
 
+def _set_item(index, value, where="questions"):
+    return lambda data: data[where].__setitem__(index, value)
+
+
 @pytest.mark.parametrize("name, change, field", [
     (VQA_Q, _drop("question_id"), "question_id"),
     (VQA_Q, _drop("image_id"), "image_id"),
@@ -132,10 +136,6 @@ def test_a_question_entry_that_is_not_an_object(demo_root, tmp_path):
     with pytest.raises(ValueError) as info:
         build_dataset(make_cfg(root, tmp_path), "test")
     assert _one_line(info).startswith(path) and "question 0" in str(info.value)
-
-
-def _set_item(index, value, where="questions"):
-    return lambda data: data[where].__setitem__(index, value)
 
 
 @pytest.mark.parametrize("change, field", [
