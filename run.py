@@ -5,9 +5,10 @@
 """
 import sys
 
-from backends.base import BackendUnavailable
+from backends import BackendUnavailable
 from core.cli import overrides_from_args, parse_args
-from core.config import ConfigError, load_config
+from core.config import load_config
+from core.errors import USER_ERRORS, error_line
 from core.logs import configure as configure_logging
 
 
@@ -16,10 +17,8 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return _run(args)
-    except ConfigError as exc:
-        sys.exit(f"config error: {exc}")
-    except (BackendUnavailable, FileNotFoundError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
+    except (*USER_ERRORS, BackendUnavailable) as exc:   # a bad input or a failing disk: one line, exit status 1
+        sys.exit(error_line(exc))
 
 
 def _run(args):

@@ -13,15 +13,15 @@ the command line, calls them and prints.
 import argparse
 import json
 import os
-import pickle
 import sys
 
 from convert import parity
 from convert.checkpoints import DIRECTIONS, LAYOUTS, config_overrides, convert_file
 from convert.manifest import NoFramework
 from core.cli import key_value
-from core.config import DATASETS, MODELS, ConfigError, load_config
+from core.config import DATASETS, MODELS, load_config
 from core.data.answers import ANSWER_DICT_PATH
+from core.errors import USER_ERRORS, one_line
 from core.logs import configure as configure_logging
 
 
@@ -162,10 +162,6 @@ def build_parser():
     return parser
 
 
-def one_line(exc):
-    return ' '.join(str(exc).split()) or type(exc).__name__
-
-
 def main(argv=None):
     """The exit code: 0 done (parity: passed); parity 1 weights/forward failed, 2 gradients or training only, 3 bad
     input; conversion 2 an error. Errors are printed here as one line."""
@@ -180,7 +176,7 @@ def main(argv=None):
             return run_parity_command(args)
         summary = convert_file(args.command, args.src, args.dst, args.MODEL, args.DATASET, args.config, args.SET,
                                args.from_layout, args.mmnas_answers, args.answers, args.weights_only)
-    except (ConfigError, FileNotFoundError, ValueError, NoFramework, ImportError, pickle.UnpicklingError) as exc:
+    except (*USER_ERRORS, NoFramework, ImportError) as exc:   # a bad input or a failing disk: one line naming the file
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return parity.EXIT_BAD_INPUT if args.command == 'parity' else 2
     if args.json:

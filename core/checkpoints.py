@@ -6,6 +6,8 @@ Runs other than training name their log and val results after the checkpoint the
 """
 import contextlib
 import fcntl
+import functools
+import inspect
 import os
 import re
 import stat
@@ -79,6 +81,36 @@ def _fsync(path):
 
 
 @contextlib.contextmanager
+def _naming(path):
+    """OSErrors inside name ``path``: a failed write() names no file (a full disk) and a failed temp file its own
+    hidden name (a read-only folder). Errors naming another file (a folder that is a file) are left as they are."""
+    try:
+        yield
+    except OSError as exc:
+        name = os.path.basename(os.fspath(path))
+        if exc.errno is None or (exc.filename is not None
+                                 and not os.path.basename(os.fspath(exc.filename)).startswith(f'.{name}.')):
+            raise
+        raise OSError(exc.errno, exc.strerror, os.fspath(path)) from exc
+
+
+def _errors_name_the_target(write):
+    """``write(path, ...)`` (a function or a generator) with its OSErrors naming ``path`` (_naming)."""
+    if inspect.isgeneratorfunction(write):
+        @functools.wraps(write)
+        def wrapper(path, *args, **kwargs):
+            with _naming(path):
+                return (yield from write(path, *args, **kwargs))
+    else:
+        @functools.wraps(write)
+        def wrapper(path, *args, **kwargs):
+            with _naming(path):
+                return write(path, *args, **kwargs)
+    return wrapper
+
+
+@contextlib.contextmanager
+@_errors_name_the_target
 def atomic_write(path, mode='wb', encoding=None):
     """Yield a file object for a temp file beside ``path``; on success fsync and rename it over ``path``.
 
@@ -101,6 +133,7 @@ def atomic_write(path, mode='wb', encoding=None):
         raise
 
 
+@_errors_name_the_target
 def atomic_save(path, writer):
     """Call ``writer(tmp_path)`` (for savers that take a path), then rename the temp file over ``path``."""
     fd, tmp = _temp_in(path)

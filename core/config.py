@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from core import registry
+from core.text import NotUtf8, read_utf8
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
@@ -63,8 +64,15 @@ DEFAULTS = {
     'FEAT_STORE': None,
 }
 
-# Computed in _finalize; never given.
-DERIVED = ('SPLIT', 'SUB_BATCH_SIZE', 'EVAL_BATCH_SIZE', 'N_GPU', 'DATA_FORMAT')
+# Computed in _finalize; never given. Each with what it comes from, for the error that refuses it.
+DERIVED_FROM = {
+    'SPLIT': 'TRAIN_SPLIT (--SPLIT) for training; val and test are fixed',
+    'SUB_BATCH_SIZE': 'BATCH_SIZE // GRAD_ACCU_STEPS (--BS, --ACCU)',
+    'EVAL_BATCH_SIZE': 'SUB_BATCH_SIZE // 2, i.e. BATCH_SIZE // GRAD_ACCU_STEPS // 2 (--BS, --ACCU)',
+    'N_GPU': 'the number of ids in GPU (--GPU)',
+    'DATA_FORMAT': "the dataset's format (--DATASET)",
+}
+DERIVED = tuple(DERIVED_FROM)
 # Fixed by load_config's arguments; MODEL_USE may appear in a yml but must agree with MODELS.
 FIXED = ('MODEL', 'DATASET')
 
@@ -132,10 +140,10 @@ def _kind_of(key):
 def _coerce(key, value, source):
     """Check one value against its key's kind; return it normalised. FEAT_SIZE merges in _merge_layer."""
     where = _where(source)
+    if key in DERIVED:
+        raise ConfigError(f"{key}: derived from {DERIVED_FROM[key]}, so it cannot be set{where}; set those instead")
     if key not in DEFAULTS:
         raise ConfigError(f"{key}: unknown key{where}{_suggest(key, list(DEFAULTS) + list(DERIVED))}")
-    if key in DERIVED:
-        raise ConfigError(f"{key} is derived and cannot be set{where}; set the keys it comes from")
     if key in FIXED:
         raise ConfigError(f"{key} is chosen by --{key} (load_config's {key.lower()} argument){where}")
     if value is None:
@@ -243,8 +251,9 @@ def _read_yml(path, key_hint):
     if not os.path.isfile(path):
         raise ConfigError(f"{key_hint}: no such file {path}")
     try:
-        with open(path, encoding='utf-8') as f:
-            data = yaml.safe_load(f)
+        data = yaml.safe_load(read_utf8(path))
+    except NotUtf8 as exc:
+        raise ConfigError(f"{key_hint}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, 'problem_mark', None)
         line = f" line {mark.line + 1}" if mark is not None else ''

@@ -3,9 +3,10 @@ import argparse
 import json
 import sys
 
-from backends.base import BackendUnavailable
+from backends import BackendUnavailable
 from core.cli import overrides_from_args, parse_args
-from core.config import ConfigError, load_config
+from core.config import load_config
+from core.errors import USER_ERRORS, error_line
 from core.logs import configure as configure_logging
 
 USAGE = """python -m deploy COMMAND ...
@@ -174,10 +175,8 @@ def main(argv=None):
     configure_logging()
     try:
         COMMANDS[argv[0]](argv[1:])
-    except ConfigError as exc:
-        sys.exit(f"config error: {exc}")
-    except (BackendUnavailable, FileNotFoundError, ValueError) as exc:   # BundleError, ExportError, ... included
-        sys.exit(f"error: {exc}")
+    except (*USER_ERRORS, BackendUnavailable) as exc:   # a bad input or a failing disk: one line, exit status 1
+        sys.exit(error_line(exc))
 
 
 if __name__ == "__main__":

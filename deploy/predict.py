@@ -19,6 +19,7 @@ import numpy as np
 
 from core.data import features
 from core.data.paths import load_json
+from core.data.records import check_records
 from core.data.tokenizer import tokenize
 from core.evaluation.results import write_clevr_results, write_vqa_results
 from deploy import c_output
@@ -186,12 +187,12 @@ def read_questions(path: str, data_format: str) -> list[tuple[Any, int, str]]:
     if not isinstance(questions, list):
         raise BundleError(f"{path}: expected a json object with a 'questions' list, or a list of questions")
     keys = ("question_index", "image_index") if data_format == "clevr" else ("question_id", "image_id")
-    items = []
-    for n, q in enumerate(questions):
-        if not isinstance(q, dict) or "question" not in q or any(k not in q for k in keys):
-            raise BundleError(f"{path}: question {n} needs 'question', '{keys[0]}' and '{keys[1]}'")
-        items.append((q[keys[0]], int(q[keys[1]]), q["question"]))
-    return items
+    try:
+        check_records(path, questions, {keys[0]: "int" if data_format == "clevr" else "id", keys[1]: "int",
+                                        "question": "text"}, "question")
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
+    return [(q[keys[0]], int(q[keys[1]]), q["question"]) for q in questions]
 
 
 def feature_index(folder: str, ext: str) -> dict[int, str]:

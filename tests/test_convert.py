@@ -428,6 +428,18 @@ def test_truncated_files_get_one_line_errors(tmp_path, capsys):
     assert not any(p.name.startswith("never") for p in tmp_path.iterdir())
 
 
+def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, capsys):
+    pytest.importorskip("torch")
+    cfg = tiny_cfg("trar", "vqa")
+    _, _, trainer, _ = trained("torch", cfg, steps=1)
+    trainer.save(str(tmp_path / "full.pkl"), 1, 1e-4)
+    (tmp_path / "taken").write_text("a file, not a folder")
+    code, _, err = run_cli(capsys, "torch2paddle", tmp_path / "full.pkl", tmp_path / "taken" / "out.pdparams",
+                           "--MODEL", "trar", "--DATASET", "vqa", "--config", config_file(tmp_path, "trar", "vqa"))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {tmp_path / 'taken'}: a file where a folder is needed")
+
+
 def test_files_of_the_other_framework_are_named(tmp_path, capsys):
     pdparams = tmp_path / "model.pdparams"
     pdparams.write_bytes(pickle.dumps({"embedding.weight": np.zeros((2, 2), np.float32)}, protocol=4))

@@ -104,6 +104,18 @@ def test_store_cli_takes_the_feature_width_from_the_files(tmp_path, capsys, kind
     assert "(--dim)" in capsys.readouterr().err and not (tmp_path / "other").exists()
 
 
+def test_store_cli_an_output_folder_under_a_file_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    np.save(folder / "COCO_val2014_000000000004.npy", np.ones((6, 48), np.float32))
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(SystemExit) as info:
+        store_main(["--feats", str(folder), "--kind", "grid", "--out", str(tmp_path / "taken" / "store")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith(f"error: {tmp_path / 'taken'}: a file where a folder is needed")
+    assert len(err.splitlines()) == 1, err
+
+
 def test_store_rejects_a_folder_that_is_not_a_store(tmp_path):
     with pytest.raises(ValueError, match="not a feature store"):
         FeatureStore(str(tmp_path))

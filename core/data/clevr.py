@@ -8,6 +8,7 @@ from core.data.answers import answers_in_order
 from core.data.glove import cached_vocabulary, pretrained_embedding
 from core.data.paths import (CLEVR_ANSWER_SPLITS, CLEVR_VOCAB_SPLITS, cfg_get, feat_dirs, format_root, load_json,
                              question_path, require_dir, require_file, split_names, warn_once)
+from core.data.records import CLEVR_QUESTION, check_records
 from core.data.tokenizer import build_vocab, encode, max_question_length
 
 FMT = "clevr"
@@ -45,21 +46,23 @@ class CLEVRDataset:
 
         ques_list, samples = [], []
         for split, path in zip(splits, q_paths):
-            for q in _questions(path, loaded):
+            questions = _questions(path, loaded)
+            if mode == "train":
+                for index, q in enumerate(questions):
+                    if q.get("answer") not in self.ans_to_ix:
+                        raise ValueError(f"{path}: question {index} has no known 'answer' ({q.get('answer')!r}); "
+                                         "training needs answered questions")
+            for q in questions:
                 samples.append({"qid": len(ques_list), "iid": int(q["image_index"]), "split": split})
                 ques_list.append(q)
         loaded.clear()
-        if mode == "train":
-            for qid, q in enumerate(ques_list):
-                if q.get("answer") not in self.ans_to_ix:
-                    raise ValueError(f"question {qid} of {'+'.join(splits)} has no known 'answer' "
-                                     f"({q.get('answer')!r}); training needs answered questions")
 
         self.feat_index = {s: features.index_features([folders[s]], features.REGION_EXT) for s in splits}
         samples = subsets.select(
             samples, lambda s: s["iid"] in self.feat_index[s["split"]], list(folders.values()),
             iids=subsets.read_iid_list(cfg_get(cfg, "SUBSET_IIDS")), limit=subsets.read_limit(cfg_get(cfg, "SUBSET")),
-            skip_missing=bool(cfg_get(cfg, "SKIP_MISSING_FEATS", False)), label=f"{mode} ({'+'.join(splits)}): ")
+            skip_missing=bool(cfg_get(cfg, "SKIP_MISSING_FEATS", False)), label=f"{mode} ({'+'.join(splits)}): ",
+            source=" + ".join(q_paths))
 
         self._feat_paths = [self.feat_index[s["split"]][s["iid"]] for s in samples]
         features.load_clevr_grid(self._feat_paths[0], self.grid_size)  # a malformed feature file fails now
@@ -116,5 +119,5 @@ class CLEVRDataset:
 
 def _questions(path, loaded):
     if path not in loaded:
-        loaded[path] = load_json(path, "questions")["questions"]
+        loaded[path] = check_records(path, load_json(path, "questions")["questions"], CLEVR_QUESTION, "question")
     return loaded[path]

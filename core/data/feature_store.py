@@ -17,6 +17,7 @@ import zipfile
 import numpy as np
 
 from core.data import features
+from core.errors import USER_ERRORS, error_line
 from core.logs import configure as configure_logging
 
 STORE_FORMAT = "twinvqa-feature-store"
@@ -223,12 +224,12 @@ def main(argv=None):
     for folder in args.feats:
         if not os.path.isdir(folder):
             parser.error(f"--feats: no such folder {folder}")
-    index = features.index_features(args.feats, KINDS[args.kind])
     try:
+        index = features.index_features(args.feats, KINDS[args.kind])
         summary = build_store(index, args.out, args.kind, args.dim, force=args.force,
                               progress=lambda done, total: print(f"{done}/{total}", flush=True))
-    except ValueError as exc:
-        parser.exit(2, f"error: {exc}\n")
+    except USER_ERRORS as exc:   # a bad file or a failing disk: one line naming it
+        parser.exit(2, f"{error_line(exc)}\n")
     print(json.dumps(summary))
 
 

@@ -109,15 +109,14 @@ def read_region(path, dim):
     try:
         with np.load(path) as data:
             missing = [k for k in ("x", "bbox", "image_h", "image_w") if k not in data.files]
-            if missing:
-                raise ValueError(f"{path}: region feature .npz lacks {missing}; expected keys 'x' ({dim}, n), "
-                                 "'bbox' (n, 4), 'image_h', 'image_w'")
-            x, bbox = data["x"], data["bbox"]
-            image_h, image_w = _scalar(data["image_h"]), _scalar(data["image_w"])
-    except ValueError:
-        raise
-    except Exception as exc:
+            if not missing:
+                x, bbox = data["x"], data["bbox"]
+                image_h, image_w = _scalar(data["image_h"], "image_h"), _scalar(data["image_w"], "image_w")
+    except Exception as exc:   # a field that np.load refuses (an object array) or that is no number included
         raise ValueError(f"{path}: cannot read a region feature .npz ({exc})") from None
+    if missing:
+        raise ValueError(f"{path}: region feature .npz lacks {missing}; expected keys 'x' ({dim}, n), "
+                         "'bbox' (n, 4), 'image_h', 'image_w'")
     if x.ndim != 2 or x.shape[0] != dim:
         raise ValueError(f"{path}: 'x' must have shape ({dim}, n) (FRCN_FEAT_SIZE dim first), got {x.shape}")
     if bbox.ndim != 2 or bbox.shape != (x.shape[1], 4):
@@ -146,21 +145,23 @@ def region_sample(x, bbox, image_h, image_w, rows, bbox_rows, use_bbox_feat, nor
     return frcn, pad_rows(bbox, bbox_rows)
 
 
-def _scalar(value):
-    return float(np.asarray(value).reshape(-1)[0])
+def _scalar(value, name):
+    try:
+        return float(np.asarray(value).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        raise ValueError(f"'{name}' must be a number, got {value!r}") from None
 
 
 def load_clevr_grid(path, size):
     """CLEVR feature .npz key 'x' of shape GRID_FEAT_SIZE, float32 (no padding, as the original)."""
     try:
         with np.load(path) as data:
-            if "x" not in data.files:
-                raise ValueError(f"{path}: CLEVR feature .npz lacks key 'x' (expected shape {tuple(size)})")
-            x = data["x"]
-    except ValueError:
-        raise
-    except Exception as exc:
+            has_x = "x" in data.files
+            x = data["x"] if has_x else None
+    except Exception as exc:   # an 'x' that np.load refuses (an object array) included
         raise ValueError(f"{path}: cannot read a CLEVR feature .npz ({exc})") from None
+    if not has_x:
+        raise ValueError(f"{path}: CLEVR feature .npz lacks key 'x' (expected shape {tuple(size)})")
     if tuple(x.shape) != tuple(size):
         raise ValueError(f"{path}: 'x' must have shape {tuple(size)} (GRID_FEAT_SIZE), got {x.shape}")
     check_values(path, "'x'", check_float(path, "'x'", x))

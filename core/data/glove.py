@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from core.data.paths import atomic_write_bytes, atomic_write_json, warn_once
+from core.data.paths import atomic_write_bytes, atomic_write_json, load_json, warn_once
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def pretrained_embedding(cfg, token_to_ix, vocab_key):
     key = _hash([CACHE_VERSION, vocab_key, desc, dim])
     path = os.path.join(cache_dir(cfg.RESULTS_ROOT), f"emb_{key}.npy")
     if os.path.isfile(path):
-        emb = np.load(path)
+        emb = _read_npy(path, "the word embedding cache")
         if emb.shape == (len(token_to_ix), dim):
             log.debug("word embedding read from cache %s", path)
             return emb.astype(np.float32, copy=False)
@@ -169,11 +169,10 @@ def _from_aligned_npy(path, words, dim):
     if not os.path.isfile(vocab_path):
         raise FileNotFoundError(f"GLOVE_PATH {path}: its vocabulary {vocab_path} is missing (expected a json "
                                 f"token->row dict, or a list of tokens in row order)")
-    matrix = np.load(path)
+    matrix = _read_npy(path, "GLOVE_PATH")
     if matrix.ndim != 2 or matrix.shape[1] != dim:
         raise ValueError(f"GLOVE_PATH {path}: expected a (tokens, WORD_EMBED_SIZE={dim}) matrix, got {matrix.shape}")
-    with open(vocab_path, encoding="utf-8") as f:
-        vocab = json.load(f)
+    vocab = load_json(vocab_path)
     if isinstance(vocab, dict) and isinstance(vocab.get("token_to_ix"), dict):
         vocab = vocab["token_to_ix"]
     if isinstance(vocab, list):
@@ -207,6 +206,16 @@ def _assemble(words, found, dim, source):
         warn_once(f"{source} has vectors for only {have} of {len(words)} vocabulary words: the wrong file, or "
                   "vectors of another tokenisation?", log)
     return emb
+
+
+def _read_npy(path, what):
+    """The array of a .npy file; never a pickle (a .npy holding objects is refused, naming the file)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        reason = ("it holds Python objects (a pickle), not a matrix of numbers" if "allow_pickle" in str(exc)
+                  else str(exc))
+        raise ValueError(f"{what} {path}: cannot read a .npy matrix: {reason}") from None
 
 
 def _save_npy(path, array):

@@ -4,6 +4,8 @@ import logging
 import os
 
 from core.checkpoints import atomic_write
+from core.errors import file_in_the_way
+from core.text import read_utf8
 
 VQA_QUESTION_FILES = {
     "train": "v2_OpenEnded_mscoco_train2014_questions.json",
@@ -67,14 +69,23 @@ def expected_layout(root, fmt):
 
 def require_file(path, root, fmt, what):
     if not os.path.isfile(path):
+        _refuse_a_file_in_the_way(os.path.dirname(path), f"{what} {path}")
         raise FileNotFoundError(f"{what} not found: {path}\n{expected_layout(root, fmt)}")
     return path
 
 
 def require_dir(path, root, fmt, what):
     if not os.path.isdir(path):
+        _refuse_a_file_in_the_way(path, f"{what} folder {path}")
         raise FileNotFoundError(f"{what} folder not found: {path}\n{expected_layout(root, fmt)}")
     return path
+
+
+def _refuse_a_file_in_the_way(folder, looking_for):
+    """A file where the data layout has a folder (DATA_ROOT given a file, say): said in one line."""
+    blocker = file_in_the_way(folder)
+    if blocker is not None:
+        raise FileNotFoundError(f"{blocker}: a file where a folder is needed (looking for the {looking_for})")
 
 
 def split_names(split_string, fmt):
@@ -94,8 +105,7 @@ def split_names(split_string, fmt):
 def load_json(path, key=None):
     """Read a json file; with ``key``, check the top-level object has it (clear error otherwise)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(read_utf8(path))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid json ({exc})") from None
     if key is not None and (not isinstance(data, dict) or key not in data):

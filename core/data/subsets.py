@@ -3,6 +3,8 @@ import json
 import logging
 import os
 
+from core.text import NotUtf8, read_utf8
+
 log = logging.getLogger(__name__)
 
 ANSWER_TYPES = ("yes/no", "number", "other")
@@ -21,8 +23,10 @@ def read_iid_list(spec):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"SUBSET_IIDS: file not found: {path} (expected a json list of image ids or a "
                                 "text file with one id per line)")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        text = read_utf8(path)
+    except NotUtf8 as exc:
+        raise ValueError(f"SUBSET_IIDS {exc}") from None
     if text.lstrip().startswith("{"):
         raise ValueError(f"SUBSET_IIDS {path}: a json object; expected a json list of image ids ([185, 1681]) or "
                          "one id per line")
@@ -65,15 +69,18 @@ def read_limit(spec):
 
 
 def select(samples, feature_index, feat_folders, iids=None, ans_types=None, limit=None, skip_missing=False,
-           label=""):
+           label="", source=None):
     """Filter ``samples`` (dicts with 'qid', 'iid' and, for answer-type filtering, 'ans_type') in order.
 
     Order: image ids, answer types, missing features (dropped with one log line when ``skip_missing``), then the first
     ``limit``. Without ``skip_missing`` a kept sample whose image has no features is an error.
     ``feature_index`` is either a dict iid -> path or a callable sample -> bool (has a feature); ``feat_folders``
-    names where the features are looked for, in messages (the folders, or a feature store).
+    names where the features are looked for, in messages (the folders, or a feature store); ``source``, the
+    question files the samples come from.
     """
     has_feature = feature_index if callable(feature_index) else (lambda s: s["iid"] in feature_index)
+    if not samples:
+        raise ValueError(f"{label}no questions in {source or 'the split'}: the split itself is empty")
     kept = samples
     if iids is not None:
         kept = [s for s in kept if s["iid"] in iids]
@@ -82,11 +89,19 @@ def select(samples, feature_index, feat_folders, iids=None, ans_types=None, limi
                              "train and val images are disjoint): add this split's image ids to the list, or, for "
                              "training, skip the validation with --EVAL_EE=False")
     if ans_types is not None:
+        before = len(kept)
         kept = [s for s in kept if s.get("ans_type") in ans_types]
+        if not kept:
+            about = " about the SUBSET_IIDS images" if iids is not None else ""
+            raise ValueError(f"{label}no samples left after SUBSET_ANS_TYPES: none of its {before} questions{about} "
+                             f"has an answer type in {sorted(ans_types)}")
     if skip_missing:
         before = len(kept)
         kept = [s for s in kept if has_feature(s)]
         dropped = before - len(kept)
+        if before and not kept:
+            raise ValueError(f"{label}no samples left after SKIP_MISSING_FEATS: none of its {before} questions "
+                             f"has image features in {', '.join(feat_folders)}")
         if dropped:
             log.warning("%sSKIP_MISSING_FEATS: dropped %d of %d questions whose image has no features in %s",
                         label, dropped, before, ", ".join(feat_folders))

@@ -10,6 +10,7 @@ from core.data.answers import check_targets, load_answer_dict, soft_scores
 from core.data.glove import cached_vocabulary, pretrained_embedding
 from core.data.paths import (VQA_VOCAB_SPLITS, annotation_path, cfg_get, feat_dirs, format_root, load_json,
                              question_path, require_dir, require_file, split_names, warn_once)
+from core.data.records import VQA_ANNOTATION, VQA_QUESTION, VQA_SCORED_ANNOTATION, check_records
 from core.data.tokenizer import VQA_MAX_TOKEN, build_vocab, encode
 from core.geometry import relation_geometry
 
@@ -53,7 +54,9 @@ class VQADataset:
 
         self.ans_to_ix, self.ix_to_ans = load_answer_dict()
         loaded = {}
-        anns = [load_json(p, "annotations")["annotations"] for p in a_paths]
+        ann_fields = VQA_ANNOTATION if mode == "train" else VQA_SCORED_ANNOTATION
+        anns = [check_records(p, load_json(p, "annotations")["annotations"], ann_fields, "annotation")
+                for p in a_paths]
         if mode == "train":
             # Each annotation goes with the question of its own split's file: ids are unique within a file, not
             # necessarily across the files read together (VG's ids and VQA-v2's come from different numberings).
@@ -71,6 +74,8 @@ class VQADataset:
             questions = _by_question_id(" + ".join(q_paths), [q for p in q_paths for q in _questions(p, loaded)],
                                         "question")
             qid_to_ann = {a["question_id"]: a for split_anns in anns for a in split_anns}
+            if anns:   # val: every question is scored against its annotation
+                _require_annotations(questions, qid_to_ann, a_paths, q_paths)
             samples = [{"qid": qid, "iid": int(q["image_id"]), "question": q, "annotation": qid_to_ann.get(qid),
                         "ans_type": qid_to_ann.get(qid, {}).get("answer_type")} for qid, q in questions.items()]
 
@@ -94,7 +99,8 @@ class VQADataset:
         samples = subsets.select(
             samples, has_feature, feature_source, iids=subsets.read_iid_list(cfg_get(cfg, "SUBSET_IIDS")),
             ans_types=ans_types, limit=subsets.read_limit(cfg_get(cfg, "SUBSET")),
-            skip_missing=bool(cfg_get(cfg, "SKIP_MISSING_FEATS", False)), label=f"{mode} ({'+'.join(splits)}): ")
+            skip_missing=bool(cfg_get(cfg, "SKIP_MISSING_FEATS", False)), label=f"{mode} ({'+'.join(splits)}): ",
+            source=" + ".join(a_paths if mode == "train" else q_paths))
 
         self._features(samples[0]["iid"])  # a malformed feature file fails now, not mid-epoch
         # after the file and feature checks, so a bad layout fails before a long GloVe scan
@@ -201,8 +207,16 @@ def _by_question_id(source, records, what, strict=True):
     return by_id
 
 
+def _require_annotations(questions, qid_to_ann, a_paths, q_paths):
+    lacking = [qid for qid in questions if qid not in qid_to_ann]
+    if lacking:
+        raise ValueError(f"{' + '.join(a_paths)}: no annotation for question_id {lacking[0]} of "
+                         f"{' + '.join(q_paths)} ({len(lacking)} questions without one); a val split scores every "
+                         "question against its annotation")
+
+
 def _questions(path, loaded):
-    """The 'questions' list of a question file, read once per dataset construction."""
+    """The 'questions' list of a question file (its records checked), read once per dataset construction."""
     if path not in loaded:
-        loaded[path] = load_json(path, "questions")["questions"]
+        loaded[path] = check_records(path, load_json(path, "questions")["questions"], VQA_QUESTION, "question")
     return loaded[path]

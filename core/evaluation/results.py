@@ -13,14 +13,14 @@ import pickle
 import numpy as np
 
 from core.checkpoints import atomic_write
+from core.text import read_utf8
 
 
 def load_json_source(source, name):
     """`source` is a path (str / os.PathLike) to a json file or an already-loaded object."""
     if isinstance(source, (str, os.PathLike)):
         try:
-            with open(source, "r", encoding="utf-8") as f:
-                return json.load(f)
+            return json.loads(read_utf8(source))
         except FileNotFoundError:
             raise FileNotFoundError(f"{name}: file {os.fspath(source)} does not exist") from None
         except json.JSONDecodeError as e:
