@@ -94,6 +94,8 @@ def train(cfg, be):
         if registry.model_of(cfg).routes and cfg.ROUTING == "hard":
             trainer.set_tau(tau_at(epoch, cfg.TAU_POLICY, cfg.TAU_MAX, cfg.TAU_MIN, cfg.MAX_EPOCH, cfg.WARMUP_EPOCH))
         _seed_everything(cfg, be, epoch + 1)
+        if hasattr(train_set, "set_epoch"):   # image datasets draw their flips from (SEED, epoch, index)
+            train_set.set_epoch(epoch)
         batches = epoch_batches(data_size, cfg.BATCH_SIZE, cfg.SEED, epoch)
         loader = _loader(cfg, be, train_set, batches)
         loss_sum, lr, start = 0.0, lr_base, time.time()
