@@ -14,7 +14,7 @@ import numpy as np
 from core import checkpoints, plots, registry, tasks
 from core.data import build_dataset
 from core.runlog import RunLog, read_history
-from core.schedules import tau_at, warmup_lr
+from core.schedules import step_lr, tau_at, warmup_lr
 from core.data.sampler import epoch_batches, eval_batches
 from core.data.workers import compute_threads, loader_workers
 
@@ -102,7 +102,7 @@ def train(cfg, be):
         bar = _progress(cfg, loader, len(batches), f"epoch {epoch + 1}/{cfg.MAX_EPOCH}")
         for i, batch in enumerate(bar):
             step += 1
-            lr = warmup_lr(step, lr_base, data_size, cfg.BATCH_SIZE, cfg.WARMUP_EPOCH)
+            lr = _lr(cfg, step, lr_base, data_size, epoch * len(batches) + i + 1, cfg.MAX_EPOCH * len(batches))
             loss = trainer.train_step(batch, lr)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at epoch {epoch + 1}, step {i + 1}; "
@@ -125,6 +125,15 @@ def train(cfg, be):
 
     _plot_training(cfg, be, net, val_set, log_file)
     return last
+
+
+def _lr(cfg, step, lr_base, data_size, opt_step, total_steps):
+    """The learning rate of one optimizer step: openvqa's warm-up by ``step`` (the original's count, which a resumed
+    run restarts at int(data_size / BATCH_SIZE * epoch)), or the ViT originals' warm-up and decay by ``opt_step``,
+    the 1-based count of optimizer steps over the run (epochs x batches per epoch)."""
+    if cfg.LR_SCHEDULE == "openvqa":
+        return warmup_lr(step, lr_base, data_size, cfg.BATCH_SIZE, cfg.WARMUP_EPOCH)
+    return step_lr(opt_step, lr_base, cfg.WARMUP_STEPS, total_steps, cfg.LR_SCHEDULE)
 
 
 def _progress(cfg, iterable, total, desc):
