@@ -28,7 +28,7 @@ import warnings
 import numpy as np
 
 from backends import BackendUnavailable, get_backend
-from deploy import bundle
+from deploy import bundle, classifier
 from formats.layout import CheckpointMismatch
 
 VERIFY_ATOL = 1e-4
@@ -97,6 +97,8 @@ def _check_with_onnxruntime(path, sample, expected, out_dir):
 
 
 def export_onnx_checkpoint(cfg, ckpt_path, out_dir, exporter="dynamo", opset=None):
+    if classifier.handles(cfg):        # a task with its own folder contents (image classification)
+        return export_classifier_onnx(cfg, ckpt_path, out_dir, exporter, opset)
     try:
         be = get_backend("torch")
     except BackendUnavailable as exc:
@@ -110,6 +112,33 @@ def export_onnx_checkpoint(cfg, ckpt_path, out_dir, exporter="dynamo", opset=Non
                               f"{exc}") from None
     extra = {"checkpoint": os.path.abspath(ckpt_path), "checkpoint_epoch": (meta or {}).get("epoch")}
     return export_torch_net(net, cfg, out_dir, token_to_ix, answers, max_token, exporter, opset, extra)
+
+
+def export_classifier_onnx(cfg, ckpt_path, out_dir, exporter="dynamo", opset=None):
+    """torch.onnx export of a classifier checkpoint, checked with onnxruntime; returns the manifest."""
+    from backends.torch import export as torch_export
+    error = OnnxExportError
+    if exporter not in torch_export.EXPORTERS:
+        raise error(f"exporter: expected one of {', '.join(torch_export.EXPORTERS)}, got {exporter!r}")
+    be, net, contents, extra = classifier.load(cfg, "torch", ckpt_path, error)
+    manifest = classifier.manifest_of(cfg, "onnx", contents)
+    names = [s["name"] for s in manifest["inputs"]]
+    sample = classifier.sample_inputs(manifest["inputs"], classifier.VERIFY_BATCH)
+    module = net.eval()
+    expected = torch_export.eager_logits(module, names, sample)
+    opset = int(opset or torch_export.DEFAULT_OPSET)
+    stage = bundle.staging_dir(out_dir)
+    try:
+        path = os.path.join(stage, "model.onnx")
+        torch_export.export_onnx(module, names, sample, path, exporter, opset)
+        _single_file(path)
+        diff = _check_with_onnxruntime(path, sample, expected, out_dir)
+        manifest.update(outputs=[{"name": "logits", "shape": [-1, expected.shape[1]], "dtype": "float32"}],
+                        framework="torch", framework_version=torch_export.FRAMEWORK_VERSION, exporter=exporter,
+                        opset=opset, verified_max_abs_diff=diff, **extra)
+        return bundle.finish_files(stage, out_dir, manifest, contents["files"], cfg)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def onnx_from_config(cfg, out_dir=None, exporter="dynamo", opset=None):

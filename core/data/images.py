@@ -55,14 +55,20 @@ def flip_of(seed, epoch, index):
     return bool(np.random.default_rng([int(seed), int(epoch), int(index)]).random() < 0.5)
 
 
-def to_input(rgb, flip=False):
-    """(S, S, 3) uint8 -> the model input (3, S, S) float32: ToTensor (/ 255) then Normalize((x - 0.5) / 0.5)."""
+def to_input(rgb, flip=False, mean=MEAN, std=STD):
+    """(S, S, 3) uint8 -> the model input (3, S, S) float32: ToTensor (/ 255) then Normalize((x - mean) / std)."""
     if flip:
         rgb = rgb[:, ::-1]
     x = np.ascontiguousarray(rgb.transpose(2, 0, 1)).astype(np.float32) / np.float32(255)
-    return (x - np.float32(MEAN)) / np.float32(STD)
+    return (x - np.float32(mean)) / np.float32(std)
 
 
-def load_input(path, size, flip=False):
+def load_input(path, size, flip=False, mean=MEAN, std=STD):
     """A file as model input: decode, resize to (size, size), flip if asked, normalise."""
-    return to_input(resize_rgb(decode_rgb(path), size), flip)
+    return to_input(resize_rgb(decode_rgb(path), size), flip, mean, std)
+
+
+def preprocessing(size):
+    """How a file becomes model input, as an inference folder's manifest records it (deploy/classifier.py)."""
+    return {"size": int(size), "channels": "RGB", "resize": "bilinear, no crop", "scale": 255.0, "mean": MEAN,
+            "std": STD, "layout": "NCHW"}
