@@ -237,3 +237,24 @@ def test_train_val_test_and_resume_a_classifier_on_the_generated_images(tmp_path
     a, b = _params(resumed), _params(straight)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_convert_carries_an_sgd_state_both_ways():
+    """convert/checkpoints.py: an SGD state goes through formats.sgd_state (buffers transposed for Linear weights);
+    an Adam state under OPT 'SGD' is not converted."""
+    import types
+    from convert.checkpoints import _convert_optimizer
+    manifest = types.SimpleNamespace(param_names=["head.weight", "head.bias"], linear_keys={"head.weight"})
+    cfg = config.load_config("trar", "vqa", overrides={"OPT": "SGD", "OPT_PARAMS": {"momentum": 0.9}})
+    buf = np.arange(6, dtype=np.float32).reshape(2, 3)
+    saved = {"state": {0: {"momentum_buffer": buf}, 1: {"momentum_buffer": np.ones(2, np.float32)}},
+             "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": [0, 1]}]}
+    paddle_entry, status, _ = _convert_optimizer(saved, "torch2paddle", manifest, cfg, 0.1, [])
+    assert status == "converted" and paddle_entry["framework"] == "paddle"
+    np.testing.assert_array_equal(paddle_entry["state"]["head.weight"]["velocity"], buf.T)
+    back, status, _ = _convert_optimizer(paddle_entry, "paddle2torch", manifest, cfg, 0.1, [])
+    assert status == "converted" and back["param_groups"][0]["momentum"] == 0.9 and back["param_groups"][0]["lr"] == 0.1
+    np.testing.assert_array_equal(back["state"][0]["momentum_buffer"], buf)
+    adam = {"state": {0: {"step": 1, "exp_avg": buf, "exp_avg_sq": buf}},
+            "param_groups": [{"betas": (0.9, 0.98), "params": [0]}]}
+    assert _convert_optimizer(adam, "torch2paddle", manifest, cfg, 0.1, [])[0] is None
