@@ -106,3 +106,25 @@ def test_onnx_export_of_a_classifier(trained, tmp_path):
     predictor = classifier.ImagePredictor(str(out))
     np.testing.assert_allclose(predictor.logits(predictor.bundle.make_batch(images)),
                                _reference(be, net, cfg, images), rtol=1e-4, atol=1e-4)
+
+
+def test_run_py_generates_the_demo_images_trains_exports_and_predicts(tmp_path, monkeypatch, capsys):
+    """The command lines of a fresh clone: run.py generates the image set into a missing DATA_ROOT, trains with the
+    torch backend, exports the .pkl as a Paddle folder (converted on the way), and deploy predicts an image."""
+    import run
+    from deploy.__main__ import main as deploy_main
+    settings = tiny_classifier.register(tmp_path, monkeypatch)
+    root = settings["DATA_ROOT"]
+    common = [f"--MODEL={tiny_classifier.MODEL}", f"--DATASET={tiny_classifier.DATASET}", f"--DATA_ROOT={root}",
+              "--SET", f"RESULTS_ROOT={settings['RESULTS_ROOT']}", "--SET", f"CKPTS_ROOT={settings['CKPTS_ROOT']}",
+              "--VERB=False"]
+    last = run.main(["--RUN=train", "--backend=torch", "--VERSION=cli", "--MAX_EPOCH=1", "--NW=0"] + common)
+    assert sorted(os.listdir(os.path.join(root, "train")))[0] == "blue_circle" and last["epoch"] == 1
+    assert len(build_dataset(config.load_config(tiny_classifier.MODEL, tiny_classifier.DATASET,
+                                                overrides=settings), "train")) == 1000
+    out = run.main(["--RUN=export", "--backend=torch", "--CKPT_V=cli", "--CKPT_E=1"] + common)["out_dir"]
+    image = os.path.join(root, "test", "00003.png")
+    capsys.readouterr()
+    deploy_main(["predict", "--model", out, "--image", image, "--topk", "3", "--json", "--threads", "1"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed[0]["image"] == image and len(printed[0]["classes"]) == 3
