@@ -80,6 +80,13 @@ def folder_task(model_dir):
     return manifest.get("task", "vqa") if isinstance(manifest, dict) else None
 
 
+def is_classifier_folder(model_dir):
+    """Whether an inference folder is of a task whose core/tasks module defines bundle_contents (read here)."""
+    import importlib
+    task = folder_task(model_dir)
+    return task in registry.TASKS and hasattr(importlib.import_module(registry.task(task).module), "bundle_contents")
+
+
 class ClassifierBundle:
     """A checked classifier folder: manifest, class names, preprocessing; reads image files into a batch."""
 
@@ -127,6 +134,10 @@ class ClassifierBundle:
         if role not in self.manifest["files"]:
             raise bundle.BundleError(f"{self.path(bundle.MANIFEST_FILE)}: no files.{role}")
         return self.path(self.manifest["files"][role])
+
+    def json_files(self):
+        """The task's files as bundle.finish_files takes them (a converted folder writes them again)."""
+        return {"classes": (self.manifest["files"]["classes"], list(self.class_names))}
 
     def load_image(self, path):
         if not os.path.isfile(path):

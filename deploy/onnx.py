@@ -171,7 +171,8 @@ def onnx_from_paddle_folder(model_dir, out_dir, opset=None):
     from backends.paddle import export as paddle_export
     from deploy.predict import PaddleRunner
     opset = opset or paddle_export.P2O_OPSET
-    source = bundle.Bundle(model_dir, runtime="paddle")
+    image_task = classifier.is_classifier_folder(model_dir)
+    source = (classifier.ClassifierBundle if image_task else bundle.Bundle)(model_dir, runtime="paddle")
     blockers = paddle_export.paddle2onnx_blockers(source.file("model"))
     if blockers:
         raise OnnxExportError(f"{source.file('model')}: paddle2onnx cannot convert this program: "
@@ -186,17 +187,21 @@ def onnx_from_paddle_folder(model_dir, out_dir, opset=None):
             raise OnnxExportError(str(exc)) from None
         _drop_dead_nodes(path)
         opset = _model_opset(path) or opset   # paddle2onnx raises the opset when an operator needs it
-        sample = bundle.sample_inputs(source.inputs, 3, len(source.token_to_ix))
+        sample = classifier.sample_inputs(source.inputs, 3) if image_task else \
+            bundle.sample_inputs(source.inputs, 3, len(source.token_to_ix))
         expected = PaddleRunner(source.file("model"), source.file("params"), threads=1).run(sample)
         diff = _check_with_onnxruntime(path, sample, expected, out_dir)
         manifest = {k: v for k, v in source.manifest.items() if k not in ("files", "sha256")}
-        manifest.update(runtime="onnx", outputs=[{"name": _output_name(path), "shape": [-1, len(source.answers)],
+        outputs = len(source.class_names) if image_task else len(source.answers)
+        manifest.update(runtime="onnx", outputs=[{"name": _output_name(path), "shape": [-1, outputs],
                                                   "dtype": "float32"}],
                         exporter="paddle2onnx", exporter_version=version, opset=opset,
                         verified_max_abs_diff=diff,
                         source=os.path.abspath(model_dir))
         with open(source.file("config"), encoding="utf-8") as f:
             config = f.read()
+        if image_task:
+            return bundle.finish_files(stage, out_dir, manifest, source.json_files(), config)
         return bundle.finish(stage, out_dir, manifest, source.token_to_ix, source.answers, config)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

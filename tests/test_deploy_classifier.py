@@ -128,3 +128,25 @@ def test_run_py_generates_the_demo_images_trains_exports_and_predicts(tmp_path, 
     deploy_main(["predict", "--model", out, "--image", image, "--topk", "3", "--json", "--threads", "1"])
     printed = json.loads(capsys.readouterr().out)
     assert printed[0]["image"] == image and len(printed[0]["classes"]) == 3
+
+
+def test_paddle2onnx_converts_a_classifier_folder(trained, tmp_path):
+    pytest.importorskip("paddle2onnx")
+    pytest.importorskip("onnxruntime")
+    from deploy.export import export_checkpoint
+    from deploy.onnx import onnx_from_paddle_folder
+    ckpt = tmp_path / "epoch1.pdparams"
+    _checkpoint(trained, "paddle", ckpt)
+    cfg = _cfg(trained, ckpt)
+    paddle_dir, onnx_dir = tmp_path / "export", tmp_path / "export_onnx"
+    export_checkpoint(cfg, str(ckpt), str(paddle_dir))
+    manifest = onnx_from_paddle_folder(str(paddle_dir), str(onnx_dir))
+    assert manifest["runtime"] == "onnx" and manifest["task"] == "classification"
+    assert manifest["outputs"][0]["shape"] == [-1, 10] and manifest["verified_max_abs_diff"] < 1e-4
+    assert json.loads((onnx_dir / "classes.json").read_text()) == json.loads((paddle_dir / "classes.json").read_text())
+    classes = json.loads((onnx_dir / "classes.json").read_text())
+    images = [os.path.join(cfg.DATA_ROOT, "val", classes[k], "00000.png") for k in (3, 7)]
+    from_onnx, from_paddle = classifier.ImagePredictor(str(onnx_dir)), classifier.ImagePredictor(str(paddle_dir),
+                                                                                               threads=1)
+    batch = from_paddle.bundle.make_batch(images)
+    np.testing.assert_allclose(from_onnx.logits(batch), from_paddle.logits(batch), rtol=1e-4, atol=1e-4)
