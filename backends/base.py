@@ -84,6 +84,7 @@ def model_module(package, cfg):
 
 
 ADAM_KEYS = ("betas", "eps", "weight_decay", "amsgrad")
+SGD_KEYS = ("momentum", "weight_decay", "nesterov")
 
 
 class BackendUnavailable(ImportError):
@@ -158,6 +159,29 @@ def adam_settings(cfg: Config) -> dict[str, Any]:
         raise ValueError(f"OPT_PARAMS.betas: expected two numbers, got {params['betas']!r}")
     return {"betas": betas, "eps": float(params.get("eps", 1e-8)),
             "weight_decay": float(params.get("weight_decay", 0.0)), "amsgrad": bool(params.get("amsgrad", False))}
+
+
+def sgd_settings(cfg: Config) -> dict[str, Any]:
+    """SGD-with-momentum settings from cfg.OPT_PARAMS (OPT 'SGD'): {'momentum', 'weight_decay', 'nesterov'}; the
+    ViT originals' SGD(momentum=0.9, weight_decay=0) by default. No dampening: Paddle's Momentum has none."""
+    params = dict(cfg.OPT_PARAMS)
+    unknown = sorted(set(params) - set(SGD_KEYS))
+    if unknown:
+        raise ValueError(f"OPT_PARAMS: unknown SGD setting {', '.join(unknown)}; expected some of {', '.join(SGD_KEYS)}")
+    return {"momentum": float(params.get("momentum", 0.9)), "weight_decay": float(params.get("weight_decay", 0.0)),
+            "nesterov": bool(params.get("nesterov", False))}
+
+
+def loss_weight(cfg: Config) -> float:
+    """What each sub-batch's loss is multiplied by before backward: 1 for LOSS_REDUCTION 'sum'; 1 / GRAD_ACCU_STEPS
+    for 'mean', so the accumulated gradient is the full batch's mean (the ViT originals divide by the accumulation
+    steps; every shipped VQA config sums)."""
+    return 1.0 / cfg.GRAD_ACCU_STEPS if cfg.LOSS_REDUCTION == "mean" else 1.0
+
+
+def summed(loss_value: float, rows: int, cfg: Config) -> float:
+    """A sub-batch's loss as the sum over its rows (train_step returns summed losses whatever LOSS_REDUCTION)."""
+    return loss_value * rows if cfg.LOSS_REDUCTION == "mean" else loss_value
 
 
 def sub_batches(batch_size: int, sub_batch_size: int) -> list[slice]:

@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import adam_settings
+from backends.base import adam_settings, sgd_settings
 from convert.manifest import NoFramework, build_manifest, sizes_from_state
 from core.checkpoints import atomic_save, atomic_write
 from core.config import load_config
 from core.data.answers import ANSWER_DICT_PATH
-from formats import adam_state, integrity, layout, mmnas_keys, restricted_pickle
+from formats import adam_state, integrity, layout, mmnas_keys, restricted_pickle, sgd_state
 
 DIRECTIONS = {'torch2paddle': ('torch', 'paddle'), 'paddle2torch': ('paddle', 'torch')}
 LAYOUTS = ('openvqa', 'mmnas')
@@ -129,6 +129,10 @@ def _convert_optimizer(saved, direction, manifest, cfg, lr_base, notes):
     """(converted optimizer entry or None, status text, step or None)."""
     if saved is None:
         return None, 'absent', None
+    if sgd_state.kind(saved) == 'SGD':
+        return _convert_sgd(saved, direction, manifest, cfg, lr_base)
+    if cfg.OPT == 'SGD':
+        return None, 'not converted: not an SGD state (OPT is SGD)', None
     adam = adam_settings(cfg)
     betas = adam['betas']
     if direction == 'torch2paddle':
@@ -154,6 +158,19 @@ def _convert_optimizer(saved, direction, manifest, cfg, lr_base, notes):
                                            manifest.torch_shapes, consume=True)
     steps = [int(e['step']) for e in converted['state'].values()]
     return converted, 'converted', max(steps, default=None)
+
+
+def _convert_sgd(saved, direction, manifest, cfg, lr_base):
+    """(converted SGD-with-momentum entry, status, None): the buffers keep their values, Linear ones transposed."""
+    if direction == 'torch2paddle':
+        if saved.get('framework') == 'paddle':
+            return saved, 'kept (already in the Paddle format)', None
+        return sgd_state.torch_to_paddle(saved, manifest.param_names, manifest.linear_keys), 'converted', None
+    if saved.get('framework') != 'paddle':
+        return saved, 'kept (already in the torch format)', None
+    sgd = sgd_settings(cfg) if cfg.OPT == 'SGD' else {'momentum': 0.9, 'weight_decay': 0.0, 'nesterov': False}
+    group = dict(sgd, lr=lr_base or 0.0, dampening=0, maximize=False, foreach=None, differentiable=False, fused=None)
+    return sgd_state.paddle_to_torch(saved, manifest.param_names, manifest.linear_keys, group), 'converted', None
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ MODELS = {name: spec.model_use for name, spec in registry.MODELS.items()}
 DATASETS = {name: spec.data_format for name, spec in registry.DATASETS.items()}
 # The names in backends.BACKENDS (core does not import backends).
 BACKENDS = ('paddle', 'torch')
-OPTIMIZERS = ('Adam',)
+OPTIMIZERS = ('Adam', 'SGD')
+LR_SCHEDULES = ('openvqa', 'cosine', 'linear')
 RUN_MODES = ('train', 'val', 'test', 'export')
 VQA_ANSWER_TYPES = ('yes/no', 'number', 'other')
 
@@ -54,7 +55,7 @@ DEFAULTS = {
     'GPU': '', 'SEED': 0, 'VERSION': None, 'CKPT_VERSION': None, 'CKPT_EPOCH': 0, 'CKPT_PATH': None,
     'RESUME': False, 'NUM_WORKERS': None, 'PIN_MEM': False, 'VERBOSE': True, 'CONFIG': None,
     # A new training run refuses a VERSION whose run folder or log exists; OVERWRITE=True replaces that run instead
-    # (core/runfolder.py). RESUME_WEIGHTS_ONLY=True resumes a checkpoint without optimizer state with a fresh Adam.
+    # (core/runfolder.py). RESUME_WEIGHTS_ONLY=True resumes a checkpoint without optimizer state, optimizer afresh.
     'OVERWRITE': False, 'RESUME_WEIGHTS_ONLY': False,
     # Paths (relative to the working directory; a dataset's spec may give DATA_ROOT another default)
     'DATA_ROOT': 'data', 'RESULTS_ROOT': 'results', 'CKPTS_ROOT': 'ckpts',
@@ -62,6 +63,12 @@ DEFAULTS = {
     'SUBSET': None, 'SUBSET_IIDS': None, 'SUBSET_ANS_TYPES': None, 'SKIP_MISSING_FEATS': False,
     # A memory-mapped feature store (python -m bench.feature_store) read instead of one file per image (VQA formats)
     'FEAT_STORE': None,
+    # Image classification: the side the images are resized to (and the model's input size), and a folder for the
+    # decoded-image cache (core/data/image_cache.py; None: decode every epoch)
+    'IMG_SIZE': 224, 'IMAGE_CACHE': None,
+    # The learning rate per optimizer step: 'openvqa' (WARMUP_EPOCH, LR_DECAY_LIST), or WARMUP_STEPS of linear warm-up
+    # then 'cosine' or 'linear' decay to 0 at the last step (the ViT originals' schedules; core/schedules.py)
+    'LR_SCHEDULE': 'openvqa', 'WARMUP_STEPS': 0,
 }
 
 # Computed in _finalize; never given. Each with what it comes from, for the error that refuses it.
@@ -81,7 +88,7 @@ _KINDS = {
     'GLOVE_PATH': (str,), 'GLOVE_SPACY_MODEL': (str,), 'CKPT_PATH': (str,), 'CONFIG': (str,),
     'VERSION': (str,), 'CKPT_VERSION': (str,), 'MODEL_USE': (str,),
     'SUBSET': (int,), 'SUBSET_IIDS': (str, list), 'SUBSET_ANS_TYPES': (list,), 'NUM_WORKERS': (int,),
-    'FEAT_STORE': (str,),
+    'FEAT_STORE': (str,), 'IMAGE_CACHE': (str,),
 }
 _LIST_ITEMS = {'LR_DECAY_LIST': int, 'SUBSET_ANS_TYPES': str}
 # Names that end up in file names; a yml or --SET may give them as numbers.
@@ -91,11 +98,11 @@ _AT_LEAST = {
     'LAYER': 1, 'HIDDEN_SIZE': 1, 'FF_SIZE': 1, 'MULTI_HEAD': 1, 'FLAT_MLP_SIZE': 1, 'FLAT_GLIMPSES': 1,
     'FLAT_OUT_SIZE': 1, 'WORD_EMBED_SIZE': 1, 'BBOXFEAT_EMB_SIZE': 1, 'BATCH_SIZE': 1,
     'GRAD_ACCU_STEPS': 1, 'MAX_EPOCH': 1, 'WARMUP_EPOCH': 0, 'NUM_WORKERS': 0, 'CKPT_EPOCH': 0, 'SEED': 0,
-    'SUBSET': 1, 'DROPOUT_R': 0.0, 'LR_BASE': 0.0, 'LR_DECAY_R': 0.0,
+    'SUBSET': 1, 'DROPOUT_R': 0.0, 'LR_BASE': 0.0, 'LR_DECAY_R': 0.0, 'IMG_SIZE': 1, 'WARMUP_STEPS': 0,
 }
 _CHOICES = {
     'LOSS_REDUCTION': ('sum', 'mean'), 'FEAT_TYPE': ('grid', 'region'), 'RUN_MODE': RUN_MODES,
-    'BACKEND': BACKENDS, 'OPT': OPTIMIZERS,
+    'BACKEND': BACKENDS, 'OPT': OPTIMIZERS, 'LR_SCHEDULE': LR_SCHEDULES,
 }
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from core import checkpoints, plots, registry, runfolder, tasks
 from core.data import build_dataset, fingerprints
 from core.runlog import RunLog, read_history
-from core.schedules import decayed_lr_base, tau_at, warmup_lr
+from core.schedules import decayed_lr_base, step_lr, tau_at, warmup_lr
 from core.data.sampler import epoch_batches, eval_batches
 from core.data.workers import compute_threads, loader_workers
 
@@ -116,13 +116,15 @@ def _train(cfg: Config, be) -> dict[str, Any]:
         if registry.model_of(cfg).routes and cfg.ROUTING == "hard":
             trainer.set_tau(tau_at(epoch, cfg.TAU_POLICY, cfg.TAU_MAX, cfg.TAU_MIN, cfg.MAX_EPOCH, cfg.WARMUP_EPOCH))
         _seed_everything(cfg, be, epoch + 1)
+        if hasattr(train_set, "set_epoch"):   # image datasets draw their flips from (SEED, epoch, index)
+            train_set.set_epoch(epoch)
         batches = epoch_batches(data_size, cfg.BATCH_SIZE, cfg.SEED, epoch)
         loader = _loader(cfg, be, train_set, batches)
         loss_sum, lr, start = 0.0, lr_base, time.time()
         bar = _progress(cfg, loader, len(batches), f"epoch {epoch + 1}/{cfg.MAX_EPOCH}")
         for i, batch in enumerate(bar):
             step += 1
-            lr = warmup_lr(step, lr_base, data_size, cfg.BATCH_SIZE, cfg.WARMUP_EPOCH)
+            lr = _lr(cfg, step, lr_base, data_size, epoch * len(batches) + i + 1, cfg.MAX_EPOCH * len(batches))
             loss = trainer.train_step(batch, lr)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at epoch {epoch + 1}, step {i + 1}; "
@@ -155,8 +157,8 @@ def resume_point(cfg, path, meta):
     if not meta.get("optimizer"):
         if not cfg.RESUME_WEIGHTS_ONLY:
             raise ValueError(f"RESUME: {path} has weights but no optimizer state (a .pdparams without its .pdopt, or a "
-                             "weights-only file); resuming would restart Adam and the warm-up: resume a full "
-                             "checkpoint, or --SET RESUME_WEIGHTS_ONLY=True to continue with a fresh Adam")
+                             "weights-only file); resuming would restart the optimizer and the warm-up: resume a full "
+                             "checkpoint, or --SET RESUME_WEIGHTS_ONLY=True to continue with a fresh optimizer")
         if epoch is not None:
             where = f"after epoch {epoch} (the checkpoint's)"
         elif cfg.CKPT_PATH is None:
@@ -164,13 +166,22 @@ def resume_point(cfg, path, meta):
             where = f"after epoch {epoch} (--CKPT_E; the file holds no epoch)"
         else:
             where = "from epoch 0 (the file holds no epoch)"
-        warnings.warn(f"RESUME_WEIGHTS_ONLY: {path} has no optimizer state; training continues with a fresh Adam "
+        warnings.warn(f"RESUME_WEIGHTS_ONLY: {path} has no optimizer state; training continues with a fresh optimizer "
                       f"(moments from zero) {where}", RuntimeWarning, stacklevel=2)
     start = int(epoch or 0)
     lr_base = meta.get("lr_base")
     if lr_base is None:
         lr_base = decayed_lr_base(float(cfg.LR_BASE), start - 1, cfg.LR_DECAY_LIST, cfg.LR_DECAY_R)
     return start, float(lr_base)
+
+
+def _lr(cfg, step, lr_base, data_size, opt_step, total_steps):
+    """The learning rate of one optimizer step: openvqa's warm-up by ``step`` (the original's count, which a resumed
+    run restarts at int(data_size / BATCH_SIZE * epoch)), or the ViT originals' warm-up and decay by ``opt_step``,
+    the 1-based count of optimizer steps over the run (epochs x batches per epoch)."""
+    if cfg.LR_SCHEDULE == "openvqa":
+        return warmup_lr(step, lr_base, data_size, cfg.BATCH_SIZE, cfg.WARMUP_EPOCH)
+    return step_lr(opt_step, lr_base, cfg.WARMUP_STEPS, total_steps, cfg.LR_SCHEDULE)
 
 
 def _progress(cfg, iterable, total, desc):

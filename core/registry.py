@@ -100,6 +100,9 @@ FORMATS = {f.name: f for f in (
                image_input='frcn_feat', image_size='FRCN_FEAT_SIZE', answers=3129),
     FormatSpec('clevr', task='vqa', loader='core.data.clevr:CLEVRDataset', loss_funcs=('ce',),
                image_input='grid_feat', image_size='GRID_FEAT_SIZE', answers=28),
+    FormatSpec('imagefolder', task='classification', loader='core.data.imagefolder:ImageFolderDataset',
+               loss_funcs=('ce',)),
+    FormatSpec('cifar', task='classification', loader='core.data.cifar:CIFARDataset', loss_funcs=('ce',)),
 )}
 
 DATASETS = {d.name: d for d in (
@@ -109,6 +112,12 @@ DATASETS = {d.name: d for d in (
                 generator='core.data.demo'),
     DatasetSpec('demo_clevr', 'clevr', train_splits=('train', 'val'), data_root=os.path.join('data', 'demo'),
                 generator='core.data.demo'),
+    DatasetSpec('imagenet', 'imagefolder', train_splits=('train', 'val'), data_root=os.path.join('data', 'imagenet')),
+    DatasetSpec('cifar10', 'cifar', train_splits=('train', 'val'),
+                data_root=os.path.join('data', 'cifar-10-batches-py')),
+    DatasetSpec('cifar100', 'cifar', train_splits=('train', 'val'), data_root=os.path.join('data', 'cifar-100-python')),
+    DatasetSpec('demo_images', 'imagefolder', train_splits=('train', 'val'),
+                data_root=os.path.join('data', 'demo_images'), generator='core.data.demo_images'),
 )}
 
 _ALL_VQA = ('vqa', 'clevr', 'demo', 'demo_clevr')

@@ -3,6 +3,7 @@
 Both backends get their numbers from here, so they follow one schedule. Arithmetic is written in the original
 order so thresholds and rates are the same floats.
 """
+import math
 
 
 def warmup_lr(step, lr_base, data_size, batch_size, warmup_epoch):
@@ -17,6 +18,26 @@ def warmup_lr(step, lr_base, data_size, batch_size, warmup_epoch):
         if step <= int(data_size / batch_size * (warmup_epoch + 1) * (0.25 * k)):
             return lr_base * k / (warmup_epoch + 1)
     return lr_base
+
+
+def warmup_decay_factor(step, warmup_steps, total_steps, decay):
+    """The ViT originals' LambdaLR factor (utils/scheduler.py WarmupCosineSchedule / WarmupLinearSchedule) at
+    1-based optimizer ``step``: step / warmup during the warm-up, then 'cosine' 0.5 (1 + cos(pi progress)) or
+    'linear' (total - step) / (total - warmup) down to 0 at ``total_steps``, never below 0. The originals call
+    scheduler.step() before optimizer.step(), so update n uses the factor of n."""
+    if step < warmup_steps:
+        return float(step) / float(max(1.0, warmup_steps))
+    if decay == 'cosine':
+        progress = float(step - warmup_steps) / float(max(1, total_steps - warmup_steps))
+        return max(0.0, 0.5 * (1. + math.cos(math.pi * 0.5 * 2.0 * progress)))   # cycles = 0.5, as the original
+    if decay == 'linear':
+        return max(0.0, float(total_steps - step) / float(max(1.0, total_steps - warmup_steps)))
+    raise ValueError(f"LR_SCHEDULE: {decay!r} is not one of cosine, linear")
+
+
+def step_lr(step, lr_base, warmup_steps, total_steps, decay):
+    """lr_base times warmup_decay_factor (LambdaLR's base_lr * lambda(step))."""
+    return lr_base * warmup_decay_factor(step, warmup_steps, total_steps, decay)
 
 
 def decayed_lr_base(lr_base, epoch, decay_list, decay_r):

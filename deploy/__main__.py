@@ -17,6 +17,8 @@ USAGE = """python -m deploy COMMAND ...
   predict  answer questions with an exported folder (Paddle Inference; onnxruntime for an ONNX folder)
            python -m deploy predict --model DIR --question "what color is the circle?" --features FILE.npy [--topk 5]
            python -m deploy predict --model DIR --questions Q.json --features-dir DIR --out result.json
+           an image classifier's folder: the top-k classes of image files
+           python -m deploy predict --model DIR --image x.jpg [--image y.png] [--topk 5]
   onnx     checkpoint -> ONNX inference folder through torch.onnx (torch backend), checked with onnxruntime
            python -m deploy onnx --MODEL trar --DATASET demo --CKPT_PATH FILE [--out DIR] [--exporter dynamo|legacy]
            python -m deploy onnx --from-paddle EXPORT_DIR [--out DIR]   (paddle2onnx; see deploy/onnx.py)
@@ -103,6 +105,8 @@ def cmd_predict(argv):
     p.add_argument("--questions", metavar="FILE", help="batch mode: a VQA (or CLEVR) question json")
     p.add_argument("--features-dir", metavar="DIR", help="batch mode: the folder of the images' feature files")
     p.add_argument("--out", metavar="FILE", help="batch mode: the result file (EvalAI json; CLEVR: answer lines)")
+    p.add_argument("--image", action="append", metavar="FILE",
+                   help="an image classifier's folder: an image file to classify (repeatable)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--gpu", nargs="?", const=0, type=int, default=None, metavar="ID",
                    help="predict on this GPU (needs paddlepaddle-gpu); default CPU")
@@ -114,6 +118,9 @@ def cmd_predict(argv):
     a = p.parse_args(argv)
     if a.topk < 1:
         p.error(f"--topk must be >= 1, got {a.topk}")
+    if a.image:
+        _predict_images(a)
+        return
     batch_mode = a.questions is not None
     if batch_mode and (a.question or a.features):
         p.error("give either --question/--features or --questions/--features-dir/--out")
@@ -137,6 +144,25 @@ def cmd_predict(argv):
         print(result_json(results))
     else:
         print("\n".join(format_answers(r, a.topk) for r in results))
+
+
+def _predict_images(a):
+    """predict --image: the top-k classes of each image with a classifier's folder."""
+    if a.question or a.features or a.questions:
+        sys.exit("error: --image classifies images; --question/--features/--questions are for VQA folders")
+    from deploy.bundle import BundleError
+    from deploy.classifier import ImagePredictor, format_classes
+    try:
+        predictor = ImagePredictor(a.model, device="cpu" if a.gpu is None else "gpu", gpu_id=a.gpu or 0,
+                                   threads=a.threads, mkldnn=not a.no_mkldnn, ir_optim=not a.no_ir_optim,
+                                   memory_optim=a.memory_optim)
+        results = predictor.classify(a.image, k=a.topk)
+    except (BundleError, FileNotFoundError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+    if a.json:
+        print(json.dumps(results, indent=1))
+    else:
+        print("\n".join(format_classes(r, a.topk) for r in results))
 
 
 def cmd_bench(argv):

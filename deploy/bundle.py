@@ -192,14 +192,21 @@ def finish(stage, out_dir, manifest, token_to_ix, answers, config):
     The old manifest is removed first and the new one renamed in last: an interrupted export leaves a folder that
     predict refuses (no manifest) instead of one that mixes two exports.
     """
+    return finish_files(stage, out_dir, manifest, {"vocab": (VOCAB_FILE, token_to_ix),
+                                                   "answers": (ANSWERS_FILE, list(answers))}, config)
+
+
+def finish_files(stage, out_dir, manifest, json_files, config):
+    """finish() for any task: ``json_files`` {role: (file name, json value)} are the task's files (VQA: vocab and
+    answers; classification: classes, core/tasks/classification.py bundle_contents)."""
     runtime_files = RUNTIME_FILES[manifest["runtime"]]
     for name in runtime_files.values():
         if not os.path.isfile(os.path.join(stage, name)):
             raise FileNotFoundError(f"{os.path.join(stage, name)}: the exporter did not write it")
-    _write_text(os.path.join(stage, VOCAB_FILE), json.dumps(token_to_ix, ensure_ascii=False))
-    _write_text(os.path.join(stage, ANSWERS_FILE), json.dumps(list(answers), ensure_ascii=False))
+    for name, value in json_files.values():
+        _write_text(os.path.join(stage, name), json.dumps(value, ensure_ascii=False))
     _write_text(os.path.join(stage, CONFIG_FILE), config if isinstance(config, str) else config_text(config))
-    files = dict(runtime_files, vocab=VOCAB_FILE, answers=ANSWERS_FILE, config=CONFIG_FILE)
+    files = dict(runtime_files, **{role: name for role, (name, _) in json_files.items()}, config=CONFIG_FILE)
     manifest = dict(manifest, files=files, sha256={n: file_sha256(os.path.join(stage, n)) for n in files.values()})
     check_out_dir(out_dir)                       # again: the folder may have changed during the export
     os.makedirs(out_dir, exist_ok=True)

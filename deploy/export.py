@@ -24,7 +24,7 @@ from backends import BackendUnavailable, get_backend
 from backends.paddle import export as paddle_export
 from core import checkpoints, registry
 from core.data import fingerprints
-from deploy import bundle, c_output
+from deploy import bundle, c_output, classifier
 from formats.layout import CheckpointMismatch
 
 if TYPE_CHECKING:
@@ -80,6 +80,8 @@ def export_net(net, cfg, out_dir, token_to_ix, answers, max_token, extra=None):
 def export_checkpoint(cfg: Config, ckpt_path: str, out_dir: str) -> dict[str, Any]:
     """Build the model of ``cfg`` on Paddle, load ``ckpt_path`` (.pdparams, or a torch .pkl converted on the way),
     and export it to ``out_dir``; returns the manifest."""
+    if classifier.handles(cfg):        # a task with its own folder contents (image classification)
+        return export_classifier(cfg, ckpt_path, out_dir)
     be = _paddle_backend()
     token_to_ix, answers, max_token = bundle.question_vocabulary(cfg)
     net = be.build_model(cfg, len(token_to_ix), len(answers))
@@ -91,6 +93,35 @@ def export_checkpoint(cfg: Config, ckpt_path: str, out_dir: str) -> dict[str, An
                           f"{len(token_to_ix)} words from {cfg.DATA_ROOT}): {exc}") from None
     extra = {"checkpoint": os.path.abspath(ckpt_path), "checkpoint_epoch": (meta or {}).get("epoch")}
     return export_net(net, cfg, out_dir, token_to_ix, answers, max_token, extra)
+
+
+def export_classifier(cfg: Config, ckpt_path: str, out_dir: str) -> dict[str, Any]:
+    """Paddle static export (paddle.jit.save) of a classifier checkpoint, run once by Paddle Inference and compared
+    with the dynamic graph before the folder is put in place; returns the manifest."""
+    from deploy.predict import PaddleRunner
+    be, net, contents, extra = classifier.load(cfg, "paddle", ckpt_path, ExportError)
+    manifest = classifier.manifest_of(cfg, "paddle", contents)
+    specs = manifest["inputs"]
+    sample = classifier.sample_inputs(specs, VERIFY_BATCH)
+    expected = be.predict(net, sample)
+    stage = bundle.staging_dir(out_dir)
+    try:
+        net.eval()
+        with c_output.filtered(2, c_output.STDERR_NOISE):
+            paddle_export.save_static(net, specs, os.path.join(stage, "model"))
+        runner = PaddleRunner(os.path.join(stage, "model.json"), os.path.join(stage, "model.pdiparams"), threads=1)
+        got = runner.run(sample)
+        if got.shape != expected.shape:
+            raise ExportError(f"{out_dir}: the exported program gives {got.shape}, the dynamic model {expected.shape}")
+        diff = float(np.abs(got - expected).max())
+        classifier.check_diff(diff, expected, out_dir, "the exported program", ExportError)
+        manifest.update(outputs=[{"name": runner.output_names[0], "shape": [-1, expected.shape[1]],
+                                  "dtype": "float32"}],
+                        framework="paddle", framework_version=paddle_export.FRAMEWORK_VERSION,
+                        verified_max_abs_diff=diff, **extra)
+        return bundle.finish_files(stage, out_dir, manifest, contents["files"], cfg)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def find_checkpoint(cfg: Config) -> str:

@@ -32,7 +32,7 @@ import numpy as np
 
 from backends import BackendUnavailable, get_backend
 from core.data import fingerprints
-from deploy import bundle
+from deploy import bundle, classifier
 from formats.layout import CheckpointMismatch
 
 if TYPE_CHECKING:
@@ -107,6 +107,8 @@ def _check_with_onnxruntime(path, sample, expected, out_dir):
 
 def export_onnx_checkpoint(cfg: Config, ckpt_path: str, out_dir: str, exporter: str = "dynamo",
                            opset: int | None = None) -> dict[str, Any]:
+    if classifier.handles(cfg):        # a task with its own folder contents (image classification)
+        return export_classifier_onnx(cfg, ckpt_path, out_dir, exporter, opset)
     try:
         be = get_backend("torch")
     except BackendUnavailable as exc:
@@ -121,6 +123,34 @@ def export_onnx_checkpoint(cfg: Config, ckpt_path: str, out_dir: str, exporter: 
                               f"{exc}") from None
     extra = {"checkpoint": os.path.abspath(ckpt_path), "checkpoint_epoch": (meta or {}).get("epoch")}
     return export_torch_net(net, cfg, out_dir, token_to_ix, answers, max_token, exporter, opset, extra)
+
+
+def export_classifier_onnx(cfg: Config, ckpt_path: str, out_dir: str, exporter: str = "dynamo",
+                           opset: int | None = None) -> dict[str, Any]:
+    """torch.onnx export of a classifier checkpoint, checked with onnxruntime; returns the manifest."""
+    from backends.torch import export as torch_export
+    error = OnnxExportError
+    if exporter not in torch_export.EXPORTERS:
+        raise error(f"exporter: expected one of {', '.join(torch_export.EXPORTERS)}, got {exporter!r}")
+    be, net, contents, extra = classifier.load(cfg, "torch", ckpt_path, error)
+    manifest = classifier.manifest_of(cfg, "onnx", contents)
+    names = [s["name"] for s in manifest["inputs"]]
+    sample = classifier.sample_inputs(manifest["inputs"], classifier.VERIFY_BATCH)
+    module = net.eval()
+    expected = torch_export.eager_logits(module, names, sample)
+    opset = int(opset or torch_export.DEFAULT_OPSET)
+    stage = bundle.staging_dir(out_dir)
+    try:
+        path = os.path.join(stage, "model.onnx")
+        torch_export.export_onnx(module, names, sample, path, exporter, opset)
+        _single_file(path)
+        diff = _check_with_onnxruntime(path, sample, expected, out_dir)
+        manifest.update(outputs=[{"name": "logits", "shape": [-1, expected.shape[1]], "dtype": "float32"}],
+                        framework="torch", framework_version=torch_export.FRAMEWORK_VERSION, exporter=exporter,
+                        opset=opset, verified_max_abs_diff=diff, **extra)
+        return bundle.finish_files(stage, out_dir, manifest, contents["files"], cfg)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def onnx_from_config(cfg: Config, out_dir: str | None = None, exporter: str = "dynamo",
@@ -153,7 +183,8 @@ def onnx_from_paddle_folder(model_dir: str, out_dir: str, opset: int | None = No
     from backends.paddle import export as paddle_export
     from deploy.predict import PaddleRunner
     opset = opset or paddle_export.P2O_OPSET
-    source = bundle.Bundle(model_dir, runtime="paddle")
+    image_task = classifier.is_classifier_folder(model_dir)
+    source = (classifier.ClassifierBundle if image_task else bundle.Bundle)(model_dir, runtime="paddle")
     blockers = paddle_export.paddle2onnx_blockers(source.file("model"))
     if blockers:
         raise OnnxExportError(f"{source.file('model')}: paddle2onnx cannot convert this program: "
@@ -168,17 +199,21 @@ def onnx_from_paddle_folder(model_dir: str, out_dir: str, opset: int | None = No
             raise OnnxExportError(str(exc)) from None
         _drop_dead_nodes(path)
         opset = _model_opset(path) or opset   # paddle2onnx raises the opset when an operator needs it
-        sample = bundle.sample_inputs(source.inputs, 3, len(source.token_to_ix))
+        sample = classifier.sample_inputs(source.inputs, 3) if image_task else \
+            bundle.sample_inputs(source.inputs, 3, len(source.token_to_ix))
         expected = PaddleRunner(source.file("model"), source.file("params"), threads=1).run(sample)
         diff = _check_with_onnxruntime(path, sample, expected, out_dir)
         manifest = {k: v for k, v in source.manifest.items() if k not in ("files", "sha256")}
-        manifest.update(runtime="onnx", outputs=[{"name": _output_name(path), "shape": [-1, len(source.answers)],
+        outputs = len(source.class_names) if image_task else len(source.answers)
+        manifest.update(runtime="onnx", outputs=[{"name": _output_name(path), "shape": [-1, outputs],
                                                   "dtype": "float32"}],
                         exporter="paddle2onnx", exporter_version=version, opset=opset,
                         verified_max_abs_diff=diff,
                         source=os.path.abspath(model_dir))
         with open(source.file("config"), encoding="utf-8") as f:
             config = f.read()
+        if image_task:
+            return bundle.finish_files(stage, out_dir, manifest, source.json_files(), config)
         return bundle.finish(stage, out_dir, manifest, source.token_to_ix, source.answers, config)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -97,7 +97,7 @@ def test_kld_allowed_for_vqa():
 
 @pytest.mark.parametrize('key, value', [
     ('LOSS_REDUCTION', 'none'), ('ROUTING', 'medium'), ('POOLING', 'max'), ('TAU_POLICY', 3),
-    ('FEAT_TYPE', 'patch'), ('BACKEND', 'jax'), ('OPT', 'SGD'),
+    ('FEAT_TYPE', 'patch'), ('BACKEND', 'jax'), ('OPT', 'RMSprop'),
 ])
 def test_value_not_in_its_set(key, value):
     message = _error({key: value})

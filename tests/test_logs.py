@@ -59,7 +59,7 @@ def test_library_records_still_reach_the_root_logger(restore_loggers, caplog):
 
 # Command-line modules print their results and end with sys.exit; in these two only main() does.
 COMMAND_LINES = ("convert/cli.py", "convert/__main__.py", "deploy/__main__.py")
-MAINS_IN_LIBRARY_MODULES = ("core/data/demo.py", "core/data/feature_store.py")
+MAINS_IN_LIBRARY_MODULES = ("core/data/demo.py", "core/data/demo_images.py", "core/data/feature_store.py")
 
 
 @pytest.mark.parametrize("package", ["core", "formats", "backends", "convert", "deploy"])

@@ -40,6 +40,8 @@ ALLOWED = (
      "paddle's set_state_dict runs no state-dict hooks; the base fills in the LSTM aliases (compat.py)"),
     ("backend.py", "FWTrainer.__init__: self.adam", None,
      "torch re-applies the Adam settings to its param groups when it loads a paddle optimizer state"),
+    ("backend.py", "FWTrainer.__init__: self.sgd", None,
+     "torch re-applies the SGD settings to its param groups when it loads a saved SGD state"),
     ("backend.py", "FWTrainer.__init__: self.autocast", None,
      "torch.autocast takes device_type and dtype; paddle.amp.auto_cast needs neither"),
 )

@@ -13,9 +13,11 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from backends.base import Backend, Trainer, adam_settings, input_keys, net_call, sub_batches, target_key
+from backends.base import (Backend, Trainer, adam_settings, input_keys, loss_weight, net_call, sgd_settings, sub_batches,
+                           summed, target_key)
 from backends.paddle import checkpoint, cpu_ops, models
 from core.dropout_masks import STREAM as DROPOUT_MASKS
+from formats import sgd_state
 
 
 def collate(samples):
@@ -45,11 +47,20 @@ class PaddleTrainer(Trainer):
         self.sub_batch_size = cfg.SUB_BATCH_SIZE
         self.clip = float(cfg.GRAD_NORM_CLIP)
         self.params = [p for p in net.parameters() if not p.stop_gradient]
-        adam = adam_settings(cfg)
-        self.optimizer = paddle.optimizer.Adam(
-            learning_rate=0.0, beta1=adam['betas'][0], beta2=adam['betas'][1], epsilon=adam['eps'],
-            parameters=self.params, weight_decay=adam['weight_decay'] or None, amsgrad=adam['amsgrad'])
+        self.opt = cfg.OPT
+        if self.opt == 'SGD':   # the ViT originals' SGD with momentum (mirrors torch.optim.SGD)
+            sgd = sgd_settings(cfg)
+            self.optimizer = paddle.optimizer.Momentum(
+                learning_rate=0.0, momentum=sgd['momentum'], parameters=self.params, use_nesterov=sgd['nesterov'],
+                weight_decay=sgd['weight_decay'] or None)
+        else:
+            adam = adam_settings(cfg)
+            self.optimizer = paddle.optimizer.Adam(
+                learning_rate=0.0, beta1=adam['betas'][0], beta2=adam['betas'][1], epsilon=adam['eps'],
+                parameters=self.params, weight_decay=adam['weight_decay'] or None, amsgrad=adam['amsgrad'])
         self.loss_fn = make_loss(cfg)
+        self.loss_weight = loss_weight(cfg)
+        self.cfg = cfg
         self.amp = bool(cfg.AMP) and device.startswith('gpu')
         if cfg.AMP and not self.amp:
             warnings.warn("AMP: mixed precision needs a GPU; training in float32 on the CPU", RuntimeWarning,
@@ -67,8 +78,9 @@ class PaddleTrainer(Trainer):
             with paddle.amp.auto_cast(enable=self.amp, dtype='float16'):
                 pred = net_call(self.net, inputs, part)
             loss = self.loss_fn(pred.astype('float32'), target[part])
-            (self.scaler.scale(loss) if self.amp else loss).backward()
-            total += float(loss)
+            weighted = loss * self.loss_weight if self.loss_weight != 1.0 else loss
+            (self.scaler.scale(weighted) if self.amp else weighted).backward()
+            total += summed(float(loss), pred.shape[0], self.cfg)
         if self.clip > 0:
             if self.amp:
                 self.scaler.unscale_(self.optimizer)
@@ -89,6 +101,11 @@ class PaddleTrainer(Trainer):
     def load_optimizer_state(self, meta):
         state = (meta or {}).get('optimizer')
         if not state:
+            return
+        if self.opt == 'SGD' or sgd_state.kind(state) == 'SGD':
+            if sgd_state.kind(state) != self.opt or not checkpoint.restore_sgd_state(self.optimizer, self.net, state):
+                warnings.warn(f"the checkpoint's optimizer state is not {self.opt}'s (OPT); the optimizer state "
+                              "restarts from zero", RuntimeWarning, stacklevel=2)
             return
         if not checkpoint.restore_optimizer_state(self.optimizer, self.net, state):
             warnings.warn("the checkpoint's optimizer state is in a layout this backend does not know (neither "

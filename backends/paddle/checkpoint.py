@@ -25,7 +25,7 @@ import paddle
 
 from backends.paddle.layers import linear_weight_names
 from core.checkpoints import atomic_save
-from formats import adam_state, integrity, layout, restricted_pickle
+from formats import adam_state, integrity, layout, restricted_pickle, sgd_state
 
 
 def read_checkpoint(path):
@@ -133,3 +133,15 @@ def save_checkpoint(path, net, optimizer, epoch, lr_base, data_hashes=None):
             paddle.save({**meta, **integrity.pdopt_checksums(meta, params_tmp)}, opt_tmp)
         atomic_save(stem + '.pdopt', write_both)        # renamed first
     atomic_save(stem + '.pdparams', write_pair)          # renamed last
+
+
+def restore_sgd_state(optimizer, net, state):
+    """Load a saved SGD-with-momentum state into paddle.optimizer.Momentum: this project's Paddle one, or a torch SGD
+    one converted by formats.sgd_state (buffers transposed for Linear weights); returns False (and changes nothing)
+    for anything else."""
+    if sgd_state.kind(state) != 'SGD':
+        return False
+    if state.get('framework') != 'paddle':
+        names = [name for name, p in net.named_parameters() if not p.stop_gradient]
+        state = sgd_state.torch_to_paddle(state, names, linear_weight_names(net))
+    return restore_optimizer_state(optimizer, net, state)

@@ -12,9 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.base import Backend, Trainer, adam_settings, input_keys, net_call, sub_batches, target_key
+from backends.base import (Backend, Trainer, adam_settings, input_keys, loss_weight, net_call, sgd_settings, sub_batches,
+                           summed, target_key)
 from backends.torch import checkpoint, models
 from core.dropout_masks import STREAM as DROPOUT_MASKS
+from formats import sgd_state
 
 
 def collate(samples):
@@ -44,12 +46,19 @@ class TorchTrainer(Trainer):
         self.sub_batch_size = cfg.SUB_BATCH_SIZE
         self.clip = float(cfg.GRAD_NORM_CLIP)
         self.params = [p for p in net.parameters() if p.requires_grad]
-        self.adam = adam_settings(cfg)
-        # On the CPU torch's default Adam updates one parameter at a time; the fused kernel is the same update in
-        # one pass (results within an ulp), 2.4x faster for TRAR's 293 parameters (71 -> 30 ms a step).
-        fused = device.type == 'cpu' and all(p.dtype == torch.float32 for p in self.params) or None
-        self.optimizer = torch.optim.Adam(self.params, lr=0.0, fused=fused, **self.adam)
+        self.opt = cfg.OPT
+        if self.opt == 'SGD':   # the ViT originals' SGD with momentum (mirrors paddle.optimizer.Momentum)
+            self.sgd = sgd_settings(cfg)
+            self.optimizer = torch.optim.SGD(self.params, lr=0.0, **self.sgd)
+        else:
+            self.adam = adam_settings(cfg)
+            # On the CPU torch's default Adam updates one parameter at a time; the fused kernel is the same update in
+            # one pass (results within an ulp), 2.4x faster for TRAR's 293 parameters (71 -> 30 ms a step).
+            fused = device.type == 'cpu' and all(p.dtype == torch.float32 for p in self.params) or None
+            self.optimizer = torch.optim.Adam(self.params, lr=0.0, fused=fused, **self.adam)
         self.loss_fn = make_loss(cfg)
+        self.loss_weight = loss_weight(cfg)
+        self.cfg = cfg
         self.amp = bool(cfg.AMP) and device.type == 'cuda'
         if cfg.AMP and not self.amp:
             warnings.warn("AMP: mixed precision needs a GPU; training in float32 on the CPU", RuntimeWarning,
@@ -70,8 +79,9 @@ class TorchTrainer(Trainer):
             with torch.autocast(**self.autocast, enabled=self.amp):
                 pred = net_call(self.net, inputs, part)
             loss = self.loss_fn(pred.float(), target[part])
-            (self.scaler.scale(loss) if self.amp else loss).backward()
-            total += loss.item()
+            weighted = loss * self.loss_weight if self.loss_weight != 1.0 else loss
+            (self.scaler.scale(weighted) if self.amp else weighted).backward()
+            total += summed(loss.item(), pred.shape[0], self.cfg)
         if self.clip > 0:
             if self.amp:
                 self.scaler.unscale_(self.optimizer)
@@ -92,6 +102,14 @@ class TorchTrainer(Trainer):
     def load_optimizer_state(self, meta):
         state = (meta or {}).get('optimizer')
         if not state:
+            return
+        if self.opt == 'SGD' or sgd_state.kind(state) == 'SGD':
+            if sgd_state.kind(state) != self.opt or not checkpoint.restore_sgd_state(self.optimizer, self.net, state):
+                warnings.warn(f"the checkpoint's optimizer state is not {self.opt}'s (OPT); the optimizer state "
+                              "restarts from zero", RuntimeWarning, stacklevel=2)
+                return
+            for group in self.optimizer.param_groups:   # the config's SGD settings win over the saved ones
+                group.update(self.sgd)
             return
         if not checkpoint.restore_optimizer_state(self.optimizer, self.net, state):
             warnings.warn("the checkpoint's optimizer state is in a layout this backend does not know (neither "

@@ -17,7 +17,7 @@ import torch
 
 from backends.torch.layers import linear_weight_names
 from core.checkpoints import atomic_write
-from formats import adam_state, integrity, layout, restricted_pickle
+from formats import adam_state, integrity, layout, restricted_pickle, sgd_state
 
 
 def _to_torch(obj):
@@ -87,3 +87,16 @@ def save_checkpoint(path, net, optimizer, epoch, lr_base, data_hashes=None):
                  'lr_base': float(lr_base), 'epoch': int(epoch), **(data_hashes or {})}
     with atomic_write(path) as f:
         torch.save(container, f)
+
+
+def restore_sgd_state(optimizer, net, state):
+    """Load a saved SGD-with-momentum state: torch's own, or a Paddle Momentum one converted by formats.sgd_state
+    (velocities transposed for Linear weights); returns False (and changes nothing) for anything else."""
+    if sgd_state.kind(state) != 'SGD':
+        return False
+    if state.get('framework') == 'paddle':
+        group = {k: v for k, v in optimizer.state_dict()['param_groups'][0].items() if k != 'params'}
+        names = [name for name, p in net.named_parameters() if p.requires_grad]
+        state = sgd_state.paddle_to_torch(state, names, linear_weight_names(net), group)
+    optimizer.load_state_dict(_to_torch(state))
+    return True
