@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 import core.specs
-from core.specs import mcan, mmnasnet, trar
+from core.specs import mcan, mmnasnet, trar, vit, vit_trar
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,8 @@ class ModelSpec:
                                 # CLEVR is grid for every model); an image classifier reads 'image'
     datasets: tuple             # the datasets it has a yml for
     settings: object = field(repr=False, default=core.specs)   # core/specs module: its keys, defaults, validate
-    routes: bool = False        # routing weights and a temperature: tau schedule, routing_alphas, _routing.png
+    routes: bool = False        # routing weights (and, for hard routing, a temperature): tau schedule,
+                                # routing_alphas, _routing.png
     needs_box_geometry: bool = False   # reads rel_geom (core.geometry), computed in the dataset per sample
     exportable: bool = True     # deploy's static / ONNX export knows how to wrap its Net
 
@@ -108,6 +109,7 @@ DATASETS = {d.name: d for d in (
 )}
 
 _ALL_VQA = ('vqa', 'clevr', 'demo', 'demo_clevr')
+_IMAGE_DATASETS = ()
 MODELS = {m.name: m for m in (
     ModelSpec('trar', 'trar', task='vqa', features='grid', datasets=_ALL_VQA, settings=trar, routes=True),
     ModelSpec('mcan_small', 'mcan', task='vqa', features='region', datasets=_ALL_VQA, settings=mcan),
@@ -116,6 +118,12 @@ MODELS = {m.name: m for m in (
               settings=mmnasnet, needs_box_geometry=True),
     ModelSpec('mmnasnet_large', 'mmnasnet', task='vqa', features='region', datasets=('vqa',), settings=mmnasnet,
               needs_box_geometry=True),
+    # Image classifiers (issue 24). Their datasets (imagenet, cifar10, cifar100, demo_images) and ymls join with the
+    # image data; deploy's wrappers know VQA nets only so far.
+    ModelSpec('vit', 'vit', task='classification', features='image', datasets=_IMAGE_DATASETS, settings=vit,
+              exportable=False),
+    ModelSpec('vit_trar', 'vit_trar', task='classification', features='image', datasets=_IMAGE_DATASETS,
+              settings=vit_trar, routes=True, exportable=False),
 )}
 
 
