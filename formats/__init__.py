@@ -4,6 +4,7 @@ restricted_pickle.py  restricted readers of torch pickles (zip, legacy) and Padd
 layout.py             state-dict layout rules: Linear transposes, LSTM names, the openvqa container, CheckpointMismatch
 adam_state.py         Adam optimizer state, torch state_dict <-> Paddle moments
 mmnas_keys.py         the official mmnas code's key names and answer order
+vit_npz.py            Google's official ViT .npz checkpoints -> the ViT nets' state dict (the original load_from)
 
 The backends read and write checkpoints with these, and convert/ builds on them; tests/test_import_graph.py holds
 the package to its imports.
