@@ -84,10 +84,12 @@ def google_npz(path, state, heads):
 
 
 def random_state(cfg, classes, seed=0):
-    """A torch-layout state dict of the cfg's net with every tensor random (no zero to hide a missed copy)."""
+    """A torch-layout state dict of the cfg's net with every tensor random (no zero to hide a missed copy), of a
+    trained net's scale (N(0, 0.3))."""
     from backends.torch.models import state_dict_shapes
     rng = np.random.default_rng(seed)
-    return {k: rng.standard_normal(s).astype(np.float32) for k, s in state_dict_shapes(cfg, num_classes=classes).items()}
+    return {k: (0.3 * rng.standard_normal(s)).astype(np.float32)
+            for k, s in state_dict_shapes(cfg, num_classes=classes).items()}
 
 
 def torch_to_fw(fw, net, state):
@@ -249,3 +251,64 @@ def test_numpy_scalar_globals_old_and_new_names_load_and_others_are_refused(tmp_
         with pytest.raises(restricted_pickle.RefusedPickle,
                            match="refused global " + hostile.decode().replace("\n", ".").replace(".", r"\.")):
             restricted_pickle.read_torch_checkpoint(bad)
+
+
+# ---- conversion, both ways -----------------------------------------------------------------------------------------
+
+@pytest.mark.parity
+def test_convert_original_ckpt_both_ways(both_backends, tmp_path):
+    """The train script's .ckpt -> .pdparams (torch2paddle) -> .pkl (paddle2torch): the same weights at every stop,
+    loaded by either backend; its SGD state is not an Adam state and is left out with a note."""
+    from backends import get_backend
+    from convert.checkpoints import convert_file
+    overrides = [(k, v) for k, v in SMALL.items()]
+    cfg = vit_cfg("vit_trar", **SMALL)
+    ckpt = str(tmp_path / "ViT_TRAR.ckpt")
+    trained = original_ckpt(ckpt, random_state(cfg, 4))
+    summary = convert_file("torch2paddle", ckpt, str(tmp_path / "vit.pdparams"), "vit_trar", "imagenet",
+                           sets=overrides)
+    assert summary["facts"] == {"num_classes": 4} and summary["tensors"] == len(trained)
+    assert summary["transposed"] == sum(k.endswith(".weight") and v.ndim == 2 for k, v in trained.items())
+    assert any("optimizer state not converted" in n for n in summary["notes"])
+    back = convert_file("paddle2torch", str(tmp_path / "vit.pdparams"), str(tmp_path / "vit.pkl"), "vit_trar",
+                        "imagenet", sets=overrides)
+    assert back["facts"] == {"num_classes": 4}
+    images = make_images(cfg, 2)
+    results = []
+    for fw in ("torch", "paddle"):
+        be = get_backend(fw)
+        for path in (ckpt, str(tmp_path / "vit.pdparams"), str(tmp_path / "vit.pkl")):
+            net = be.build_model(cfg, num_classes=4)
+            be.load_checkpoint(net, path)
+            expected = torch_to_fw(fw, net, trained)
+            for key, value in numpy_state(fw, net).items():
+                np.testing.assert_array_equal(value, expected[key], err_msg=f"{fw} {path} {key}")
+            results.append(be.predict(net, {"image": images}))
+    from tests.tolerances import FORWARD_ATOL
+    np.testing.assert_array_equal(results[0], results[1])    # one framework: the same weights, the same logits
+    np.testing.assert_array_equal(results[3], results[5])
+    assert float(np.abs(results[3] - results[0]).max()) <= FORWARD_ATOL
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("direction", ["torch2paddle", "paddle2torch"])
+def test_convert_google_npz(both_backends, direction, tmp_path):
+    from backends import get_backend
+    from convert.checkpoints import convert_file
+    cfg = vit_cfg("vit_trar", **SMALL)
+    state = random_state(cfg, 3)
+    npz = str(google_npz(tmp_path / "ViT-tiny.npz", state, heads=2))
+    dst = str(tmp_path / ("out.pdparams" if direction == "torch2paddle" else "out.pkl"))
+    summary = convert_file(direction, npz, dst, "vit_trar", "imagenet", sets=list(SMALL.items()))
+    assert summary["facts"] == {"num_classes": 3}
+    assert any("keep the net's initial values" in n for n in summary["notes"])
+    for fw in ("torch", "paddle"):
+        be = get_backend(fw)
+        net = be.build_model(cfg, num_classes=3)
+        be.load_checkpoint(net, dst)
+        expected = torch_to_fw(fw, net, state)
+        for key, value in numpy_state(fw, net).items():
+            if "routing_block" not in key:
+                np.testing.assert_array_equal(value, expected[key], err_msg=f"{fw} {key}")
+            else:
+                assert value.shape == expected[key].shape and value.any()
