@@ -319,3 +319,40 @@ def test_module_trees_mirror(both_backends, model):
     torch_tree = [(name, names.get(type(m).__name__, type(m).__name__)) for name, m in torch_net.named_modules()]
     paddle_tree = [(name, type(m).__name__) for name, m in paddle_net.named_sublayers(include_self=True)]
     assert paddle_tree == torch_tree
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("model", ["vit", "vit_trar"])
+def test_training_steps_parity(both_backends, model):
+    """A few optimizer steps of both backends' trainers ('ce' loss, mean over the batch, clipping) from the same
+    weights on the same batches: the losses follow each other within TRAIN_RTOL, with dropout masks shared."""
+    from backends import get_backend
+    from tests.tolerances import TRAIN_RTOL
+    cfg = vit_cfg(model, **({"ORDERS": [0, 1, 2]} if model == "vit_trar" else {}), BATCH_SIZE=4, GRAD_NORM_CLIP=1.0)
+    torch_net, paddle_net = twin_nets(cfg)
+    rng = np.random.default_rng(5)
+    batches = [{"image": make_images(cfg, 4, seed=i), "label": rng.integers(0, NUM_CLASSES, 4).astype(np.int64)}
+               for i in range(4)]
+    losses = {}
+    for fw, net in (("torch", torch_net), ("paddle", paddle_net)):
+        trainer = get_backend(fw).make_trainer(net, cfg)
+        DROPOUT_MASKS.reset(7)
+        losses[fw] = [trainer.train_step(batch, 1e-3) for batch in batches]
+    np.testing.assert_allclose(losses["paddle"], losses["torch"], rtol=TRAIN_RTOL)
+    assert losses["torch"][-1] != losses["torch"][0]
+
+
+@pytest.mark.parity
+def test_forward_parity_full_size_b16_trar(both_backends):
+    """ViT-B/16 + TRAR [0, 1, 2, 3] at 224 (90M parameters, 1000 classes), one image."""
+    cfg = full_vit_cfg("vit_trar")
+    seed_framework("torch", 0)
+    torch_net = models_module("torch").build_net(cfg, num_classes=1000)
+    paddle_net = models_module("paddle").build_net(cfg, num_classes=1000)
+    linear = layers_module("torch").linear_weight_names(torch_net)
+    load_state("paddle", paddle_net, {k: v.T.copy() if k in linear else v
+                                      for k, v in numpy_state("torch", torch_net).items()})
+    images = make_images(cfg, batch_size=1)
+    _, expected = run("torch", torch_net, images, train=False)
+    _, got = run("paddle", paddle_net, images, train=False)
+    assert_close(expected, got, FORWARD_ATOL, "vit_trar_b16")
