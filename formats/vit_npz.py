@@ -164,4 +164,6 @@ def google_state(weights, model_shapes, path):
                                      "PATCH_SIZE")
     state = {key: np.ascontiguousarray(value, dtype=np.float32) for key, value in state.items()}
     kept = [key for key in model_shapes if key not in state]
+    for note in notes:
+        log.info("%s: %s", path, note)
     return state, kept, notes
