@@ -7,7 +7,8 @@ Both nets get the same weights: --ckpt loaded by each backend (each reads both f
 init copied to paddle with its Linear weights transposed; --paddle-ckpt gives the paddle net other weights, e.g. a
 conversion's output to check against its source. Inputs: the first batches of the training data of a generated
 dataset (--DATASET demo, demo_clevr: generated under DATA_ROOT if missing), else a synthetic batch of the config's
-input shapes (answers: the data format's answer-list size, core/registry.py). Three checks, fp32 CPU:
+input shapes (answers: the data format's answer-list size, core/registry.py; an image classifier: images of
+IMG_SIZE in [-1, 1] and SYNTHETIC_CLASSES classes). Three checks, fp32 CPU:
 1. eval forward: every module's output, paired by structured name through forward hooks (torch
    register_forward_hook, paddle register_forward_post_hook), in torch's call order; logits are the root's output;
 2. gradients of every parameter after one backward of the config's loss, train mode with dropout 0 (or, with
@@ -19,7 +20,8 @@ input shapes (answers: the data format's answer-list size, core/registry.py). Th
 A layer's "rel" is max |paddle - torch| / max(1, max |torch|): relative for large outputs, absolute below 1.
 A gradient's is max |diff| / max |torch gradient|, except where the gradient is zero in exact arithmetic (see
 zero_in_exact_arithmetic), which is measured against the net's largest gradient, and the TRAR routing logits layer
-has a looser tolerance (cancelling_gradient); the loss's and the training
+has a looser tolerance (cancelling_gradient); a Net may name more of both kinds (parity_gradient_kinds: ViT's key
+biases, ViT+TRAR's routing heads); the loss's and the training
 losses' are |diff| / max(1, |torch loss|). Exit status 0 when everything is within tolerance, 1 otherwise (the
 first layer above tolerance is named), 2 on bad input.
 """
@@ -31,15 +33,15 @@ import time
 import numpy as np
 
 from backends import get_backend
-from backends.base import input_keys, net_call
+from backends.base import input_keys, net_call, target_key
 from convert.checkpoints import check_source, read_source
-from convert.manifest import sizes_from_state
+from convert.manifest import facts_from_state, sizes_from_state
 from core import registry
 from core.checkpoints import atomic_write
 from core.dropout_masks import STREAM as DROPOUT_MASKS
 from convert.tolerances import CANCELLING_GRAD_RTOL, GRAD_RTOL, TRAIN_RTOL
 from core.schedules import warmup_lr
-from formats import layout
+from formats import layout, vit_npz
 from formats.restricted_pickle import checkpoint_kind
 
 DEFAULT_TOL = GRAD_RTOL
@@ -47,6 +49,7 @@ DEFAULT_TRAIN_TOL = TRAIN_RTOL
 ROOT_NAME = '<net>'
 SYNTHETIC_QUESTION_LEN = 14
 SYNTHETIC_TOKENS = 100
+SYNTHETIC_CLASSES = 10
 
 
 def zero_in_exact_arithmetic(name):
@@ -196,12 +199,42 @@ def synthetic_batch(cfg, batch_size, token_size, answer_size, seed=0):
     return batch
 
 
+def synthetic_images(cfg, batch_size, num_classes, seed=0):
+    """Random classification inputs: images (B, 3, IMG_SIZE, IMG_SIZE) in [-1, 1] (normalised as the datasets give
+    them) and class labels."""
+    rng = np.random.default_rng(seed)
+    size = cfg.IMG_SIZE
+    return {'image': rng.uniform(-1, 1, (batch_size, 3, size, size)).astype(np.float32),
+            'label': rng.integers(0, num_classes, batch_size).astype(np.int64)}
+
+
+def _needed_facts(cfg, facts):
+    """The facts build_model needs (those without a default) of a dataset's or checkpoint's facts."""
+    task = registry.task(registry.model_of(cfg).task)
+    return {name: facts[name] for name in task.facts if name not in task.fact_defaults}
+
+
+def synthetic_batches(cfg, batch_size, facts, count, seed=0):
+    if registry.task_of(cfg).input_keys == ('image',):
+        return [synthetic_images(cfg, batch_size, facts['num_classes'], seed=seed + i) for i in range(count)]
+    return [synthetic_batch(cfg, batch_size, facts['token_size'], facts['answer_size'], seed=seed + i)
+            for i in range(count)]
+
+
+def default_facts(cfg):
+    """The facts of synthetic inputs: a VQA vocabulary of SYNTHETIC_TOKENS and the format's answer list; classes."""
+    if registry.task_of(cfg).input_keys == ('image',):
+        return {'num_classes': SYNTHETIC_CLASSES}
+    return {'token_size': SYNTHETIC_TOKENS, 'answer_size': registry.data_format(cfg.DATA_FORMAT).answers}
+
+
 def _stack(samples):
     return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
 
 
 def generated_batches(cfg, batch_size, count):
-    """``count`` consecutive batches of a generated dataset's training data, and (token_size, answer_size)."""
+    """``count`` consecutive batches of a generated dataset's training data, and its facts (token_size, answer_size;
+    num_classes)."""
     from core.data import build_dataset, ensure_generated
     ensure_generated(cfg)
     dataset = build_dataset(cfg, 'train')
@@ -209,7 +242,7 @@ def generated_batches(cfg, batch_size, count):
         raise ValueError(f"the {cfg.DATASET} data has {len(dataset)} samples, fewer than {count} batches of "
                          f"{batch_size}")
     batches = [_stack([dataset[i] for i in range(b * batch_size, (b + 1) * batch_size)]) for b in range(count)]
-    return batches, (dataset.token_size, dataset.ans_size)
+    return batches, _needed_facts(cfg, dataset.facts())
 
 
 # ---- comparison ------------------------------------------------------------------------------------------------
@@ -278,8 +311,10 @@ def compare_forward(ref, ref_order, got, tol):
                     unpaired_paddle=sorted(n for n in got if n not in ref))
 
 
-def compare_gradients(ref, got, linear_keys, tol):
-    """Per parameter: max abs diff of the gradients (paddle's Linear weights transposed back)."""
+def compare_gradients(ref, got, linear_keys, tol, kinds=None):
+    """Per parameter: max abs diff of the gradients (paddle's Linear weights transposed back). ``kinds``: the Net's
+    own {parameter: 'zero' | 'cancelling'} (its parity_gradient_kinds), beside the TRAR rules below."""
+    kinds = kinds or {}
     present = [g for g in ref.values() if g is not None]
     largest = max((float(np.max(np.abs(g))) for g in present if g.size), default=0.0)
     rows = []
@@ -291,7 +326,7 @@ def compare_gradients(ref, got, linear_keys, tol):
             continue
         if name in linear_keys:
             g_got = g_got.T
-        if zero_in_exact_arithmetic(name):
+        if zero_in_exact_arithmetic(name) or kinds.get(name) == 'zero':
             row = compare_arrays(g_ref, g_got, max(largest, 1e-30))
             if 'error' not in row:   # both are rounding noise: their size, not their difference, must be small
                 noise = max(float(np.max(np.abs(g_ref))), float(np.max(np.abs(g_got)))) if g_ref.size else 0.0
@@ -300,7 +335,8 @@ def compare_gradients(ref, got, linear_keys, tol):
         else:
             row = compare_arrays(g_ref, g_got, max(float(np.max(np.abs(g_ref))) if g_ref.size else 0.0, 1e-30))
         row = {'layer': name, **row}
-        row['ok'] = row['rel'] <= gradient_tolerance(name, tol)
+        cancelling = kinds.get(name) == 'cancelling'
+        row['ok'] = row['rel'] <= (tol * CANCELLING_GRAD_RTOL / GRAD_RTOL if cancelling else gradient_tolerance(name, tol))
         rows.append(row)
     section = _section(rows, tol, unpaired_torch=[], unpaired_paddle=sorted(set(got) - set(ref)))
     section['largest_gradient'] = largest
@@ -335,10 +371,11 @@ def gradient_pass(fw, net, cfg, batch, seed=0):
     ``seed``, so with dropout on both frameworks drop the same elements."""
     DROPOUT_MASKS.reset(seed)
     loss_fn = fw.backend.make_loss(cfg)
-    inputs = fw.tensors({k: batch[k] for k in input_keys(batch) + ('ans',)})
+    target = target_key(batch)
+    inputs = fw.tensors({k: batch[k] for k in input_keys(batch) + (target,)})
     with _noise_free_training(fw, net, registry.model_of(cfg).routes and cfg.ROUTING == 'hard'):
         pred = net_call(net, inputs)
-        loss = loss_fn(fw.float32(pred), inputs['ans'])
+        loss = loss_fn(fw.float32(pred), inputs[target])
         loss.backward()
     return float(fw.numpy(loss)), fw.grads(net)
 
@@ -364,6 +401,16 @@ def checkpoint_sizes(path):
     return sizes_from_state(state, path)
 
 
+def checkpoint_facts(cfg, path):
+    """build_model's facts of a checkpoint of either framework, or of a Google ViT .npz, for cfg's model."""
+    if vit_npz.is_google_npz(path):
+        return {'num_classes': int(vit_npz.read_npz(path)['head/bias'].shape[0])}
+    framework = 'paddle' if checkpoint_kind(path) == 'pickle' else 'torch'
+    check_source(path, framework)
+    state, _, _ = read_source(path, framework)
+    return facts_from_state(cfg, state, path)
+
+
 def run_parity(cfg, ckpt=None, paddle_ckpt=None, steps=3, batch_size=4, tol=DEFAULT_TOL,
                train_tol=DEFAULT_TRAIN_TOL, seed=0, grad_tol=None, dropout=False):
     """The report dict (see the module docstring); nothing printed. ``dropout``: keep the config's DROPOUT_R in the
@@ -375,22 +422,22 @@ def run_parity(cfg, ckpt=None, paddle_ckpt=None, steps=3, batch_size=4, tol=DEFA
         cfg = cfg.copy(DROPOUT_R=0.0)
     t, p = _Torch(), _Paddle()
     count = max(1, steps)
-    ckpt_sizes = checkpoint_sizes(ckpt) if ckpt else None
+    ckpt_facts = checkpoint_facts(cfg, ckpt) if ckpt else None
     if registry.dataset(cfg.DATASET).generated:
-        batches, sizes = generated_batches(cfg, batch_size, count)
+        batches, facts = generated_batches(cfg, batch_size, count)
         data = f'{cfg.DATASET} ({cfg.DATA_ROOT})'
-        if ckpt_sizes is not None and ckpt_sizes != tuple(sizes):
-            raise layout.CheckpointMismatch(f"{ckpt}: (token_size, answer_size) {ckpt_sizes} differ from the "
-                                            f"{cfg.DATASET} data's {tuple(sizes)}")
+        if ckpt_facts is not None and ckpt_facts != facts:
+            shown = ', '.join(ckpt_facts)
+            raise layout.CheckpointMismatch(f"{ckpt}: ({shown}) {tuple(ckpt_facts.values())} differ from the "
+                                            f"{cfg.DATASET} data's {tuple(facts.values())}")
     else:
-        sizes = ckpt_sizes or (SYNTHETIC_TOKENS, registry.data_format(cfg.DATA_FORMAT).answers)
-        batches = [synthetic_batch(cfg, batch_size, *sizes, seed=seed + i) for i in range(count)]
+        facts = ckpt_facts or default_facts(cfg)
+        batches = synthetic_batches(cfg, batch_size, facts, count, seed)
         data = 'synthetic'
-    token_size, answer_size = sizes
 
     t.be.seed(seed)
-    net_t = t.be.build_model(cfg, token_size, answer_size)
-    net_p = p.be.build_model(cfg, token_size, answer_size)
+    net_t = t.be.build_model(cfg, **facts)
+    net_p = p.be.build_model(cfg, **facts)
     linear = t.layers.linear_weight_names(net_t)
     if ckpt:
         t.be.load_checkpoint(net_t, ckpt)
@@ -400,7 +447,8 @@ def run_parity(cfg, ckpt=None, paddle_ckpt=None, steps=3, batch_size=4, tol=DEFA
     initial = t.state(net_t), p.state(net_p)
 
     report = {'model': cfg.MODEL, 'dataset': cfg.DATASET, 'ckpt': ckpt, 'paddle_ckpt': paddle_ckpt, 'data': data,
-              'batch_size': batch_size, 'token_size': token_size, 'answer_size': answer_size,
+              'batch_size': batch_size, 'token_size': facts.get('token_size'), 'answer_size': facts.get('answer_size'),
+              'facts': facts,
               'dropout': float(cfg.DROPOUT_R),
               'parameters': int(sum(v.size for v in initial[0].values()))}
 
@@ -412,7 +460,8 @@ def run_parity(cfg, ckpt=None, paddle_ckpt=None, steps=3, batch_size=4, tol=DEFA
     loss_t, grads_t = gradient_pass(t, net_t, cfg, batches[0], seed)
     loss_p, grads_p = gradient_pass(p, net_p, cfg, batches[0], seed)
     grad_tol = tol if grad_tol is None else grad_tol
-    grads = compare_gradients(grads_t, grads_p, linear, grad_tol)
+    kinds = net_t.parity_gradient_kinds() if hasattr(net_t, 'parity_gradient_kinds') else {}
+    grads = compare_gradients(grads_t, grads_p, linear, grad_tol, kinds)
     loss_row = {'layer': 'loss', 'max_abs': abs(loss_t - loss_p), 'mean_abs': abs(loss_t - loss_p),
                 'rel': _rel(loss_t, loss_p)}
     loss_row['ok'] = loss_row['rel'] <= grad_tol

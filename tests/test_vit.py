@@ -406,3 +406,21 @@ def test_engine_trains_and_validates_vit_trar(backend, tmp_path, monkeypatch):
     assert os.path.isfile(last["checkpoint"])
     logs = set(os.listdir(tmp_path / "results" / "log"))
     assert {"log_run_v.txt", "log_run_v_curves.png", "log_run_v_routing.png"} <= logs
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("model", ["vit", "vit_trar"])
+def test_parity_tool_on_vit(both_backends, model):
+    """python -m convert parity on a classifier: synthetic images and labels, every layer, every gradient (the Net
+    names its zero-in-exact-arithmetic and cancelling ones) and a few training steps within tolerance."""
+    from convert import parity
+    report = parity.run_parity(vit_cfg(model, IMG_SIZE=20, ORDERS=[0, 1, 2]), steps=2, batch_size=3)
+    assert report["passed"], report["first_failure"]
+    assert report["facts"] == {"num_classes": parity.SYNTHETIC_CLASSES} and report["data"] == "synthetic"
+    rows = {r["layer"]: r for r in report["gradients"]["rows"]}
+    assert rows["transformer.encoder.layer.0.attn.key.bias"].get("zero_in_exact_arithmetic")
+    if model == "vit_trar":
+        assert rows["transformer.encoder.layer.1.attn.routing_block.mlp.2.bias"].get("zero_in_exact_arithmetic")
+        assert not rows["transformer.encoder.layer.0.attn.routing_block.mlp.2.bias"].get("zero_in_exact_arithmetic")
+    assert len(report["train"]["losses_torch"]) == 2
+    assert "transformer.encoder.encoder_norm" in {r["layer"] for r in report["forward"]["rows"]}

@@ -84,6 +84,22 @@ class Net(vit.Net):
     def span_masks(self):
         return self.img_masks.astype("bool")
 
+    def parity_gradient_kinds(self):
+        """vit's, and the routing heads: mlp.0 is fed by the routing logits' gradient alone, so it carries their
+        cancellation (convert/tolerances.py); without attention dropout the last block's routing cannot reach the
+        logits (the head reads CLS, whose attention row is the same map for every order): zero in exact arithmetic."""
+        kinds = super().parity_gradient_kinds()
+        layers = self.transformer.encoder.layer
+        for i, block in enumerate(layers):
+            prefix = f"transformer.encoder.layer.{i}.attn.routing_block."
+            last = i == len(layers) - 1 and block.attn.attn_dropout.p == 0
+            for name, _ in block.attn.routing_block.named_parameters():
+                if last:
+                    kinds[prefix + name] = "zero"
+                elif name.startswith("mlp.0."):
+                    kinds[prefix + name] = "cancelling"
+        return kinds
+
     def routing_alphas(self):
         """Routing weights (B, L) of the last forward, one tensor per block (None before any forward)."""
         return [block.attn.routing_block.last_alphas for block in self.transformer.encoder.layer]

@@ -154,6 +154,15 @@ class Net(nn.Module):
     def forward(self, image):
         return self.head(self.transformer(image, self.span_masks())[:, 0])
 
+    def parity_gradient_kinds(self):
+        """{parameter: 'zero' | 'cancelling'} for convert.parity: the key biases' gradients are zero in exact
+        arithmetic (one constant added to every score of a softmax row), so only rounding noise is left to compare."""
+        return {f"{name}.bias": "zero" for name, _ in self.named_key_layers()}
+
+    def named_key_layers(self):
+        return [(f"transformer.encoder.layer.{i}.attn.key", block.attn.key)
+                for i, block in enumerate(self.transformer.encoder.layer)]
+
     def set_tau(self, tau):
         """Soft routing has no temperature; every Net takes the same calls."""
 
