@@ -1,11 +1,11 @@
 """Configs of the ViT models for the tests, whether or not the image datasets are registered yet.
 
 The image datasets (imagenet, cifar10, cifar100, demo_images) and their ymls come with the image data (issue 24,
-items 4-6). Until ``imagenet`` and ``configs/imagenet/<model>.yml`` exist, the ``image_configs`` fixture registers a
-stand-in ``imagenet`` dataset of the classification task and writes the ymls below (ViT-B/16 at 224, the
-original's B_16 config) into a temporary configs folder beside the shipped ones, for the test only.
+items 4-6). The ``image_configs`` fixture registers a stand-in ``imagenet`` dataset of the classification task where
+none is registered, and writes the ymls below (ViT-B/16 at 224, the original's B_16 config) into a temporary copy of
+the configs folder, for the test only: the model tests start from these sizes whatever the shipped ymls choose
+(tests/test_registry.py checks those).
 """
-import os
 import shutil
 
 import numpy as np
@@ -33,16 +33,9 @@ class NoImages:
         raise RuntimeError("tests/vit_configs.py: the stand-in imagenet dataset holds no images")
 
 
-def _shipped(model):
-    return IMAGE_DATASET in registry.DATASETS and os.path.isfile(
-        os.path.join(config.CONFIGS_DIR, IMAGE_DATASET, f"{model}.yml"))
-
-
 @pytest.fixture
 def image_configs(tmp_path, monkeypatch):
-    """load_config(model, 'imagenet') works for vit and vit_trar in this test."""
-    if all(_shipped(model) for model in YMLS):
-        return
+    """load_config(model, 'imagenet') gives YMLS' configs for vit and vit_trar in this test."""
     if IMAGE_DATASET not in registry.DATASETS:
         monkeypatch.setitem(registry.FORMATS, "stand_in_images", registry.FormatSpec(
             "stand_in_images", task="classification", loader=f"{__name__}:NoImages", loss_funcs=("ce",)))
@@ -52,8 +45,7 @@ def image_configs(tmp_path, monkeypatch):
     shutil.copytree(config.CONFIGS_DIR, configs)
     (configs / IMAGE_DATASET).mkdir(exist_ok=True)
     for model, text in YMLS.items():
-        if not (configs / IMAGE_DATASET / f"{model}.yml").exists():
-            (configs / IMAGE_DATASET / f"{model}.yml").write_text(text)
+        (configs / IMAGE_DATASET / f"{model}.yml").write_text(text)
     monkeypatch.setattr(config, "CONFIGS_DIR", str(configs))
 
 
