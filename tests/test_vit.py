@@ -424,3 +424,28 @@ def test_parity_tool_on_vit(both_backends, model):
         assert not rows["transformer.encoder.layer.0.attn.routing_block.mlp.2.bias"].get("zero_in_exact_arithmetic")
     assert len(report["train"]["losses_torch"]) == 2
     assert "transformer.encoder.encoder_norm" in {r["layer"] for r in report["forward"]["rows"]}
+
+
+@pytest.mark.parametrize("model", ["vit", "vit_trar"])
+def test_torch_autocast_follows_float32(model):
+    """--AMP as far as a CPU checks it (tests/test_mixed_precision.py): torch's bfloat16 autocast through the ViT
+    blocks, the span masks' fill and the routing; logits near float32's, every gradient finite and present."""
+    torch = pytest.importorskip("torch")
+    cfg = vit_cfg(model, DROPOUT_R=0.0, ORDERS=[0, 1, 2])
+    seed_framework("torch", 0)
+    net = models_module("torch").build_net(cfg, num_classes=NUM_CLASSES)
+    images = torch.from_numpy(make_images(cfg, batch_size=4))
+    results = []
+    for autocast in (False, True):
+        net.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = net(images)
+        assert logits.dtype == (torch.bfloat16 if autocast else torch.float32)
+        logits.float().sum().backward()
+        results.append((logits.detach().float().numpy(), {n: p.grad.clone() for n, p in net.named_parameters()}))
+    (ref, ref_grads), (low, grads) = results
+    assert np.isfinite(low).all() and np.abs(low - ref).max() <= 0.05 * np.abs(ref).max()
+    assert set(grads) == set(ref_grads) and all(torch.isfinite(g).all() for g in grads.values())
+    total = torch.sqrt(sum((g.double() ** 2).sum() for g in ref_grads.values()))
+    overall = torch.sqrt(sum(((grads[k].double() - ref_grads[k].double()) ** 2).sum() for k in grads)) / total
+    assert overall < 0.1
