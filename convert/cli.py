@@ -106,7 +106,7 @@ def build_parser():
     commands = parser.add_subparsers(dest='command', required=True, metavar='{torch2paddle,paddle2torch,parity}')
     for direction, (source, target) in DIRECTIONS.items():
         p = commands.add_parser(direction, help=f'convert a {source} checkpoint (and its Adam state) to {target}')
-        p.add_argument('src', help=f'the {source} checkpoint')
+        p.add_argument('src', help=f'the {source} checkpoint, or a Google ViT .npz (either direction)')
         p.add_argument('dst', help='the output' + (' (<stem>.pdparams; <stem>.pdopt beside it)'
                                                     if target == 'paddle' else ' (.pkl)'))
         add_config_arguments(p)
