@@ -9,6 +9,8 @@ framework with Adam's moments, epoch and lr_base:
 - paddle: <stem>.pdparams and <stem>.pdopt (backends/paddle/checkpoint.py; plain pickles of numpy arrays, as
   paddle.save writes them, written without paddle).
 Files are written to a temp file and renamed; the .pdopt first, the .pdparams last.
+A Google ViT .npz (formats.vit_npz) is a source for either direction: its weights in the target's layout, with the
+net's own initial values for the keys it lacks (ViT+TRAR's routing heads), the head as the npz has it.
 """
 from __future__ import annotations
 
@@ -22,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from backends.base import adam_settings, sgd_settings
-from convert.manifest import NoFramework, build_manifest, sizes_from_state
+from convert.manifest import NoFramework, build_manifest, facts_from_state, initial_values
 from core.checkpoints import atomic_save, atomic_write
 from core.config import load_config
 from core.data.answers import ANSWER_DICT_PATH
-from formats import adam_state, integrity, layout, mmnas_keys, restricted_pickle, sgd_state
+from formats import adam_state, integrity, layout, mmnas_keys, restricted_pickle, sgd_state, vit_npz
 
 DIRECTIONS = {'torch2paddle': ('torch', 'paddle'), 'paddle2torch': ('paddle', 'torch')}
 LAYOUTS = ('openvqa', 'mmnas')
@@ -97,6 +99,22 @@ def read_source(path: str, framework: str) -> tuple[dict[str, np.ndarray], dict[
         counts['lstm_aliases'] = len(aliases) - counts['lstm_duplicates']
         state = layout.normalize_lstm_names(state)
     return state, meta, counts
+
+
+def read_google_npz(path, cfg, notes):
+    """(state in torch layout, empty meta, counts) of a Google ViT .npz for cfg's model (its class count as the
+    npz's head), the keys it lacks at the net's initial values."""
+    weights = vit_npz.read_npz(path)
+    if 'head/bias' not in weights:
+        raise layout.CheckpointMismatch(f"{path}: no head/bias, so not a Google ViT checkpoint")
+    facts = {'num_classes': int(weights['head/bias'].shape[0])}
+    state, kept, adapted = vit_npz.google_state(weights, build_manifest(cfg, **facts).torch_shapes, path)
+    if kept:
+        state.update(initial_values(cfg, kept, **facts))
+        notes.append(f"{len(kept)} tensors the npz lacks keep the net's initial values (e.g. {kept[0]})")
+    notes += adapted
+    counts = {'module_prefix': 0, 'lstm_aliases': 0, 'lstm_duplicates': 0}
+    return state, {'epoch': None, 'lr_base': None, 'optimizer': None}, counts
 
 
 # ---- converting ------------------------------------------------------------------------------------------------
@@ -273,11 +291,18 @@ def convert_file(direction: str, src: str, dst: str, model: str, dataset: str, c
     if (mmnas_answers or answers) and from_layout != 'mmnas':
         raise ValueError("--mmnas-answers and --answers need --from-layout mmnas")
     cfg = load_config(model, dataset, config_overrides(config, sets))
-    check_source(src, source)
+    google = os.path.isfile(src) and vit_npz.is_google_npz(src)
+    if google and from_layout != 'openvqa':
+        raise ValueError(f"{src} is a Google ViT .npz; --from-layout {from_layout} does not apply")
+    if not google:
+        check_source(src, source)
     check_destination(dst, target)
     notes = []
 
-    state, meta, counts = read_source(src, source)
+    if google:
+        state, meta, counts = read_google_npz(src, cfg, notes)
+    else:
+        state, meta, counts = read_source(src, source)
     renamed = counts['module_prefix'] + counts['lstm_aliases']
     added, reindexed = [], False
     if from_layout == 'mmnas':
@@ -287,12 +312,16 @@ def convert_file(direction: str, src: str, dst: str, model: str, dataset: str, c
     elif mmnas_keys.looks_like_mmnas(state):
         raise layout.CheckpointMismatch(f"{src} uses the official mmnas key names (backnone.cells_*, "
                                         f"imgfeat_linear, ...); add --from-layout mmnas")
-    token_size, answer_size = sizes_from_state(state, src)
-    manifest = build_manifest(cfg, token_size, answer_size)
+    facts = facts_from_state(cfg, state, src)
+    manifest = build_manifest(cfg, **facts)
     if from_layout == 'mmnas':
         state, added = mmnas_keys.add_zero_biases(state, manifest.keys)
-    layout.check_compatible(manifest.shapes(source), {k: tuple(v.shape) for k, v in state.items()}, src)
-    weights = _convert_weights(state, manifest, target)
+    layout.check_compatible(manifest.shapes('torch' if google else source),
+                            {k: tuple(v.shape) for k, v in state.items()}, src)
+    if google and target == 'torch':     # already in torch's layout
+        weights = collections.OrderedDict((key, state.pop(key)) for key in manifest.keys)
+    else:
+        weights = _convert_weights(state, manifest, 'paddle' if google else target)
 
     saved_optimizer = meta.get('optimizer')
     if weights_only and saved_optimizer is not None:
@@ -318,7 +347,7 @@ def convert_file(direction: str, src: str, dst: str, model: str, dataset: str, c
         'tensors': len(weights), 'transposed': sum(k in manifest.linear_keys for k in weights),
         'renamed': renamed, 'lstm_duplicates_dropped': counts['lstm_duplicates'], 'zero_biases_added': len(added),
         'answers_reindexed': reindexed, 'parameters': int(sum(v.size for v in weights.values())),
-        'token_size': token_size, 'answer_size': answer_size,
+        'facts': facts, 'token_size': facts.get('token_size'), 'answer_size': facts.get('answer_size'),
         'optimizer': status, 'optimizer_converted': status == 'converted', 'optimizer_step': step,
         'epoch': meta.get('epoch'), 'lr_base': meta.get('lr_base'), 'layer_types_from': manifest.framework,
         'notes': notes, 'seconds': round(time.perf_counter() - start, 3),

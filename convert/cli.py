@@ -6,6 +6,8 @@
         [--mmnas-answers mmnas_answers.json] [--answers answer_dict.json]
     python -m convert parity --MODEL trar --DATASET demo [--ckpt FILE] [--steps N] [--report out.json]
     python -m convert parity --MODEL trar --DATASET demo [--ckpt FILE] --dump torch.npz | --compare torch.npz
+    python -m convert torch2paddle ViT-B_16.npz vit.pdparams --MODEL vit_trar --DATASET imagenet   # Google's npz:
+    python -m convert paddle2torch ViT-B_16.npz vit.pkl --MODEL vit_trar --DATASET imagenet        # either target
 
 The conversion itself is convert/checkpoints.py, the parity check convert/parity.py; this module only parses
 the command line, calls them and prints.
@@ -42,7 +44,7 @@ def format_summary(s):
     lines = [f"{s['direction']}: {s['source']} -> {', '.join(s['outputs'])}",
              f"  tensors {s['tensors']} (transposed {s['transposed']}, renamed {s['renamed']}"
              + (f", zero biases added {s['zero_biases_added']}" if s['zero_biases_added'] else '')
-             + f"), parameters {s['parameters']:,}; token_size {s['token_size']}, answer_size {s['answer_size']}",
+             + f"), parameters {s['parameters']:,}; " + ', '.join(f"{k} {v}" for k, v in s['facts'].items()),
              f"  optimizer state: {s['optimizer']}" + (f" (Adam step {s['optimizer_step']})"
                                                        if s['optimizer_step'] is not None else ''),
              f"  epoch {s['epoch']}, lr_base {s['lr_base']}; layer types from the {s['layer_types_from']} model; "
@@ -142,7 +144,7 @@ def build_parser():
                                      parser_class=ArgumentParser)
     for direction, (source, target) in DIRECTIONS.items():
         p = commands.add_parser(direction, help=f'convert a {source} checkpoint (and its Adam state) to {target}')
-        p.add_argument('src', help=f'the {source} checkpoint')
+        p.add_argument('src', help=f'the {source} checkpoint, or a Google ViT .npz (either direction)')
         p.add_argument('dst', help='the output' + (' (<stem>.pdparams; <stem>.pdopt beside it)'
                                                     if target == 'paddle' else ' (.pkl)'))
         add_config_arguments(p)

@@ -6,10 +6,12 @@ otherwise), reads the facts off it and drops it. Both frameworks' Nets are mirro
 checks the module trees), so either gives the same manifest.
 
 The sizes a Net needs besides the config come from the checkpoint itself: token_size from embedding.weight's rows,
-answer_size from proj.bias (its length is the same in both layouts), so no dataset is read.
+answer_size from proj.bias (its length is the same in both layouts), num_classes (image classifiers) from head.bias,
+so no dataset is read.
 """
 import dataclasses
 
+from core import registry
 from formats.layout import CheckpointMismatch
 
 FRAMEWORKS = ('torch', 'paddle')
@@ -51,21 +53,43 @@ def sizes_from_state(state, path):
     return int(emb.shape[0]), int(bias.shape[0])
 
 
-def _torch_manifest(cfg, token_size, answer_size):
+# build_model's facts read off a state dict: fact -> the key whose first dimension it is (same in both layouts)
+FACT_KEYS = {'token_size': TOKEN_KEY, 'answer_size': ANSWER_KEY, 'num_classes': 'head.bias'}
+
+
+def facts_from_state(cfg, state, path):
+    """{fact: size} of a checkpoint's state dict (either layout) for the facts cfg's model's task needs
+    (vqa: token_size, answer_size; classification: num_classes)."""
+    task = registry.task(registry.model_of(cfg).task)
+    if set(task.facts) - set(task.fact_defaults) == {'token_size', 'answer_size'}:
+        return dict(zip(('token_size', 'answer_size'), sizes_from_state(state, path)))
+    facts = {}
+    for fact in task.facts:
+        if fact in task.fact_defaults:
+            continue
+        key = FACT_KEYS[fact]
+        if key not in state:
+            raise CheckpointMismatch(f"{path}: no {key} in the checkpoint, so its {fact} is unknown; is it a "
+                                     f"checkpoint of a {task.name} model ({cfg.MODEL})?")
+        facts[fact] = int(state[key].shape[0])
+    return facts
+
+
+def _torch_manifest(cfg, *sizes, **facts):
     from backends.torch.layers import linear_weight_names
     from backends.torch.models import build_net
     # A plain CPU build: the meta device would save the memory but costs seconds of lazy imports on first use.
-    net = build_net(cfg, token_size, answer_size)
+    net = build_net(cfg, *sizes, **facts)
     params = tuple(name for name, p in net.named_parameters() if p.requires_grad)
     state = net.state_dict()
     return Manifest('torch', tuple(state), params, frozenset(linear_weight_names(net)),
                     {k: tuple(v.shape) for k, v in state.items()})
 
 
-def _paddle_manifest(cfg, token_size, answer_size):
+def _paddle_manifest(cfg, *sizes, **facts):
     from backends.paddle.layers import linear_weight_names
     from backends.paddle.models import build_net
-    net = build_net(cfg, token_size, answer_size)   # paddle.LazyGuard cannot build nn.LSTM (3.3.1)
+    net = build_net(cfg, *sizes, **facts)   # paddle.LazyGuard cannot build nn.LSTM (3.3.1)
     linear = frozenset(linear_weight_names(net))
     params = tuple(name for name, p in net.named_parameters() if not p.stop_gradient)
     state = net.state_dict()    # LSTM tensors once, under torch's names (backends.paddle.layers.LSTM)
@@ -77,15 +101,38 @@ def _paddle_manifest(cfg, token_size, answer_size):
 _BUILDERS = {'torch': _torch_manifest, 'paddle': _paddle_manifest}
 
 
-def build_manifest(cfg, token_size, answer_size, frameworks=FRAMEWORKS):
-    """The Manifest of cfg's Net, from the first framework in ``frameworks`` that imports."""
+def build_manifest(cfg, *sizes, frameworks=FRAMEWORKS, **facts):
+    """The Manifest of cfg's Net (built from the facts: VQA's token_size, answer_size, by position or name; a
+    classifier's num_classes), from the first framework in ``frameworks`` that imports."""
     failures = []
     for name in frameworks:
         try:
-            return _BUILDERS[name](cfg, token_size, answer_size)
+            return _BUILDERS[name](cfg, *sizes, **facts)
         except ImportError as exc:
             failures.append(f"{name}: {exc}")
     raise NoFramework(f"the converter builds the model to learn its layer types, but neither torch nor paddle "
                       f"imports ({'; '.join(failures)}); install one: pip install torch==2.13.0 or "
                       f"paddlepaddle==3.3.1")
 
+
+
+def initial_values(cfg, keys, frameworks=FRAMEWORKS, **facts):
+    """{key: numpy array in torch's layout} of a freshly built Net's ``keys`` (what a checkpoint without them, e.g.
+    Google's ViT .npz without ViT+TRAR's routing heads, leaves at the net's initialisation)."""
+    for name in frameworks:
+        try:
+            if name == 'torch':
+                from backends.torch.models import build_net
+                net = build_net(cfg, **facts)
+                state = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+                linear = set()
+            else:
+                from backends.paddle.layers import linear_weight_names
+                from backends.paddle.models import build_net
+                net = build_net(cfg, **facts)
+                state = {k: v.numpy() for k, v in net.state_dict().items()}
+                linear = linear_weight_names(net)
+        except ImportError:
+            continue
+        return {k: state[k].T.copy() if k in linear else state[k].copy() for k in keys}
+    raise NoFramework("building the model's initial values needs torch or paddle")

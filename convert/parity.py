@@ -40,15 +40,15 @@ import zipfile
 import numpy as np
 
 from backends import get_backend
-from backends.base import input_keys, net_call
+from backends.base import input_keys, net_call, target_key
 from convert.checkpoints import check_source, read_source
-from convert.manifest import sizes_from_state
+from convert.manifest import facts_from_state
 from core import registry
 from core.checkpoints import atomic_write
 from core.dropout_masks import STREAM as DROPOUT_MASKS
 from convert.tolerances import FORWARD_ATOL, GRAD_RTOL, TRAIN_RTOL, gradient_error
 from core.schedules import warmup_lr
-from formats import layout
+from formats import layout, vit_npz
 from formats.restricted_pickle import checkpoint_kind
 
 DEFAULT_TOL = FORWARD_ATOL
@@ -58,6 +58,7 @@ ROOT_NAME = '<net>'
 EXIT_BAD_INPUT = 3
 SYNTHETIC_QUESTION_LEN = 14
 SYNTHETIC_TOKENS = 100
+SYNTHETIC_CLASSES = 10
 
 
 # ---- the two frameworks, behind the same few calls ------------------------------------------------------------
@@ -191,8 +192,38 @@ def _stack(samples):
     return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
 
 
+def synthetic_images(cfg, batch_size, num_classes, seed=0):
+    """Random classification inputs: images (B, 3, IMG_SIZE, IMG_SIZE) in [-1, 1] (normalised as the datasets give
+    them) and class labels."""
+    rng = np.random.default_rng(seed)
+    size = cfg.IMG_SIZE
+    return {'image': rng.uniform(-1, 1, (batch_size, 3, size, size)).astype(np.float32),
+            'label': rng.integers(0, num_classes, batch_size).astype(np.int64)}
+
+
+def _needed_facts(cfg, facts):
+    """The facts build_model needs (those without a default) of a dataset's or checkpoint's facts."""
+    task = registry.task(registry.model_of(cfg).task)
+    return {name: facts[name] for name in task.facts if name not in task.fact_defaults}
+
+
+def synthetic_batches(cfg, batch_size, facts, count, seed=0):
+    if registry.task_of(cfg).input_keys == ('image',):
+        return [synthetic_images(cfg, batch_size, facts['num_classes'], seed=seed + i) for i in range(count)]
+    return [synthetic_batch(cfg, batch_size, facts['token_size'], facts['answer_size'], seed=seed + i)
+            for i in range(count)]
+
+
+def default_facts(cfg):
+    """The facts of synthetic inputs: a VQA vocabulary of SYNTHETIC_TOKENS and the format's answer list; classes."""
+    if registry.task_of(cfg).input_keys == ('image',):
+        return {'num_classes': SYNTHETIC_CLASSES}
+    return {'token_size': SYNTHETIC_TOKENS, 'answer_size': registry.data_format(cfg.DATA_FORMAT).answers}
+
+
 def generated_batches(cfg, batch_size, count):
-    """``count`` consecutive batches of a generated dataset's training data, and (token_size, answer_size)."""
+    """``count`` consecutive batches of a generated dataset's training data, and its facts (token_size, answer_size;
+    num_classes)."""
     from core.data import build_dataset, ensure_generated
     ensure_generated(cfg)
     dataset = build_dataset(cfg, 'train')
@@ -200,7 +231,7 @@ def generated_batches(cfg, batch_size, count):
         raise ValueError(f"the {cfg.DATASET} data has {len(dataset)} samples, fewer than {count} batches of "
                          f"{batch_size}")
     batches = [_stack([dataset[i] for i in range(b * batch_size, (b + 1) * batch_size)]) for b in range(count)]
-    return batches, (dataset.token_size, dataset.ans_size)
+    return batches, _needed_facts(cfg, dataset.facts())
 
 
 # ---- comparison ------------------------------------------------------------------------------------------------
@@ -322,10 +353,11 @@ def gradient_pass(fw, net, cfg, batch, seed=0):
     ``seed``, so with dropout on both frameworks drop the same elements."""
     DROPOUT_MASKS.reset(seed)
     loss_fn = fw.backend.make_loss(cfg)
-    inputs = fw.tensors({k: batch[k] for k in input_keys(batch) + ('ans',)})
+    target = target_key(batch)
+    inputs = fw.tensors({k: batch[k] for k in input_keys(batch) + (target,)})
     with _noise_free_training(fw, net, registry.model_of(cfg).routes and cfg.ROUTING == 'hard'):
         pred = net_call(net, inputs)
-        loss = loss_fn(fw.float32(pred), inputs['ans'])
+        loss = loss_fn(fw.float32(pred), inputs[target])
         loss.backward()
     return float(fw.numpy(loss)), fw.grads(net)
 
@@ -353,12 +385,14 @@ RUN_KEYS = frozenset({'AMP', 'BACKEND', 'CKPTS_ROOT', 'CKPT_EPOCH', 'CKPT_PATH',
                       'SKIP_MISSING_FEATS', 'TEST_SAVE_PRED', 'VERBOSE', 'VERSION'})
 
 
-def checkpoint_sizes(path):
-    """(token_size, answer_size) of a checkpoint of either framework."""
+def checkpoint_facts(cfg, path):
+    """build_model's facts of a checkpoint of either framework, or of a Google ViT .npz, for cfg's model."""
+    if vit_npz.is_google_npz(path):
+        return {'num_classes': int(vit_npz.read_npz(path)['head/bias'].shape[0])}
     framework = 'paddle' if checkpoint_kind(path) == 'pickle' else 'torch'
     check_source(path, framework)
     state, _, _ = read_source(path, framework)
-    return sizes_from_state(state, path)
+    return facts_from_state(cfg, state, path)
 
 
 def installed_framework():
@@ -376,12 +410,12 @@ def config_fingerprint(cfg):
     return json.loads(json.dumps(values, default=str, sort_keys=True))
 
 
-def run_side(fw, cfg, batches, token_size, answer_size, steps, batch_size, seed, ckpt=None, state=None):
+def run_side(fw, cfg, batches, facts, steps, batch_size, seed, ckpt=None, state=None):
     """One framework's half of the check, everything in numpy and torch's layout (Linear weights [out, in]):
     {'weights', 'forward', 'forward_order', 'loss', 'grads', 'lrs', 'train_losses', 'train_logits'}. The net holds
     ``ckpt``, else ``state`` (torch layout), else its own seeded random init."""
     fw.be.seed(seed)
-    net = fw.be.build_model(cfg, token_size, answer_size)
+    net = fw.be.build_model(cfg, **facts)
     linear = fw.layers.linear_weight_names(net)
     if ckpt:
         fw.be.load_checkpoint(net, ckpt)
@@ -430,27 +464,24 @@ def run_parity(cfg, ckpt=None, paddle_ckpt=None, steps=3, batch_size=4, tol=DEFA
         cfg = cfg.copy(DROPOUT_R=0.0)
     names = [framework or installed_framework()] if dump or compare else ['torch', 'paddle']
     count = max(1, steps)
-    ckpt_sizes = checkpoint_sizes(ckpt) if ckpt else None
+    ckpt_facts = checkpoint_facts(cfg, ckpt) if ckpt else None
     if registry.dataset(cfg.DATASET).generated:
-        batches, sizes = generated_batches(cfg, batch_size, count)
+        batches, facts = generated_batches(cfg, batch_size, count)
         data = f'{cfg.DATASET} ({cfg.DATA_ROOT})'
-        if ckpt_sizes is not None and ckpt_sizes != tuple(sizes):
-            raise layout.CheckpointMismatch(f"{ckpt}: (token_size, answer_size) {ckpt_sizes} differ from the "
-                                            f"{cfg.DATASET} data's {tuple(sizes)}")
+        if ckpt_facts is not None and ckpt_facts != facts:
+            raise layout.CheckpointMismatch(f"{ckpt}: ({', '.join(ckpt_facts)}) {tuple(ckpt_facts.values())} differ "
+                                            f"from the {cfg.DATASET} data's {tuple(facts.values())}")
     else:
-        sizes = ckpt_sizes or (SYNTHETIC_TOKENS, registry.data_format(cfg.DATA_FORMAT).answers)
-        batches = [synthetic_batch(cfg, batch_size, *sizes, seed=seed + i) for i in range(count)]
+        facts = ckpt_facts or default_facts(cfg)
+        batches = synthetic_batches(cfg, batch_size, facts, count, seed)
         data = 'synthetic'
-    token_size, answer_size = sizes
 
     if reference is not None:
         meta = reference['meta']
-        if ckpt_sizes is None and data == 'synthetic':
-            token_size, answer_size = meta['token_size'], meta['answer_size']
-        if (token_size, answer_size) != (meta['token_size'], meta['answer_size']):
-            raise layout.CheckpointMismatch(
-                f"{compare}: (token_size, answer_size) ({meta['token_size']}, {meta['answer_size']}) in the dump, "
-                f"({token_size}, {answer_size}) here")
+        if ckpt_facts is None and data == 'synthetic':
+            facts = dict(meta['facts'])
+        if facts != meta['facts']:
+            raise layout.CheckpointMismatch(f"{compare}: facts {meta['facts']} in the dump, {facts} here")
         batches, data = reference['batches'], f"{meta['data']}, from the dump"
 
     sides = {}
@@ -461,11 +492,11 @@ def run_parity(cfg, ckpt=None, paddle_ckpt=None, steps=3, batch_size=4, tol=DEFA
         elif reference is not None and not ckpt:
             state = reference['weights']
         own_ckpt = (paddle_ckpt or ckpt) if name == 'paddle' else ckpt
-        sides[name] = run_side(FRAMEWORKS[name](), cfg, batches, token_size, answer_size, steps, batch_size, seed,
-                               own_ckpt, state)
+        sides[name] = run_side(FRAMEWORKS[name](), cfg, batches, facts, steps, batch_size, seed, own_ckpt, state)
 
     report = {'model': cfg.MODEL, 'dataset': cfg.DATASET, 'ckpt': ckpt, 'paddle_ckpt': paddle_ckpt, 'data': data,
-              'batch_size': batch_size, 'token_size': token_size, 'answer_size': answer_size,
+              'batch_size': batch_size, 'token_size': facts.get('token_size'),
+              'answer_size': facts.get('answer_size'), 'facts': facts,
               'dropout': float(cfg.DROPOUT_R), 'steps': steps, 'seed': seed,
               'parameters': int(sum(v.size for v in sides[names[0]]['weights'].values())),
               'dump': dump, 'compare': compare}
@@ -527,7 +558,7 @@ def write_dump(path, cfg, side, report, batches):
     meta = {'format': DUMP_FORMAT, 'version': DUMP_VERSION, 'framework': side['framework'],
             'config': config_fingerprint(cfg),
             **{k: report[k] for k in ('model', 'dataset', 'ckpt', 'data', 'batch_size', 'steps', 'seed', 'dropout',
-                                      'token_size', 'answer_size')},
+                                      'facts')},
             'weights': list(side['weights']), 'forward': side['forward_order'],
             'grads': list(side['grads']), 'no_grad': [n for n, g in side['grads'].items() if g is None],
             'loss': side['loss'], 'lrs': side['lrs'], 'train_losses': [float(x) for x in side['train_losses']],

@@ -340,6 +340,9 @@ def _validate(v, origin):
         _fail('MODEL_USE', f"{v['MODEL_USE']!r} does not match model {model} (uses {spec.model_use!r})", origin)
     v['MODEL_USE'] = spec.model_use
     v['DATA_FORMAT'] = fmt
+    derive = getattr(spec.settings, 'derive', None)
+    if derive is not None:   # keys the model computes from others unless the config gives them (ViT's IMG_SCALE)
+        derive(v, {key for key, source in origin.items() if source != 'defaults'})
     for key, choices in _CHOICES.items():
         if v[key] not in choices:
             _fail(key, f"{v[key]!r} is not one of {', '.join(map(str, choices))}", origin)

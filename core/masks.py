@@ -4,6 +4,7 @@ The image is a row-major ``img_scale x img_scale`` grid of N = img_scale**2 cell
 Order k allows the keys q = (x, y) with max(|x - i|, |y - j|) <= k (a (2k+1) x (2k+1) window clipped at the border,
 Chebyshev radius k). True means masked, as in ``masked_fill``. Order 0 is global attention: only the padding mask
 applies, so it has no span mask (None). Built once with numpy; the backends register the result as a buffer.
+ViT+TRAR masks only the patch-to-patch scores: token_span_mask_stack leaves the CLS row and column open.
 """
 import numpy as np
 
@@ -40,3 +41,12 @@ def span_mask_stack(img_scale, orders):
     if not masks:
         raise ValueError("ORDERS must list at least one order")
     return np.stack([np.zeros((n, n), dtype=bool) if m is None else m for m in masks])
+
+
+def token_span_mask_stack(img_scale, orders, open_tokens=1):
+    """(len(orders), T, T) bool with T = open_tokens + N: ``span_mask_stack`` on the patch-to-patch block, after
+    ``open_tokens`` leading tokens (ViT's CLS) whose rows and columns are never masked (ViT+TRAR)."""
+    patches = span_mask_stack(img_scale, orders)
+    out = np.zeros((patches.shape[0],) + tuple(n + open_tokens for n in patches.shape[1:]), dtype=bool)
+    out[:, open_tokens:, open_tokens:] = patches
+    return out

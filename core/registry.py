@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import core.specs
-from core.specs import mcan, mmnasnet, trar
+from core.specs import mcan, mmnasnet, trar, vit, vit_trar
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,8 @@ class ModelSpec:
                                 # CLEVR is grid for every model); an image classifier reads 'image'
     datasets: tuple             # the datasets it has a yml for
     settings: object = field(repr=False, default=core.specs)   # core/specs module: its keys, defaults, validate
-    routes: bool = False        # routing weights and a temperature: tau schedule, routing_alphas, _routing.png
+    routes: bool = False        # routing weights (and, for hard routing, a temperature): tau schedule,
+                                # routing_alphas, _routing.png
     needs_box_geometry: bool = False   # reads rel_geom (core.geometry), computed in the dataset per sample
     exportable: bool = True     # deploy's static / ONNX export knows how to wrap its Net
 
@@ -121,6 +122,7 @@ DATASETS = {d.name: d for d in (
 )}
 
 _ALL_VQA = ('vqa', 'clevr', 'demo', 'demo_clevr')
+_IMAGE_DATASETS = ('imagenet', 'demo_images')
 MODELS = {m.name: m for m in (
     ModelSpec('trar', 'trar', task='vqa', features='grid', datasets=_ALL_VQA, settings=trar, routes=True),
     ModelSpec('mcan_small', 'mcan', task='vqa', features='region', datasets=_ALL_VQA, settings=mcan),
@@ -129,6 +131,11 @@ MODELS = {m.name: m for m in (
               settings=mmnasnet, needs_box_geometry=True),
     ModelSpec('mmnasnet_large', 'mmnasnet', task='vqa', features='region', datasets=('vqa',), settings=mmnasnet,
               needs_box_geometry=True),
+    # Image classifiers (issue 24): ImageNet-style folders, the generated demo images, CIFAR-100 (plain ViT's recipe)
+    ModelSpec('vit', 'vit', task='classification', features='image', datasets=_IMAGE_DATASETS + ('cifar100',),
+              settings=vit),
+    ModelSpec('vit_trar', 'vit_trar', task='classification', features='image', datasets=_IMAGE_DATASETS,
+              settings=vit_trar, routes=True),
 )}
 
 

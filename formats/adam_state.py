@@ -29,8 +29,11 @@ _PRECISE_POW = 1e-30
 
 
 def is_torch_adam(state):
+    """A torch Adam state_dict: every param group has betas (an SGD one, as ViT's train script saves, has momentum
+    buffers instead of moments and no betas)."""
     return isinstance(state, dict) and isinstance(state.get('state'), dict) and \
-        isinstance(state.get('param_groups'), list)
+        isinstance(state.get('param_groups'), list) and \
+        all(isinstance(g, dict) and 'betas' in g for g in state['param_groups'])
 
 
 def is_paddle_adam(state):

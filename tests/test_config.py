@@ -347,6 +347,14 @@ _CLEVR_RUN = dict(_VQA_RUN, LR_BASE=4e-5, LR_DECAY_LIST=[13, 15], MAX_EPOCH=16, 
 _DEMO = dict(LAYER=2, HIDDEN_SIZE=64, FF_SIZE=128, MULTI_HEAD=4, FLAT_MLP_SIZE=64, FLAT_OUT_SIZE=128,
              WORD_EMBED_SIZE=32, USE_GLOVE=False, DROPOUT_R=0.1, BATCH_SIZE=32, LR_BASE=1e-3, WARMUP_EPOCH=1,
              LR_DECAY_LIST=[8], MAX_EPOCH=12)
+_VIT_B16 = dict(PATCH_SIZE=16, HIDDEN_SIZE=768, FF_SIZE=3072, MULTI_HEAD=12, LAYER=12, DROPOUT_R=0.1,
+                ATTN_DROPOUT_R=0.0, CLASSIFIER='token')
+_VIT_RECIPE = dict(OPT='SGD', LR_BASE=0.03, LR_SCHEDULE='cosine', GRAD_NORM_CLIP=1.0, LOSS_FUNC='ce',
+                   LOSS_REDUCTION='mean', LR_DECAY_LIST=[], BATCH_SIZE=512, GRAD_ACCU_STEPS=128)
+_VIT_DEMO = dict(IMG_SIZE=32, PATCH_SIZE=4, IMG_SCALE=8, HIDDEN_SIZE=64, FF_SIZE=128, MULTI_HEAD=4, LAYER=4,
+                 OPT='SGD', LR_BASE=0.1, LR_SCHEDULE='cosine', WARMUP_STEPS=30, LR_DECAY_LIST=[], BATCH_SIZE=32,
+                 MAX_EPOCH=12, LOSS_FUNC='ce', LOSS_REDUCTION='mean')
+
 EXPECTED = {
     ('vqa', 'trar'): dict(_NET_SMALL, **_VQA_RUN, MODEL_USE='trar', ORDERS=[0, 1, 2, 3], IMG_SCALE=8, ROUTING='soft',
                           POOLING='avg', TAU_POLICY=1, TAU_MAX=10, TAU_MIN=0.1, BINARIZE=False, USE_BBOX_FEAT=False,
@@ -376,6 +384,13 @@ EXPECTED = {
                                     USE_BBOX_FEAT=False, BBOX_NORMALIZE=False),
     ('demo', 'mmnasnet_small'): dict(MODEL_USE='mmnasnet', HIDDEN_SIZE=64, REL_HBASE=16, FEAT_TYPE='region',
                                      FRCN=(12, 48), BBOX=(12, 5), BBOX_NORMALIZE=False),
+    # ViT (reference vit_trar.md: B/16, SGD 3e-2 momentum 0.9, cosine after a warm-up by steps, clip 1, mean CE)
+    ('imagenet', 'vit'): dict(_VIT_B16, **_VIT_RECIPE, MODEL_USE='vit', IMG_SIZE=384, IMG_SCALE=24, WARMUP_STEPS=1000),
+    ('imagenet', 'vit_trar'): dict(_VIT_B16, **_VIT_RECIPE, MODEL_USE='vit_trar', IMG_SIZE=384, IMG_SCALE=24,
+                                   WARMUP_STEPS=1000, ORDERS=[0, 1, 2, 3], POOLING='avg', ROUTING='soft'),
+    ('cifar100', 'vit'): dict(_VIT_B16, **_VIT_RECIPE, MODEL_USE='vit', IMG_SIZE=224, IMG_SCALE=14, WARMUP_STEPS=100),
+    ('demo_images', 'vit'): dict(_VIT_DEMO, MODEL_USE='vit'),
+    ('demo_images', 'vit_trar'): dict(_VIT_DEMO, MODEL_USE='vit_trar', ORDERS=[0, 1, 2]),
 }
 _FEAT_KEYS = {'FRCN': ('vqa', 'FRCN_FEAT_SIZE'), 'BBOX': ('vqa', 'BBOX_FEAT_SIZE'), 'GRID': ('clevr', 'GRID_FEAT_SIZE')}
 

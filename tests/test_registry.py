@@ -96,7 +96,7 @@ def test_the_original_names_parse(model):
 
 
 def test_capabilities():
-    assert [m.name for m in registry.MODELS.values() if m.routes] == ["trar"]
+    assert [m.name for m in registry.MODELS.values() if m.routes] == ["trar", "vit_trar"]
     assert {m.model_use for m in registry.MODELS.values() if m.needs_box_geometry} == {"mmnasnet"}
     assert [d.name for d in registry.DATASETS.values() if d.generated] == ["demo", "demo_clevr", "demo_images"]
     assert config.load_config("trar", "demo").DATA_ROOT == os.path.join("data", "demo")

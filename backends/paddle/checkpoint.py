@@ -19,13 +19,15 @@ Read (a .pdopt's checksums checked first: a damaged file or a pair mixed from tw
   a paddle.save'd openvqa container {'state_dict', 'optimizer', 'lr_base', 'epoch'};
 - a torch .pkl (openvqa / TRAR-VQA container or bare state dict, zip or legacy format, a zip's CRC-32 checked) through
   formats.restricted_pickle, so torch is never imported; Linear weights are transposed using the model's Linear list.
+- Google's official ViT .npz (formats.vit_npz): the original load_from's transforms, then the Linear transposes;
+  keys the npz lacks (ViT+TRAR's routing heads) keep the net's values.
 """
 import numpy as np
 import paddle
 
 from backends.paddle.layers import linear_weight_names
 from core.checkpoints import atomic_save
-from formats import adam_state, integrity, layout, restricted_pickle, sgd_state
+from formats import adam_state, integrity, layout, restricted_pickle, sgd_state, vit_npz
 
 
 def read_checkpoint(path):
@@ -39,9 +41,23 @@ def _numpy_dtype(tensor):
     return np.dtype(str(tensor.dtype).split('.')[-1])
 
 
+def load_google_npz(net, path):
+    """Google's ViT .npz into ``net``; the routing heads it lacks keep their values. Returns the empty meta."""
+    own = net.state_dict()
+    linear = linear_weight_names(net)
+    torch_shapes = {k: tuple(reversed(v.shape)) if k in linear else tuple(v.shape) for k, v in own.items()}
+    state, kept, _notes = vit_npz.google_state(vit_npz.read_npz(path), torch_shapes, path)
+    state = layout.to_paddle_layout(state, linear)
+    state.update({key: own[key].numpy() for key in kept})
+    net.set_state_dict({k: state[k].astype(_numpy_dtype(v), copy=False) for k, v in own.items()})
+    return {'epoch': None, 'lr_base': None, 'optimizer': None}
+
+
 def load_checkpoint(net, path):
     """Load weights into ``net`` (strict, with a report naming the config keys that probably differ);
     return {'epoch', 'lr_base', 'optimizer'}, None where the file has none."""
+    if vit_npz.is_google_npz(path):
+        return load_google_npz(net, path)
     obj, paddle_layout = read_checkpoint(path)
     state, meta = layout.split_container(obj, path)
     if paddle_layout:   # first: a .pdparams that does not pair with its .pdopt is refused before anything else

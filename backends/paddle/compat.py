@@ -2,7 +2,7 @@
 
 - LSTM, cell_aliases, lstm_aliases, LSTMAliasLoading: a Net's state dict holds the LSTM under torch's names only,
   and loads a dict with torch's names, paddle.nn.LSTM's per-cell aliases, or both (the Paddle ports' files);
-- init_like_torch: every Linear re-drawn as PyTorch initialises it.
+- init_like_torch: every Linear and Conv2D re-drawn as PyTorch initialises it (then a layer's own original init).
 """
 import math
 
@@ -74,7 +74,8 @@ class LSTMAliasLoading(nn.Layer):
 
 
 def init_like_torch(net):
-    """Re-draw every Linear as PyTorch initialises it: weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    """Re-draw every Linear and Conv2D as PyTorch initialises it: weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in));
+    then a layer with an initialisation of its own in the original (``_init_weights``, e.g. ViT's Mlp) runs it again.
 
     The original models train from PyTorch's defaults; Paddle's (Xavier weights, zero biases) train the same net to a
     lower accuracy band on the demo data. The Embedding is drawn N(0, 1) in layers.make_embedding and paddle.nn.LSTM
@@ -87,4 +88,13 @@ def init_like_torch(net):
             init(layer.weight)
             if layer.bias is not None:
                 init(layer.bias)
+        elif isinstance(layer, nn.Conv2D):
+            fan_in = math.prod(layer.weight.shape[1:])      # [out, in / groups, kh, kw] in both frameworks
+            init = nn.initializer.Uniform(-1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in))
+            init(layer.weight)
+            if layer.bias is not None:
+                init(layer.bias)
+    for layer in net.sublayers(include_self=True):
+        if hasattr(layer, "_init_weights"):
+            layer._init_weights()
     return net

@@ -11,13 +11,15 @@ Read (a zip file's CRC-32 checked first, formats.integrity.check_zip_crc):
   some harmless files); never weights_only=False.
 - a Paddle .pdparams (this project's or a Paddle port's): Linear weights transposed using the model's Linear list,
   LSTM aliases folded into the torch names; epoch and lr_base come from the .pdopt beside it.
+- Google's official ViT .npz (formats.vit_npz): the original load_from's transforms; keys the npz lacks (ViT+TRAR's
+  routing heads) keep the net's values.
 """
 import numpy as np
 import torch
 
 from backends.torch.layers import linear_weight_names
 from core.checkpoints import atomic_write
-from formats import adam_state, integrity, layout, restricted_pickle, sgd_state
+from formats import adam_state, integrity, layout, restricted_pickle, sgd_state, vit_npz
 
 
 def _to_torch(obj):
@@ -45,9 +47,22 @@ def read_checkpoint(path):
         return _to_torch(restricted_pickle.read_torch_checkpoint(path)), False
 
 
+def load_google_npz(net, path):
+    """Google's ViT .npz into ``net``; the routing heads it lacks keep their values. Returns the empty meta."""
+    own = net.state_dict()
+    state, kept, _notes = vit_npz.google_state(vit_npz.read_npz(path), {k: tuple(v.shape) for k, v in own.items()},
+                                               path)
+    state = _to_torch(state)
+    state.update({key: own[key] for key in kept})
+    net.load_state_dict(state, strict=True)
+    return {'epoch': None, 'lr_base': None, 'optimizer': None}
+
+
 def load_checkpoint(net, path):
     """Load weights into ``net`` (strict, with a report naming the config keys that probably differ);
     return {'epoch', 'lr_base', 'optimizer'}, None where the file has none."""
+    if vit_npz.is_google_npz(path):
+        return load_google_npz(net, path)
     obj, paddle_layout = read_checkpoint(path)
     state, meta = layout.split_container(obj, path)
     if paddle_layout:   # the .pdopt first: a .pdparams that does not pair with it is refused before anything else

@@ -9,6 +9,8 @@ A module may define (all optional):
     LIST_ITEMS {KEY: type}               item type of a list key
     AT_LEAST   {KEY: lower bound}
     CHOICES    {KEY: (allowed, ...)}
+    derive(values, given)                keys computed from others before the checks, where the config does not
+                                         give them (``given``: the keys set by a yml, --CONFIG or overrides)
     validate(values, fail)               cross-key checks on the merged values; fail(key, message) raises the
                                          one-line ConfigError naming the key and where it was set
 """
