@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 import core.specs
-from core.specs import mcan, mmnasnet, trar
+from core.specs import mcan, mmnasnet, rwsan, trar
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,7 @@ MODELS = {m.name: m for m in (
               settings=mmnasnet, needs_box_geometry=True),
     ModelSpec('mmnasnet_large', 'mmnasnet', task='vqa', features='region', datasets=('vqa',), settings=mmnasnet,
               needs_box_geometry=True),
+    ModelSpec('rwsan', 'rwsan', task='vqa', features='region', datasets=('vqa', 'demo'), settings=rwsan),
 )}
 
 
