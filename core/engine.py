@@ -70,7 +70,8 @@ def train(cfg, be):
         path = checkpoints.resume_path(cfg, be.checkpoint_ext)
         meta = be.load_checkpoint(net, path)
         trainer.load_optimizer_state(meta)
-        start_epoch = int(meta["epoch"] or 0)
+        # a file without an epoch (RWSAN's container) resumes after --CKPT_E, as the original's resume does
+        start_epoch = int(meta["epoch"] if meta["epoch"] is not None else cfg.CKPT_EPOCH)
         lr_base = float(meta["lr_base"] if meta["lr_base"] is not None else cfg.LR_BASE)
         _say(cfg, f"Resumed from {path}: epoch {start_epoch}, lr_base {lr_base:g}")
     if start_epoch >= cfg.MAX_EPOCH:
