@@ -313,6 +313,12 @@ def save_as_on_a_gpu(obj, path):
             dst.writestr(info, data)
 
 
+def save_original(net, trainer, path, lr_base):
+    """The original's epoch<k>.pkl from a torch-backend net and trainer."""
+    save_as_on_a_gpu({"state_dict": {k: v.clone() for k, v in net.state_dict().items()},
+                      "optimizer": torch1_adam_state(trainer.optimizer), "lr_base": lr_base}, path)
+
+
 @pytest.fixture
 def original_checkpoint(tmp_path):
     """(path, torch net, batch): an RWSAN trained two steps in torch, saved as the original's epoch<k>.pkl."""
@@ -329,8 +335,7 @@ def original_checkpoint(tmp_path):
     for _ in range(2):
         trainer.train_step(batch, 1e-4)
     path = str(tmp_path / "epoch16.pkl")
-    save_as_on_a_gpu({"state_dict": {k: v.clone() for k, v in net.state_dict().items()},
-                      "optimizer": torch1_adam_state(trainer.optimizer), "lr_base": 4e-6}, path)
+    save_original(net, trainer, path, lr_base=4e-6)
     with open(path, "rb") as f:
         assert b"cuda:0" in f.read()
     raw = read_torch_checkpoint(path)
@@ -379,3 +384,55 @@ def test_original_checkpoint_converts_both_ways(both_backends, original_checkpoi
             meta = be.load_checkpoint(net, str(file))
             assert meta["lr_base"] == 4e-6
             assert np.max(np.abs(be.predict(net, batch) - expected)) <= FORWARD_ATOL
+
+
+@pytest.mark.parity
+def test_training_continues_from_the_original_checkpoint_in_either_framework(both_backends, tmp_path):
+    """2 torch steps saved as the original's file, then 2 steps in torch or paddle (the file read directly, or
+    converted to .pdparams) == 4 uninterrupted torch steps; with Adam restarted they differ."""
+    from convert.checkpoints import convert_file
+    from tests.tolerances import TRAIN_RTOL
+    cfg = rwsan_tiny(BATCH_SIZE=4)
+    config = tmp_path / "tiny.yml"
+    config.write_text(yaml.safe_dump(json.loads(json.dumps({**TINY, **TINY_REGIONS, **TINY_RWSAN, "BATCH_SIZE": 4}))))
+    lrs = [1e-3, 2e-3, 2e-3, 1e-3]
+    batches = []
+    for i in range(4):
+        batch = tiny_batch(cfg, seed=i)
+        batch["ans"] = (np.random.default_rng(i).uniform(size=(4, ANSWERS_TINY)) > 0.6).astype(np.float32)
+        batches.append(batch)
+
+    def start(be, steps):
+        be.set_device("")
+        be.seed(0)
+        net = be.build_model(cfg, TOKENS, ANSWERS_TINY)
+        trainer = be.make_trainer(net, cfg)
+        return net, trainer, [trainer.train_step(batches[i], lrs[i]) for i in range(steps)]
+
+    torch_be, paddle_be = both_backends
+    ref_net, _, ref_losses = start(torch_be, 4)
+    ref_logits = torch_be.predict(ref_net, batches[0])
+    net, trainer, _ = start(torch_be, 2)
+    path = str(tmp_path / "epoch1.pkl")
+    save_original(net, trainer, path, lr_base=1e-3)
+    converted = str(tmp_path / "epoch1.pdparams")
+    convert_file("torch2paddle", path, converted, "rwsan", "vqa", config=str(config))
+
+    def resume(be, file, adam=True):
+        net = be.build_model(cfg, TOKENS, ANSWERS_TINY)
+        meta = be.load_checkpoint(net, file)
+        trainer = be.make_trainer(net, cfg)
+        if adam:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)      # no "Adam's moments restart" warning
+                trainer.load_optimizer_state(meta)
+        return [trainer.train_step(batches[i], lrs[i]) for i in (2, 3)], be.predict(net, batches[0])
+
+    scale = max(1.0, float(np.max(np.abs(ref_logits))))
+    for be, file in ((torch_be, path), (paddle_be, path), (paddle_be, converted)):
+        losses, logits = resume(be, file)
+        for got, want in zip(losses, ref_losses[2:]):
+            assert abs(got - want) <= TRAIN_RTOL * abs(want), (be.name, file)
+        assert np.max(np.abs(logits - ref_logits)) <= TRAIN_RTOL * scale, (be.name, file)
+    _, fresh = resume(paddle_be, path, adam=False)
+    assert np.max(np.abs(fresh - ref_logits)) > 10 * TRAIN_RTOL * scale
