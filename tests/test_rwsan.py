@@ -313,9 +313,9 @@ def save_as_on_a_gpu(obj, path):
             dst.writestr(info, data)
 
 
-def save_original(net, trainer, path, lr_base):
-    """The original's epoch<k>.pkl from a torch-backend net and trainer."""
-    save_as_on_a_gpu({"state_dict": {k: v.clone() for k, v in net.state_dict().items()},
+def save_original(net, trainer, path, lr_base, prefix=""):
+    """The original's epoch<k>.pkl from a torch-backend net and trainer (prefix 'module.': saved from DataParallel)."""
+    save_as_on_a_gpu({"state_dict": {prefix + k: v.clone() for k, v in net.state_dict().items()},
                       "optimizer": torch1_adam_state(trainer.optimizer), "lr_base": lr_base}, path)
 
 
@@ -336,6 +336,7 @@ def original_checkpoint(tmp_path):
         trainer.train_step(batch, 1e-4)
     path = str(tmp_path / "epoch16.pkl")
     save_original(net, trainer, path, lr_base=4e-6)
+    save_original(net, trainer, str(tmp_path / "data_parallel.pkl"), lr_base=4e-6, prefix="module.")
     with open(path, "rb") as f:
         assert b"cuda:0" in f.read()
     raw = read_torch_checkpoint(path)
@@ -350,6 +351,9 @@ def test_original_checkpoint_loads_into_both_backends(both_backends, original_ch
         net = be.build_model(cfg, TOKENS, ANSWERS_TINY)
         meta = be.load_checkpoint(net, path)
         assert meta["epoch"] is None and meta["lr_base"] == 4e-6
+        assert np.max(np.abs(be.predict(net, batch) - expected)) <= FORWARD_ATOL
+        net = be.build_model(cfg, TOKENS, ANSWERS_TINY)
+        be.load_checkpoint(net, path.replace("epoch16.pkl", "data_parallel.pkl"))
         assert np.max(np.abs(be.predict(net, batch) - expected)) <= FORWARD_ATOL
         trainer = be.make_trainer(net, cfg)
         with warnings.catch_warnings():
