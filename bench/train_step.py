@@ -38,7 +38,6 @@ CONFIGS = {(use, size): (spec.name, SIZE_DATASETS[size]) for use, spec in _SMALL
 # Vocabulary sizes: the demo data's 36 tokens; VQA-v2 train+val+test+VG with GloVe (openvqa's token_size).
 TOKEN_SIZE = {"demo": 36, "default": 20573}
 ANSWER_SIZE = 3129  # core/data/answer_dict.json, for both sizes
-QUESTION_LEN = 14
 RESULT_MARK = "BENCH_RESULT "
 LR = 1e-4
 
@@ -58,7 +57,8 @@ def synthetic_samples(cfg, n, token_size, answer_size, seed=0):
     """``n`` sample dicts in the dataset format (docs/architecture.md) with the shapes and padding of real data.
 
     Grid features fill every row (TRAR's grids have no padding); region features have 10..rows boxes, the rest zero,
-    with pixel boxes inside a 640x480 image; questions have 4..14 tokens; answers are sparse soft scores.
+    with pixel boxes inside a 640x480 image; questions have 4..MAX_TOKEN tokens (14; RWSAN 16); answers are sparse
+    soft scores.
     """
     rng = np.random.default_rng(seed)
     rows, dim = cfg.FEAT_SIZE["vqa"]["FRCN_FEAT_SIZE"]
@@ -79,8 +79,8 @@ def synthetic_samples(cfg, n, token_size, answer_size, seed=0):
                 area = (bbox[:, 2] - bbox[:, 0]) * (bbox[:, 3] - bbox[:, 1])
                 bbox = np.concatenate([bbox, area[:, None]], axis=1)
             bbox[boxes:] = 0
-        ques_ix = np.zeros(QUESTION_LEN, np.int64)
-        length = int(rng.integers(4, QUESTION_LEN + 1))
+        ques_ix = np.zeros(cfg.MAX_TOKEN, np.int64)
+        length = int(rng.integers(4, cfg.MAX_TOKEN + 1))
         ques_ix[:length] = rng.integers(3, token_size, length)
         ans = np.zeros(answer_size, np.float32)
         picks = rng.choice(answer_size, size=int(rng.integers(1, 4)), replace=False)

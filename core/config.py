@@ -39,6 +39,8 @@ DEFAULTS = {
     'FLAT_MLP_SIZE': 512, 'FLAT_GLIMPSES': 1, 'FLAT_OUT_SIZE': 1024,
     # Word embeddings: GLOVE_PATH is a GloVe .txt or .npy; GLOVE_SPACY_MODEL the name of an installed spaCy vectors model
     'WORD_EMBED_SIZE': 300, 'USE_GLOVE': True, 'GLOVE_PATH': None, 'GLOVE_SPACY_MODEL': None,
+    # Words read per VQA-format question (openvqa: 14; mcan-vqa's key name; CLEVR reads its longest question)
+    'MAX_TOKEN': 14,
     # Image features: FEAT_SIZE[DATA_FORMAT][name] = (rows padded/truncated to, feature width);
     # FEAT_TYPE 'grid' = TRAR .npy grid cells, 'region' = openvqa bottom-up .npz boxes
     'FEAT_SIZE': {'vqa': {'FRCN_FEAT_SIZE': (64, 2048), 'BBOX_FEAT_SIZE': (100, 5)},
@@ -96,7 +98,7 @@ _NAME_KEYS = {'VERSION', 'CKPT_VERSION', 'GPU'}
 # Lower bounds of numeric keys.
 _AT_LEAST = {
     'LAYER': 1, 'HIDDEN_SIZE': 1, 'FF_SIZE': 1, 'MULTI_HEAD': 1, 'FLAT_MLP_SIZE': 1, 'FLAT_GLIMPSES': 1,
-    'FLAT_OUT_SIZE': 1, 'WORD_EMBED_SIZE': 1, 'BBOXFEAT_EMB_SIZE': 1, 'BATCH_SIZE': 1,
+    'FLAT_OUT_SIZE': 1, 'WORD_EMBED_SIZE': 1, 'MAX_TOKEN': 1, 'BBOXFEAT_EMB_SIZE': 1, 'BATCH_SIZE': 1,
     'GRAD_ACCU_STEPS': 1, 'MAX_EPOCH': 1, 'WARMUP_EPOCH': 0, 'NUM_WORKERS': 0, 'CKPT_EPOCH': 0, 'SEED': 0,
     'SUBSET': 1, 'DROPOUT_R': 0.0, 'LR_BASE': 0.0, 'LR_DECAY_R': 0.0, 'IMG_SIZE': 1, 'WARMUP_STEPS': 0,
 }
@@ -341,7 +343,7 @@ def _validate(v, origin):
     v['MODEL_USE'] = spec.model_use
     v['DATA_FORMAT'] = fmt
     derive = getattr(spec.settings, 'derive', None)
-    if derive is not None:   # keys the model computes from others unless the config gives them (ViT's IMG_SCALE)
+    if derive is not None:   # keys the model computes from others unless given (ViT's IMG_SCALE, RWSAN's FF_SIZE)
         derive(v, {key for key, source in origin.items() if source != 'defaults'})
     for key, choices in _CHOICES.items():
         if v[key] not in choices:

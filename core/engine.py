@@ -151,21 +151,17 @@ def _train(cfg: Config, be) -> dict[str, Any]:
 
 def resume_point(cfg, path, meta):
     """(epoch to start from, lr_base) of a resumed run from checkpoint ``path`` and its meta. A checkpoint without
-    optimizer state is refused unless RESUME_WEIGHTS_ONLY (then Adam starts afresh, said in a warning); one with an
+    optimizer state is refused unless RESUME_WEIGHTS_ONLY (then the optimizer starts afresh, said in a warning); one with an
     epoch but no lr_base gets the rate LR_BASE decays to by then."""
     epoch = meta.get("epoch")
+    if epoch is None and cfg.CKPT_PATH is None:   # a file without an epoch (RWSAN's container): after --CKPT_E, as
+        epoch = cfg.CKPT_EPOCH                     # the original's resume does
     if not meta.get("optimizer"):
         if not cfg.RESUME_WEIGHTS_ONLY:
             raise ValueError(f"RESUME: {path} has weights but no optimizer state (a .pdparams without its .pdopt, or a "
                              "weights-only file); resuming would restart the optimizer and the warm-up: resume a full "
                              "checkpoint, or --SET RESUME_WEIGHTS_ONLY=True to continue with a fresh optimizer")
-        if epoch is not None:
-            where = f"after epoch {epoch} (the checkpoint's)"
-        elif cfg.CKPT_PATH is None:
-            epoch = cfg.CKPT_EPOCH
-            where = f"after epoch {epoch} (--CKPT_E; the file holds no epoch)"
-        else:
-            where = "from epoch 0 (the file holds no epoch)"
+        where = f"after epoch {epoch}" if epoch is not None else "from epoch 0 (the file holds no epoch)"
         warnings.warn(f"RESUME_WEIGHTS_ONLY: {path} has no optimizer state; training continues with a fresh optimizer "
                       f"(moments from zero) {where}", RuntimeWarning, stacklevel=2)
     start = int(epoch or 0)

@@ -31,7 +31,7 @@ from core.config import DERIVED, FIXED
 from core.data import build_dataset, features
 from core.data import vqa as vqa_data
 from core.data.answers import load_answer_dict
-from core.data.tokenizer import UNK, VQA_MAX_TOKEN, encode, tokenize
+from core.data.tokenizer import UNK, encode, tokenize
 
 FORMAT = "twinvqa-inference"
 FORMAT_VERSION = 1
@@ -91,7 +91,7 @@ def question_vocabulary(cfg):
         return dict(ds.token_to_ix), [ds.ix_to_ans[i] for i in range(ds.ans_size)], int(ds.max_token)
     token_to_ix, _ = vqa_data.question_vocabulary(cfg)
     _, ix_to_ans = load_answer_dict()
-    return token_to_ix, [ix_to_ans[i] for i in range(len(ix_to_ans))], VQA_MAX_TOKEN
+    return token_to_ix, [ix_to_ans[i] for i in range(len(ix_to_ans))], int(cfg.MAX_TOKEN)
 
 
 def config_keys(cfg):

@@ -105,8 +105,7 @@ def bench(cfg, batch_sizes=(1, 64), threads=None, warmup=2, repeats=10, token_si
 
 
 def _max_token(cfg):
-    from core.data.tokenizer import VQA_MAX_TOKEN
-    return VQA_MAX_TOKEN if cfg.DATA_FORMAT == "vqa" else CLEVR_BENCH_TOKENS
+    return int(cfg.MAX_TOKEN) if cfg.DATA_FORMAT == "vqa" else CLEVR_BENCH_TOKENS
 
 
 CLEVR_BENCH_TOKENS = 45   # a CLEVR vocabulary's longest question is about this long

@@ -384,6 +384,16 @@ EXPECTED = {
                                     USE_BBOX_FEAT=False, BBOX_NORMALIZE=False),
     ('demo', 'mmnasnet_small'): dict(MODEL_USE='mmnasnet', HIDDEN_SIZE=64, REL_HBASE=16, FEAT_TYPE='region',
                                      FRCN=(12, 48), BBOX=(12, 5), BBOX_NORMALIZE=False),
+    # RWSAN (reference rwsan.md §8.5 and §7.1): MAX_TOKEN 16, FF_SIZE derived, decay at 12 and 14 of 16
+    ('vqa', 'rwsan'): dict(MODEL_USE='rwsan', SRWSA_LAYER=3, SGRWSA_LAYER=3, HIDDEN_SIZE=512, FF_SIZE=2048,
+                           MULTI_HEAD=4, DROPOUT_R=0.1, SRWSA_MIDSIZE=4, SGRWSA_SA_MIDSIZE=16, SGRWSA_GA_MIDSIZE=64,
+                           FLAT_MLP_SIZE=256, FLAT_GLIMPSES=1, FLAT_OUT_SIZE=1024, WORD_EMBED_SIZE=300, USE_GLOVE=True,
+                           MAX_TOKEN=16, FEAT_TYPE='region', FRCN=(100, 2048), USE_BBOX_FEAT=False, BATCH_SIZE=64,
+                           LR_BASE=1e-4, LR_DECAY_R=0.2, LR_DECAY_LIST=[12, 14], WARMUP_EPOCH=3, MAX_EPOCH=16,
+                           GRAD_NORM_CLIP=-1.0, GRAD_ACCU_STEPS=1, LOSS_FUNC='bce', LOSS_REDUCTION='sum',
+                           OPT_PARAMS={'betas': (0.9, 0.98), 'eps': 1e-9}, AMP=True),
+    ('demo', 'rwsan'): dict(MODEL_USE='rwsan', HIDDEN_SIZE=64, FF_SIZE=256, MULTI_HEAD=4, MAX_TOKEN=16,
+                            FEAT_TYPE='region', FRCN=(12, 48), USE_GLOVE=False),
     # ViT (reference vit_trar.md: B/16, SGD 3e-2 momentum 0.9, cosine after a warm-up by steps, clip 1, mean CE)
     ('imagenet', 'vit'): dict(_VIT_B16, **_VIT_RECIPE, MODEL_USE='vit', IMG_SIZE=384, IMG_SCALE=24, WARMUP_STEPS=1000),
     ('imagenet', 'vit_trar'): dict(_VIT_B16, **_VIT_RECIPE, MODEL_USE='vit_trar', IMG_SIZE=384, IMG_SCALE=24,
@@ -426,3 +436,4 @@ def test_every_shipped_yml_is_checked():
 def test_mmnasnet_errors(overrides, key):
     message = _error(overrides, model='mmnasnet_small')
     assert message.startswith(key), message
+

@@ -34,6 +34,7 @@ CASES = {
     "trar_clevr": ("trar", "clevr", {}),
     "mcan_small": ("mcan_small", "vqa", {}),
     "mmnasnet_small": ("mmnasnet_small", "vqa", {"REL_HBASE": 8, "REL_SIZE": 8}),
+    "rwsan": ("rwsan", "vqa", {"SRWSA_LAYER": 2, "SGRWSA_LAYER": 2, "AMP": False}),
 }
 
 

@@ -30,10 +30,17 @@ def twin_nets(cfg, token_size=TOKEN_SIZE, answer_size=ANSWER_SIZE, seed=0):
     return torch_net, paddle_net
 
 
+def backbone_of(net):
+    """The sublayer registered just before attflat_img, which returns (question features, image features): its name
+    is the original's (openvqa: backbone; RWSAN: RWSA_layer)."""
+    names = [name for name, _ in net.named_children()]
+    return getattr(net, names[names.index("attflat_img") - 1])
+
+
 def run_with_intermediates(fw, net, batch, train=False):
     """Logits plus the outputs of the backbone, the two poolings and (TRAR) the routing weights, as numpy."""
     store = {}
-    hooks = [capture(fw, net.backbone, store, "backbone"),
+    hooks = [capture(fw, backbone_of(net), store, "backbone"),
              capture(fw, net.attflat_lang, store, "attflat_lang"),
              capture(fw, net.attflat_img, store, "attflat_img")]
     try:
@@ -79,6 +86,7 @@ EVAL_CASES = {
     "mcan_small": ("mcan_small", "vqa", {}),
     "mcan_small_bbox": ("mcan_small", "vqa", {"USE_BBOX_FEAT": True, "BBOXFEAT_EMB_SIZE": 6}),
     "mcan_large": ("mcan_large", "vqa", {}),
+    "rwsan": ("rwsan", "vqa", {"SRWSA_LAYER": 2, "SGRWSA_LAYER": 2, "SGRWSA_GA_MIDSIZE": 12}),
 }
 
 
@@ -110,6 +118,7 @@ GRAD_CASES = {
     "trar_soft_attention": ("trar", "vqa", {"POOLING": "attention"}),
     "trar_soft_fc_clevr": ("trar", "clevr", {"ROUTING": "soft", "BINARIZE": False}),
     "mcan_small": ("mcan_small", "vqa", {}),
+    "rwsan": ("rwsan", "vqa", {"SRWSA_LAYER": 2, "SGRWSA_LAYER": 2, "SGRWSA_GA_MIDSIZE": 12}),
 }
 # make_batch pads image rows so that some attention rows have every key masked; paddle's CPU span softmax handles
 # those rows apart, so one case also runs without padded rows.

@@ -38,7 +38,7 @@ class VQADataset:
         # a relation attention (MMNasNet's) takes the pairwise box geometry, computed here once per sample
         self.rel_geom = (str(cfg_get(cfg, "MODEL_USE", None)).lower() in registry.model_uses()
                          and registry.model_of(cfg).needs_box_geometry)
-        self.max_token = VQA_MAX_TOKEN
+        self.max_token = int(cfg_get(cfg, "MAX_TOKEN", VQA_MAX_TOKEN))
 
         splits = split_names(cfg.SPLIT[mode], FMT)
         if mode == "train" and "test" in splits:
