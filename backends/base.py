@@ -167,7 +167,8 @@ def sgd_settings(cfg: Config) -> dict[str, Any]:
     params = dict(cfg.OPT_PARAMS)
     unknown = sorted(set(params) - set(SGD_KEYS))
     if unknown:
-        raise ValueError(f"OPT_PARAMS: unknown SGD setting {', '.join(unknown)}; expected some of {', '.join(SGD_KEYS)}")
+        raise ValueError(f"OPT_PARAMS: unknown SGD setting {', '.join(unknown)}; "
+                         f"expected some of {', '.join(SGD_KEYS)}")
     return {"momentum": float(params.get("momentum", 0.9)), "weight_decay": float(params.get("weight_decay", 0.0)),
             "nesterov": bool(params.get("nesterov", False))}
 

@@ -10,8 +10,17 @@ import statistics
 import tempfile
 import time
 
-from bench.train_step import (ANSWER_SIZE, CONFIGS, LR, MODELS, TOKEN_SIZE, bench_config, child_main,
-                              framework_batch, synthetic_samples)
+from bench.train_step import (
+    ANSWER_SIZE,
+    CONFIGS,
+    LR,
+    MODELS,
+    TOKEN_SIZE,
+    bench_config,
+    child_main,
+    framework_batch,
+    synthetic_samples,
+)
 from convert.checkpoints import convert_file
 
 

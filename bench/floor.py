@@ -8,8 +8,16 @@ the best single-precision matmul rate torch reaches here with the same threads (
 be faster than that without doing fewer multiplications, so ``step / floor`` says how much time goes to everything but
 the matmuls.
 """
-from bench.train_step import (ANSWER_SIZE, LR, MODELS, TOKEN_SIZE, bench_config, child_main, framework_batch,
-                              synthetic_samples)
+from bench.train_step import (
+    ANSWER_SIZE,
+    LR,
+    MODELS,
+    TOKEN_SIZE,
+    bench_config,
+    child_main,
+    framework_batch,
+    synthetic_samples,
+)
 
 # (m, k, n) of the products that dominate the default configs: FFN and projections over batch 64 x 64..100 rows,
 # and a large square one. The floor takes the best rate of these.

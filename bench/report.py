@@ -465,7 +465,8 @@ def render(merged, chart_name=None):
         parts += ["\n### Feature loading (one process unless a loader is named)", table]
     conv = merged.get("convert")
     if conv:
-        parts += ["\n### Checkpoint conversion (convert.checkpoints.convert_file, weights + Adam state)", _convert_lines(conv)]
+        parts += ["\n### Checkpoint conversion (convert.checkpoints.convert_file, weights + Adam state)",
+                  _convert_lines(conv)]
     infer = merged.get("infer")
     if infer:
         parts += ["\n### Paddle Inference predictor vs the dynamic graph (deploy.timing.bench, eval, CPU)",

@@ -30,8 +30,8 @@ from core.config import load_config
 from core.data.answers import ANSWER_DICT_PATH
 from formats import adam_state, integrity, layout, mmnas_keys, restricted_pickle, sgd_state, vit_npz
 
-DIRECTIONS = {'torch2paddle': ('torch', 'paddle'), 'paddle2torch': ('paddle', 'torch')}
-LAYOUTS = ('openvqa', 'mmnas')
+DIRECTIONS = {"torch2paddle": ("torch", "paddle"), "paddle2torch": ("paddle", "torch")}
+LAYOUTS = ("openvqa", "mmnas")
 PADDLE_PROTOCOL = 4   # paddle.save's default; for a dict of numpy arrays paddle.save is a plain pickle.Pickler dump
 
 
@@ -45,14 +45,14 @@ def config_overrides(config: str | None = None,
                      sets: Iterable[tuple[str, Any]] | None = None) -> dict[str, Any]:
     overrides = dict(sets or [])
     if config is not None:
-        overrides['CONFIG'] = config
+        overrides["CONFIG"] = config
     return overrides
 
 
 # ---- reading ---------------------------------------------------------------------------------------------------
 
 def _is_pickle(path):
-    with open(path, 'rb') as f:
+    with open(path, "rb") as f:
         head = f.read(2)
     return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
@@ -60,43 +60,43 @@ def _is_pickle(path):
 def check_source(path: str, framework: str) -> None:
     """Fail early, in one line, on a missing file or a file of the other framework."""
     if os.path.isdir(path):
-        example = os.path.join(path, 'epoch<N>.pkl' if framework == 'torch' else 'epoch<N>.pdparams')
+        example = os.path.join(path, "epoch<N>.pkl" if framework == "torch" else "epoch<N>.pdparams")
         raise FileNotFoundError(f"{path} is a folder; expected a checkpoint file in it, e.g. {example}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     kind = restricted_pickle.checkpoint_kind(path)
-    if framework == 'torch' and kind == 'pickle':
+    if framework == "torch" and kind == "pickle":
         if _is_pickle(path):
             raise WrongDirection(f"{path} is a plain pickle as paddle.save writes (a Paddle checkpoint), not a torch "
                                  f"checkpoint; convert it with `python -m convert paddle2torch`")
         raise restricted_pickle.CheckpointReadError(f"{path}: not a checkpoint (neither a torch zip or legacy file "
                                                     f"nor a pickle); the file may be damaged")
-    if framework == 'paddle' and kind in ('torch-zip', 'torch-legacy', 'tar'):
+    if framework == "paddle" and kind in ("torch-zip", "torch-legacy", "tar"):
         raise WrongDirection(f"{path} is a torch checkpoint ({kind}), not a Paddle file; convert it with "
                              f"`python -m convert torch2paddle`")
 
 
 def _raw_state(obj):
-    if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict):
-        return obj['state_dict']
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        return obj["state_dict"]
     return obj if isinstance(obj, dict) else {}
 
 
 def read_source(path: str, framework: str) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, int]]:
     """(state {name: array}, meta {'epoch', 'lr_base', 'optimizer'}, counts) of a checkpoint, names normalised."""
-    read = restricted_pickle.read_torch_checkpoint if framework == 'torch' else restricted_pickle.read_pdparams
+    read = restricted_pickle.read_torch_checkpoint if framework == "torch" else restricted_pickle.read_pdparams
     obj = read(path)
     raw_keys = [k for k in _raw_state(obj) if k != layout.PADDLE_NAME_TABLE_KEY]
     state, meta = layout.split_container(obj, path)
     del obj    # the arrays now live in ``state`` only, so each can be freed once converted
-    counts = {'module_prefix': sum(k.startswith(layout.MODULE_PREFIX) for k in raw_keys), 'lstm_aliases': 0,
-              'lstm_duplicates': 0}
-    if framework == 'paddle':
+    counts = {"module_prefix": sum(k.startswith(layout.MODULE_PREFIX) for k in raw_keys), "lstm_aliases": 0,
+              "lstm_duplicates": 0}
+    if framework == "paddle":
         meta = restricted_pickle.read_pdopt_meta(path, meta)   # first: a pair mixed from two saves is refused
         aliases = {k: layout.lstm_canonical_name(k) for k in state}
         aliases = {k: c for k, c in aliases.items() if c is not None}
-        counts['lstm_duplicates'] = sum(c in state for c in aliases.values())
-        counts['lstm_aliases'] = len(aliases) - counts['lstm_duplicates']
+        counts["lstm_duplicates"] = sum(c in state for c in aliases.values())
+        counts["lstm_aliases"] = len(aliases) - counts["lstm_duplicates"]
         state = layout.normalize_lstm_names(state)
     return state, meta, counts
 
@@ -105,16 +105,16 @@ def read_google_npz(path, cfg, notes):
     """(state in torch layout, empty meta, counts) of a Google ViT .npz for cfg's model (its class count as the
     npz's head), the keys it lacks at the net's initial values."""
     weights = vit_npz.read_npz(path)
-    if 'head/bias' not in weights:
+    if "head/bias" not in weights:
         raise layout.CheckpointMismatch(f"{path}: no head/bias, so not a Google ViT checkpoint")
-    facts = {'num_classes': int(weights['head/bias'].shape[0])}
+    facts = {"num_classes": int(weights["head/bias"].shape[0])}
     state, kept, adapted = vit_npz.google_state(weights, build_manifest(cfg, **facts).torch_shapes, path)
     if kept:
         state.update(initial_values(cfg, kept, **facts))
         notes.append(f"{len(kept)} tensors the npz lacks keep the net's initial values (e.g. {kept[0]})")
     notes += adapted
-    counts = {'module_prefix': 0, 'lstm_aliases': 0, 'lstm_duplicates': 0}
-    return state, {'epoch': None, 'lr_base': None, 'optimizer': None}, counts
+    counts = {"module_prefix": 0, "lstm_aliases": 0, "lstm_duplicates": 0}
+    return state, {"epoch": None, "lr_base": None, "optimizer": None}, counts
 
 
 # ---- converting ------------------------------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def _mmnas_answers(state, mmnas_answers, answers, path, notes):
 def _convert_weights(state, manifest, target):
     """{key: array} in the target layout and the model's key order; consumes ``state`` (each source array is dropped
     as soon as its converted copy exists, so a large checkpoint is never held twice)."""
-    to_layout = layout.to_paddle_layout if target == 'paddle' else layout.to_torch_layout
+    to_layout = layout.to_paddle_layout if target == "paddle" else layout.to_torch_layout
     out = collections.OrderedDict()
     for key in manifest.keys:
         out[key] = to_layout({key: state.pop(key)}, manifest.linear_keys)[key]
@@ -146,55 +146,55 @@ def _convert_weights(state, manifest, target):
 def _convert_optimizer(saved, direction, manifest, cfg, lr_base, notes):
     """(converted optimizer entry or None, status text, step or None)."""
     if saved is None:
-        return None, 'absent', None
-    if sgd_state.kind(saved) == 'SGD':
+        return None, "absent", None
+    if sgd_state.kind(saved) == "SGD":
         return _convert_sgd(saved, direction, manifest, cfg, lr_base)
-    if cfg.OPT == 'SGD':
-        return None, 'not converted: not an SGD state (OPT is SGD)', None
+    if cfg.OPT == "SGD":
+        return None, "not converted: not an SGD state (OPT is SGD)", None
     adam = adam_settings(cfg)
-    betas = adam['betas']
-    if direction == 'torch2paddle':
+    betas = adam["betas"]
+    if direction == "torch2paddle":
         if adam_state.is_paddle_adam(saved):
-            return saved, 'kept (already in the Paddle format)', None
+            return saved, "kept (already in the Paddle format)", None
         if not adam_state.is_torch_adam(saved):
-            return None, 'not converted: not a torch Adam state_dict', None
+            return None, "not converted: not a torch Adam state_dict", None
         if adam_state.torch_betas(saved) != [tuple(betas)]:
             notes.append(f"the checkpoint's Adam betas {adam_state.torch_betas(saved)} differ from OPT_PARAMS "
                          f"{tuple(betas)}; the beta powers follow OPT_PARAMS, as a resumed torch run would")
         steps = adam_state.torch_steps(saved)
         converted = adam_state.torch_to_paddle(saved, manifest.param_names, manifest.linear_keys, betas,
                                                manifest.torch_shapes, consume=True)
-        return converted, 'converted', max(steps, default=None)
+        return converted, "converted", max(steps, default=None)
     if adam_state.is_torch_adam(saved):
-        return saved, 'kept (already in the torch format)', None
+        return saved, "kept (already in the torch format)", None
     if not adam_state.is_paddle_adam(saved):
         return None, ("not converted: Paddle's own optimizer.state_dict() (keyed by internal names such as "
                       "linear_0.w_0_moment1_0) cannot be matched to parameters"), None
-    group = adam_state.default_param_group(betas, adam['eps'], adam['weight_decay'], adam['amsgrad'],
+    group = adam_state.default_param_group(betas, adam["eps"], adam["weight_decay"], adam["amsgrad"],
                                            lr=lr_base or 0.0)
     converted = adam_state.paddle_to_torch(saved, manifest.param_names, manifest.linear_keys, betas, group,
                                            manifest.torch_shapes, consume=True)
-    steps = [int(e['step']) for e in converted['state'].values()]
-    return converted, 'converted', max(steps, default=None)
+    steps = [int(e["step"]) for e in converted["state"].values()]
+    return converted, "converted", max(steps, default=None)
 
 
 def _convert_sgd(saved, direction, manifest, cfg, lr_base):
     """(converted SGD-with-momentum entry, status, None): the buffers keep their values, Linear ones transposed."""
-    if direction == 'torch2paddle':
-        if saved.get('framework') == 'paddle':
-            return saved, 'kept (already in the Paddle format)', None
-        return sgd_state.torch_to_paddle(saved, manifest.param_names, manifest.linear_keys), 'converted', None
-    if saved.get('framework') != 'paddle':
-        return saved, 'kept (already in the torch format)', None
-    sgd = sgd_settings(cfg) if cfg.OPT == 'SGD' else {'momentum': 0.9, 'weight_decay': 0.0, 'nesterov': False}
+    if direction == "torch2paddle":
+        if saved.get("framework") == "paddle":
+            return saved, "kept (already in the Paddle format)", None
+        return sgd_state.torch_to_paddle(saved, manifest.param_names, manifest.linear_keys), "converted", None
+    if saved.get("framework") != "paddle":
+        return saved, "kept (already in the torch format)", None
+    sgd = sgd_settings(cfg) if cfg.OPT == "SGD" else {"momentum": 0.9, "weight_decay": 0.0, "nesterov": False}
     group = dict(sgd, lr=lr_base or 0.0, dampening=0, maximize=False, foreach=None, differentiable=False, fused=None)
-    return sgd_state.paddle_to_torch(saved, manifest.param_names, manifest.linear_keys, group), 'converted', None
+    return sgd_state.paddle_to_torch(saved, manifest.param_names, manifest.linear_keys, group), "converted", None
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------
 
 # destination endings that name the other framework's file: refused rather than written in the wrong format
-_FOREIGN_ENDINGS = {'paddle': ('.pkl', '.pth', '.pt', '.pdopt'), 'torch': ('.pdparams', '.pdopt', '.pdiparams')}
+_FOREIGN_ENDINGS = {"paddle": (".pkl", ".pth", ".pt", ".pdopt"), "torch": (".pdparams", ".pdopt", ".pdiparams")}
 
 
 def check_destination(dst: str, target: str) -> None:
@@ -202,14 +202,14 @@ def check_destination(dst: str, target: str) -> None:
     x.pdparams, and torch2paddle would write x.pkl.pdparams."""
     ending = next((e for e in _FOREIGN_ENDINGS[target] if dst.lower().endswith(e)), None)
     if ending is not None:
-        want = '<stem>.pdparams (the .pdopt is written beside it)' if target == 'paddle' else '<name>.pkl'
+        want = "<stem>.pdparams (the .pdopt is written beside it)" if target == "paddle" else "<name>.pkl"
         raise ValueError(f"{dst}: a {target} checkpoint is written here, but {ending} names "
                          f"{'a Paddle optimizer file' if ending == '.pdopt' else 'another format'}; name it {want}")
 
 
 def paddle_paths(dst: str) -> tuple[str, str]:
-    stem = dst[:-len('.pdparams')] if dst.endswith('.pdparams') else dst
-    return stem + '.pdparams', stem + '.pdopt'
+    stem = dst[:-len(".pdparams")] if dst.endswith(".pdparams") else dst
+    return stem + ".pdparams", stem + ".pdopt"
 
 
 def _dump(f, obj):
@@ -239,7 +239,7 @@ def write_paddle(dst: str, weights: Mapping[str, np.ndarray], meta: Mapping[str,
         return [params_path]
 
     def write_pair(params_tmp):
-        with open(params_tmp, 'wb') as f:
+        with open(params_tmp, "wb") as f:
             _dump(f, params)
         _pickle_to(opt_path, {**meta, **integrity.pdopt_checksums(meta, params_tmp)})   # renamed first
     atomic_save(params_path, write_pair)                                                   # renamed last
@@ -248,7 +248,7 @@ def write_paddle(dst: str, weights: Mapping[str, np.ndarray], meta: Mapping[str,
 
 def _torch_tensors(obj, torch):
     if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.require(obj, requirements=['C', 'W']))
+        return torch.from_numpy(np.require(obj, requirements=["C", "W"]))
     if isinstance(obj, dict):
         return type(obj)((k, _torch_tensors(v, torch)) for k, v in obj.items())
     if isinstance(obj, (list, tuple)):
@@ -262,7 +262,7 @@ def write_torch(dst: str, weights: Mapping[str, np.ndarray], meta: Mapping[str, 
         import torch
     except ImportError as exc:
         raise NoFramework(f"writing a torch checkpoint needs torch ({exc}); pip install torch==2.13.0") from None
-    container = {'state_dict': _torch_tensors(collections.OrderedDict(weights), torch)}
+    container = {"state_dict": _torch_tensors(collections.OrderedDict(weights), torch)}
     for key, value in (meta or {}).items():
         if value is not None:
             container[key] = _torch_tensors(value, torch)
@@ -274,7 +274,7 @@ def write_torch(dst: str, weights: Mapping[str, np.ndarray], meta: Mapping[str, 
 # ---- the conversion --------------------------------------------------------------------------------------------
 
 def convert_file(direction: str, src: str, dst: str, model: str, dataset: str, config: str | None = None,
-                 sets: Iterable[tuple[str, Any]] | None = None, from_layout: str = 'openvqa',
+                 sets: Iterable[tuple[str, Any]] | None = None, from_layout: str = "openvqa",
                  mmnas_answers: str | None = None, answers: str | None = None,
                  weights_only: bool = False) -> dict[str, Any]:
     """Convert one checkpoint; returns the summary dict (also what the CLI prints). Raises one-line errors:
@@ -286,13 +286,13 @@ def convert_file(direction: str, src: str, dst: str, model: str, dataset: str, c
     if from_layout not in LAYOUTS:
         raise ValueError(f"--from-layout must be one of {', '.join(LAYOUTS)}, got {from_layout!r}")
     source, target = DIRECTIONS[direction]
-    if from_layout == 'mmnas' and source != 'torch':
+    if from_layout == "mmnas" and source != "torch":
         raise WrongDirection("official mmnas checkpoints are torch files: use torch2paddle with --from-layout mmnas")
-    if (mmnas_answers or answers) and from_layout != 'mmnas':
+    if (mmnas_answers or answers) and from_layout != "mmnas":
         raise ValueError("--mmnas-answers and --answers need --from-layout mmnas")
     cfg = load_config(model, dataset, config_overrides(config, sets))
     google = os.path.isfile(src) and vit_npz.is_google_npz(src)
-    if google and from_layout != 'openvqa':
+    if google and from_layout != "openvqa":
         raise ValueError(f"{src} is a Google ViT .npz; --from-layout {from_layout} does not apply")
     if not google:
         check_source(src, source)
@@ -303,9 +303,9 @@ def convert_file(direction: str, src: str, dst: str, model: str, dataset: str, c
         state, meta, counts = read_google_npz(src, cfg, notes)
     else:
         state, meta, counts = read_source(src, source)
-    renamed = counts['module_prefix'] + counts['lstm_aliases']
+    renamed = counts["module_prefix"] + counts["lstm_aliases"]
     added, reindexed = [], False
-    if from_layout == 'mmnas':
+    if from_layout == "mmnas":
         state, mmnas_renamed = mmnas_keys.rename(state)
         renamed += mmnas_renamed
         state, reindexed = _mmnas_answers(state, mmnas_answers, answers, src, notes)
@@ -314,41 +314,41 @@ def convert_file(direction: str, src: str, dst: str, model: str, dataset: str, c
                                         f"imgfeat_linear, ...); add --from-layout mmnas")
     facts = facts_from_state(cfg, state, src)
     manifest = build_manifest(cfg, **facts)
-    if from_layout == 'mmnas':
+    if from_layout == "mmnas":
         state, added = mmnas_keys.add_zero_biases(state, manifest.keys)
-    layout.check_compatible(manifest.shapes('torch' if google else source),
+    layout.check_compatible(manifest.shapes("torch" if google else source),
                             {k: tuple(v.shape) for k, v in state.items()}, src)
-    if google and target == 'torch':     # already in torch's layout
+    if google and target == "torch":     # already in torch's layout
         weights = collections.OrderedDict((key, state.pop(key)) for key in manifest.keys)
     else:
-        weights = _convert_weights(state, manifest, 'paddle' if google else target)
+        weights = _convert_weights(state, manifest, "paddle" if google else target)
 
-    saved_optimizer = meta.get('optimizer')
+    saved_optimizer = meta.get("optimizer")
     if weights_only and saved_optimizer is not None:
-        converted, status, step = None, 'skipped (--weights-only)', None
-    elif from_layout == 'mmnas' and saved_optimizer is not None:
+        converted, status, step = None, "skipped (--weights-only)", None
+    elif from_layout == "mmnas" and saved_optimizer is not None:
         converted, status, step = None, "not converted: the mmnas net lists its parameters differently", None
     else:
-        converted, status, step = _convert_optimizer(saved_optimizer, direction, manifest, cfg, meta.get('lr_base'),
+        converted, status, step = _convert_optimizer(saved_optimizer, direction, manifest, cfg, meta.get("lr_base"),
                                                      notes)
     if saved_optimizer is not None and converted is None and not weights_only:
         notes.append(f"optimizer state {status}; a resumed run restarts Adam's moments")
-    out_meta = {'epoch': meta.get('epoch'), 'lr_base': meta.get('lr_base'), 'optimizer': converted}
+    out_meta = {"epoch": meta.get("epoch"), "lr_base": meta.get("lr_base"), "optimizer": converted}
     if not reindexed:   # the hashes of the data the weights were trained with (core/data/fingerprints.py) go along
         out_meta.update({k: meta[k] for k in layout.DATA_HASH_KEYS if meta.get(k) is not None})
-    if target == 'paddle':
+    if target == "paddle":
         has_meta = any(v is not None for v in out_meta.values())
         written = write_paddle(dst, weights, out_meta if has_meta else None)
     else:
         written = write_torch(dst, weights, out_meta)
 
     return {
-        'direction': direction, 'source': src, 'outputs': written, 'source_layout': from_layout,
-        'tensors': len(weights), 'transposed': sum(k in manifest.linear_keys for k in weights),
-        'renamed': renamed, 'lstm_duplicates_dropped': counts['lstm_duplicates'], 'zero_biases_added': len(added),
-        'answers_reindexed': reindexed, 'parameters': int(sum(v.size for v in weights.values())),
-        'facts': facts, 'token_size': facts.get('token_size'), 'answer_size': facts.get('answer_size'),
-        'optimizer': status, 'optimizer_converted': status == 'converted', 'optimizer_step': step,
-        'epoch': meta.get('epoch'), 'lr_base': meta.get('lr_base'), 'layer_types_from': manifest.framework,
-        'notes': notes, 'seconds': round(time.perf_counter() - start, 3),
+        "direction": direction, "source": src, "outputs": written, "source_layout": from_layout,
+        "tensors": len(weights), "transposed": sum(k in manifest.linear_keys for k in weights),
+        "renamed": renamed, "lstm_duplicates_dropped": counts["lstm_duplicates"], "zero_biases_added": len(added),
+        "answers_reindexed": reindexed, "parameters": int(sum(v.size for v in weights.values())),
+        "facts": facts, "token_size": facts.get("token_size"), "answer_size": facts.get("answer_size"),
+        "optimizer": status, "optimizer_converted": status == "converted", "optimizer_step": step,
+        "epoch": meta.get("epoch"), "lr_base": meta.get("lr_base"), "layer_types_from": manifest.framework,
+        "notes": notes, "seconds": round(time.perf_counter() - start, 3),
     }

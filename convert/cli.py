@@ -26,16 +26,15 @@ from core.data.answers import ANSWER_DICT_PATH
 from core.errors import USER_ERRORS, one_line
 from core.logs import configure as configure_logging
 
-
 # ---- config flags, shared by the three commands -----------------------------------------------------------------
 
 def add_config_arguments(parser):
-    parser.add_argument('--MODEL', required=True, choices=tuple(MODELS), help='model: configs/<DATASET>/<MODEL>.yml')
-    parser.add_argument('--DATASET', required=True, choices=tuple(DATASETS), help='dataset of the config')
-    parser.add_argument('--config', '--CONFIG', metavar='PATH', dest='config',
-                        help='extra yml merged over the model config (as run.py --CONFIG)')
-    parser.add_argument('--SET', action='append', type=key_value, default=[], metavar='KEY=VALUE',
-                        help='any config key, value read as YAML (repeatable)')
+    parser.add_argument("--MODEL", required=True, choices=tuple(MODELS), help="model: configs/<DATASET>/<MODEL>.yml")
+    parser.add_argument("--DATASET", required=True, choices=tuple(DATASETS), help="dataset of the config")
+    parser.add_argument("--config", "--CONFIG", metavar="PATH", dest="config",
+                        help="extra yml merged over the model config (as run.py --CONFIG)")
+    parser.add_argument("--SET", action="append", type=key_value, default=[], metavar="KEY=VALUE",
+                        help="any config key, value read as YAML (repeatable)")
 
 
 # ---- the summary ----------------------------------------------------------------------------------------------
@@ -43,14 +42,14 @@ def add_config_arguments(parser):
 def format_summary(s):
     lines = [f"{s['direction']}: {s['source']} -> {', '.join(s['outputs'])}",
              f"  tensors {s['tensors']} (transposed {s['transposed']}, renamed {s['renamed']}"
-             + (f", zero biases added {s['zero_biases_added']}" if s['zero_biases_added'] else '')
-             + f"), parameters {s['parameters']:,}; " + ', '.join(f"{k} {v}" for k, v in s['facts'].items()),
+             + (f", zero biases added {s['zero_biases_added']}" if s["zero_biases_added"] else "")
+             + f"), parameters {s['parameters']:,}; " + ", ".join(f"{k} {v}" for k, v in s["facts"].items()),
              f"  optimizer state: {s['optimizer']}" + (f" (Adam step {s['optimizer_step']})"
-                                                       if s['optimizer_step'] is not None else ''),
+                                                       if s["optimizer_step"] is not None else ""),
              f"  epoch {s['epoch']}, lr_base {s['lr_base']}; layer types from the {s['layer_types_from']} model; "
              f"{s['seconds']:.2f} s"]
-    lines += [f"  note: {n}" for n in s['notes']]
-    return '\n'.join(lines)
+    lines += [f"  note: {n}" for n in s["notes"]]
+    return "\n".join(lines)
 
 
 # ---- parity -----------------------------------------------------------------------------------------------------
@@ -72,30 +71,30 @@ one framework per machine:
 
 def add_parity_arguments(parser):
     add_config_arguments(parser)
-    parser.add_argument('--ckpt', metavar='FILE', help="weights for both nets (either framework's checkpoint); "
+    parser.add_argument("--ckpt", metavar="FILE", help="weights for both nets (either framework's checkpoint); "
                                                        "default: a random torch init copied to paddle")
-    parser.add_argument('--paddle-ckpt', metavar='FILE', help='other weights for the paddle net (e.g. a converted '
-                                                              'copy of --ckpt)')
-    parser.add_argument('--steps', type=int, default=3, help='optimizer steps in the training check (default 3)')
-    parser.add_argument('--batch-size', type=int, default=4, help='samples per batch (default 4)')
-    parser.add_argument('--tol', type=float, default=parity.DEFAULT_TOL,
-                        help=f'weights and forward tolerance (default {parity.DEFAULT_TOL:g})')
-    parser.add_argument('--grad-tol', type=float, default=parity.DEFAULT_GRAD_TOL,
-                        help='gradient rtol: every element within rtol * (largest gradient of the net + |torch '
-                             f'gradient|) (default {parity.DEFAULT_GRAD_TOL:g}, see convert/tolerances.py)')
-    parser.add_argument('--dropout', action='store_true',
+    parser.add_argument("--paddle-ckpt", metavar="FILE", help="other weights for the paddle net (e.g. a converted "
+                                                              "copy of --ckpt)")
+    parser.add_argument("--steps", type=int, default=3, help="optimizer steps in the training check (default 3)")
+    parser.add_argument("--batch-size", type=int, default=4, help="samples per batch (default 4)")
+    parser.add_argument("--tol", type=float, default=parity.DEFAULT_TOL,
+                        help=f"weights and forward tolerance (default {parity.DEFAULT_TOL:g})")
+    parser.add_argument("--grad-tol", type=float, default=parity.DEFAULT_GRAD_TOL,
+                        help="gradient rtol: every element within rtol * (largest gradient of the net + |torch "
+                             f"gradient|) (default {parity.DEFAULT_GRAD_TOL:g}, see convert/tolerances.py)")
+    parser.add_argument("--dropout", action="store_true",
                         help="keep the config's DROPOUT_R in the gradient and training checks (default: 0); both "
                              "frameworks then drop the same elements (core.dropout_masks, CPU)")
-    parser.add_argument('--train-tol', type=float, default=parity.DEFAULT_TRAIN_TOL,
-                        help=f'training-loss tolerance (default {parity.DEFAULT_TRAIN_TOL:g})')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--report', metavar='PATH', help='write the report as json (atomically)')
+    parser.add_argument("--train-tol", type=float, default=parity.DEFAULT_TRAIN_TOL,
+                        help=f"training-loss tolerance (default {parity.DEFAULT_TRAIN_TOL:g})")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report", metavar="PATH", help="write the report as json (atomically)")
     one_side = parser.add_mutually_exclusive_group()
-    one_side.add_argument('--dump', metavar='NPZ', help="run one framework only and write its half of the check "
+    one_side.add_argument("--dump", metavar="NPZ", help="run one framework only and write its half of the check "
                                                         "there (atomically)")
-    one_side.add_argument('--compare', metavar='NPZ', help='run the other framework against a --dump file')
-    parser.add_argument('--framework', choices=('torch', 'paddle'),
-                        help='with --dump/--compare: the framework to run (default: --dump the installed one, torch '
+    one_side.add_argument("--compare", metavar="NPZ", help="run the other framework against a --dump file")
+    parser.add_argument("--framework", choices=("torch", "paddle"),
+                        help="with --dump/--compare: the framework to run (default: --dump the installed one, torch "
                              "if both are; --compare the one the dump is not from)")
 
 
@@ -105,10 +104,10 @@ def run_parity_command(args):
     cfg = load_config(args.MODEL, args.DATASET, config_overrides(args.config, args.SET))
     if args.batch_size < 1 or args.steps < 1:
         raise ValueError(f"--batch-size and --steps must be >= 1, got {args.batch_size} and {args.steps}")
-    for flag, tol in (('--tol', args.tol), ('--grad-tol', args.grad_tol), ('--train-tol', args.train_tol)):
+    for flag, tol in (("--tol", args.tol), ("--grad-tol", args.grad_tol), ("--train-tol", args.train_tol)):
         if tol is not None and not tol > 0:
             raise ValueError(f"{flag} must be a positive tolerance, got {tol:g}")
-    for flag, path in (('--ckpt', args.ckpt), ('--paddle-ckpt', args.paddle_ckpt if args.ckpt else None)):
+    for flag, path in (("--ckpt", args.ckpt), ("--paddle-ckpt", args.paddle_ckpt if args.ckpt else None)):
         if path is not None and not os.path.isfile(path):
             raise FileNotFoundError(f"{flag}: {path} is a folder; expected a checkpoint file in it"
                                     if os.path.isdir(path) else f"{flag}: no such file {path}")
@@ -120,7 +119,7 @@ def run_parity_command(args):
     print(parity.format_report(report))
     if args.report:
         parity.write_report(args.report, report)
-    return 0 if args.dump else report['exit_status']
+    return 0 if args.dump else report["exit_status"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -139,25 +138,25 @@ class ArgumentParser(argparse.ArgumentParser):
 # ---- command line ----------------------------------------------------------------------------------------------
 
 def build_parser():
-    parser = ArgumentParser(prog='python -m convert', description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest='command', required=True, metavar='{torch2paddle,paddle2torch,parity}',
+    parser = ArgumentParser(prog="python -m convert", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{torch2paddle,paddle2torch,parity}",
                                      parser_class=ArgumentParser)
     for direction, (source, target) in DIRECTIONS.items():
-        p = commands.add_parser(direction, help=f'convert a {source} checkpoint (and its Adam state) to {target}')
-        p.add_argument('src', help=f'the {source} checkpoint, or a Google ViT .npz (either direction)')
-        p.add_argument('dst', help='the output' + (' (<stem>.pdparams; <stem>.pdopt beside it)'
-                                                    if target == 'paddle' else ' (.pkl)'))
+        p = commands.add_parser(direction, help=f"convert a {source} checkpoint (and its Adam state) to {target}")
+        p.add_argument("src", help=f"the {source} checkpoint, or a Google ViT .npz (either direction)")
+        p.add_argument("dst", help="the output" + (" (<stem>.pdparams; <stem>.pdopt beside it)"
+                                                    if target == "paddle" else " (.pkl)"))
         add_config_arguments(p)
-        p.add_argument('--from-layout', choices=LAYOUTS, default='openvqa',
-                       help='key names of the source: openvqa / TRAR (default) or the official mmnas code')
-        p.add_argument('--mmnas-answers', metavar='JSON',
-                       help='the answer list of the mmnas run (list, {answer: index} or [ans_to_ix, ix_to_ans]); '
-                            'proj rows are re-indexed by answer string')
-        p.add_argument('--answers', metavar='JSON',
-                       help=f'the answer list to re-index to (default {os.path.relpath(ANSWER_DICT_PATH)})')
-        p.add_argument('--weights-only', action='store_true', help='leave the optimizer state out')
-        p.add_argument('--json', action='store_true', help='print the summary as json')
-    add_parity_arguments(commands.add_parser('parity', help='compare the torch and paddle nets layer by layer',
+        p.add_argument("--from-layout", choices=LAYOUTS, default="openvqa",
+                       help="key names of the source: openvqa / TRAR (default) or the official mmnas code")
+        p.add_argument("--mmnas-answers", metavar="JSON",
+                       help="the answer list of the mmnas run (list, {answer: index} or [ans_to_ix, ix_to_ans]); "
+                            "proj rows are re-indexed by answer string")
+        p.add_argument("--answers", metavar="JSON",
+                       help=f"the answer list to re-index to (default {os.path.relpath(ANSWER_DICT_PATH)})")
+        p.add_argument("--weights-only", action="store_true", help="leave the optimizer state out")
+        p.add_argument("--json", action="store_true", help="print the summary as json")
+    add_parity_arguments(commands.add_parser("parity", help="compare the torch and paddle nets layer by layer",
                                              description=parity.__doc__.splitlines()[0], epilog=PARITY_EPILOG,
                                              formatter_class=argparse.RawDescriptionHelpFormatter,
                                              usage_error_status=parity.EXIT_BAD_INPUT))
@@ -169,18 +168,18 @@ def main(argv=None):
     input; conversion 2 an error. Errors are printed here as one line."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    if argv[:1] == ['parity']:        # its unknown flags are reported by this parser, not the subcommand's
+    if argv[:1] == ["parity"]:        # its unknown flags are reported by this parser, not the subcommand's
         parser.usage_error_status = parity.EXIT_BAD_INPUT
     args = parser.parse_args(argv)
     configure_logging()
     try:
-        if args.command == 'parity':
+        if args.command == "parity":
             return run_parity_command(args)
         summary = convert_file(args.command, args.src, args.dst, args.MODEL, args.DATASET, args.config, args.SET,
                                args.from_layout, args.mmnas_answers, args.answers, args.weights_only)
     except (*USER_ERRORS, NoFramework, ImportError) as exc:   # a bad input or a failing disk: one line naming the file
         print(f"error: {one_line(exc)}", file=sys.stderr)
-        return parity.EXIT_BAD_INPUT if args.command == 'parity' else 2
+        return parity.EXIT_BAD_INPUT if args.command == "parity" else 2
     if args.json:
         print(json.dumps(summary, indent=1))
     else:

@@ -14,9 +14,9 @@ import dataclasses
 from core import registry
 from formats.layout import CheckpointMismatch
 
-FRAMEWORKS = ('torch', 'paddle')
-TOKEN_KEY = 'embedding.weight'
-ANSWER_KEY = 'proj.bias'
+FRAMEWORKS = ("torch", "paddle")
+TOKEN_KEY = "embedding.weight"
+ANSWER_KEY = "proj.bias"
 
 
 class NoFramework(ImportError):
@@ -33,9 +33,9 @@ class Manifest:
 
     def shapes(self, layout):
         """{key: shape} in 'torch' or 'paddle' layout."""
-        if layout == 'torch':
+        if layout == "torch":
             return dict(self.torch_shapes)
-        if layout != 'paddle':
+        if layout != "paddle":
             raise ValueError(f"layout must be 'torch' or 'paddle', got {layout!r}")
         return {k: tuple(reversed(s)) if k in self.linear_keys else s for k, s in self.torch_shapes.items()}
 
@@ -54,15 +54,15 @@ def sizes_from_state(state, path):
 
 
 # build_model's facts read off a state dict: fact -> the key whose first dimension it is (same in both layouts)
-FACT_KEYS = {'token_size': TOKEN_KEY, 'answer_size': ANSWER_KEY, 'num_classes': 'head.bias'}
+FACT_KEYS = {"token_size": TOKEN_KEY, "answer_size": ANSWER_KEY, "num_classes": "head.bias"}
 
 
 def facts_from_state(cfg, state, path):
     """{fact: size} of a checkpoint's state dict (either layout) for the facts cfg's model's task needs
     (vqa: token_size, answer_size; classification: num_classes)."""
     task = registry.task(registry.model_of(cfg).task)
-    if set(task.facts) - set(task.fact_defaults) == {'token_size', 'answer_size'}:
-        return dict(zip(('token_size', 'answer_size'), sizes_from_state(state, path)))
+    if set(task.facts) - set(task.fact_defaults) == {"token_size", "answer_size"}:
+        return dict(zip(("token_size", "answer_size"), sizes_from_state(state, path)))
     facts = {}
     for fact in task.facts:
         if fact in task.fact_defaults:
@@ -82,7 +82,7 @@ def _torch_manifest(cfg, *sizes, **facts):
     net = build_net(cfg, *sizes, **facts)
     params = tuple(name for name, p in net.named_parameters() if p.requires_grad)
     state = net.state_dict()
-    return Manifest('torch', tuple(state), params, frozenset(linear_weight_names(net)),
+    return Manifest("torch", tuple(state), params, frozenset(linear_weight_names(net)),
                     {k: tuple(v.shape) for k, v in state.items()})
 
 
@@ -95,10 +95,10 @@ def _paddle_manifest(cfg, *sizes, **facts):
     state = net.state_dict()    # LSTM tensors once, under torch's names (backends.paddle.layers.LSTM)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     torch_shapes = {k: tuple(reversed(s)) if k in linear else s for k, s in shapes.items()}
-    return Manifest('paddle', tuple(state), params, linear, torch_shapes)
+    return Manifest("paddle", tuple(state), params, linear, torch_shapes)
 
 
-_BUILDERS = {'torch': _torch_manifest, 'paddle': _paddle_manifest}
+_BUILDERS = {"torch": _torch_manifest, "paddle": _paddle_manifest}
 
 
 def build_manifest(cfg, *sizes, frameworks=FRAMEWORKS, **facts):
@@ -121,7 +121,7 @@ def initial_values(cfg, keys, frameworks=FRAMEWORKS, **facts):
     Google's ViT .npz without ViT+TRAR's routing heads, leaves at the net's initialisation)."""
     for name in frameworks:
         try:
-            if name == 'torch':
+            if name == "torch":
                 from backends.torch.models import build_net
                 net = build_net(cfg, **facts)
                 state = {k: v.detach().numpy() for k, v in net.state_dict().items()}

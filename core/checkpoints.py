@@ -13,9 +13,8 @@ import re
 import stat
 import tempfile
 
-
 # The temp files _temp_in makes: .<name>.<mkstemp's 8 random characters>.tmp<name's extension>
-_TEMP_NAME = re.compile(r'\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?P<ext>(\.[^.]*)?)')
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?P<ext>(\.[^.]*)?)")
 
 
 def _temp_in(path):
@@ -28,7 +27,7 @@ def _temp_in(path):
     os.makedirs(folder, exist_ok=True)
     remove_stale_temps(folder)
     ext = os.path.splitext(name)[1]
-    fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix=f'.tmp{ext}', dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".tmp{ext}", dir=folder)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         mode = os.stat(path).st_mode & 0o777
@@ -42,12 +41,12 @@ def remove_stale_temps(folder):
     """Remove the temp files of our naming in ``folder`` that a killed save left: those no live writer holds
     locked. An empty one is kept: a writer's temp is empty between its creation and its lock."""
     try:
-        names = [n for n in os.listdir(folder) if n.startswith('.') and '.tmp' in n]
+        names = [n for n in os.listdir(folder) if n.startswith(".") and ".tmp" in n]
     except OSError:
         return
     for name in names:
         m = _TEMP_NAME.fullmatch(name)
-        if m is None or os.path.splitext(m.group('name'))[1] != m.group('ext'):
+        if m is None or os.path.splitext(m.group("name"))[1] != m.group("ext"):
             continue
         path = os.path.join(folder, name)
         try:
@@ -76,7 +75,7 @@ def _new_file_mode():
 
 
 def _fsync(path):
-    with open(path, 'rb') as f:
+    with open(path, "rb") as f:
         os.fsync(f.fileno())
 
 
@@ -89,7 +88,7 @@ def _naming(path):
     except OSError as exc:
         name = os.path.basename(os.fspath(path))
         if exc.errno is None or (exc.filename is not None
-                                 and not os.path.basename(os.fspath(exc.filename)).startswith(f'.{name}.')):
+                                 and not os.path.basename(os.fspath(exc.filename)).startswith(f".{name}.")):
             raise
         raise OSError(exc.errno, exc.strerror, os.fspath(path)) from exc
 
@@ -111,15 +110,15 @@ def _errors_name_the_target(write):
 
 @contextlib.contextmanager
 @_errors_name_the_target
-def atomic_write(path, mode='wb', encoding=None):
+def atomic_write(path, mode="wb", encoding=None):
     """Yield a file object for a temp file beside ``path``; on success fsync and rename it over ``path``.
 
     On an exception the temp file is removed and ``path`` keeps its old content.
     """
-    if 'w' not in mode:
+    if "w" not in mode:
         raise ValueError(f"atomic_write: mode must write ('w' or 'wb'), got {mode!r}")
-    if 'b' not in mode and encoding is None:
-        encoding = 'utf-8'
+    if "b" not in mode and encoding is None:
+        encoding = "utf-8"
     fd, tmp = _temp_in(path)
     try:
         with os.fdopen(fd, mode, encoding=encoding) as f:
@@ -161,20 +160,20 @@ def _run_version(cfg, version):
     """The name a run's log and val results go under: VERSION when training, else CKPT_VERSION."""
     if version is not None:
         return version
-    return cfg.VERSION if cfg.RUN_MODE == 'train' else cfg.CKPT_VERSION
+    return cfg.VERSION if cfg.RUN_MODE == "train" else cfg.CKPT_VERSION
 
 
 def ckpt_dir(cfg, version=None):
-    path = os.path.join(cfg.CKPTS_ROOT, f'ckpt_{version or cfg.VERSION}')
+    path = os.path.join(cfg.CKPTS_ROOT, f"ckpt_{version or cfg.VERSION}")
     os.makedirs(path, exist_ok=True)
     return path
 
 
 def ckpt_path(cfg, epoch, ext, version=None):
     """<CKPTS_ROOT>/ckpt_<version>/epoch<epoch><ext> (epoch = number of finished epochs)."""
-    if not ext.startswith('.'):
+    if not ext.startswith("."):
         raise ValueError(f"checkpoint extension must start with '.', got {ext!r}")
-    return os.path.join(ckpt_dir(cfg, version), f'epoch{int(epoch)}{ext}')
+    return os.path.join(ckpt_dir(cfg, version), f"epoch{int(epoch)}{ext}")
 
 
 def saved_epochs(folder):
@@ -182,14 +181,14 @@ def saved_epochs(folder):
     found = {}
     if os.path.isdir(folder):
         for name in os.listdir(folder):
-            m = re.fullmatch(r'epoch(\d+)(\..+)', name)
+            m = re.fullmatch(r"epoch(\d+)(\..+)", name)
             if m:
                 found.setdefault(int(m.group(1)), []).append(m.group(2))
     return {epoch: sorted(exts) for epoch, exts in sorted(found.items())}
 
 
 # The weight files of the two backends (torch's openvqa container, paddle's state dict); every backend reads both.
-CHECKPOINT_EXTS = ('.pkl', '.pdparams')
+CHECKPOINT_EXTS = (".pkl", ".pdparams")
 
 
 def resume_path(cfg, ext):
@@ -199,43 +198,43 @@ def resume_path(cfg, ext):
         if not os.path.isfile(cfg.CKPT_PATH):
             raise FileNotFoundError(f"CKPT_PATH: no such file {cfg.CKPT_PATH}")
         return cfg.CKPT_PATH
-    folder = os.path.join(cfg.CKPTS_ROOT, f'ckpt_{cfg.CKPT_VERSION}')
+    folder = os.path.join(cfg.CKPTS_ROOT, f"ckpt_{cfg.CKPT_VERSION}")
     for candidate in (ext,) + tuple(e for e in CHECKPOINT_EXTS if e != ext):
-        path = os.path.join(folder, f'epoch{cfg.CKPT_EPOCH}{candidate}')
+        path = os.path.join(folder, f"epoch{cfg.CKPT_EPOCH}{candidate}")
         if os.path.isfile(path):
             return path
-    path = os.path.join(folder, f'epoch{cfg.CKPT_EPOCH}{ext}')
+    path = os.path.join(folder, f"epoch{cfg.CKPT_EPOCH}{ext}")
     if not os.path.isdir(folder):
-        runs = sorted(n[len('ckpt_'):] for n in os.listdir(cfg.CKPTS_ROOT) if n.startswith('ckpt_')) \
+        runs = sorted(n[len("ckpt_"):] for n in os.listdir(cfg.CKPTS_ROOT) if n.startswith("ckpt_")) \
             if os.path.isdir(cfg.CKPTS_ROOT) else []
         raise FileNotFoundError(f"CKPT_VERSION: no checkpoint folder {folder}; "
                                 f"runs in {cfg.CKPTS_ROOT}: {', '.join(runs) or 'none'}")
     epochs = saved_epochs(folder)
-    listing = ', '.join(f"{e} ({' '.join(exts)})" for e, exts in epochs.items()) or 'none'
-    hint = ''
+    listing = ", ".join(f"{e} ({' '.join(exts)})" for e, exts in epochs.items()) or "none"
+    hint = ""
     if cfg.CKPT_EPOCH in epochs:
         hint = f"; epoch{cfg.CKPT_EPOCH} has no weights file ({' or '.join(CHECKPOINT_EXTS)})"
     raise FileNotFoundError(f"CKPT_EPOCH: no checkpoint {path}; epochs saved there: {listing}{hint}")
 
 
 def log_path(cfg, version=None):
-    return _in_dir(cfg.RESULTS_ROOT, 'log', f'log_run_{_run_version(cfg, version)}.txt')
+    return _in_dir(cfg.RESULTS_ROOT, "log", f"log_run_{_run_version(cfg, version)}.txt")
 
 
-def val_result_path(cfg, version=None, ext='.json'):
-    return _in_dir(cfg.RESULTS_ROOT, 'cache', f'result_run_{_run_version(cfg, version)}{ext}')
+def val_result_path(cfg, version=None, ext=".json"):
+    return _in_dir(cfg.RESULTS_ROOT, "cache", f"result_run_{_run_version(cfg, version)}{ext}")
 
 
 def _test_name(cfg):
     if cfg.CKPT_PATH is not None:
-        return f'result_run_{cfg.CKPT_VERSION}'
-    return f'result_run_{cfg.CKPT_VERSION}_epoch{cfg.CKPT_EPOCH}'
+        return f"result_run_{cfg.CKPT_VERSION}"
+    return f"result_run_{cfg.CKPT_VERSION}_epoch{cfg.CKPT_EPOCH}"
 
 
-def test_result_path(cfg, ext='.json'):
-    return _in_dir(cfg.RESULTS_ROOT, 'result_test', _test_name(cfg) + ext)
+def test_result_path(cfg, ext=".json"):
+    return _in_dir(cfg.RESULTS_ROOT, "result_test", _test_name(cfg) + ext)
 
 
 def pred_path(cfg):
     """Raw predictions of a test run with TEST_SAVE_PRED."""
-    return _in_dir(cfg.RESULTS_ROOT, 'pred', _test_name(cfg) + '.pkl')
+    return _in_dir(cfg.RESULTS_ROOT, "pred", _test_name(cfg) + ".pkl")

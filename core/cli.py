@@ -10,8 +10,8 @@ import yaml
 from core import registry
 from core.config import BACKENDS, RUN_MODES, load_config
 
-_TRUE = ('true', '1')
-_FALSE = ('false', '0')
+_TRUE = ("true", "1")
+_FALSE = ("false", "0")
 
 
 def _unquote(text):
@@ -41,14 +41,14 @@ def _int(text):
 
 
 def _comma_list(text):
-    items = [item.strip() for item in _unquote(text).split(',') if item.strip()]
+    items = [item.strip() for item in _unquote(text).split(",") if item.strip()]
     if not items:
         raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
     return items
 
 
 def key_value(text):
-    key, sep, value = _unquote(text).partition('=')
+    key, sep, value = _unquote(text).partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
@@ -59,82 +59,84 @@ def key_value(text):
 
 # (group title, [(flag, dest, type, help)]); a type of parse_bool makes the flag accept a bare form meaning True.
 _GROUPS = [
-    ('what to run', [
-        ('--RUN', 'RUN_MODE', _unquote, 'train, val, test or export (required)'),
-        ('--MODEL', 'MODEL', _unquote, 'model: configs/<DATASET>/<MODEL>.yml (required)'),
-        ('--DATASET', 'DATASET', _unquote, 'dataset (required)'),
-        ('--backend', 'backend', _unquote, 'framework to run on (default: paddle)'),
-        ('--CONFIG', 'CONFIG', _unquote, 'extra yml merged over the model config'),
-        ('--SET', 'SET', key_value, 'KEY=VALUE for any config key, value read as YAML (repeatable)'),
+    ("what to run", [
+        ("--RUN", "RUN_MODE", _unquote, "train, val, test or export (required)"),
+        ("--MODEL", "MODEL", _unquote, "model: configs/<DATASET>/<MODEL>.yml (required)"),
+        ("--DATASET", "DATASET", _unquote, "dataset (required)"),
+        ("--backend", "backend", _unquote, "framework to run on (default: paddle)"),
+        ("--CONFIG", "CONFIG", _unquote, "extra yml merged over the model config"),
+        ("--SET", "SET", key_value, "KEY=VALUE for any config key, value read as YAML (repeatable)"),
     ]),
-    ('training', [
-        ('--SPLIT', 'TRAIN_SPLIT', _unquote, "training splits joined by '+', e.g. train+val+vg (default: train)"),
-        ('--BS', 'BATCH_SIZE', _int, 'batch size'),
-        ('--ACCU', 'GRAD_ACCU_STEPS', _int, 'gradient accumulation steps; BATCH_SIZE must divide by it'),
-        ('--MAX_EPOCH', 'MAX_EPOCH', _int, 'number of training epochs'),
-        ('--SEED', 'SEED', _int, 'random seed; without --VERSION it also names the run'),
-        ('--EVAL_EE', 'EVAL_EVERY_EPOCH', parse_bool, 'evaluate on val after every epoch (True/False)'),
-        ('--AMP', 'AMP', parse_bool, 'mixed precision on GPU (True/False)'),
+    ("training", [
+        ("--SPLIT", "TRAIN_SPLIT", _unquote, "training splits joined by '+', e.g. train+val+vg (default: train)"),
+        ("--BS", "BATCH_SIZE", _int, "batch size"),
+        ("--ACCU", "GRAD_ACCU_STEPS", _int, "gradient accumulation steps; BATCH_SIZE must divide by it"),
+        ("--MAX_EPOCH", "MAX_EPOCH", _int, "number of training epochs"),
+        ("--SEED", "SEED", _int, "random seed; without --VERSION it also names the run"),
+        ("--EVAL_EE", "EVAL_EVERY_EPOCH", parse_bool, "evaluate on val after every epoch (True/False)"),
+        ("--AMP", "AMP", parse_bool, "mixed precision on GPU (True/False)"),
     ]),
-    ('run names and checkpoints', [
-        ('--VERSION', 'VERSION', _unquote, 'name of this run (default: <MODEL>_<DATASET>_<time>)'),
-        ('--RESUME', 'RESUME', parse_bool, 'resume training from --CKPT_V/--CKPT_E or --CKPT_PATH (True/False)'),
-        ('--CKPT_V', 'CKPT_VERSION', _unquote, 'run name of the checkpoint to load'),
-        ('--CKPT_E', 'CKPT_EPOCH', _int, 'epoch of the checkpoint to load'),
-        ('--CKPT_PATH', 'CKPT_PATH', _unquote, 'checkpoint file to load (instead of --CKPT_V/--CKPT_E)'),
-        ('--SAVE_PRED', 'TEST_SAVE_PRED', parse_bool, 'test runs: also save the raw predictions (True/False)'),
+    ("run names and checkpoints", [
+        ("--VERSION", "VERSION", _unquote, "name of this run (default: <MODEL>_<DATASET>_<time>)"),
+        ("--RESUME", "RESUME", parse_bool, "resume training from --CKPT_V/--CKPT_E or --CKPT_PATH (True/False)"),
+        ("--CKPT_V", "CKPT_VERSION", _unquote, "run name of the checkpoint to load"),
+        ("--CKPT_E", "CKPT_EPOCH", _int, "epoch of the checkpoint to load"),
+        ("--CKPT_PATH", "CKPT_PATH", _unquote, "checkpoint file to load (instead of --CKPT_V/--CKPT_E)"),
+        ("--SAVE_PRED", "TEST_SAVE_PRED", parse_bool, "test runs: also save the raw predictions (True/False)"),
     ]),
-    ('data and subsets', [
-        ('--DATA_ROOT', 'DATA_ROOT', _unquote, 'data folder (default: data, data/demo for the demo dataset)'),
-        ('--SUBSET', 'SUBSET', _int,
+    ("data and subsets", [
+        ("--DATA_ROOT", "DATA_ROOT", _unquote, "data folder (default: data, data/demo for the demo dataset)"),
+        ("--SUBSET", "SUBSET", _int,
          "use only the first N questions of the splits together, in their order (train+val: train's first)"),
-        ('--SUBSET_IIDS', 'SUBSET_IIDS', _unquote, 'file of image ids to keep (text, one per line, or json)'),
-        ('--SUBSET_ANS_TYPES', 'SUBSET_ANS_TYPES', _comma_list, "answer types to keep, e.g. 'yes/no,number'"),
-        ('--SKIP_MISSING', 'SKIP_MISSING_FEATS', parse_bool, 'skip questions whose image features are missing'),
-        ('--FEAT_STORE', 'FEAT_STORE', _unquote, 'read features from a memory-mapped store (python -m '
-                                                 'core.data.feature_store) instead of one file per image'),
+        ("--SUBSET_IIDS", "SUBSET_IIDS", _unquote, "file of image ids to keep (text, one per line, or json)"),
+        ("--SUBSET_ANS_TYPES", "SUBSET_ANS_TYPES", _comma_list, "answer types to keep, e.g. 'yes/no,number'"),
+        ("--SKIP_MISSING", "SKIP_MISSING_FEATS", parse_bool, "skip questions whose image features are missing"),
+        ("--FEAT_STORE", "FEAT_STORE", _unquote, "read features from a memory-mapped store (python -m "
+                                                 "core.data.feature_store) instead of one file per image"),
     ]),
-    ('devices and loading', [
-        ('--GPU', 'GPU', _unquote, "GPU ids, e.g. '0' or '0,1' (default: CPU)"),
-        ('--NW', 'NUM_WORKERS', _int, 'data loader worker processes (default: sized to the machine)'),
-        ('--PINM', 'PIN_MEM', parse_bool, 'pin host memory in the data loader (True/False)'),
-        ('--VERB', 'VERBOSE', parse_bool, 'show the per-step progress bar and detail lines (True/False); '
-                                          'False hides only those: epoch summaries and accuracies are always shown'),
+    ("devices and loading", [
+        ("--GPU", "GPU", _unquote, "GPU ids, e.g. '0' or '0,1' (default: CPU)"),
+        ("--NW", "NUM_WORKERS", _int, "data loader worker processes (default: sized to the machine)"),
+        ("--PINM", "PIN_MEM", parse_bool, "pin host memory in the data loader (True/False)"),
+        ("--VERB", "VERBOSE", parse_bool, "show the per-step progress bar and detail lines (True/False); "
+                                          "False hides only those: epoch summaries and accuracies are always shown"),
     ]),
 ]
-_REQUIRED = ('RUN_MODE', 'MODEL', 'DATASET')
-_METAVARS = {'CONFIG': 'PATH', 'CKPT_PATH': 'PATH', 'SUBSET_IIDS': 'PATH', 'DATA_ROOT': 'DIR', 'FEAT_STORE': 'DIR',
-             'VERSION': 'NAME', 'CKPT_VERSION': 'NAME', 'TRAIN_SPLIT': 'SPLITS', 'GPU': 'IDS',
-             'SUBSET_ANS_TYPES': 'TYPES'}
-_NOT_OVERRIDES = ('MODEL', 'DATASET', 'SET')
-_KEY_OF_DEST = {'backend': 'BACKEND'}  # the one flag that is not an openvqa one keeps its lower-case name
+_REQUIRED = ("RUN_MODE", "MODEL", "DATASET")
+_METAVARS = {"CONFIG": "PATH", "CKPT_PATH": "PATH", "SUBSET_IIDS": "PATH", "DATA_ROOT": "DIR", "FEAT_STORE": "DIR",
+             "VERSION": "NAME", "CKPT_VERSION": "NAME", "TRAIN_SPLIT": "SPLITS", "GPU": "IDS",
+             "SUBSET_ANS_TYPES": "TYPES"}
+_NOT_OVERRIDES = ("MODEL", "DATASET", "SET")
+_KEY_OF_DEST = {"backend": "BACKEND"}  # the one flag that is not an openvqa one keeps its lower-case name
 
 
 def _choices():
     """The flags with a fixed set of values; models and datasets are the registry's."""
-    return {'RUN_MODE': RUN_MODES, 'MODEL': tuple(registry.MODELS), 'DATASET': tuple(registry.DATASETS),
-            'backend': BACKENDS}
+    return {"RUN_MODE": RUN_MODES, "MODEL": tuple(registry.MODELS), "DATASET": tuple(registry.DATASETS),
+            "backend": BACKENDS}
 
 
 def build_parser():
     choices = _choices()
     parser = argparse.ArgumentParser(
-        prog='run.py', description='Train and evaluate openvqa models (TRAR, MCAN, MMNasNet) on PaddlePaddle or PyTorch.',
+        prog="run.py",
+        description="Train and evaluate the openvqa-family models (VQA and image classification) on PaddlePaddle or "
+                    "PyTorch.",
         epilog="example: python run.py --RUN=train --MODEL=trar --DATASET=demo --backend=torch")
     for title, flags in _GROUPS:
         group = parser.add_argument_group(title)
         for flag, dest, kind, text in flags:
             kwargs = dict(dest=dest, type=kind, help=text, default=None,
-                          metavar='N' if kind is _int else _METAVARS.get(dest))
+                          metavar="N" if kind is _int else _METAVARS.get(dest))
             if dest in choices:
-                kwargs['choices'] = choices[dest]
-                kwargs['metavar'] = '{' + ','.join(choices[dest]) + '}'
+                kwargs["choices"] = choices[dest]
+                kwargs["metavar"] = "{" + ",".join(choices[dest]) + "}"
             if dest in _REQUIRED:
-                kwargs['required'] = True
+                kwargs["required"] = True
             if kind is parse_bool:
-                kwargs.update(nargs='?', const=True, metavar='BOOL')
-            if dest == 'SET':
-                kwargs.update(action='append', metavar='KEY=VALUE')
+                kwargs.update(nargs="?", const=True, metavar="BOOL")
+            if dest == "SET":
+                kwargs.update(action="append", metavar="KEY=VALUE")
             group.add_argument(flag, **kwargs)
     return parser
 
@@ -146,7 +148,7 @@ def parse_args(argv=None):
 
 def overrides_from_args(ns):
     """Config overrides from parsed flags: --SET pairs first, then every flag that was given."""
-    overrides = dict(getattr(ns, 'SET', None) or [])
+    overrides = dict(getattr(ns, "SET", None) or [])
     for key, value in vars(ns).items():
         if value is not None and key not in _NOT_OVERRIDES:
             overrides[_KEY_OF_DEST.get(key, key)] = value

@@ -18,10 +18,10 @@ import numpy as np
 
 from core import checkpoints, plots, registry, runfolder, tasks
 from core.data import build_dataset, fingerprints
-from core.runlog import RunLog, read_history
-from core.schedules import decayed_lr_base, step_lr, tau_at, warmup_lr
 from core.data.sampler import epoch_batches, eval_batches
 from core.data.workers import compute_threads, loader_workers
+from core.runlog import RunLog, read_history
+from core.schedules import decayed_lr_base, step_lr, tau_at, warmup_lr
 
 if TYPE_CHECKING:
     from core.config import Config
@@ -151,7 +151,8 @@ def _train(cfg: Config, be) -> dict[str, Any]:
 
 def resume_point(cfg, path, meta):
     """(epoch to start from, lr_base) of a resumed run from checkpoint ``path`` and its meta. A checkpoint without
-    optimizer state is refused unless RESUME_WEIGHTS_ONLY (then the optimizer starts afresh, said in a warning); one with an
+    optimizer state is refused unless RESUME_WEIGHTS_ONLY (then the optimizer starts afresh, said in a warning); one
+    with an
     epoch but no lr_base gets the rate LR_BASE decays to by then."""
     epoch = meta.get("epoch")
     if epoch is None and cfg.CKPT_PATH is None:   # a file without an epoch (RWSAN's container): after --CKPT_E, as

@@ -32,7 +32,7 @@ def error_line(exc):
     """'config error: ...' for a configuration error, 'error: ...' for anything else: the message's first line on one
     line. A message with more lines on purpose (the data layout expected where a file is missing) keeps them below,
     indented, as hints."""
-    from core.config import ConfigError   # here: the command lines import this module before any config is read
+    from core.config import ConfigError  # here: the command lines import this module before any config is read
     lines = [" ".join(line.split()) for line in _message(exc).splitlines()]
     lines = [line for line in lines if line] or [type(exc).__name__]
     prefix = "config error" if isinstance(exc, ConfigError) else "error"

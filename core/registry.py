@@ -86,56 +86,56 @@ class ModelSpec:
 
 
 TASKS = {t.name: t for t in (
-    TaskSpec('vqa', input_keys=('frcn_feat', 'grid_feat', 'bbox_feat', 'ques_ix'), optional_input_keys=('rel_geom',),
-             input_dtypes={'frcn_feat': 'float32', 'grid_feat': 'float32', 'bbox_feat': 'float32',
-                           'ques_ix': 'int64', 'rel_geom': 'float32'},
-             target_key='ans', facts=('token_size', 'answer_size', 'pretrained_emb'),
-             fact_defaults={'pretrained_emb': None}, unit='questions', module='core.tasks.vqa'),
-    TaskSpec('classification', input_keys=('image',), optional_input_keys=(), input_dtypes={'image': 'float32'},
-             target_key='label', facts=('num_classes',), fact_defaults={}, unit='images',
-             module='core.tasks.classification'),
+    TaskSpec("vqa", input_keys=("frcn_feat", "grid_feat", "bbox_feat", "ques_ix"), optional_input_keys=("rel_geom",),
+             input_dtypes={"frcn_feat": "float32", "grid_feat": "float32", "bbox_feat": "float32",
+                           "ques_ix": "int64", "rel_geom": "float32"},
+             target_key="ans", facts=("token_size", "answer_size", "pretrained_emb"),
+             fact_defaults={"pretrained_emb": None}, unit="questions", module="core.tasks.vqa"),
+    TaskSpec("classification", input_keys=("image",), optional_input_keys=(), input_dtypes={"image": "float32"},
+             target_key="label", facts=("num_classes",), fact_defaults={}, unit="images",
+             module="core.tasks.classification"),
 )}
 
 FORMATS = {f.name: f for f in (
-    FormatSpec('vqa', task='vqa', loader='core.data.vqa:VQADataset', loss_funcs=('bce', 'kld'),
-               image_input='frcn_feat', image_size='FRCN_FEAT_SIZE', answers=3129),
-    FormatSpec('clevr', task='vqa', loader='core.data.clevr:CLEVRDataset', loss_funcs=('ce',),
-               image_input='grid_feat', image_size='GRID_FEAT_SIZE', answers=28),
-    FormatSpec('imagefolder', task='classification', loader='core.data.imagefolder:ImageFolderDataset',
-               loss_funcs=('ce',)),
-    FormatSpec('cifar', task='classification', loader='core.data.cifar:CIFARDataset', loss_funcs=('ce',)),
+    FormatSpec("vqa", task="vqa", loader="core.data.vqa:VQADataset", loss_funcs=("bce", "kld"),
+               image_input="frcn_feat", image_size="FRCN_FEAT_SIZE", answers=3129),
+    FormatSpec("clevr", task="vqa", loader="core.data.clevr:CLEVRDataset", loss_funcs=("ce",),
+               image_input="grid_feat", image_size="GRID_FEAT_SIZE", answers=28),
+    FormatSpec("imagefolder", task="classification", loader="core.data.imagefolder:ImageFolderDataset",
+               loss_funcs=("ce",)),
+    FormatSpec("cifar", task="classification", loader="core.data.cifar:CIFARDataset", loss_funcs=("ce",)),
 )}
 
 DATASETS = {d.name: d for d in (
-    DatasetSpec('vqa', 'vqa', train_splits=('train', 'val', 'vg')),
-    DatasetSpec('clevr', 'clevr', train_splits=('train', 'val')),
-    DatasetSpec('demo', 'vqa', train_splits=('train', 'val'), data_root=os.path.join('data', 'demo'),
-                generator='core.data.demo'),
-    DatasetSpec('demo_clevr', 'clevr', train_splits=('train', 'val'), data_root=os.path.join('data', 'demo'),
-                generator='core.data.demo'),
-    DatasetSpec('imagenet', 'imagefolder', train_splits=('train', 'val'), data_root=os.path.join('data', 'imagenet')),
-    DatasetSpec('cifar10', 'cifar', train_splits=('train', 'val'),
-                data_root=os.path.join('data', 'cifar-10-batches-py')),
-    DatasetSpec('cifar100', 'cifar', train_splits=('train', 'val'), data_root=os.path.join('data', 'cifar-100-python')),
-    DatasetSpec('demo_images', 'imagefolder', train_splits=('train', 'val'),
-                data_root=os.path.join('data', 'demo_images'), generator='core.data.demo_images'),
+    DatasetSpec("vqa", "vqa", train_splits=("train", "val", "vg")),
+    DatasetSpec("clevr", "clevr", train_splits=("train", "val")),
+    DatasetSpec("demo", "vqa", train_splits=("train", "val"), data_root=os.path.join("data", "demo"),
+                generator="core.data.demo"),
+    DatasetSpec("demo_clevr", "clevr", train_splits=("train", "val"), data_root=os.path.join("data", "demo"),
+                generator="core.data.demo"),
+    DatasetSpec("imagenet", "imagefolder", train_splits=("train", "val"), data_root=os.path.join("data", "imagenet")),
+    DatasetSpec("cifar10", "cifar", train_splits=("train", "val"),
+                data_root=os.path.join("data", "cifar-10-batches-py")),
+    DatasetSpec("cifar100", "cifar", train_splits=("train", "val"), data_root=os.path.join("data", "cifar-100-python")),
+    DatasetSpec("demo_images", "imagefolder", train_splits=("train", "val"),
+                data_root=os.path.join("data", "demo_images"), generator="core.data.demo_images"),
 )}
 
-_ALL_VQA = ('vqa', 'clevr', 'demo', 'demo_clevr')
-_IMAGE_DATASETS = ('imagenet', 'demo_images')
+_ALL_VQA = ("vqa", "clevr", "demo", "demo_clevr")
+_IMAGE_DATASETS = ("imagenet", "demo_images")
 MODELS = {m.name: m for m in (
-    ModelSpec('trar', 'trar', task='vqa', features='grid', datasets=_ALL_VQA, settings=trar, routes=True),
-    ModelSpec('mcan_small', 'mcan', task='vqa', features='region', datasets=_ALL_VQA, settings=mcan),
-    ModelSpec('mcan_large', 'mcan', task='vqa', features='region', datasets=('vqa', 'clevr'), settings=mcan),
-    ModelSpec('mmnasnet_small', 'mmnasnet', task='vqa', features='region', datasets=('vqa', 'demo'),
+    ModelSpec("trar", "trar", task="vqa", features="grid", datasets=_ALL_VQA, settings=trar, routes=True),
+    ModelSpec("mcan_small", "mcan", task="vqa", features="region", datasets=_ALL_VQA, settings=mcan),
+    ModelSpec("mcan_large", "mcan", task="vqa", features="region", datasets=("vqa", "clevr"), settings=mcan),
+    ModelSpec("mmnasnet_small", "mmnasnet", task="vqa", features="region", datasets=("vqa", "demo"),
               settings=mmnasnet, needs_box_geometry=True),
-    ModelSpec('mmnasnet_large', 'mmnasnet', task='vqa', features='region', datasets=('vqa',), settings=mmnasnet,
+    ModelSpec("mmnasnet_large", "mmnasnet", task="vqa", features="region", datasets=("vqa",), settings=mmnasnet,
               needs_box_geometry=True),
-    ModelSpec('rwsan', 'rwsan', task='vqa', features='region', datasets=('vqa', 'demo'), settings=rwsan),
+    ModelSpec("rwsan", "rwsan", task="vqa", features="region", datasets=("vqa", "demo"), settings=rwsan),
     # Image classifiers (issue 24): ImageNet-style folders, the generated demo images, CIFAR-100 (plain ViT's recipe)
-    ModelSpec('vit', 'vit', task='classification', features='image', datasets=_IMAGE_DATASETS + ('cifar100',),
+    ModelSpec("vit", "vit", task="classification", features="image", datasets=_IMAGE_DATASETS + ("cifar100",),
               settings=vit),
-    ModelSpec('vit_trar', 'vit_trar', task='classification', features='image', datasets=_IMAGE_DATASETS,
+    ModelSpec("vit_trar", "vit_trar", task="classification", features="image", datasets=_IMAGE_DATASETS,
               settings=vit_trar, routes=True),
 )}
 
@@ -148,20 +148,20 @@ def _lookup(table: dict, name: str, key: str, kind: str):
 
 def model(name: str) -> ModelSpec:
     """The ModelSpec of a --MODEL name; ValueError listing the known ones."""
-    return _lookup(MODELS, name, 'MODEL', 'model')
+    return _lookup(MODELS, name, "MODEL", "model")
 
 
 def dataset(name: str) -> DatasetSpec:
     """The DatasetSpec of a --DATASET name; ValueError listing the known ones."""
-    return _lookup(DATASETS, name, 'DATASET', 'dataset')
+    return _lookup(DATASETS, name, "DATASET", "dataset")
 
 
 def data_format(name: str) -> FormatSpec:
-    return _lookup(FORMATS, name, 'DATA_FORMAT', 'format')
+    return _lookup(FORMATS, name, "DATA_FORMAT", "format")
 
 
 def task(name: str) -> TaskSpec:
-    return _lookup(TASKS, name, 'task', 'task')
+    return _lookup(TASKS, name, "task", "task")
 
 
 def generated_dataset(fmt: str) -> str:
@@ -180,8 +180,8 @@ def model_uses() -> tuple[str, ...]:
 def model_of(cfg: Any) -> ModelSpec:
     """The ModelSpec of a config (or any object with MODEL_USE / MODEL): the first model of its MODEL_USE (the
     capabilities are the Net's, shared by its sizes), else the one its MODEL names."""
-    use = getattr(cfg, 'MODEL_USE', None)
-    if use is None and getattr(cfg, 'MODEL', None) in MODELS:
+    use = getattr(cfg, "MODEL_USE", None)
+    if use is None and getattr(cfg, "MODEL", None) in MODELS:
         return MODELS[cfg.MODEL]
     for spec in MODELS.values():
         if spec.model_use == str(use).lower():
@@ -191,7 +191,7 @@ def model_of(cfg: Any) -> ModelSpec:
 
 def task_of(cfg: Any) -> TaskSpec:
     """The TaskSpec of a config: its data format's task (DATA_FORMAT, else its dataset's)."""
-    fmt = getattr(cfg, 'DATA_FORMAT', None) or dataset(cfg.DATASET).data_format
+    fmt = getattr(cfg, "DATA_FORMAT", None) or dataset(cfg.DATASET).data_format
     return TASKS[data_format(fmt).task]
 
 
@@ -200,12 +200,12 @@ def task_for_batch(batch: Mapping[str, Any]) -> TaskSpec:
     for spec in TASKS.values():
         if all(k in batch for k in spec.input_keys):
             return spec
-    wanted = '; '.join(f"{t.name}: {', '.join(t.input_keys)}" for t in TASKS.values())
+    wanted = "; ".join(f"{t.name}: {', '.join(t.input_keys)}" for t in TASKS.values())
     raise ValueError(f"the batch ({', '.join(map(str, batch))}) holds the inputs of no task ({wanted}; "
                      "docs/architecture.md, the sample format)")
 
 
 def load(dotted: str) -> Any:
     """'module:attr' -> the object."""
-    module, _, attr = dotted.partition(':')
+    module, _, attr = dotted.partition(":")
     return getattr(importlib.import_module(module), attr)

@@ -7,7 +7,7 @@ import datetime
 import os
 import re
 
-SEPARATOR = '=' * 37
+SEPARATOR = "=" * 37
 
 
 class RunLog:
@@ -20,7 +20,7 @@ class RunLog:
         folder = os.path.dirname(self.path)
         if folder:
             os.makedirs(folder, exist_ok=True)
-        with open(self.path, 'a', encoding='utf-8') as f:
+        with open(self.path, "a", encoding="utf-8") as f:
             f.write(text)
             f.flush()
 
@@ -42,17 +42,17 @@ class RunLog:
     def accuracy(self, overall, per_type):
         """Overall accuracy and a {type: accuracy} dict, in percent."""
         text = "Overall Accuracy is: %.02f\n" % overall
-        text += ''.join("%s : %.02f " % (name, value) for name, value in per_type.items())
+        text += "".join("%s : %.02f " % (name, value) for name, value in per_type.items())
         self._append(text + "\n\n")
 
     def line(self, text):
-        self._append(text if text.endswith('\n') else text + '\n')
+        self._append(text if text.endswith("\n") else text + "\n")
 
 
-_EPOCH = re.compile(r'Epoch: (\d+), Loss: (\S+), Lr: (\S+)$')
-_TIME = re.compile(r'Elapsed time: (\d+), Speed\(s/batch\): (\S+)$')
-_OVERALL = re.compile(r'Overall Accuracy is: (\S+)$')
-_TYPE = re.compile(r'(\S.*?) : (-?\d+(?:\.\d+)?) ')
+_EPOCH = re.compile(r"Epoch: (\d+), Loss: (\S+), Lr: (\S+)$")
+_TIME = re.compile(r"Elapsed time: (\d+), Speed\(s/batch\): (\S+)$")
+_OVERALL = re.compile(r"Overall Accuracy is: (\S+)$")
+_TYPE = re.compile(r"(\S.*?) : (-?\d+(?:\.\d+)?) ")
 
 
 def read_history(path):
@@ -60,13 +60,13 @@ def read_history(path):
     'val_per_type' when a validation followed the epoch. A resumed run that repeats an epoch replaces it."""
     records = {}
     last = None
-    with open(path, encoding='utf-8') as f:
+    with open(path, encoding="utf-8") as f:
         lines = f.read().splitlines()
     for i, text in enumerate(lines):
         m = _EPOCH.match(text)
         if m:
-            last = {'epoch': int(m.group(1)), 'loss': float(m.group(2)), 'lr': float(m.group(3))}
-            records[last['epoch']] = last
+            last = {"epoch": int(m.group(1)), "loss": float(m.group(2)), "lr": float(m.group(3))}
+            records[last["epoch"]] = last
             continue
         m = _TIME.match(text)
         if m and last is not None:
@@ -74,7 +74,7 @@ def read_history(path):
             continue
         m = _OVERALL.match(text)
         if m and last is not None:
-            last['val_overall'] = float(m.group(1))
-            following = lines[i + 1] + ' ' if i + 1 < len(lines) else ''
-            last['val_per_type'] = {name: float(v) for name, v in _TYPE.findall(following)}
+            last["val_overall"] = float(m.group(1))
+            following = lines[i + 1] + " " if i + 1 < len(lines) else ""
+            last["val_per_type"] = {name: float(v) for name, v in _TYPE.findall(following)}
     return [records[e] for e in sorted(records)]

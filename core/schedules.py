@@ -27,10 +27,10 @@ def warmup_decay_factor(step, warmup_steps, total_steps, decay):
     scheduler.step() before optimizer.step(), so update n uses the factor of n."""
     if step < warmup_steps:
         return float(step) / float(max(1.0, warmup_steps))
-    if decay == 'cosine':
+    if decay == "cosine":
         progress = float(step - warmup_steps) / float(max(1, total_steps - warmup_steps))
         return max(0.0, 0.5 * (1. + math.cos(math.pi * 0.5 * 2.0 * progress)))   # cycles = 0.5, as the original
-    if decay == 'linear':
+    if decay == "linear":
         return max(0.0, float(total_steps - step) / float(max(1.0, total_steps - warmup_steps)))
     raise ValueError(f"LR_SCHEDULE: {decay!r} is not one of cosine, linear")
 

@@ -2,7 +2,8 @@
 
     python -m deploy export  --MODEL trar --DATASET demo --CKPT_PATH ckpts/ckpt_x/epoch10.pdparams --out export/trar
     python -m deploy predict --model export/trar --question "what color is the circle?" --features 123.npy
-    python -m deploy onnx    --MODEL trar --DATASET demo --CKPT_PATH ckpts/ckpt_x/epoch10.pdparams --out export/trar_onnx
+    python -m deploy onnx    --MODEL trar --DATASET demo --CKPT_PATH ckpts/ckpt_x/epoch10.pdparams \
+        --out export/trar_onnx
     python -m deploy bench   --MODEL trar --DATASET vqa
 
 bundle.py   the folder's files and manifest, question encoding and feature loading (numpy, no framework)

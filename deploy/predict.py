@@ -40,8 +40,9 @@ class PaddleRunner:
 
     def __init__(self, model_file: str, params_file: str, device: str = "cpu", gpu_id: int = 0,
                  threads: int | None = None, mkldnn: bool = True, ir_optim: bool = True, memory_optim: bool = False):
-        import backends.paddle  # noqa: F401  (thread defaults, set before paddle is imported)
         from paddle import inference
+
+        import backends.paddle  # noqa: F401  (thread defaults, set before paddle is imported)
         config = inference.Config(model_file, params_file)
         config.disable_glog_info()
         self.device = "cpu"

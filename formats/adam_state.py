@@ -21,8 +21,8 @@ from formats import layout
 from formats.layout import CheckpointMismatch
 
 # (torch name, paddle name)
-MOMENTS = (('exp_avg', 'moment1'), ('exp_avg_sq', 'moment2'), ('max_exp_avg_sq', 'moment2_max'))
-BETA_POWS = ('beta1_pow_acc', 'beta2_pow_acc')
+MOMENTS = (("exp_avg", "moment1"), ("exp_avg_sq", "moment2"), ("max_exp_avg_sq", "moment2_max"))
+BETA_POWS = ("beta1_pow_acc", "beta2_pow_acc")
 # Below this a float32 beta power has lost precision (denormals come at 1.2e-38) or underflowed to 0; from there on
 # every bias correction is 1 in float32, so any later step is equivalent.
 _PRECISE_POW = 1e-30
@@ -31,18 +31,18 @@ _PRECISE_POW = 1e-30
 def is_torch_adam(state):
     """A torch Adam state_dict: every param group has betas (an SGD one, as ViT's train script saves, has momentum
     buffers instead of moments and no betas)."""
-    return isinstance(state, dict) and isinstance(state.get('state'), dict) and \
-        isinstance(state.get('param_groups'), list) and \
-        all(isinstance(g, dict) and 'betas' in g for g in state['param_groups'])
+    return isinstance(state, dict) and isinstance(state.get("state"), dict) and \
+        isinstance(state.get("param_groups"), list) and \
+        all(isinstance(g, dict) and "betas" in g for g in state["param_groups"])
 
 
 def is_paddle_adam(state):
-    return isinstance(state, dict) and state.get('framework') == 'paddle' and isinstance(state.get('state'), dict)
+    return isinstance(state, dict) and state.get("framework") == "paddle" and isinstance(state.get("state"), dict)
 
 
 def torch_betas(state):
     """The betas of a torch Adam state's param groups (one pair, or several if the groups differ)."""
-    return sorted({tuple(float(b) for b in g.get('betas', ())) for g in state['param_groups']})
+    return sorted({tuple(float(b) for b in g.get("betas", ())) for g in state["param_groups"]})
 
 
 def _step_of(value, name):
@@ -69,7 +69,7 @@ def _layout(value, name, linear_keys):
 
 def torch_steps(state):
     """The 'step' of every entry of a torch Adam state."""
-    return [_step_of(entry.get('step', 0), key) for key, entry in state['state'].items() if entry]
+    return [_step_of(entry.get("step", 0), key) for key, entry in state["state"].items() if entry]
 
 
 def torch_to_paddle(state, param_names, linear_keys, betas, torch_shapes=None, consume=False):
@@ -79,18 +79,18 @@ def torch_to_paddle(state, param_names, linear_keys, betas, torch_shapes=None, c
     layout) lets each moment's shape be checked against its parameter. ``consume=True`` removes each entry from
     ``state`` once converted, so a large state is never held twice.
     """
-    keys = [key for group in state['param_groups'] for key in group.get('params', [])]
+    keys = [key for group in state["param_groups"] for key in group.get("params", [])]
     if len(keys) != len(param_names):
         raise CheckpointMismatch(f"the optimizer state covers {len(keys)} parameters, the model has "
                                  f"{len(param_names)}; it was saved for another model (convert with --weights-only "
                                  f"to restart Adam)")
-    saved = state['state']
+    saved = state["state"]
     out = {}
     for key, name in zip(keys, param_names):
         entry = saved.pop(key, None) if consume else saved.get(key)
         if not entry:
             continue                      # a parameter that never had a gradient has no state
-        step = _step_of(entry.get('step', 0), name)
+        step = _step_of(entry.get("step", 0), name)
         acc = {}
         for torch_name, paddle_name in MOMENTS:
             if entry.get(torch_name) is not None:
@@ -100,7 +100,7 @@ def torch_to_paddle(state, param_names, linear_keys, betas, torch_shapes=None, c
         for pow_name, beta in zip(BETA_POWS, betas):
             acc[pow_name] = np.array([float(beta) ** (step + 1)], np.float32)
         out[name] = acc
-    return {'framework': 'paddle', 'state': out}
+    return {"framework": "paddle", "state": out}
 
 
 def step_from_beta_pows(acc, betas, name):
@@ -133,9 +133,9 @@ def step_from_beta_pows(acc, betas, name):
 
 def default_param_group(betas, eps=1e-8, weight_decay=0.0, amsgrad=False, lr=0.0):
     """A torch Adam param group; the trainer overwrites betas/eps/weight_decay/amsgrad from the config on resume."""
-    return {'lr': float(lr), 'betas': tuple(float(b) for b in betas), 'eps': float(eps),
-            'weight_decay': float(weight_decay), 'amsgrad': bool(amsgrad), 'maximize': False, 'foreach': None,
-            'capturable': False, 'differentiable': False, 'fused': None}
+    return {"lr": float(lr), "betas": tuple(float(b) for b in betas), "eps": float(eps),
+            "weight_decay": float(weight_decay), "amsgrad": bool(amsgrad), "maximize": False, "foreach": None,
+            "capturable": False, "differentiable": False, "fused": None}
 
 
 def paddle_to_torch(state, param_names, linear_keys, betas, group=None, torch_shapes=None, consume=False):
@@ -144,7 +144,7 @@ def paddle_to_torch(state, param_names, linear_keys, betas, group=None, torch_sh
     ``group``: the settings of the single param group (default_param_group(betas) if None); its 'params' become the
     positions 0..n-1 of ``param_names``. ``consume=True`` empties ``state['state']`` as it goes.
     """
-    saved = state['state']
+    saved = state["state"]
     unknown = [name for name in saved if name not in set(param_names)]
     if unknown:
         raise CheckpointMismatch(f"the optimizer state has entries for {len(unknown)} names the model lacks "
@@ -155,7 +155,7 @@ def paddle_to_torch(state, param_names, linear_keys, betas, group=None, torch_sh
         acc = saved.pop(name, None) if consume else saved.get(name)
         if not acc:
             continue
-        entry = {'step': np.array(float(step_from_beta_pows(acc, betas, name)), np.float32)}
+        entry = {"step": np.array(float(step_from_beta_pows(acc, betas, name)), np.float32)}
         for torch_name, paddle_name in MOMENTS:
             if acc.get(paddle_name) is not None:
                 value = _layout(acc[paddle_name], name, linear_keys)
@@ -163,5 +163,5 @@ def paddle_to_torch(state, param_names, linear_keys, betas, group=None, torch_sh
                 entry[torch_name] = value
         out[index] = entry
     group = dict(group if group is not None else default_param_group(betas))
-    group['params'] = list(range(len(param_names)))
-    return {'state': out, 'param_groups': [group]}
+    group["params"] = list(range(len(param_names)))
+    return {"state": out, "param_groups": [group]}

@@ -14,11 +14,11 @@ import numpy as np
 
 from formats.layout import CheckpointMismatch, strip_module_prefix
 
-_CELL = re.compile(r'^backnone\.cells_(enc|dec)\.0\.dag\.(\d+)\.0\.(.+)$')
-_TOP_LEVEL = (('imgfeat_linear.', 'adapter.frcn_linear.'), ('attflat_x.', 'attflat_lang.'),
-              ('attflat_y.', 'attflat_img.'), ('linear_y_rel.', 'linear_rel.'))
-_NO_BIAS = re.compile(r'^backbone\.(enc|dec)_list\.\d+\.mhatt\.linear_(v|k|q|merge)\.bias$')
-_MARKERS = ('backnone.', 'imgfeat_linear.', 'attflat_x.', 'attflat_y.', 'linear_y_rel.')
+_CELL = re.compile(r"^backnone\.cells_(enc|dec)\.0\.dag\.(\d+)\.0\.(.+)$")
+_TOP_LEVEL = (("imgfeat_linear.", "adapter.frcn_linear."), ("attflat_x.", "attflat_lang."),
+              ("attflat_y.", "attflat_img."), ("linear_y_rel.", "linear_rel."))
+_NO_BIAS = re.compile(r"^backbone\.(enc|dec)_list\.\d+\.mhatt\.linear_(v|k|q|merge)\.bias$")
+_MARKERS = ("backnone.", "imgfeat_linear.", "attflat_x.", "attflat_y.", "linear_y_rel.")
 MISSING_ANSWER_BIAS = -1e4   # sigmoid(-1e4) = 0: an answer the checkpoint never learnt is never chosen
 
 
@@ -32,9 +32,9 @@ def openvqa_name(key):
     m = _CELL.match(key)
     if m:
         part, index, rest = m.groups()
-        if rest.startswith('ln.'):
-            rest = 'norm.' + rest[len('ln.'):]
-        return f'backbone.{part}_list.{index}.{rest}'
+        if rest.startswith("ln."):
+            rest = "norm." + rest[len("ln."):]
+        return f"backbone.{part}_list.{index}.{rest}"
     for old, new in _TOP_LEVEL:
         if key.startswith(old):
             return new + key[len(old):]
@@ -64,7 +64,7 @@ def add_zero_biases(state, model_keys):
     for key in model_keys:
         if key in out or not _NO_BIAS.match(key):
             continue
-        weight = out.get(key[:-len('bias')] + 'weight')
+        weight = out.get(key[:-len("bias")] + "weight")
         if weight is None:
             continue   # the whole layer is missing: the compatibility check reports it
         out[key] = np.zeros(weight.shape[0], dtype=weight.dtype)
@@ -76,7 +76,7 @@ def read_answer_list(path):
     """Answers in index order from a json file: a list of strings, {answer: index}, or openvqa's
     [ans_to_ix, ix_to_ans]."""
     try:
-        with open(path, encoding='utf-8') as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: cannot read the answer list ({exc})") from None
@@ -99,13 +99,13 @@ def read_answer_list(path):
     return answers
 
 
-def reindex_answers(state, source_answers, target_answers, path='checkpoint'):
+def reindex_answers(state, source_answers, target_answers, path="checkpoint"):
     """Rows of proj.weight ([A, F], torch layout) and proj.bias moved from ``source_answers`` order to
     ``target_answers`` order. Target answers the source lacks get a zero weight row and a bias of
     MISSING_ANSWER_BIAS (they are never predicted); returns (state, list of those answers)."""
-    if 'proj.weight' not in state or 'proj.bias' not in state:
+    if "proj.weight" not in state or "proj.bias" not in state:
         raise CheckpointMismatch(f"{path}: no proj.weight / proj.bias to re-index by answer")
-    weight, bias = state['proj.weight'], state['proj.bias']
+    weight, bias = state["proj.weight"], state["proj.bias"]
     if weight.shape[0] != len(source_answers):
         raise CheckpointMismatch(f"{path}: proj has {weight.shape[0]} answer rows but the mmnas answer list has "
                                  f"{len(source_answers)}")
@@ -118,6 +118,6 @@ def reindex_answers(state, source_answers, target_answers, path='checkpoint'):
     new_weight[found] = weight[rows[found]]
     new_bias[found] = bias[rows[found]]
     out = dict(state)
-    out['proj.weight'], out['proj.bias'] = new_weight, new_bias
+    out["proj.weight"], out["proj.bias"] = new_weight, new_bias
     return out, missing
 

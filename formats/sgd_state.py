@@ -15,28 +15,28 @@ import numpy as np
 from formats import layout
 from formats.layout import CheckpointMismatch
 
-TORCH_KEY = 'momentum_buffer'
-PADDLE_KEY = 'velocity'
+TORCH_KEY = "momentum_buffer"
+PADDLE_KEY = "velocity"
 
 
 def kind(state):
     """'SGD', 'Adam' or None: which optimizer a saved state (either framework's) belongs to."""
-    if not isinstance(state, dict) or not isinstance(state.get('state'), dict):
+    if not isinstance(state, dict) or not isinstance(state.get("state"), dict):
         return None
-    entries = [e for e in state['state'].values() if isinstance(e, dict)]
+    entries = [e for e in state["state"].values() if isinstance(e, dict)]
     names = {k for e in entries for k in e}
-    if state.get('framework') == 'paddle':
-        return 'SGD' if PADDLE_KEY in names else 'Adam' if 'moment1' in names else None
-    groups = state.get('param_groups')
+    if state.get("framework") == "paddle":
+        return "SGD" if PADDLE_KEY in names else "Adam" if "moment1" in names else None
+    groups = state.get("param_groups")
     if not isinstance(groups, list) or not groups:
         return None
-    if TORCH_KEY in names or (not names and 'momentum' in groups[0]):
-        return 'SGD'
-    return 'Adam' if 'exp_avg' in names or 'betas' in groups[0] else None
+    if TORCH_KEY in names or (not names and "momentum" in groups[0]):
+        return "SGD"
+    return "Adam" if "exp_avg" in names or "betas" in groups[0] else None
 
 
 def _order(state):
-    return [p for g in state['param_groups'] for p in g['params']]
+    return [p for g in state["param_groups"] for p in g["params"]]
 
 
 def torch_to_paddle(state, param_names, linear_keys):
@@ -47,20 +47,20 @@ def torch_to_paddle(state, param_names, linear_keys):
                                  "model")
     out = {}
     for key, name in zip(order, param_names):
-        entry = state['state'].get(key)
+        entry = state["state"].get(key)
         if entry is None or entry.get(TORCH_KEY) is None:
             continue
         buf = np.asarray(entry[TORCH_KEY])
         out[name] = {PADDLE_KEY: layout.to_paddle_layout({name: buf}, linear_keys)[name]}
-    return {'framework': 'paddle', 'state': out}
+    return {"framework": "paddle", "state": out}
 
 
 def paddle_to_torch(state, param_names, linear_keys, group):
     """The Paddle entry -> a torch SGD state_dict with one param group ``group`` (without 'params')."""
     out = {}
     for position, name in enumerate(param_names):
-        entry = state['state'].get(name)
+        entry = state["state"].get(name)
         if entry is None or entry.get(PADDLE_KEY) is None:
             continue
         out[position] = {TORCH_KEY: layout.to_torch_layout({name: np.asarray(entry[PADDLE_KEY])}, linear_keys)[name]}
-    return {'state': out, 'param_groups': [dict(group, params=list(range(len(param_names))))]}
+    return {"state": out, "param_groups": [dict(group, params=list(range(len(param_names))))]}

@@ -31,26 +31,26 @@ from formats.layout import CheckpointMismatch
 
 log = logging.getLogger(__name__)
 
-POSEMB = 'Transformer/posembed_input/pos_embedding'
-HYBRID_KEY = 'conv_root/kernel'
-_BLOCK = 'Transformer/encoderblock_{i}/'
-_ATTENTION = 'MultiHeadDotProductAttention_1/'
+POSEMB = "Transformer/posembed_input/pos_embedding"
+HYBRID_KEY = "conv_root/kernel"
+_BLOCK = "Transformer/encoderblock_{i}/"
+_ATTENTION = "MultiHeadDotProductAttention_1/"
 _PER_BLOCK = {   # npz name under the block -> (state-dict name under the block, kind)
-    'LayerNorm_0/scale': ('attention_norm.weight', 'copy'), 'LayerNorm_0/bias': ('attention_norm.bias', 'copy'),
-    'LayerNorm_2/scale': ('ffn_norm.weight', 'copy'), 'LayerNorm_2/bias': ('ffn_norm.bias', 'copy'),
-    'MlpBlock_3/Dense_0/kernel': ('ffn.fc1.weight', 'dense'), 'MlpBlock_3/Dense_0/bias': ('ffn.fc1.bias', 'copy'),
-    'MlpBlock_3/Dense_1/kernel': ('ffn.fc2.weight', 'dense'), 'MlpBlock_3/Dense_1/bias': ('ffn.fc2.bias', 'copy'),
-    **{f'{_ATTENTION}{name}/kernel': (f'attn.{name}.weight', 'heads') for name in ('query', 'key', 'value', 'out')},
-    **{f'{_ATTENTION}{name}/bias': (f'attn.{name}.bias', 'flat') for name in ('query', 'key', 'value', 'out')},
+    "LayerNorm_0/scale": ("attention_norm.weight", "copy"), "LayerNorm_0/bias": ("attention_norm.bias", "copy"),
+    "LayerNorm_2/scale": ("ffn_norm.weight", "copy"), "LayerNorm_2/bias": ("ffn_norm.bias", "copy"),
+    "MlpBlock_3/Dense_0/kernel": ("ffn.fc1.weight", "dense"), "MlpBlock_3/Dense_0/bias": ("ffn.fc1.bias", "copy"),
+    "MlpBlock_3/Dense_1/kernel": ("ffn.fc2.weight", "dense"), "MlpBlock_3/Dense_1/bias": ("ffn.fc2.bias", "copy"),
+    **{f"{_ATTENTION}{name}/kernel": (f"attn.{name}.weight", "heads") for name in ("query", "key", "value", "out")},
+    **{f"{_ATTENTION}{name}/bias": (f"attn.{name}.bias", "flat") for name in ("query", "key", "value", "out")},
 }
 _TOP = {
-    'embedding/kernel': ('transformer.embeddings.patch_embeddings.weight', 'conv'),
-    'embedding/bias': ('transformer.embeddings.patch_embeddings.bias', 'copy'),
-    'cls': ('transformer.embeddings.cls_token', 'copy'),
-    'Transformer/encoder_norm/scale': ('transformer.encoder.encoder_norm.weight', 'copy'),
-    'Transformer/encoder_norm/bias': ('transformer.encoder.encoder_norm.bias', 'copy'),
+    "embedding/kernel": ("transformer.embeddings.patch_embeddings.weight", "conv"),
+    "embedding/bias": ("transformer.embeddings.patch_embeddings.bias", "copy"),
+    "cls": ("transformer.embeddings.cls_token", "copy"),
+    "Transformer/encoder_norm/scale": ("transformer.encoder.encoder_norm.weight", "copy"),
+    "Transformer/encoder_norm/bias": ("transformer.encoder.encoder_norm.bias", "copy"),
 }
-HEAD = {'head/kernel': ('head.weight', 'dense'), 'head/bias': ('head.bias', 'copy')}
+HEAD = {"head/kernel": ("head.weight", "dense"), "head/bias": ("head.bias", "copy")}
 
 
 def is_google_npz(path):
@@ -59,7 +59,7 @@ def is_google_npz(path):
         return False
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
-    return bool(names) and all(n.endswith('.npy') for n in names)
+    return bool(names) and all(n.endswith(".npy") for n in names)
 
 
 def read_npz(path):
@@ -70,19 +70,20 @@ def read_npz(path):
 
 def _transform(value, kind, hidden):
     value = np.asarray(value)
-    if kind == 'dense':         # flax Dense kernel (in, out) -> torch Linear weight (out, in)
+    if kind == "dense":         # flax Dense kernel (in, out) -> torch Linear weight (out, in)
         return value.T
-    if kind == 'heads':         # (H, heads, dh) or (heads, dh, H): flattened to (H, H) in element order, then .T
+    if kind == "heads":         # (H, heads, dh) or (heads, dh, H): flattened to (H, H) in element order, then .T
         return value.reshape(hidden, hidden).T
-    if kind == 'flat':
+    if kind == "flat":
         return value.reshape(-1)
-    if kind == 'conv':          # HWIO -> OIHW
+    if kind == "conv":          # HWIO -> OIHW
         return value.transpose(3, 2, 0, 1)
     return value
 
 
 def _axis_weights(n_old, n_new):
-    """(low index, high index, weight of high) per output index: output j sits at input j * (n_old - 1) / (n_new - 1)."""
+    """(low index, high index, weight of high) per output index: output j sits at input
+    j * (n_old - 1) / (n_new - 1)."""
     if n_new == 1 or n_old == 1:
         pos = np.zeros(n_new)
     else:
@@ -108,7 +109,7 @@ def resize_grid(grid, size):
 def resize_position_embeddings(posemb, tokens):
     """(1, 1 + g * g, H) -> (1, tokens, H): the CLS row kept, the g x g grid resized to the model's (square grids)."""
     posemb = np.asarray(posemb)
-    old, new = _grid_side(posemb.shape[1] - 1, POSEMB), _grid_side(tokens - 1, 'the model position_embeddings')
+    old, new = _grid_side(posemb.shape[1] - 1, POSEMB), _grid_side(tokens - 1, "the model position_embeddings")
     log.info("load_pretrained: grid-size from %d to %d", old, new)
     grid = resize_grid(posemb[0, 1:].reshape(old, old, -1), new)
     return np.concatenate([posemb[:, :1], grid.reshape(1, new * new, -1)], axis=1)
@@ -129,22 +130,23 @@ def google_state(weights, model_shapes, path):
     if HYBRID_KEY in weights:
         raise CheckpointMismatch(f"{path}: a hybrid (ResNet stem, R50-ViT) checkpoint ({HYBRID_KEY}); only the plain "
                                  "ViT models are supported")
-    hidden = model_shapes['transformer.encoder.encoder_norm.weight'][0]
+    hidden = model_shapes["transformer.encoder.encoder_norm.weight"][0]
     table = {npz: (key, kind) for npz, (key, kind) in _TOP.items()}
-    layers = sorted({int(k.split('.')[3]) for k in model_shapes if k.startswith('transformer.encoder.layer.')})
+    layers = sorted({int(k.split(".")[3]) for k in model_shapes if k.startswith("transformer.encoder.layer.")})
     for i in layers:
         for name, (key, kind) in _PER_BLOCK.items():
-            table[_BLOCK.format(i=i) + name] = (f'transformer.encoder.layer.{i}.{key}', kind)
+            table[_BLOCK.format(i=i) + name] = (f"transformer.encoder.layer.{i}.{key}", kind)
     missing = [npz for npz in list(table) + [POSEMB] + list(HEAD) if npz not in weights]
     if missing:
-        extra = sum(k.startswith('Transformer/encoderblock_') and k.endswith('LayerNorm_0/scale') for k in weights)
-        raise CheckpointMismatch(f"{path} is not a Google ViT checkpoint of this model: missing {', '.join(missing[:3])}"
+        extra = sum(k.startswith("Transformer/encoderblock_") and k.endswith("LayerNorm_0/scale") for k in weights)
+        raise CheckpointMismatch(f"{path} is not a Google ViT checkpoint of this model: missing "
+                                 f"{', '.join(missing[:3])}"
                                  f"{', ...' if len(missing) > 3 else ''} (it has {extra} encoder blocks, the model "
                                  f"{len(layers)}); check LAYER, or the file")
     state, notes = {}, []
     for npz, (key, kind) in table.items():
         state[key] = _transform(weights[npz], kind, hidden)
-    pos_key = 'transformer.embeddings.position_embeddings'
+    pos_key = "transformer.embeddings.position_embeddings"
     posemb = np.asarray(weights[POSEMB])
     if posemb.shape[1] != model_shapes[pos_key][1]:
         notes.append(f"position embeddings resized from {posemb.shape[1] - 1} to {model_shapes[pos_key][1] - 1} "
@@ -152,7 +154,7 @@ def google_state(weights, model_shapes, path):
         posemb = resize_position_embeddings(posemb, model_shapes[pos_key][1])
     state[pos_key] = posemb
     head = {key: _transform(weights[npz], kind, hidden) for npz, (key, kind) in HEAD.items()}
-    if head['head.bias'].shape != tuple(model_shapes['head.bias']):
+    if head["head.bias"].shape != tuple(model_shapes["head.bias"]):
         notes.append(f"head zeroed: the checkpoint has {head['head.bias'].shape[0]} classes, the model "
                      f"{model_shapes['head.bias'][0]} (zero_head, as the original fine-tunes)")
         head = {key: np.zeros(model_shapes[key], np.float32) for key in head}

@@ -25,7 +25,8 @@ QUESTION_LEN = {"vqa": 14, "clevr": 9}
 
 def tiny_cfg(model="trar", dataset="vqa", **overrides):
     """A validated Config for ``configs/<dataset>/<model>.yml`` at tiny sizes; ``overrides`` win."""
-    if registry.model(model).features == "grid":   # a grid reader (TRAR): its span masks need IMG_SCALE x IMG_SCALE rows
+    # a grid reader (TRAR): its span masks need IMG_SCALE x IMG_SCALE rows
+    if registry.model(model).features == "grid":
         base = dict(TINY_CLEVR_GRID if dataset == "clevr" else TINY_VQA_GRID)
     else:
         base = dict(TINY_REGIONS)

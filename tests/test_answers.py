@@ -1,8 +1,16 @@
 import numpy as np
 import pytest
 
-from core.data.answers import (CONTRACTIONS, answers_in_order, load_answer_dict, prep_ans, process_digit_article,
-                               process_punctuation, score_for_count, soft_scores)
+from core.data.answers import (
+    CONTRACTIONS,
+    answers_in_order,
+    load_answer_dict,
+    prep_ans,
+    process_digit_article,
+    process_punctuation,
+    score_for_count,
+    soft_scores,
+)
 
 
 @pytest.fixture(scope="module")

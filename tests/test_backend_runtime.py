@@ -26,7 +26,8 @@ def _batch(cfg, seed=0):
     if cfg.DATA_FORMAT == "clevr":
         batch["ans"] = rng.integers(0, ANSWER_SIZE, size=(cfg.BATCH_SIZE, 1)).astype(np.int64)
     elif cfg.LOSS_FUNC == "kld":
-        scores = rng.uniform(size=(cfg.BATCH_SIZE, ANSWER_SIZE)) * (rng.uniform(size=(cfg.BATCH_SIZE, ANSWER_SIZE)) > 0.5)
+        keep = rng.uniform(size=(cfg.BATCH_SIZE, ANSWER_SIZE)) > 0.5
+        scores = rng.uniform(size=(cfg.BATCH_SIZE, ANSWER_SIZE)) * keep
         scores[:, 0] += 0.1
         batch["ans"] = (scores / scores.sum(1, keepdims=True)).astype(np.float32)
     else:

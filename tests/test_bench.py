@@ -15,7 +15,6 @@ from bench.__main__ import build_parser
 from bench.__main__ import main as bench_main
 from bench.data_loading import measure as measure_data
 
-
 # ---- train / eval measurement ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("model", ["trar", "mmnasnet"])
@@ -137,8 +136,8 @@ def test_help_lists_the_parts_and_each_part_its_options(capsys):
                 assert choices in text
 
 
-@pytest.mark.parametrize("argv", [["data", "--models", "trar"], ["floor", "--gpu", "0"], ["convert", "--backends", "torch"],
-                                  ["report", "--steps", "2", "a.json"], ["report"]])
+@pytest.mark.parametrize("argv", [["data", "--models", "trar"], ["floor", "--gpu", "0"],
+                                  ["convert", "--backends", "torch"], ["report", "--steps", "2", "a.json"], ["report"]])
 def test_a_part_takes_only_its_own_options(argv):
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args(argv)

@@ -12,7 +12,6 @@ from core import checkpoints, config, engine, schedules
 from formats import sgd_state
 from tests import tiny_classifier
 
-
 # ---- schedules ---------------------------------------------------------------------------------------------------
 
 def test_warmup_cosine_hand_worked():
@@ -243,6 +242,7 @@ def test_convert_carries_an_sgd_state_both_ways():
     """convert/checkpoints.py: an SGD state goes through formats.sgd_state (buffers transposed for Linear weights);
     an Adam state under OPT 'SGD' is not converted."""
     import types
+
     from convert.checkpoints import _convert_optimizer
     manifest = types.SimpleNamespace(param_names=["head.weight", "head.bias"], linear_keys={"head.weight"})
     cfg = config.load_config("trar", "vqa", overrides={"OPT": "SGD", "OPT_PARAMS": {"momentum": 0.9}})

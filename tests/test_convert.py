@@ -22,8 +22,16 @@ from formats import adam_state as adam
 from formats import mmnas_keys as mmnas
 from formats.layout import CheckpointMismatch
 from formats.restricted_pickle import read_pdparams, read_torch_checkpoint
-from tests.model_configs import (ANSWER_SIZE, TINY, TINY_CLEVR_GRID, TINY_REGIONS, TINY_VQA_GRID, TOKEN_SIZE,
-                                 make_batch, tiny_cfg)
+from tests.model_configs import (
+    ANSWER_SIZE,
+    TINY,
+    TINY_CLEVR_GRID,
+    TINY_REGIONS,
+    TINY_VQA_GRID,
+    TOKEN_SIZE,
+    make_batch,
+    tiny_cfg,
+)
 from tests.tolerances import FORWARD_ATOL, TRAIN_RTOL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -157,7 +165,8 @@ def test_paddle_files_hold_paddle_layout_and_accumulators(tmp_path):
 def _toy_torch_state(step):
     rng = np.random.default_rng(1)
     w, b = rng.standard_normal((2, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
-    entry = lambda x: {"step": np.array(float(step), np.float32), "exp_avg": x, "exp_avg_sq": x * x}
+    def entry(x):
+        return {"step": np.array(float(step), np.float32), "exp_avg": x, "exp_avg_sq": x * x}
     return {"state": {0: entry(w), 1: entry(b)}, "param_groups": [{"betas": (0.9, 0.98), "params": [0, 1]}]}
 
 

@@ -1,4 +1,5 @@
-"""The CPU kernel choices: core/cpu.py's reading of /proc/cpuinfo, Paddle's MKL_DEBUG_CPU_TYPE, torch's oneDNN Linear."""
+"""The CPU kernel choices: core/cpu.py's reading of /proc/cpuinfo, Paddle's MKL_DEBUG_CPU_TYPE, torch's oneDNN
+Linear."""
 import os
 import platform
 import subprocess

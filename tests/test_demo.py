@@ -70,7 +70,8 @@ def test_vqa_answers_are_in_the_answer_list_and_human_answers_realistic(data):
     ans_to_ix, _ = load_answer_dict()
     same_written_differently = disagreeing = 0
     for split in ("train2014", "val2014"):
-        qids = {q["question_id"] for q in _json(root, "vqa", "raw", f"v2_OpenEnded_mscoco_{split}_questions.json")["questions"]}
+        path = f"v2_OpenEnded_mscoco_{split}_questions.json"
+        qids = {q["question_id"] for q in _json(root, "vqa", "raw", path)["questions"]}
         anns = _json(root, "vqa", "raw", f"v2_mscoco_{split}_annotations.json")["annotations"]
         assert {a["question_id"] for a in anns} == qids
         for a in anns:

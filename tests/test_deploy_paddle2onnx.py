@@ -44,6 +44,7 @@ def converted(tmp_path_factory):
     first asked for."""
     import contextlib
     import io
+
     from deploy.__main__ import main
     from deploy.onnx import onnx_from_paddle_folder
     done = {}

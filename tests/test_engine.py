@@ -1,4 +1,5 @@
-"""End to end through run.py on generated demo data: train -> resume -> val -> test, for every backend and model kind."""
+"""End to end through run.py on generated demo data: train -> resume -> val -> test, for every backend and model
+kind."""
 import importlib
 import json
 import os

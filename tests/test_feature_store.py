@@ -87,7 +87,8 @@ def test_store_refuses_mixed_dtypes_and_existing_output(tmp_path):
 
 @pytest.mark.parametrize("kind", ["grid", "region"])
 def test_store_cli_takes_the_feature_width_from_the_files(tmp_path, capsys, kind):
-    """Without --dim the width is the first file's (the demo's grids are 48 wide, not 2048); a given --dim is checked."""
+    """Without --dim the width is the first file's (the demo's grids are 48 wide, not 2048); a given --dim is
+    checked."""
     folder = tmp_path / "feats"
     folder.mkdir()
     for iid in (4, 9):

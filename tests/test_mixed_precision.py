@@ -18,8 +18,17 @@ import numpy as np
 import pytest
 import torch
 
-from tests.model_configs import (ANSWER_SIZE, INPUT_KEYS, TOKEN_SIZE, build, layers_module, make_batch, tiny_cfg,
-                                 to_numpy, to_tensor)
+from tests.model_configs import (
+    ANSWER_SIZE,
+    INPUT_KEYS,
+    TOKEN_SIZE,
+    build,
+    layers_module,
+    make_batch,
+    tiny_cfg,
+    to_numpy,
+    to_tensor,
+)
 from tests.test_mmnasnet import TINY, model_cfg, tiny_inputs
 
 

@@ -11,8 +11,18 @@ import yaml
 
 from core.geometry import relation_geometry_batch
 from formats.layout import to_paddle_layout, to_torch_layout
-from tests.model_configs import (INPUT_KEYS, build, capture, layers_module, load_state, models_module, named_grads,
-                                 numpy_state, to_numpy, to_tensor)
+from tests.model_configs import (
+    INPUT_KEYS,
+    build,
+    capture,
+    layers_module,
+    load_state,
+    models_module,
+    named_grads,
+    numpy_state,
+    to_numpy,
+    to_tensor,
+)
 from tests.tolerances import FORWARD_ATOL, GRAD_RTOL, gradient_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,9 +10,23 @@ import numpy as np
 import pytest
 
 from core.masks import span_mask_stack
-from tests.model_configs import (ANSWER_SIZE, TOKEN_SIZE, build, forward, full_cfg, load_state, make_batch,
-                                 models_module, layers_module, named_grads, numpy_state, predict, tiny_cfg, to_numpy,
-                                 to_tensor)
+from tests.model_configs import (
+    ANSWER_SIZE,
+    TOKEN_SIZE,
+    build,
+    forward,
+    full_cfg,
+    layers_module,
+    load_state,
+    make_batch,
+    models_module,
+    named_grads,
+    numpy_state,
+    predict,
+    tiny_cfg,
+    to_numpy,
+    to_tensor,
+)
 from tests.tolerances import FORWARD_ATOL
 
 

@@ -73,11 +73,11 @@ def test_deploy_export_refuses_a_folder_that_is_not_an_export(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "config.yml").write_text("my: config\n")
-    (out / "answers.json").write_text("[\"mine\"]")
+    (out / "answers.json").write_text('["mine"]')
     message = _exit_message(lambda: main(["export", "--MODEL", "trar", "--DATASET", "demo", "--DATA_ROOT",
                                           str(tmp_path / "data"), "--CKPT_PATH", str(ckpt), "--out", str(out)]))
     assert str(out) in message and "manifest.json" in message
-    assert (out / "config.yml").read_text() == "my: config\n" and (out / "answers.json").read_text() == "[\"mine\"]"
+    assert (out / "config.yml").read_text() == "my: config\n" and (out / "answers.json").read_text() == '["mine"]'
     with pytest.raises(BundleError, match="not an export folder"):       # the library path too
         staging_dir(str(out))
     with pytest.raises(BundleError, match="not a folder"):

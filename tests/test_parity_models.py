@@ -9,9 +9,23 @@ train mode because paddle 3.3.1 on CPU cannot backprop through nn.LSTM in eval m
 import numpy as np
 import pytest
 
-from tests.model_configs import (ANSWER_SIZE, TOKEN_SIZE, build, capture, forward, full_cfg, layers_module,
-                                 load_state, make_batch, named_grads, numpy_state, tiny_cfg, to_numpy, to_tensor)
 from core.dropout_masks import STREAM as DROPOUT_MASKS
+from tests.model_configs import (
+    ANSWER_SIZE,
+    TOKEN_SIZE,
+    build,
+    capture,
+    forward,
+    full_cfg,
+    layers_module,
+    load_state,
+    make_batch,
+    named_grads,
+    numpy_state,
+    tiny_cfg,
+    to_numpy,
+    to_tensor,
+)
 from tests.tolerances import FORWARD_ATOL, GRAD_RTOL, gradient_error
 
 pytestmark = pytest.mark.parity

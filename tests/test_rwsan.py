@@ -144,7 +144,8 @@ def _lstm(s, x):
     h, c, out = np.zeros((B, H)), np.zeros((B, H)), []
     sig = lambda z: 1 / (1 + np.exp(-z))   # noqa: E731
     for t in range(L):
-        g = x[:, t] @ s["lstm.weight_ih_l0"].T + s["lstm.bias_ih_l0"] + h @ s["lstm.weight_hh_l0"].T + s["lstm.bias_hh_l0"]
+        g = (x[:, t] @ s["lstm.weight_ih_l0"].T + s["lstm.bias_ih_l0"]
+             + h @ s["lstm.weight_hh_l0"].T + s["lstm.bias_hh_l0"])
         i, f, gg, o = np.split(g, 4, axis=1)
         c = sig(f) * c + sig(i) * np.tanh(gg)
         h = sig(o) * np.tanh(c)

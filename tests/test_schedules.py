@@ -5,7 +5,7 @@ from core.schedules import decayed_lr_base, tau_at, warmup_lr
 LR = 1e-4
 
 
-@pytest.mark.parametrize('step, expected', [
+@pytest.mark.parametrize("step, expected", [
     # VQA train: 443757 / 64 = 6933.703125 steps per epoch; thresholds int(E*4*0.25)=6933, int(E*2)=13867,
     # int(E*3)=20801
     (1, LR / 4), (6933, LR / 4), (6934, LR / 2), (13867, LR / 2), (13868, 3 * LR / 4), (20801, 3 * LR / 4),
@@ -15,7 +15,7 @@ def test_warmup_vqa_thresholds(step, expected):
     assert warmup_lr(step, LR, 443757, 64, 3) == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize('step, expected', [
+@pytest.mark.parametrize("step, expected", [
     # 1000 / 64 = 15.625 steps per epoch: thresholds 15, 31 (31.25), 46 (46.875)
     (15, LR / 4), (16, LR / 2), (31, LR / 2), (32, 3 * LR / 4), (46, 3 * LR / 4), (47, LR),
 ])
@@ -23,7 +23,7 @@ def test_warmup_truncates_float_thresholds(step, expected):
     assert warmup_lr(step, LR, 1000, 64, 3) == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize('step, expected', [
+@pytest.mark.parametrize("step, expected", [
     # W=1, E=10: thresholds int(10*2*0.25)=5, 10, 15 with rates 1/2, 2/2 and 3/2 of lr_base (the original's quirk)
     (5, LR / 2), (6, LR), (10, LR), (11, 1.5 * LR), (15, 1.5 * LR), (16, LR),
 ])
@@ -62,5 +62,5 @@ def test_tau_finetune_policy():
 
 
 def test_tau_unknown_policy():
-    with pytest.raises(ValueError, match='TAU_POLICY'):
+    with pytest.raises(ValueError, match="TAU_POLICY"):
         tau_at(0, 3, 10, 0.1, 13, 3)

@@ -11,7 +11,6 @@ from core import checkpoints, config, engine, registry
 from core.evaluation import classification as cls_eval
 from core.evaluation.results import write_classification_results
 
-
 # ---- scores ------------------------------------------------------------------------------------------------------
 
 def test_top_k_orders_by_logit_and_breaks_ties_like_argmax():

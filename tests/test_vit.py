@@ -7,8 +7,15 @@ import pytest
 from core.config import ConfigError
 from core.dropout_masks import STREAM as DROPOUT_MASKS
 from core.masks import token_span_mask_stack
-from tests.model_configs import layers_module, load_state, models_module, numpy_state, seed_framework, to_numpy, \
-    to_tensor
+from tests.model_configs import (
+    layers_module,
+    load_state,
+    models_module,
+    numpy_state,
+    seed_framework,
+    to_numpy,
+    to_tensor,
+)
 from tests.tolerances import FORWARD_ATOL, GRAD_RTOL, gradient_error
 from tests.vit_configs import NUM_CLASSES, full_vit_cfg, image_configs, make_images, vit_cfg  # noqa: F401 (fixture)
 
@@ -26,7 +33,8 @@ def block_keys(i, routed):
         keys += [(p + f"attn.{name}.weight", (768, 768)), (p + f"attn.{name}.bias", (768,))]
     if routed:
         keys += [(p + "attn.routing_block.mlp.0.weight", (384, 768)),
-                 (p + "attn.routing_block.mlp.2.weight", (routed, 384)), (p + "attn.routing_block.mlp.2.bias", (routed,))]
+                 (p + "attn.routing_block.mlp.2.weight", (routed, 384)),
+                 (p + "attn.routing_block.mlp.2.bias", (routed,))]
     return keys
 
 
@@ -38,7 +46,8 @@ def b16_keys(img_size, classes, routed=0):
             ("transformer.embeddings.patch_embeddings.bias", (768,))]
     for i in range(12):
         keys += block_keys(i, routed)
-    return keys + [("transformer.encoder.encoder_norm.weight", (768,)), ("transformer.encoder.encoder_norm.bias", (768,)),
+    return keys + [("transformer.encoder.encoder_norm.weight", (768,)),
+                   ("transformer.encoder.encoder_norm.bias", (768,)),
                    ("head.weight", (classes, 768)), ("head.bias", (classes,))]
 
 
@@ -380,6 +389,7 @@ def test_engine_trains_and_validates_vit_trar(backend, tmp_path, monkeypatch):
     """run.py's loop on a tiny in-test image set: training, validation (top-1 / top-5), checkpoints, curves and the
     routing plot, as for the VQA models."""
     import os
+
     from core import config, engine, registry
     monkeypatch.setitem(registry.FORMATS, "brightest", registry.FormatSpec(
         "brightest", task="classification", loader=f"{__name__}:BrightestChannel", loss_funcs=("ce",)))

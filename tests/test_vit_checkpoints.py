@@ -132,7 +132,8 @@ def test_google_npz_loads_like_the_state_dict(backend, model, tmp_path):
     else:
         direct.set_state_dict(direct_state)
     images = make_images(cfg, batch_size=2)
-    np.testing.assert_array_equal(backend.predict(from_npz, {"image": images}), backend.predict(direct, {"image": images}))
+    np.testing.assert_array_equal(backend.predict(from_npz, {"image": images}),
+                                  backend.predict(direct, {"image": images}))
 
 
 def test_google_npz_resize_and_zero_head(backend, tmp_path):

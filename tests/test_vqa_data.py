@@ -29,7 +29,8 @@ def fresh_warnings(monkeypatch):
 
 
 def make_cfg(data_root, results_root, **kw):
-    base = dict(DATASET="vqa", DATA_FORMAT="vqa", RUN_MODE="train", SPLIT={"train": "train", "val": "val", "test": "test"},
+    base = dict(DATASET="vqa", DATA_FORMAT="vqa", RUN_MODE="train",
+                SPLIT={"train": "train", "val": "val", "test": "test"},
                 FEAT_TYPE="grid", FEAT_SIZE={"vqa": {"FRCN_FEAT_SIZE": (36, 48), "BBOX_FEAT_SIZE": (8, 5)},
                                              "clevr": {"GRID_FEAT_SIZE": (36, 48)}},
                 USE_BBOX_FEAT=False, BBOX_NORMALIZE=False, USE_GLOVE=False, GLOVE_PATH=None,
@@ -58,7 +59,8 @@ def _simple_words(question):  # enough for the demo questions: only '?' to delet
 def test_train_grid_samples(demo_root, tmp_path):
     ds = build_dataset(make_cfg(demo_root, tmp_path), "train")
     anns = _raw(demo_root, "v2_mscoco_train2014_annotations.json")["annotations"]
-    questions = {q["question_id"]: q for q in _raw(demo_root, "v2_OpenEnded_mscoco_train2014_questions.json")["questions"]}
+    path = "v2_OpenEnded_mscoco_train2014_questions.json"
+    questions = {q["question_id"]: q for q in _raw(demo_root, path)["questions"]}
     assert ds.qids == [a["question_id"] for a in anns] and len(ds) == ds.data_size == 18
     assert ds.ans_size == 3129 and ds.token_size == len(ds.token_to_ix) and ds.pretrained_emb is None
     ans_to_ix, _ = load_answer_dict()

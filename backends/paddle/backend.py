@@ -13,8 +13,18 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from backends.base import (Backend, Trainer, adam_settings, input_keys, loss_weight, net_call, sgd_settings, sub_batches,
-                           summed, target_key)
+from backends.base import (
+    Backend,
+    Trainer,
+    adam_settings,
+    input_keys,
+    loss_weight,
+    net_call,
+    sgd_settings,
+    sub_batches,
+    summed,
+    target_key,
+)
 from backends.paddle import checkpoint, cpu_ops, models
 from core.dropout_masks import STREAM as DROPOUT_MASKS
 from formats import sgd_state
@@ -28,13 +38,13 @@ def collate(samples):
 def make_loss(cfg):
     """loss(pred, ans) per LOSS_FUNC with LOSS_REDUCTION ('sum': over batch x answers, not divided by the batch)."""
     reduction = cfg.LOSS_REDUCTION
-    if cfg.LOSS_FUNC == 'bce':
+    if cfg.LOSS_FUNC == "bce":
         fn = nn.BCEWithLogitsLoss(reduction=reduction)
         return lambda pred, ans: fn(pred, ans)
-    if cfg.LOSS_FUNC == 'kld':
+    if cfg.LOSS_FUNC == "kld":
         fn = nn.KLDivLoss(reduction=reduction)
         return lambda pred, ans: fn(F.log_softmax(pred, axis=1), ans)
-    if cfg.LOSS_FUNC == 'ce':
+    if cfg.LOSS_FUNC == "ce":
         fn = nn.CrossEntropyLoss(reduction=reduction)
         return lambda pred, ans: fn(pred, ans.reshape([-1]))
     raise ValueError(f"LOSS_FUNC: unknown loss {cfg.LOSS_FUNC!r}; expected bce, kld or ce")
@@ -48,20 +58,20 @@ class PaddleTrainer(Trainer):
         self.clip = float(cfg.GRAD_NORM_CLIP)
         self.params = [p for p in net.parameters() if not p.stop_gradient]
         self.opt = cfg.OPT
-        if self.opt == 'SGD':   # the ViT originals' SGD with momentum (mirrors torch.optim.SGD)
+        if self.opt == "SGD":   # the ViT originals' SGD with momentum (mirrors torch.optim.SGD)
             sgd = sgd_settings(cfg)
             self.optimizer = paddle.optimizer.Momentum(
-                learning_rate=0.0, momentum=sgd['momentum'], parameters=self.params, use_nesterov=sgd['nesterov'],
-                weight_decay=sgd['weight_decay'] or None)
+                learning_rate=0.0, momentum=sgd["momentum"], parameters=self.params, use_nesterov=sgd["nesterov"],
+                weight_decay=sgd["weight_decay"] or None)
         else:
             adam = adam_settings(cfg)
             self.optimizer = paddle.optimizer.Adam(
-                learning_rate=0.0, beta1=adam['betas'][0], beta2=adam['betas'][1], epsilon=adam['eps'],
-                parameters=self.params, weight_decay=adam['weight_decay'] or None, amsgrad=adam['amsgrad'])
+                learning_rate=0.0, beta1=adam["betas"][0], beta2=adam["betas"][1], epsilon=adam["eps"],
+                parameters=self.params, weight_decay=adam["weight_decay"] or None, amsgrad=adam["amsgrad"])
         self.loss_fn = make_loss(cfg)
         self.loss_weight = loss_weight(cfg)
         self.cfg = cfg
-        self.amp = bool(cfg.AMP) and device.startswith('gpu')
+        self.amp = bool(cfg.AMP) and device.startswith("gpu")
         if cfg.AMP and not self.amp:
             warnings.warn("AMP: mixed precision needs a GPU; training in float32 on the CPU", RuntimeWarning,
                           stacklevel=3)
@@ -75,9 +85,9 @@ class PaddleTrainer(Trainer):
         target = inputs[target_key(batch)]
         total = 0.0
         for part in sub_batches(target.shape[0], self.sub_batch_size):
-            with paddle.amp.auto_cast(enable=self.amp, dtype='float16'):
+            with paddle.amp.auto_cast(enable=self.amp, dtype="float16"):
                 pred = net_call(self.net, inputs, part)
-            loss = self.loss_fn(pred.astype('float32'), target[part])
+            loss = self.loss_fn(pred.astype("float32"), target[part])
             weighted = loss * self.loss_weight if self.loss_weight != 1.0 else loss
             (self.scaler.scale(weighted) if self.amp else weighted).backward()
             total += summed(float(loss), pred.shape[0], self.cfg)
@@ -99,10 +109,10 @@ class PaddleTrainer(Trainer):
         checkpoint.save_checkpoint(path, self.net, self.optimizer, epoch, lr_base, data_hashes)
 
     def load_optimizer_state(self, meta):
-        state = (meta or {}).get('optimizer')
+        state = (meta or {}).get("optimizer")
         if not state:
             return
-        if self.opt == 'SGD' or sgd_state.kind(state) == 'SGD':
+        if self.opt == "SGD" or sgd_state.kind(state) == "SGD":
             if sgd_state.kind(state) != self.opt or not checkpoint.restore_sgd_state(self.optimizer, self.net, state):
                 warnings.warn(f"the checkpoint's optimizer state is not {self.opt}'s (OPT); the optimizer state "
                               "restarts from zero", RuntimeWarning, stacklevel=2)
@@ -114,7 +124,7 @@ class PaddleTrainer(Trainer):
 
 def _to_device(batch, device, keys):
     out = {}
-    on_gpu = device.startswith('gpu')
+    on_gpu = device.startswith("gpu")
     for key in keys:
         value = batch[key]
         if not isinstance(value, paddle.Tensor):
@@ -126,11 +136,11 @@ def _to_device(batch, device, keys):
 
 
 class PaddleBackend(Backend):
-    name = 'paddle'
-    checkpoint_ext = '.pdparams'
+    name = "paddle"
+    checkpoint_ext = ".pdparams"
 
     def __init__(self):
-        self.device = 'cpu'
+        self.device = "cpu"
 
     def seed(self, seed):
         paddle.seed(seed)
@@ -138,18 +148,18 @@ class PaddleBackend(Backend):
 
     def set_device(self, gpu=None):
         # Thread counts are set in backends/paddle/__init__.py: paddle reads them when it is imported.
-        ids = [p.strip() for p in str(gpu or '').split(',') if p.strip()]
+        ids = [p.strip() for p in str(gpu or "").split(",") if p.strip()]
         if not ids:
-            self.device = 'cpu'
+            self.device = "cpu"
         elif not paddle.device.is_compiled_with_cuda() or paddle.device.cuda.device_count() == 0:
             warnings.warn(f"GPU={gpu!r} but paddle sees no CUDA device; running on the CPU", RuntimeWarning,
                           stacklevel=2)
-            self.device = 'cpu'
+            self.device = "cpu"
         else:
             if len(ids) > 1:
                 warnings.warn(f"GPU={gpu!r}: this backend trains on one device; using gpu:{ids[0]}",
                               RuntimeWarning, stacklevel=2)
-            self.device = f'gpu:{ids[0]}'
+            self.device = f"gpu:{ids[0]}"
         paddle.set_device(self.device)
         return self.device
 
@@ -169,7 +179,7 @@ class PaddleBackend(Backend):
         finally:
             if was_training:
                 net.train()
-        return logits.astype('float32').numpy()
+        return logits.astype("float32").numpy()
 
     def make_loader(self, dataset, batch_sampler, num_workers=0, pin_memory=False):
         # pin_memory: paddle's DataLoader chooses pinned memory itself when it feeds a GPU.
@@ -181,7 +191,7 @@ class PaddleBackend(Backend):
         return PaddleTrainer(net, cfg, self.device)
 
     def routing_alphas(self, net):
-        return [a.astype('float32').numpy() for a in net.routing_alphas()]
+        return [a.astype("float32").numpy() for a in net.routing_alphas()]
 
 
 BACKEND_CLASS = PaddleBackend

@@ -32,13 +32,13 @@ from formats import adam_state, integrity, layout, restricted_pickle, sgd_state,
 
 def read_checkpoint(path):
     """(loaded object, is_paddle_layout) of a checkpoint file of either framework."""
-    if restricted_pickle.checkpoint_kind(path) == 'pickle':
+    if restricted_pickle.checkpoint_kind(path) == "pickle":
         return restricted_pickle.read_pdparams(path), True
     return restricted_pickle.read_torch_checkpoint(path), False
 
 
 def _numpy_dtype(tensor):
-    return np.dtype(str(tensor.dtype).split('.')[-1])
+    return np.dtype(str(tensor.dtype).split(".")[-1])
 
 
 def load_google_npz(net, path):
@@ -50,7 +50,7 @@ def load_google_npz(net, path):
     state = layout.to_paddle_layout(state, linear)
     state.update({key: own[key].numpy() for key in kept})
     net.set_state_dict({k: state[k].astype(_numpy_dtype(v), copy=False) for k, v in own.items()})
-    return {'epoch': None, 'lr_base': None, 'optimizer': None}
+    return {"epoch": None, "lr_base": None, "optimizer": None}
 
 
 def load_checkpoint(net, path):
@@ -80,8 +80,8 @@ def _param_names(net):
 def _split_accumulator_key(key, internal_names):
     """'linear_3.w_0_moment1_0' -> ('linear_3.w_0', 'moment1'), or None for keys of no parameter."""
     for internal in internal_names:
-        if key.startswith(internal + '_'):
-            return internal, key[len(internal) + 1:].rsplit('_', 1)[0]
+        if key.startswith(internal + "_"):
+            return internal, key[len(internal) + 1:].rsplit("_", 1)[0]
     return None
 
 
@@ -103,7 +103,7 @@ def optimizer_state(optimizer, net):
     state = {}
     for key, (param, accumulator) in _accumulator_keys(optimizer, net).items():
         state.setdefault(param, {})[accumulator] = current[key].numpy()
-    return {'framework': 'paddle', 'state': state}
+    return {"framework": "paddle", "state": state}
 
 
 def restore_optimizer_state(optimizer, net, state):
@@ -124,7 +124,7 @@ def restore_optimizer_state(optimizer, net, state):
     params = [p for p in net.parameters() if not p.stop_gradient]
     optimizer._create_accumulators(paddle.static.default_main_program().global_block(), params)
     current = optimizer.state_dict()
-    saved = state['state']
+    saved = state["state"]
     for key, (param, accumulator) in _accumulator_keys(optimizer, net).items():
         value = saved.get(param, {}).get(accumulator)
         if value is not None:
@@ -136,28 +136,28 @@ def restore_optimizer_state(optimizer, net, state):
 def save_checkpoint(path, net, optimizer, epoch, lr_base, data_hashes=None):
     """<stem>.pdparams and <stem>.pdopt for ``path`` = <stem>.pdparams (or <stem>); ``data_hashes``
     ({'vocab_sha256', 'answers_sha256'}, core/data/fingerprints.py) go into the .pdopt."""
-    stem = path[:-len('.pdparams')] if path.endswith('.pdparams') else path
+    stem = path[:-len(".pdparams")] if path.endswith(".pdparams") else path
     # the LSTM under both of paddle.nn.LSTM's names, as Paddle ports' files hold it (reading folds them back)
     params = layout.with_lstm_cell_aliases(
         layout.normalize_lstm_names({k: v.numpy() for k, v in net.state_dict().items()}))
-    meta = {'epoch': int(epoch), 'lr_base': float(lr_base), 'optimizer': optimizer_state(optimizer, net),
+    meta = {"epoch": int(epoch), "lr_base": float(lr_base), "optimizer": optimizer_state(optimizer, net),
             **(data_hashes or {})}
 
     def write_pair(params_tmp):
         def write_both(opt_tmp):
             paddle.save(params, params_tmp)
             paddle.save({**meta, **integrity.pdopt_checksums(meta, params_tmp)}, opt_tmp)
-        atomic_save(stem + '.pdopt', write_both)        # renamed first
-    atomic_save(stem + '.pdparams', write_pair)          # renamed last
+        atomic_save(stem + ".pdopt", write_both)        # renamed first
+    atomic_save(stem + ".pdparams", write_pair)          # renamed last
 
 
 def restore_sgd_state(optimizer, net, state):
     """Load a saved SGD-with-momentum state into paddle.optimizer.Momentum: this project's Paddle one, or a torch SGD
     one converted by formats.sgd_state (buffers transposed for Linear weights); returns False (and changes nothing)
     for anything else."""
-    if sgd_state.kind(state) != 'SGD':
+    if sgd_state.kind(state) != "SGD":
         return False
-    if state.get('framework') != 'paddle':
+    if state.get("framework") != "paddle":
         names = [name for name, p in net.named_parameters() if not p.stop_gradient]
         state = sgd_state.torch_to_paddle(state, names, linear_weight_names(net))
     return restore_optimizer_state(optimizer, net, state)

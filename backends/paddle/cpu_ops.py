@@ -22,7 +22,6 @@ from paddle.autograd import PyLayer
 
 from core.dropout_masks import STREAM
 
-
 # ---- reductions and broadcasts as matmuls with ones -------------------------------------------------------------
 
 def _by_matmul(t):

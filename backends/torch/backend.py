@@ -12,8 +12,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.base import (Backend, Trainer, adam_settings, input_keys, loss_weight, net_call, sgd_settings, sub_batches,
-                           summed, target_key)
+from backends.base import (
+    Backend,
+    Trainer,
+    adam_settings,
+    input_keys,
+    loss_weight,
+    net_call,
+    sgd_settings,
+    sub_batches,
+    summed,
+    target_key,
+)
 from backends.torch import checkpoint, models
 from core.dropout_masks import STREAM as DROPOUT_MASKS
 from formats import sgd_state
@@ -27,13 +37,13 @@ def collate(samples):
 def make_loss(cfg):
     """loss(pred, ans) per LOSS_FUNC with LOSS_REDUCTION ('sum': over batch x answers, not divided by the batch)."""
     reduction = cfg.LOSS_REDUCTION
-    if cfg.LOSS_FUNC == 'bce':
+    if cfg.LOSS_FUNC == "bce":
         fn = nn.BCEWithLogitsLoss(reduction=reduction)
         return lambda pred, ans: fn(pred, ans)
-    if cfg.LOSS_FUNC == 'kld':
+    if cfg.LOSS_FUNC == "kld":
         fn = nn.KLDivLoss(reduction=reduction)
         return lambda pred, ans: fn(F.log_softmax(pred, dim=1), ans)
-    if cfg.LOSS_FUNC == 'ce':
+    if cfg.LOSS_FUNC == "ce":
         fn = nn.CrossEntropyLoss(reduction=reduction)
         return lambda pred, ans: fn(pred, ans.reshape(-1))
     raise ValueError(f"LOSS_FUNC: unknown loss {cfg.LOSS_FUNC!r}; expected bce, kld or ce")
@@ -47,29 +57,29 @@ class TorchTrainer(Trainer):
         self.clip = float(cfg.GRAD_NORM_CLIP)
         self.params = [p for p in net.parameters() if p.requires_grad]
         self.opt = cfg.OPT
-        if self.opt == 'SGD':   # the ViT originals' SGD with momentum (mirrors paddle.optimizer.Momentum)
+        if self.opt == "SGD":   # the ViT originals' SGD with momentum (mirrors paddle.optimizer.Momentum)
             self.sgd = sgd_settings(cfg)
             self.optimizer = torch.optim.SGD(self.params, lr=0.0, **self.sgd)
         else:
             self.adam = adam_settings(cfg)
             # On the CPU torch's default Adam updates one parameter at a time; the fused kernel is the same update in
             # one pass (results within an ulp), 2.4x faster for TRAR's 293 parameters (71 -> 30 ms a step).
-            fused = device.type == 'cpu' and all(p.dtype == torch.float32 for p in self.params) or None
+            fused = device.type == "cpu" and all(p.dtype == torch.float32 for p in self.params) or None
             self.optimizer = torch.optim.Adam(self.params, lr=0.0, fused=fused, **self.adam)
         self.loss_fn = make_loss(cfg)
         self.loss_weight = loss_weight(cfg)
         self.cfg = cfg
-        self.amp = bool(cfg.AMP) and device.type == 'cuda'
+        self.amp = bool(cfg.AMP) and device.type == "cuda"
         if cfg.AMP and not self.amp:
             warnings.warn("AMP: mixed precision needs a GPU; training in float32 on the CPU", RuntimeWarning,
                           stacklevel=3)
         self.scaler = torch.amp.GradScaler(device.type) if self.amp else None
         # What autocast runs in when self.amp; tests/test_mixed_precision.py points it at the CPU (bfloat16).
-        self.autocast = {'device_type': device.type, 'dtype': torch.float16}
+        self.autocast = {"device_type": device.type, "dtype": torch.float16}
 
     def train_step(self, batch, lr):
         for group in self.optimizer.param_groups:
-            group['lr'] = lr
+            group["lr"] = lr
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         inputs = _to_device(batch, self.device, input_keys(batch) + (target_key(batch),))
@@ -100,10 +110,10 @@ class TorchTrainer(Trainer):
         checkpoint.save_checkpoint(path, self.net, self.optimizer, epoch, lr_base, data_hashes)
 
     def load_optimizer_state(self, meta):
-        state = (meta or {}).get('optimizer')
+        state = (meta or {}).get("optimizer")
         if not state:
             return
-        if self.opt == 'SGD' or sgd_state.kind(state) == 'SGD':
+        if self.opt == "SGD" or sgd_state.kind(state) == "SGD":
             if sgd_state.kind(state) != self.opt or not checkpoint.restore_sgd_state(self.optimizer, self.net, state):
                 warnings.warn(f"the checkpoint's optimizer state is not {self.opt}'s (OPT); the optimizer state "
                               "restarts from zero", RuntimeWarning, stacklevel=2)
@@ -131,31 +141,31 @@ def _to_device(batch, device, keys):
 
 
 class TorchBackend(Backend):
-    name = 'torch'
-    checkpoint_ext = '.pkl'
+    name = "torch"
+    checkpoint_ext = ".pkl"
 
     def __init__(self):
-        self.device = torch.device('cpu')
+        self.device = torch.device("cpu")
 
     def seed(self, seed):
         torch.manual_seed(seed)   # seeds every CUDA device too
         DROPOUT_MASKS.reset(seed)
 
     def set_device(self, gpu=None):
-        if 'OMP_NUM_THREADS' not in os.environ:
+        if "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(os.cpu_count() or 1)
-        ids = [p.strip() for p in str(gpu or '').split(',') if p.strip()]
+        ids = [p.strip() for p in str(gpu or "").split(",") if p.strip()]
         if not ids:
-            self.device = torch.device('cpu')
+            self.device = torch.device("cpu")
         elif not torch.cuda.is_available():
             warnings.warn(f"GPU={gpu!r} but torch sees no CUDA device; running on the CPU", RuntimeWarning,
                           stacklevel=2)
-            self.device = torch.device('cpu')
+            self.device = torch.device("cpu")
         else:
             if len(ids) > 1:
                 warnings.warn(f"GPU={gpu!r}: this backend trains on one device; using cuda:{ids[0]}",
                               RuntimeWarning, stacklevel=2)
-            self.device = torch.device(f'cuda:{ids[0]}')
+            self.device = torch.device(f"cuda:{ids[0]}")
             torch.cuda.set_device(self.device)
         return str(self.device)
 
@@ -180,7 +190,7 @@ class TorchBackend(Backend):
         batches = [[int(i) for i in batch] for batch in batch_sampler]
         workers = max(0, min(int(num_workers), os.cpu_count() or 1))
         return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
-                                           pin_memory=bool(pin_memory) and self.device.type == 'cuda',
+                                           pin_memory=bool(pin_memory) and self.device.type == "cuda",
                                            collate_fn=collate)
 
     def make_trainer(self, net, cfg):

@@ -35,12 +35,12 @@ def _to_torch(obj):
 
 def read_checkpoint(path):
     """(loaded object, is_paddle_layout) of a checkpoint file of either framework."""
-    if restricted_pickle.checkpoint_kind(path) == 'pickle':
+    if restricted_pickle.checkpoint_kind(path) == "pickle":
         return restricted_pickle.read_pdparams(path), True
-    if restricted_pickle.checkpoint_kind(path) == 'torch-zip':
+    if restricted_pickle.checkpoint_kind(path) == "torch-zip":
         integrity.check_zip_crc(path)   # torch.load does not check the members' CRC-32
     try:
-        return torch.load(path, map_location='cpu', weights_only=True), False
+        return torch.load(path, map_location="cpu", weights_only=True), False
     except Exception:
         # weights_only refuses a few harmless things (numpy scalars, some old files); the restricted reader
         # accepts those and refuses code, naming the global; a damaged file gets its one-line error from it.
@@ -55,7 +55,7 @@ def load_google_npz(net, path):
     state = _to_torch(state)
     state.update({key: own[key] for key in kept})
     net.load_state_dict(state, strict=True)
-    return {'epoch': None, 'lr_base': None, 'optimizer': None}
+    return {"epoch": None, "lr_base": None, "optimizer": None}
 
 
 def load_checkpoint(net, path):
@@ -85,9 +85,9 @@ def restore_optimizer_state(optimizer, net, state):
     """Load a saved Adam state: torch's own, or a Paddle one converted by formats.adam_state (moments transposed for
     Linear weights, the step read from the beta powers); returns False (and changes nothing) for anything else."""
     if adam_state.is_paddle_adam(state):
-        group = {k: v for k, v in optimizer.state_dict()['param_groups'][0].items() if k != 'params'}
+        group = {k: v for k, v in optimizer.state_dict()["param_groups"][0].items() if k != "params"}
         params = {name: tuple(p.shape) for name, p in net.named_parameters() if p.requires_grad}
-        state = adam_state.paddle_to_torch(state, list(params), linear_weight_names(net), group['betas'], group,
+        state = adam_state.paddle_to_torch(state, list(params), linear_weight_names(net), group["betas"], group,
                                            torch_shapes=params)
     if not adam_state.is_torch_adam(state):
         return False
@@ -98,8 +98,8 @@ def restore_optimizer_state(optimizer, net, state):
 def save_checkpoint(path, net, optimizer, epoch, lr_base, data_hashes=None):
     """The openvqa container at ``path`` (written to a temp file, then renamed), with ``data_hashes``
     ({'vocab_sha256', 'answers_sha256'}, core/data/fingerprints.py) as extra top-level keys."""
-    container = {'state_dict': net.state_dict(), 'optimizer': optimizer_state(optimizer, net),
-                 'lr_base': float(lr_base), 'epoch': int(epoch), **(data_hashes or {})}
+    container = {"state_dict": net.state_dict(), "optimizer": optimizer_state(optimizer, net),
+                 "lr_base": float(lr_base), "epoch": int(epoch), **(data_hashes or {})}
     with atomic_write(path) as f:
         torch.save(container, f)
 
@@ -107,10 +107,10 @@ def save_checkpoint(path, net, optimizer, epoch, lr_base, data_hashes=None):
 def restore_sgd_state(optimizer, net, state):
     """Load a saved SGD-with-momentum state: torch's own, or a Paddle Momentum one converted by formats.sgd_state
     (velocities transposed for Linear weights); returns False (and changes nothing) for anything else."""
-    if sgd_state.kind(state) != 'SGD':
+    if sgd_state.kind(state) != "SGD":
         return False
-    if state.get('framework') == 'paddle':
-        group = {k: v for k, v in optimizer.state_dict()['param_groups'][0].items() if k != 'params'}
+    if state.get("framework") == "paddle":
+        group = {k: v for k, v in optimizer.state_dict()["param_groups"][0].items() if k != "params"}
         names = [name for name, p in net.named_parameters() if p.requires_grad]
         state = sgd_state.paddle_to_torch(state, names, linear_weight_names(net), group)
     optimizer.load_state_dict(_to_torch(state))

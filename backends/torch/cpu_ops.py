@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from core.cpu import has_avx512, is_amd
 from core.dropout_masks import STREAM
 
-
 # ---- Linear: oneDNN products ------------------------------------------------------------------------------------
 
 def _onednn_linear_op():

@@ -16,8 +16,17 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from backends.paddle.layers import (LSTM, FFN, Dropout, LayerNorm, Linear, NetBase, make_embedding, make_mask,
-                                   masked_fill)
+from backends.paddle.layers import (
+    FFN,
+    LSTM,
+    Dropout,
+    LayerNorm,
+    Linear,
+    NetBase,
+    make_embedding,
+    make_mask,
+    masked_fill,
+)
 
 
 class RWSA(nn.Layer):

@@ -15,8 +15,19 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from backends.paddle import cpu_ops
-from backends.paddle.layers import (FFN, MASK_FILL, SA, AttFlat, Dropout, LayerNorm, Linear, MHAtt, NetBase, make_mask,
-                                   masked_fill)
+from backends.paddle.layers import (
+    FFN,
+    MASK_FILL,
+    SA,
+    AttFlat,
+    Dropout,
+    LayerNorm,
+    Linear,
+    MHAtt,
+    NetBase,
+    make_mask,
+    masked_fill,
+)
 from core.masks import span_mask_stack
 
 POOLINGS = ("avg", "attention", "fc")

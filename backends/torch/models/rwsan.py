@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.torch.layers import (LSTM, FFN, Dropout, LayerNorm, Linear, NetBase, make_embedding, make_mask,
-                                   masked_fill)
+from backends.torch.layers import FFN, LSTM, Dropout, LayerNorm, Linear, NetBase, make_embedding, make_mask, masked_fill
 
 
 class RWSA(nn.Module):

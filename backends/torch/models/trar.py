@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.torch.layers import (FFN, SA, AttFlat, Dropout, LayerNorm, Linear, MHAtt, NetBase, make_mask,
-                                   masked_fill)
+from backends.torch.layers import FFN, SA, AttFlat, Dropout, LayerNorm, Linear, MHAtt, NetBase, make_mask, masked_fill
 from core.masks import span_mask_stack
 
 POOLINGS = ("avg", "attention", "fc")
