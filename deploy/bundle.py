@@ -15,7 +15,6 @@ Questions and features go through the training pipeline's own functions (core.da
 core.data.features.load_grid / load_region / load_clevr_grid), with the settings the manifest records.
 """
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from core.data import build_dataset, features
 from core.data import vqa as vqa_data
 from core.data.answers import load_answer_dict
 from core.data.tokenizer import UNK, encode, tokenize
+from formats.integrity import file_sha256
 
 FORMAT = "twinvqa-inference"
 FORMAT_VERSION = 1
@@ -237,14 +237,6 @@ def _note_replaced(old_manifest, manifest):
 def _write_text(path, text):
     with atomic_write(path, "w") as f:
         f.write(text)
-
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------- reading

@@ -51,12 +51,26 @@ def export_torch_net(net, cfg, out_dir, token_to_ix, answers, max_token, exporte
     """torch.onnx.export of a torch Net (weights loaded), batch axis dynamic; checked with onnxruntime when it is
     installed. Returns the manifest."""
     from backends.torch import export as torch_export
-    if exporter not in torch_export.EXPORTERS:
-        raise OnnxExportError(f"exporter: expected one of {', '.join(torch_export.EXPORTERS)}, got {exporter!r}")
+    _check_exporter(exporter)
     manifest = bundle.base_manifest(cfg, "onnx", token_to_ix, answers, max_token)
     names = [s["name"] for s in manifest["inputs"]]
     module = torch_export.inputs_wrapper(net.eval(), names)
     sample = bundle.sample_inputs(manifest["inputs"], 3, len(token_to_ix))
+    return _export_checked(module, names, sample, manifest, out_dir, exporter, opset, extra or {},
+                           lambda stage, m: bundle.finish(stage, out_dir, m, token_to_ix, answers, cfg))
+
+
+def _check_exporter(exporter):
+    from backends.torch import export as torch_export
+    if exporter not in torch_export.EXPORTERS:
+        raise OnnxExportError(f"exporter: expected one of {', '.join(torch_export.EXPORTERS)}, got {exporter!r}")
+
+
+def _export_checked(module, names, sample, manifest, out_dir, exporter, opset, extra, finish):
+    """torch.onnx.export of ``module`` into a staging folder, folded into one file and checked with onnxruntime
+    against the eager module on ``sample``; ``finish(stage, manifest)`` writes the rest of the folder and puts it in
+    place. Returns the manifest."""
+    from backends.torch import export as torch_export
     expected = torch_export.eager_logits(module, names, sample)
     opset = int(opset or torch_export.DEFAULT_OPSET)
     stage = bundle.staging_dir(out_dir)
@@ -65,10 +79,10 @@ def export_torch_net(net, cfg, out_dir, token_to_ix, answers, max_token, exporte
         torch_export.export_onnx(module, names, sample, path, exporter, opset)
         _single_file(path)
         diff = _check_with_onnxruntime(path, sample, expected, out_dir)
-        manifest.update(outputs=[{"name": "logits", "shape": [-1, len(answers)], "dtype": "float32"}],
+        manifest.update(outputs=[{"name": "logits", "shape": [-1, expected.shape[1]], "dtype": "float32"}],
                         framework="torch", framework_version=torch_export.FRAMEWORK_VERSION, exporter=exporter,
-                        opset=opset, verified_max_abs_diff=diff, **(extra or {}))
-        return bundle.finish(stage, out_dir, manifest, token_to_ix, answers, cfg)
+                        opset=opset, verified_max_abs_diff=diff, **extra)
+        return finish(stage, manifest)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -128,29 +142,13 @@ def export_onnx_checkpoint(cfg: Config, ckpt_path: str, out_dir: str, exporter: 
 def export_classifier_onnx(cfg: Config, ckpt_path: str, out_dir: str, exporter: str = "dynamo",
                            opset: int | None = None) -> dict[str, Any]:
     """torch.onnx export of a classifier checkpoint, checked with onnxruntime; returns the manifest."""
-    from backends.torch import export as torch_export
-    error = OnnxExportError
-    if exporter not in torch_export.EXPORTERS:
-        raise error(f"exporter: expected one of {', '.join(torch_export.EXPORTERS)}, got {exporter!r}")
-    be, net, contents, extra = classifier.load(cfg, "torch", ckpt_path, error)
+    _check_exporter(exporter)
+    be, net, contents, extra = classifier.load(cfg, "torch", ckpt_path, OnnxExportError)
     manifest = classifier.manifest_of(cfg, "onnx", contents)
     names = [s["name"] for s in manifest["inputs"]]
     sample = classifier.sample_inputs(manifest["inputs"], classifier.VERIFY_BATCH)
-    module = net.eval()
-    expected = torch_export.eager_logits(module, names, sample)
-    opset = int(opset or torch_export.DEFAULT_OPSET)
-    stage = bundle.staging_dir(out_dir)
-    try:
-        path = os.path.join(stage, "model.onnx")
-        torch_export.export_onnx(module, names, sample, path, exporter, opset)
-        _single_file(path)
-        diff = _check_with_onnxruntime(path, sample, expected, out_dir)
-        manifest.update(outputs=[{"name": "logits", "shape": [-1, expected.shape[1]], "dtype": "float32"}],
-                        framework="torch", framework_version=torch_export.FRAMEWORK_VERSION, exporter=exporter,
-                        opset=opset, verified_max_abs_diff=diff, **extra)
-        return bundle.finish_files(stage, out_dir, manifest, contents["files"], cfg)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    return _export_checked(net.eval(), names, sample, manifest, out_dir, exporter, opset, extra,
+                           lambda stage, m: bundle.finish_files(stage, out_dir, m, contents["files"], cfg))
 
 
 def onnx_from_config(cfg: Config, out_dir: str | None = None, exporter: str = "dynamo",

@@ -458,7 +458,8 @@ class DemoDataError(GeneratedDataError):
     """DATA_ROOT holds something that is not complete demo data of this version, which is never overwritten."""
 
 
-def _read_summary(root):
+def read_summary(root):
+    """The demo_summary.json a generator wrote under ``root`` (a dict), or None when there is none or it is not one."""
     try:
         with open(os.path.join(root, SUMMARY_FILE), encoding="utf-8") as f:
             summary = json.load(f)
@@ -474,7 +475,7 @@ def ensure_demo_data(root):
     it with. Data this function generated itself is generated again when a file is missing or its format is older.
     Anything else (a user's data with a file missing, another format, a folder of other files) raises
     DemoDataError naming what is wrong: a folder given as DATA_ROOT is never overwritten."""
-    summary = _read_summary(root)
+    summary = read_summary(root)
     missing = [p for p in _expected_files(root) if not os.path.isfile(p)]
     current = summary is not None and summary.get("format_version") == FORMAT_VERSION
     if current and not missing:
@@ -511,7 +512,7 @@ def may_generate_into(root, origins=None):
         return False
     if not os.listdir(root):
         return True
-    summary = _read_summary(root)
+    summary = read_summary(root)
     if summary is None or "generated_by" not in summary:
         return False
     return origins is None or summary.get("generated_by") in origins

@@ -18,6 +18,7 @@ import shutil
 import numpy as np
 
 from core.data import GeneratedDataError
+from core.data.demo import SUMMARY_FILE, read_summary
 from core.logs import configure as configure_logging
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 80, 230), 
 CLASSES = tuple((SHAPES[k // 2], tuple(COLOURS)[(k // 2 + 2 * (k % 2)) % 5]) for k in range(10))
 CLASS_NAMES = tuple(f"{colour}_{shape}" for shape, colour in CLASSES)
 SIZE = 32
-SUMMARY_FILE = "demo_summary.json"
 FORMAT_VERSION = 1
 AUTOMATIC = "run.py (automatic)"
 
@@ -128,19 +128,10 @@ def generate(out_root, seed=0, train_per_class=100, val_per_class=20, test_image
     return summary
 
 
-def _read_summary(root):
-    try:
-        with open(os.path.join(root, SUMMARY_FILE), encoding="utf-8") as f:
-            summary = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None
-
-
 def ensure_data(root):
     """The demo images under ``root``, generated when the folder is missing or empty; complete data of this version
     is used as it is. Anything else raises GeneratedDataError: a folder given as DATA_ROOT is never overwritten."""
-    summary = _read_summary(root)
+    summary = read_summary(root)
     if summary is not None and summary.get("format_version") == FORMAT_VERSION:
         return summary
     if not os.path.isdir(root) or not os.listdir(root):
