@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import core.specs
-from core.specs import mcan, mmnasnet, rwsan, trar, vit, vit_trar
+from core.specs import lsat, mcan, mmnasnet, rwsan, trar, vit, vit_trar
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,7 @@ MODELS = {m.name: m for m in (
     ModelSpec("mmnasnet_large", "mmnasnet", task="vqa", features="region", datasets=("vqa",), settings=mmnasnet,
               needs_box_geometry=True),
     ModelSpec("rwsan", "rwsan", task="vqa", features="region", datasets=("vqa", "demo"), settings=rwsan),
+    ModelSpec("lsat", "lsat", task="vqa", features="grid", datasets=_ALL_VQA, settings=lsat),
     # Image classifiers (issue 24): ImageNet-style folders, the generated demo images, CIFAR-100 (plain ViT's recipe)
     ModelSpec("vit", "vit", task="classification", features="image", datasets=_IMAGE_DATASETS + ("cifar100",),
               settings=vit),

@@ -73,7 +73,8 @@ def test_quoted_values_from_shells():
     assert (ns.RUN_MODE, ns.MODEL, ns.DATASET, ns.TRAIN_SPLIT) == ("train", "trar", "vqa", "train+val")
 
 
-@pytest.mark.parametrize("model", ["trar", "mcan_small", "mcan_large", "mmnasnet_small", "mmnasnet_large"])
+@pytest.mark.parametrize("model", ["trar", "mcan_small", "mcan_large", "mmnasnet_small", "mmnasnet_large",
+                                   "lsat"])
 @pytest.mark.parametrize("dataset", ["vqa", "clevr", "demo", "demo_clevr"])
 def test_the_originals_model_and_dataset_names_parse(model, dataset):
     ns = parse_args(["--RUN", "val", "--MODEL", model, "--DATASET", dataset])

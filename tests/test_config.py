@@ -394,6 +394,16 @@ EXPECTED = {
                            OPT_PARAMS={"betas": (0.9, 0.98), "eps": 1e-9}, AMP=True),
     ("demo", "rwsan"): dict(MODEL_USE="rwsan", HIDDEN_SIZE=64, FF_SIZE=256, MULTI_HEAD=4, MAX_TOKEN=16,
                             FEAT_TYPE="region", FRCN=(12, 48), USE_GLOVE=False),
+    # LSAT (reference lsat.md section 3): TRAR's networks and schedules without routing, windows of one grid row
+    ("vqa", "lsat"): dict(_NET_SMALL, **_VQA_RUN, MODEL_USE="lsat", IMG_SCALE=8, LSAT_WINDOW=8, LSAT_LOOK_BACKWARD=1,
+                          LSAT_LOOK_FORWARD=1, LSAT_ROTARY=False, USE_BBOX_FEAT=False, FEAT_TYPE="grid",
+                          FRCN=(64, 2048)),
+    ("clevr", "lsat"): dict(_NET_SMALL, **_CLEVR_RUN, MODEL_USE="lsat", IMG_SCALE=14, LSAT_WINDOW=14,
+                            LSAT_LOOK_BACKWARD=1, LSAT_LOOK_FORWARD=1, LSAT_ROTARY=False, GRID=(196, 1024)),
+    ("demo", "lsat"): dict(_DEMO, MODEL_USE="lsat", FEAT_TYPE="grid", FRCN=(36, 48), IMG_SCALE=6, LSAT_WINDOW=6,
+                           LSAT_LOOK_BACKWARD=1, LSAT_LOOK_FORWARD=1, LSAT_ROTARY=False),
+    ("demo_clevr", "lsat"): dict(_DEMO, MODEL_USE="lsat", DATA_FORMAT="clevr", GRID=(36, 48), IMG_SCALE=6,
+                                 LSAT_WINDOW=6, LOSS_FUNC="ce"),
     # ViT (reference vit_trar.md: B/16, SGD 3e-2 momentum 0.9, cosine after a warm-up by steps, clip 1, mean CE)
     ("imagenet", "vit"): dict(_VIT_B16, **_VIT_RECIPE, MODEL_USE="vit", IMG_SIZE=384, IMG_SCALE=24, WARMUP_STEPS=1000),
     ("imagenet", "vit_trar"): dict(_VIT_B16, **_VIT_RECIPE, MODEL_USE="vit_trar", IMG_SIZE=384, IMG_SCALE=24,
