@@ -18,6 +18,7 @@ import yaml
 
 from convert.checkpoints import convert_file
 from convert.cli import main
+from core import registry
 from formats import adam_state as adam
 from formats import mmnas_keys as mmnas
 from formats.layout import CheckpointMismatch
@@ -43,6 +44,7 @@ CASES = {
     "mcan_small": ("mcan_small", "vqa", {}),
     "mmnasnet_small": ("mmnasnet_small", "vqa", {"REL_HBASE": 8, "REL_SIZE": 8}),
     "rwsan": ("rwsan", "vqa", {"SRWSA_LAYER": 2, "SGRWSA_LAYER": 2, "AMP": False}),
+    "lsat_rotary": ("lsat", "vqa", {"LSAT_WINDOW": 4, "LSAT_ROTARY": True}),
 }
 
 
@@ -50,7 +52,8 @@ CASES = {
 
 def config_file(tmp_path, model, dataset, **extra):
     """The tiny overrides of tests.model_configs.tiny_cfg as an extra yml for the CLI's --config."""
-    base = (TINY_CLEVR_GRID if dataset == "clevr" else TINY_VQA_GRID) if model == "trar" else TINY_REGIONS
+    grid = registry.model(model).features == "grid"
+    base = (TINY_CLEVR_GRID if dataset == "clevr" else TINY_VQA_GRID) if grid else TINY_REGIONS
     path = tmp_path / f"tiny_{model}_{dataset}.yml"
     path.write_text(yaml.safe_dump(json.loads(json.dumps({**TINY, **base, **extra}))))
     return str(path)
@@ -349,13 +352,18 @@ def test_mmnas_checkpoint_reproduces_the_openvqa_model(both_backends, tmp_path, 
 
 # ---- resume in the other framework -----------------------------------------------------------------------------
 
+RESUME_CASES = {"trar": ("trar", {}), "lsat_rotary": CASES["lsat_rotary"][::2]}
+
+
 @pytest.mark.parity
+@pytest.mark.parametrize("case", sorted(RESUME_CASES))
 @pytest.mark.parametrize("first, second", [("torch", "paddle"), ("paddle", "torch")])
-def test_cross_framework_resume_matches_an_uninterrupted_run(both_backends, tmp_path, first, second):
+def test_cross_framework_resume_matches_an_uninterrupted_run(both_backends, tmp_path, first, second, case):
     """2 steps in one framework, its checkpoint converted (or read directly by the other backend), 2 steps in the
     other framework == 4 steps in the first."""
-    cfg = tiny_cfg("trar", "vqa", DROPOUT_R=0.0, BATCH_SIZE=4)
-    config = config_file(tmp_path, "trar", "vqa")
+    model, extra = RESUME_CASES[case]
+    cfg = tiny_cfg(model, "vqa", DROPOUT_R=0.0, BATCH_SIZE=4, **extra)
+    config = config_file(tmp_path, model, "vqa", **extra)
     lrs = [1e-3, 2e-3, 2e-3, 1e-3]
     batches = [train_batch(cfg, seed=i) for i in range(4)]
     be1, ref_net, _, ref_losses = trained(first, cfg, steps=4, lrs=lrs)
@@ -369,7 +377,7 @@ def test_cross_framework_resume_matches_an_uninterrupted_run(both_backends, tmp_
         path = src
         if how != "direct":
             path = str(tmp_path / f"{how}{'.pkl' if second == 'torch' else '.pdparams'}")
-            convert_file(f"{first}2{second}", src, path, "trar", "vqa", config=config,
+            convert_file(f"{first}2{second}", src, path, model, "vqa", config=config,
                          weights_only=how == "weights_only")
         from backends import get_backend
         be2 = get_backend(second)

@@ -29,6 +29,7 @@ KINDS = {
     "trar_hard_binarize": ("trar", dict(ROUTING="hard", BINARIZE=True, POOLING="fc")),
     "mcan": ("mcan_small", {}),
     "mmnasnet": ("mmnasnet_small", TINY_MMNAS),
+    "lsat": ("lsat", dict(LSAT_WINDOW=4, LSAT_ROTARY=True)),
 }
 
 
@@ -363,7 +364,8 @@ _ONNX_MISSING = [m for m in ("onnxruntime", "onnx", "torch") if importlib.util.f
 
 @pytest.mark.skipif(bool(_ONNX_MISSING), reason=f"optional ONNX extra not installed: {', '.join(_ONNX_MISSING)} "
                                                 "(pip install onnx onnxscript onnxruntime)")
-@pytest.mark.parametrize("kind, exporter", [("trar_hard_binarize", "legacy"), ("mmnasnet", "dynamo")])
+@pytest.mark.parametrize("kind, exporter", [("trar_hard_binarize", "legacy"), ("mmnasnet", "dynamo"),
+                                            ("lsat", "dynamo")])
 def test_onnx_export_matches_the_torch_graph(kind, exporter, tmp_path):
     from backends import get_backend
     from deploy.onnx import export_torch_net

@@ -121,6 +121,10 @@ FULL_VARIANTS = {
                             dict(model="mcan", answer_size=3129, bbox=(5, 2048))),
     "mcan_large_vqa": (("mcan_large", "vqa", {}),
                        dict(model="mcan", answer_size=3129, h=1024, ff=4096, flat_out=2048)),
+    # LSAT has MCAN's parameters (reference lsat.md section 3)
+    "lsat_vqa": (("lsat", "vqa", {}), dict(model="mcan", answer_size=3129)),
+    "lsat_vqa_rotary": (("lsat", "vqa", {"LSAT_ROTARY": True}), dict(model="mcan", answer_size=3129)),
+    "lsat_clevr": (("lsat", "clevr", {}), dict(model="mcan", answer_size=28, grid_in=1024)),
 }
 _shape_cache = {}
 
@@ -165,6 +169,8 @@ TINY_VARIANTS = {
     "mcan_small_bbox": (("mcan_small", "vqa", {"USE_BBOX_FEAT": True, "BBOXFEAT_EMB_SIZE": 6}),
                         dict(model="mcan", bbox=(5, 6))),
     "mcan_large": (("mcan_large", "vqa", {}), dict(model="mcan")),
+    "lsat_vqa_rotary": (("lsat", "vqa", {"LSAT_WINDOW": 4, "LSAT_ROTARY": True}), dict(model="mcan")),
+    "lsat_clevr": (("lsat", "clevr", {"LSAT_WINDOW": 5}), dict(model="mcan", grid_in=20)),
 }
 
 

@@ -101,6 +101,9 @@ EVAL_CASES = {
     "mcan_small_bbox": ("mcan_small", "vqa", {"USE_BBOX_FEAT": True, "BBOXFEAT_EMB_SIZE": 6}),
     "mcan_large": ("mcan_large", "vqa", {}),
     "rwsan": ("rwsan", "vqa", {"SRWSA_LAYER": 2, "SGRWSA_LAYER": 2, "SGRWSA_GA_MIDSIZE": 12}),
+    "lsat": ("lsat", "vqa", {"LSAT_WINDOW": 4}),
+    "lsat_rotary": ("lsat", "vqa", {"LSAT_WINDOW": 2, "LSAT_LOOK_FORWARD": 0, "LSAT_ROTARY": True}),
+    "lsat_clevr_rotary": ("lsat", "clevr", {"LSAT_WINDOW": 5, "LSAT_ROTARY": True}),
 }
 
 
@@ -133,6 +136,8 @@ GRAD_CASES = {
     "trar_soft_fc_clevr": ("trar", "clevr", {"ROUTING": "soft", "BINARIZE": False}),
     "mcan_small": ("mcan_small", "vqa", {}),
     "rwsan": ("rwsan", "vqa", {"SRWSA_LAYER": 2, "SGRWSA_LAYER": 2, "SGRWSA_GA_MIDSIZE": 12}),
+    "lsat": ("lsat", "vqa", {"LSAT_WINDOW": 4}),
+    "lsat_rotary": ("lsat", "vqa", {"LSAT_WINDOW": 2, "LSAT_LOOK_FORWARD": 0, "LSAT_ROTARY": True}),
 }
 # make_batch pads image rows so that some attention rows have every key masked; paddle's CPU span softmax handles
 # those rows apart, so one case also runs without padded rows.
