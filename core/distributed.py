@@ -206,7 +206,7 @@ def launch_commands(ids, argv=None) -> str:
     flags = shlex.join(args)
     n = len(ids)
     torch_cmd = f"python -m torch.distributed.run --nproc_per_node={n} --standalone {script} {flags} --backend=torch"
-    paddle_cmd = (f"python -m paddle.distributed.launch --devices {','.join(ids)} --nproc_per_node {n} --log_dir log "
+    paddle_cmd = (f"python -m paddle.distributed.launch --devices {','.join(ids)} --log_dir log "
                   f"{script} {flags} --backend=paddle")
     return f"`{torch_cmd}` (torch) or `{paddle_cmd}` (paddle)"
 
@@ -241,6 +241,13 @@ class Parallel:
 
     def wrap(self, trainer, cfg):
         return self.ops.wrap(trainer, cfg, self.world) if self.ops else trainer
+
+    def seed_device_dropout(self, be, seed):
+        """On a GPU the frameworks draw dropout from their own generator, seeded alike on every rank by the engine:
+        each rank > 0 reseeds it from (seed, rank), so the ranks' slices do not share one dropout pattern. On the CPU
+        the masks come from core.dropout_masks, keyed by the rows' place in the global batch, and nothing changes."""
+        if self.ops and self.world.rank and str(be.device) != "cpu":
+            self.ops.seed_device(seed * 1000 + self.world.rank)
 
     def shard(self, batches, cfg):
         return shard(batches, cfg, self.world)

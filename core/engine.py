@@ -120,6 +120,7 @@ def _train(cfg: Config, be, parallel) -> dict[str, Any]:
         if registry.model_of(cfg).routes and cfg.ROUTING == "hard":
             trainer.set_tau(tau_at(epoch, cfg.TAU_POLICY, cfg.TAU_MAX, cfg.TAU_MIN, cfg.MAX_EPOCH, cfg.WARMUP_EPOCH))
         _seed_everything(cfg, be, epoch + 1)
+        parallel.seed_device_dropout(be, int(cfg.SEED) * 1000 + epoch + 1)
         if hasattr(train_set, "set_epoch"):   # image datasets draw their flips from (SEED, epoch, index)
             train_set.set_epoch(epoch)
         batches = epoch_batches(data_size, cfg.BATCH_SIZE, cfg.SEED, epoch)

@@ -274,7 +274,7 @@ def test_several_gpus_without_a_launcher_print_the_launch_commands(demo_root, tm
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: GPU: '0,1' names 2 devices")
     assert "python -m torch.distributed.run --nproc_per_node=2 --standalone" in lines[0]
-    assert "python -m paddle.distributed.launch --devices 0,1 --nproc_per_node 2 --log_dir log" in lines[0]
+    assert "python -m paddle.distributed.launch --devices 0,1 --log_dir log" in lines[0]
     assert "--GPU=0,1 " in lines[0] and "--backend=torch`" in lines[0] and "--backend=paddle`" in lines[0]
 
 
@@ -283,7 +283,7 @@ def test_launch_commands_keep_the_flags_and_replace_the_backend():
                                                     "--SET", "A=b c", "--GPU=2,3"])
     assert ("`python -m torch.distributed.run --nproc_per_node=2 --standalone run.py --RUN=train --MODEL=trar --SET "
             "'A=b c' --GPU=2,3 --backend=torch` (torch)") in text
-    assert ("`python -m paddle.distributed.launch --devices 2,3 --nproc_per_node 2 --log_dir log run.py --RUN=train "
+    assert ("`python -m paddle.distributed.launch --devices 2,3 --log_dir log run.py --RUN=train "
             "--MODEL=trar --SET 'A=b c' --GPU=2,3 --backend=paddle` (paddle)") in text
 
 

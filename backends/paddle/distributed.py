@@ -35,6 +35,11 @@ def wrap(trainer, cfg, where):
     return trainer
 
 
+def seed_device(seed):
+    """Reseed the framework's generator only (not core.dropout_masks' stream): its GPU dropout."""
+    paddle.seed(seed)
+
+
 def barrier():
     dist.barrier()
 

@@ -7,6 +7,7 @@ import datetime
 import hashlib
 
 import numpy as np
+import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
@@ -31,6 +32,11 @@ def wrap(trainer, cfg, where):
     trainer.loss_weight *= loss_scale(cfg, where)
     trainer.row_offset = first_row(cfg, where)
     return trainer
+
+
+def seed_device(seed):
+    """Reseed the framework's generator only (not core.dropout_masks' stream): its GPU dropout."""
+    torch.manual_seed(seed)   # every CUDA device's generator too
 
 
 def barrier():
