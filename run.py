@@ -25,6 +25,9 @@ def _run(args):
     cfg = load_config(args.MODEL, args.DATASET, overrides=overrides_from_args(args), run_mode=args.RUN_MODE)
     configure_logging()   # VERBOSE: the engine's per-step progress bar only
 
+    from core.distributed import check_launch, world
+    check_launch(cfg, world())   # --GPU=0,1 without a launcher: the launch commands, before any framework loads
+
     from core.data import ensure_generated
     ensure_generated(cfg)   # the demo datasets: generated into a missing or empty DATA_ROOT
 

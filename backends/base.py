@@ -4,6 +4,7 @@ Also the few framework-neutral rules both trainers share, so the torch and paddl
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -188,3 +189,10 @@ def summed(loss_value: float, rows: int, cfg: Config) -> float:
 def sub_batches(batch_size: int, sub_batch_size: int) -> list[slice]:
     """Contiguous slices of SUB_BATCH_SIZE covering a batch: GRAD_ACCU_STEPS of them for a full batch."""
     return [slice(start, min(start + sub_batch_size, batch_size)) for start in range(0, batch_size, sub_batch_size)]
+
+
+def gradient_sync(train_net: Net, last: bool):
+    """The context a sub-batch's forward and backward run in: under data parallelism (a wrapper with ``no_sync``,
+    backends/<fw>/distributed.py) the ranks' gradients are all-reduced only on the last sub-batch of a step."""
+    no_sync = getattr(train_net, "no_sync", None)
+    return contextlib.nullcontext() if last or no_sync is None else no_sync()

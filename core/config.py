@@ -60,6 +60,8 @@ DEFAULTS = {
     # A new training run refuses a VERSION whose run folder or log exists; OVERWRITE=True replaces that run instead
     # (core/runfolder.py). RESUME_WEIGHTS_ONLY=True resumes a checkpoint without optimizer state, optimizer afresh.
     "OVERWRITE": False, "RESUME_WEIGHTS_ONLY": False,
+    # --GPU naming a device the backend cannot use is an error; ALLOW_CPU_FALLBACK=True: the CPU after a warning
+    "ALLOW_CPU_FALLBACK": False,
     # Paths (relative to the working directory; a dataset's spec may give DATA_ROOT another default)
     "DATA_ROOT": "data", "RESULTS_ROOT": "results", "CKPTS_ROOT": "ckpts",
     # Subsets for small machines: first N questions per split, an image-id list (file or list), answer types

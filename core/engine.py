@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core import checkpoints, plots, registry, runfolder, tasks
+from core import checkpoints, distributed, plots, registry, tasks
 from core.data import build_dataset, fingerprints
 from core.data.sampler import epoch_batches, eval_batches
 from core.data.workers import compute_threads, loader_workers
@@ -35,13 +35,13 @@ log = logging.getLogger(__name__)
 def run(cfg: Config, be) -> dict[str, Any]:
     """Dispatch on cfg.RUN_MODE; returns a summary dict (run.py returns it from main())."""
     _seed_everything(cfg, be, 0)
-    be.set_device(cfg.GPU)
+    cfg, parallel = distributed.start(cfg, be)   # the device; under a launcher the process group (core/distributed.py)
     if cfg.NUM_WORKERS is None:
         why = "on a GPU" if _on_gpu(be) else f"on the CPU, the cores the model's {compute_threads()} threads leave free"
         _say(cfg, f"DataLoader workers: {_workers(cfg, be)} of {os.cpu_count() or 1} cores (NUM_WORKERS unset: {why}; "
                   "--NW N to choose)")
     if cfg.RUN_MODE == "train":
-        return train(cfg, be)
+        return train(cfg, be, parallel)
     if cfg.RUN_MODE in ("val", "test"):
         return evaluate_checkpoint(cfg, be)
     raise ValueError(f"RUN_MODE {cfg.RUN_MODE!r} is not handled by the engine")
@@ -73,16 +73,19 @@ def _say(cfg, text):
     log.info(text)
 
 
-def train(cfg: Config, be) -> dict[str, Any]:
-    """A training run (or a resumed one) in its run folder, which it owns until it ends (core/runfolder.py)."""
+def train(cfg: Config, be, parallel: distributed.Parallel | None = None) -> dict[str, Any]:
+    """A training run (or a resumed one) in its run folder, which it owns until it ends (core/runfolder.py);
+    data-parallel with ``parallel`` from core.distributed.start under a launcher."""
+    parallel = parallel or distributed.Parallel(distributed.World())
     resume_from = checkpoints.resume_path(cfg, be.checkpoint_ext) if cfg.RESUME else None
-    with runfolder.claim(cfg, resume_from):
-        return _train(cfg, be)
+    with parallel.claim(cfg, resume_from):
+        return _train(cfg, be, parallel)
 
 
-def _train(cfg: Config, be) -> dict[str, Any]:
+def _train(cfg: Config, be, parallel) -> dict[str, Any]:
     train_set = build_dataset(cfg, "train")
-    val_set = build_dataset(cfg.copy(RUN_MODE="val"), "val") if cfg.EVAL_EVERY_EPOCH else None
+    evaluates = cfg.EVAL_EVERY_EPOCH and parallel.is_main
+    val_set = build_dataset(cfg.copy(RUN_MODE="val"), "val") if evaluates else None
     net = be.build_model(cfg, **train_set.facts())
     trainer = be.make_trainer(net, cfg)
 
@@ -95,11 +98,12 @@ def _train(cfg: Config, be) -> dict[str, Any]:
         start_epoch, lr_base = resume_point(cfg, path, meta)
         trainer.load_optimizer_state(meta)
         _say(cfg, f"Resumed from {path}: epoch {start_epoch}, lr_base {lr_base:g}")
+    trainer = parallel.wrap(trainer, cfg)
     if start_epoch >= cfg.MAX_EPOCH:
         raise ValueError(f"MAX_EPOCH is {cfg.MAX_EPOCH} but the checkpoint already finished epoch {start_epoch}")
 
     log_file = checkpoints.log_path(cfg, cfg.VERSION)
-    log = RunLog(log_file)
+    log = RunLog(log_file) if parallel.is_main else distributed.SilentLog()
     log.start(cfg, resume=cfg.RESUME)
     data_size, unit = len(train_set), registry.task_of(cfg).unit
     if data_size < cfg.BATCH_SIZE:
@@ -116,11 +120,12 @@ def _train(cfg: Config, be) -> dict[str, Any]:
         if registry.model_of(cfg).routes and cfg.ROUTING == "hard":
             trainer.set_tau(tau_at(epoch, cfg.TAU_POLICY, cfg.TAU_MAX, cfg.TAU_MIN, cfg.MAX_EPOCH, cfg.WARMUP_EPOCH))
         _seed_everything(cfg, be, epoch + 1)
+        parallel.seed_device_dropout(be, int(cfg.SEED) * 1000 + epoch + 1)
         if hasattr(train_set, "set_epoch"):   # image datasets draw their flips from (SEED, epoch, index)
             train_set.set_epoch(epoch)
         batches = epoch_batches(data_size, cfg.BATCH_SIZE, cfg.SEED, epoch)
-        loader = _loader(cfg, be, train_set, batches)
-        loss_sum, lr, start = 0.0, lr_base, time.time()
+        loader = _loader(cfg, be, train_set, parallel.shard(batches, cfg))
+        losses, lr, start = parallel.tally(), lr_base, time.time()
         bar = _progress(cfg, loader, len(batches), f"epoch {epoch + 1}/{cfg.MAX_EPOCH}")
         for i, batch in enumerate(bar):
             step += 1
@@ -129,14 +134,14 @@ def _train(cfg: Config, be) -> dict[str, Any]:
             if not np.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at epoch {epoch + 1}, step {i + 1}; "
                                          f"lower LR_BASE or set GRAD_NORM_CLIP")
-            loss_sum += loss
+            losses.add(loss)
             if bar is not loader:
                 done = (i + 1) * cfg.BATCH_SIZE
                 bar.set_postfix(loss=f"{loss / cfg.BATCH_SIZE:.4f}", lr=f"{lr:.2e}",
                                 sps=f"{done / max(time.time() - start, 1e-9):.0f}", refresh=False)   # mininterval
-        elapsed = time.time() - start
+        loss_sum, elapsed = losses.total(), time.time() - start
         ckpt = checkpoints.ckpt_path(cfg, epoch + 1, be.checkpoint_ext)
-        trainer.save(ckpt, epoch + 1, lr_base, data_hashes=data_hashes)
+        parallel.save(trainer, ckpt, epoch + 1, lr_base, data_hashes=data_hashes)
         log.epoch_end(epoch + 1, loss_sum / data_size, lr, elapsed, elapsed / max(len(batches), 1))
         last = {"epoch": epoch + 1, "loss": loss_sum / data_size, "checkpoint": ckpt, "seconds": elapsed}
         _say(cfg, f"Epoch {epoch + 1}: loss {last['loss']:.4f}, lr {lr:.2e}, {elapsed:.1f}s -> {ckpt}")
@@ -145,7 +150,11 @@ def _train(cfg: Config, be) -> dict[str, Any]:
             log.accuracy(acc["overall"], acc.get("per_type", {}))
             last["val"] = acc["overall"]
 
-    _plot_training(cfg, be, net, val_set, log_file)
+    if parallel.is_main:
+        _plot_training(cfg, be, net, val_set, log_file)
+    checksums = parallel.finish(net, lambda text: _say(cfg, text))
+    if checksums:
+        last["rank_checksums"] = checksums
     return last
 
 

@@ -279,13 +279,17 @@ def test_seed_makes_models_repeatable(backend):
     assert _max_diff(a, b) == 0.0 and _max_diff(a, c) > 0.0
 
 
-def test_device_falls_back_to_cpu_with_a_warning(backend):
+def test_device_without_a_gpu_is_an_error_naming_the_flag(backend):
+    """--GPU=0 on a machine without a usable GPU: an error naming --GPU (issue 28); the CPU only with
+    ALLOW_CPU_FALLBACK (core.distributed.set_device, tests/test_distributed.py)."""
+    from core.distributed import GPUUnavailable
     assert backend.set_device("") == "cpu"
     assert backend.set_device(None) == "cpu"
     if _has_gpu(backend):
         pytest.skip("a GPU is present")
-    with pytest.warns(RuntimeWarning, match="no CUDA device"):
-        assert backend.set_device("0") == "cpu"
+    with pytest.raises(GPUUnavailable, match=r"--GPU=0 but \w+ sees no CUDA device.*ALLOW_CPU_FALLBACK=True"):
+        backend.set_device("0")
+    assert str(backend.device) == "cpu"
 
 
 def test_amp_on_cpu_warns_and_trains(backend):

@@ -66,7 +66,7 @@ def test_measure_with_gpu_but_no_gpu_is_an_error(backend):
         pytest.skip("a GPU is present")
     spec = {"kind": "train", "backend": backend.name, "model": "mcan", "size": "demo", "steps": 1, "warmup": 0,
             "batch_size": 4, "gpu": "0"}
-    with pytest.warns(RuntimeWarning, match="no CUDA device"), pytest.raises(RuntimeError, match="--gpu 0: .*no CUDA"):
+    with pytest.raises(RuntimeError, match="--gpu 0: .*no CUDA"):   # set_device refuses it (core.distributed)
         ts.measure(spec)
     backend.set_device("")
 

@@ -24,9 +24,10 @@ import sys
 import warnings
 
 from core.cpu import mkl_debug_cpu_type
+from core.distributed import cores_per_process
 from core.malloc_tuning import tune_malloc
 
-os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+os.environ.setdefault("OMP_NUM_THREADS", str(cores_per_process()))   # split among a launcher's processes
 os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 _MKL_CPU_TYPE = mkl_debug_cpu_type()
 if _MKL_CPU_TYPE:

@@ -17,6 +17,7 @@ from backends.base import (
     Backend,
     Trainer,
     adam_settings,
+    gradient_sync,
     input_keys,
     loss_weight,
     net_call,
@@ -25,7 +26,8 @@ from backends.base import (
     summed,
     target_key,
 )
-from backends.paddle import checkpoint, cpu_ops, models
+from backends.paddle import checkpoint, cpu_ops, distributed, models
+from core.distributed import GPUUnavailable
 from core.dropout_masks import STREAM as DROPOUT_MASKS
 from formats import sgd_state
 
@@ -53,6 +55,8 @@ def make_loss(cfg):
 class PaddleTrainer(Trainer):
     def __init__(self, net, cfg, device):
         self.net = net
+        self.train_net = net   # what the steps run through: under a launcher the data-parallel wrapper
+        self.row_offset = 0    # this rank's first row in each batch (backends/<fw>/distributed.py wrap)
         self.device = device
         self.sub_batch_size = cfg.SUB_BATCH_SIZE
         self.clip = float(cfg.GRAD_NORM_CLIP)
@@ -84,12 +88,14 @@ class PaddleTrainer(Trainer):
         inputs = _to_device(batch, self.device, input_keys(batch) + (target_key(batch),))
         target = inputs[target_key(batch)]
         total = 0.0
-        for part in sub_batches(target.shape[0], self.sub_batch_size):
-            with paddle.amp.auto_cast(enable=self.amp, dtype="float16"):
-                pred = net_call(self.net, inputs, part)
-            loss = self.loss_fn(pred.astype("float32"), target[part])
-            weighted = loss * self.loss_weight if self.loss_weight != 1.0 else loss
-            (self.scaler.scale(weighted) if self.amp else weighted).backward()
+        parts = sub_batches(target.shape[0], self.sub_batch_size)
+        for part in DROPOUT_MASKS.step_parts(parts, self.row_offset):
+            with gradient_sync(self.train_net, last=part is parts[-1]):
+                with paddle.amp.auto_cast(enable=self.amp, dtype="float16"):
+                    pred = net_call(self.train_net, inputs, part)
+                loss = self.loss_fn(pred.astype("float32"), target[part])
+                weighted = loss * self.loss_weight if self.loss_weight != 1.0 else loss
+                (self.scaler.scale(weighted) if self.amp else weighted).backward()
             total += summed(float(loss), pred.shape[0], self.cfg)
         if self.clip > 0:
             if self.amp:
@@ -138,6 +144,7 @@ def _to_device(batch, device, keys):
 class PaddleBackend(Backend):
     name = "paddle"
     checkpoint_ext = ".pdparams"
+    distributed = distributed   # data-parallel training under a launcher (core/distributed.py)
 
     def __init__(self):
         self.device = "cpu"
@@ -149,16 +156,14 @@ class PaddleBackend(Backend):
     def set_device(self, gpu=None):
         # Thread counts are set in backends/paddle/__init__.py: paddle reads them when it is imported.
         ids = [p.strip() for p in str(gpu or "").split(",") if p.strip()]
+        if len(ids) > 1:
+            raise ValueError(f"GPU: {gpu!r}; a process trains on one device (several: core/distributed.py)")
         if not ids:
             self.device = "cpu"
         elif not paddle.device.is_compiled_with_cuda() or paddle.device.cuda.device_count() == 0:
-            warnings.warn(f"GPU={gpu!r} but paddle sees no CUDA device; running on the CPU", RuntimeWarning,
-                          stacklevel=2)
-            self.device = "cpu"
+            raise GPUUnavailable(f"GPU: --GPU={gpu} but paddle sees no CUDA device; leave --GPU out to train on the "
+                                 "CPU, or --SET ALLOW_CPU_FALLBACK=True to fall back to it")
         else:
-            if len(ids) > 1:
-                warnings.warn(f"GPU={gpu!r}: this backend trains on one device; using gpu:{ids[0]}",
-                              RuntimeWarning, stacklevel=2)
             self.device = f"gpu:{ids[0]}"
         paddle.set_device(self.device)
         return self.device

@@ -16,6 +16,7 @@ from backends.base import (
     Backend,
     Trainer,
     adam_settings,
+    gradient_sync,
     input_keys,
     loss_weight,
     net_call,
@@ -24,7 +25,8 @@ from backends.base import (
     summed,
     target_key,
 )
-from backends.torch import checkpoint, models
+from backends.torch import checkpoint, distributed, models
+from core.distributed import GPUUnavailable, cores_per_process
 from core.dropout_masks import STREAM as DROPOUT_MASKS
 from formats import sgd_state
 
@@ -52,6 +54,8 @@ def make_loss(cfg):
 class TorchTrainer(Trainer):
     def __init__(self, net, cfg, device):
         self.net = net
+        self.train_net = net   # what the steps run through: under a launcher the data-parallel wrapper
+        self.row_offset = 0    # this rank's first row in each batch (backends/<fw>/distributed.py wrap)
         self.device = device
         self.sub_batch_size = cfg.SUB_BATCH_SIZE
         self.clip = float(cfg.GRAD_NORM_CLIP)
@@ -85,12 +89,14 @@ class TorchTrainer(Trainer):
         inputs = _to_device(batch, self.device, input_keys(batch) + (target_key(batch),))
         target = inputs[target_key(batch)]
         total = 0.0
-        for part in sub_batches(len(target), self.sub_batch_size):
-            with torch.autocast(**self.autocast, enabled=self.amp):
-                pred = net_call(self.net, inputs, part)
-            loss = self.loss_fn(pred.float(), target[part])
-            weighted = loss * self.loss_weight if self.loss_weight != 1.0 else loss
-            (self.scaler.scale(weighted) if self.amp else weighted).backward()
+        parts = sub_batches(len(target), self.sub_batch_size)
+        for part in DROPOUT_MASKS.step_parts(parts, self.row_offset):
+            with gradient_sync(self.train_net, last=part is parts[-1]):
+                with torch.autocast(**self.autocast, enabled=self.amp):
+                    pred = net_call(self.train_net, inputs, part)
+                loss = self.loss_fn(pred.float(), target[part])
+                weighted = loss * self.loss_weight if self.loss_weight != 1.0 else loss
+                (self.scaler.scale(weighted) if self.amp else weighted).backward()
             total += summed(loss.item(), pred.shape[0], self.cfg)
         if self.clip > 0:
             if self.amp:
@@ -143,6 +149,7 @@ def _to_device(batch, device, keys):
 class TorchBackend(Backend):
     name = "torch"
     checkpoint_ext = ".pkl"
+    distributed = distributed   # data-parallel training under a launcher (core/distributed.py)
 
     def __init__(self):
         self.device = torch.device("cpu")
@@ -152,19 +159,17 @@ class TorchBackend(Backend):
         DROPOUT_MASKS.reset(seed)
 
     def set_device(self, gpu=None):
-        if "OMP_NUM_THREADS" not in os.environ:
-            torch.set_num_threads(os.cpu_count() or 1)
+        if "OMP_NUM_THREADS" not in os.environ:   # the cores, split among a launcher's processes on this machine
+            torch.set_num_threads(cores_per_process())
         ids = [p.strip() for p in str(gpu or "").split(",") if p.strip()]
+        if len(ids) > 1:
+            raise ValueError(f"GPU: {gpu!r}; a process trains on one device (several: core/distributed.py)")
         if not ids:
             self.device = torch.device("cpu")
         elif not torch.cuda.is_available():
-            warnings.warn(f"GPU={gpu!r} but torch sees no CUDA device; running on the CPU", RuntimeWarning,
-                          stacklevel=2)
-            self.device = torch.device("cpu")
+            raise GPUUnavailable(f"GPU: --GPU={gpu} but torch sees no CUDA device; leave --GPU out to train on the "
+                                 "CPU, or --SET ALLOW_CPU_FALLBACK=True to fall back to it")
         else:
-            if len(ids) > 1:
-                warnings.warn(f"GPU={gpu!r}: this backend trains on one device; using cuda:{ids[0]}",
-                              RuntimeWarning, stacklevel=2)
             self.device = torch.device(f"cuda:{ids[0]}")
             torch.cuda.set_device(self.device)
         return str(self.device)

@@ -9,12 +9,15 @@ leave free. On a GPU the main process mostly waits for the device, and workers o
 """
 import os
 
+from core.distributed import cores_per_process
+
 GPU_WORKERS = 4   # by default on a GPU, at most this many, one core left to the main process
 
 
 def compute_threads(cores=None):
-    """The intra-op threads the backends run on the CPU: OMP_NUM_THREADS when set, else every core."""
-    cores = cores or os.cpu_count() or 1
+    """The intra-op threads the backends run on the CPU: OMP_NUM_THREADS when set, else every core (this process's
+    share of them under a launcher)."""
+    cores = cores or cores_per_process()
     try:
         return max(1, int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0]))
     except ValueError:
@@ -23,8 +26,9 @@ def compute_threads(cores=None):
 
 def loader_workers(requested, on_gpu, cores=None, threads=None):
     """DataLoader workers: ``requested`` (NUM_WORKERS) up to the number of cores, or when None: on a GPU up to
-    GPU_WORKERS leaving one core to the main process, on the CPU the cores the compute threads leave free."""
-    cores = cores or os.cpu_count() or 1
+    GPU_WORKERS leaving one core to the main process, on the CPU the cores the compute threads leave free. The
+    cores are this process's share under a launcher (core/distributed.py)."""
+    cores = cores or cores_per_process()
     if requested is not None:
         return max(0, min(int(requested), cores))
     if on_gpu:
