@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from backends.base import adam_settings, sgd_settings
-from convert.manifest import NoFramework, build_manifest, facts_from_state, initial_values
+from convert.manifest import build_manifest, facts_from_state, initial_values
 from core.checkpoints import atomic_save, atomic_write
 from core.config import load_config
 from core.data.answers import ANSWER_DICT_PATH
-from formats import adam_state, integrity, layout, mmnas_keys, restricted_pickle, sgd_state, vit_npz
+from formats import adam_state, integrity, layout, mmnas_keys, restricted_pickle, sgd_state, torch_zip, vit_npz
 
 DIRECTIONS = {"torch2paddle": ("torch", "paddle"), "paddle2torch": ("paddle", "torch")}
 LAYOUTS = ("openvqa", "mmnas")
@@ -257,11 +257,16 @@ def _torch_tensors(obj, torch):
 
 
 def write_torch(dst: str, weights: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None) -> list[str]:
-    """The openvqa container at ``dst``: {'state_dict'} plus whichever of 'optimizer', 'lr_base', 'epoch' is known."""
+    """The openvqa container at ``dst``: {'state_dict'} plus whichever of 'optimizer', 'lr_base', 'epoch' is known.
+    Without torch (a Paddle-only machine) formats.torch_zip writes the same zip format from numpy."""
     try:
         import torch
-    except ImportError as exc:
-        raise NoFramework(f"writing a torch checkpoint needs torch ({exc}); pip install torch==2.13.0") from None
+    except ImportError:
+        container = {"state_dict": collections.OrderedDict(weights)}
+        container.update((key, value) for key, value in (meta or {}).items() if value is not None)
+        with atomic_write(dst) as f:
+            torch_zip.write_torch_zip(f, container)
+        return [dst]
     container = {"state_dict": _torch_tensors(collections.OrderedDict(weights), torch)}
     for key, value in (meta or {}).items():
         if value is not None:

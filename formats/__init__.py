@@ -1,6 +1,7 @@
 """Checkpoint file formats, pure numpy (no torch, no paddle; nothing of backends/, convert/ or deploy/):
 
 restricted_pickle.py  restricted readers of torch pickles (zip, legacy) and Paddle .pdparams / .pdopt, into numpy
+torch_zip.py          a writer of torch.save's zip format from numpy (paddle2torch on a machine without torch)
 integrity.py          checksums: a torch zip's CRC-32, the .pdopt's sha256 of its .pdparams and of itself
 layout.py             state-dict layout rules: Linear transposes, LSTM names, the openvqa container, CheckpointMismatch
 adam_state.py         Adam optimizer state, torch state_dict <-> Paddle moments
