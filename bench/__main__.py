@@ -30,16 +30,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(REPO, "results", "bench")   # under /results/, which .gitignore keeps out of the tree
 DOCS = os.path.join(REPO, "docs", "benchmarks.md")
 BACKEND_NAMES = ("torch", "paddle")
+ORIGINAL = "original"   # the backend name of the original code's runs (bench/original.py)
 # part -> (one line for `python -m bench --help`, what `python -m bench PART --help` says it measures, option groups)
 PARTS = {
     "all": ("every part below but report",
             "Train steps, eval batches, the arithmetic floor, feature loading, checkpoint conversion and the Paddle "
             "Inference predictor, one after the other.",
-            ("backends", "models", "steps", "device", "data", "convert", "infer", "machine", "output")),
+            ("backends", "models", "steps", "original", "device", "data", "convert", "infer", "machine", "output")),
     "train": ("train steps per (backend, model, size), and the floor",
               "trainer.train_step(batch, lr) on a synthetic batch with the real shapes: forward, summed BCE loss, "
               "backward, Adam; warm-up steps, then the median. Also measures the arithmetic floor (torch, CPU).",
-              ("backends", "models", "steps", "device", "machine", "output")),
+              ("backends", "models", "steps", "original", "device", "machine", "output")),
     "eval": ("eval batches per (backend, model, size)",
              "be.predict (eval mode, no grad, float32) on a batch of EVAL_BATCH_SIZE.",
              ("backends", "models", "steps", "device", "machine", "output")),
@@ -94,6 +95,11 @@ def _options():
             count("--default-warmup", 1, "warm-up steps at the default size"),
             count("--rounds", 5, "rounds at the demo size, each running every backend once (see model_runs)"),
             count("--default-rounds", 1, "rounds at the default size")]),
+        "original": ("the original code", [
+            ("--original", {"metavar": "PATH",
+                            "help": "a checkout of github.com/rentainhe/TRAR-VQA: its TRAR train step is timed in the "
+                                    "same rounds as the backends (bench/original.py), and every train step then "
+                                    "warms up by bench.warm_up's rule (until stable) instead of a fixed count"})]),
         "device": ("device", [
             ("--gpu", {"default": "", "metavar": "ID", "help": "GPU id (e.g. 0); empty = CPU. A backend that sees "
                                                                 "no GPU fails its runs (never CPU numbers)"}),
@@ -326,22 +332,28 @@ def model_runs(args, kinds, state, on_result=None):
     """Every (size, model, kind) measured in rounds: each round runs every backend once, in alternating order
     (torch, paddle, then paddle, torch, ...), so that a slow minute of a shared host falls on both backends of a
     round; the report's paddle / torch ratio is the median of the per-round ratios. ``on_result(runs)``, when given,
-    gets the runs measured so far after every measurement (the current one's rounds combined as far as they went)."""
-    runs = []
+    gets the runs measured so far after every measurement (the current one's rounds combined as far as they went).
+    With --original, TRAR's train steps also run the original code (bench/original.py) in every round, and every
+    measurement warms up by bench.warm_up's rule."""
+    runs, original = [], getattr(args, "original", None)
     sample = 0.5 if args.gpu else 3.0   # seconds of load sampling around each measurement; a GPU's time is scarce
     for size in args.sizes:
         steps, warmup = (args.steps, args.warmup) if size == "demo" else (args.default_steps, args.default_warmup)
         rounds = args.rounds if size == "demo" else args.default_rounds
         for model in args.models:
             for kind in kinds:
-                by_backend = {backend: [] for backend in args.backends}
+                names = measured_names(args, kind, model)
+                by_backend = {backend: [] for backend in names}
                 for r in range(rounds):
-                    for backend in args.backends[::-1] if r % 2 else args.backends:
+                    for backend in names[::-1] if r % 2 else names:
                         spec = {"kind": kind, "backend": backend, "model": model, "size": size, "steps": steps,
-                                "warmup": warmup, "gpu": args.gpu, "amp": args.amp}
+                                "warmup": "stable" if original else warmup, "gpu": args.gpu, "amp": args.amp}
+                        if backend == ORIGINAL:
+                            spec["path"] = original
                         running, load = wait_quiet(args.max_load, args.wait_quiet, sample)
                         state["quiet"] &= running < args.max_load
-                        result = run_child("bench.train_step", spec, args.threads, args.timeout, args.max_load)
+                        module = "bench.original" if backend == ORIGINAL else "bench.train_step"
+                        result = run_child(module, spec, args.threads, args.timeout, args.max_load)
                         result["others_running_before"] = round(running, 2)
                         result["load_before"] = round(load, 2)
                         result["others_running_after"] = round(running_now(min(1.0, sample)), 2)
@@ -350,8 +362,17 @@ def model_runs(args, kinds, state, on_result=None):
                         if on_result:
                             on_result(runs + [combine_rounds(done, args.max_load)
                                               for done in by_backend.values() if done])
-                runs += [combine_rounds(by_backend[backend], args.max_load) for backend in args.backends]
+                runs += [combine_rounds(by_backend[backend], args.max_load) for backend in names]
     return runs
+
+
+def measured_names(args, kind, model):
+    """The backends measured for (kind, model): --backends, and with --original the original code for TRAR's train
+    step (bench/original.py times TRAR-VQA's TRAR only)."""
+    names = list(args.backends)
+    if getattr(args, "original", None) and kind == "train" and model == report.GOAL_MODEL and not args.gpu:
+        names.append(ORIGINAL)
+    return names
 
 
 def combine_rounds(results, max_others):
@@ -442,6 +463,13 @@ def main(argv=None):
         raise SystemExit("--warmup and --default-warmup must be >= 0")
     if args.amp and not args.gpu:
         raise SystemExit("--amp: mixed precision is a GPU measurement; add --gpu N")
+    if args.original:
+        if args.gpu:
+            raise SystemExit("--original: the original code is timed on the CPU; drop --gpu")
+        if report.GOAL_MODEL not in args.models:
+            raise SystemExit(f"--original: it times the original's {report.GOAL_MODEL}; add it to --models")
+        if not os.path.isdir(os.path.join(args.original, "openvqa", "models", "TRAR")):
+            raise SystemExit(f"--original {args.original}: expected a TRAR-VQA checkout with openvqa/models/TRAR/")
     if args.amp and args.command == "eval":
         raise SystemExit("--amp: evaluation (be.predict) always runs in float32; measure eval without --amp")
     state = {"quiet": True}
@@ -495,6 +523,8 @@ def main(argv=None):
     if not args.no_docs:
         docs = args.docs or docs_beside(out)
         print(report.write_docs(report.load_results([out]), docs, _chart_path(docs)))
+    for line in report.original_lines(report.load_results([out])):
+        print(line)
     failed = [report.run_name(r) for r in results["runs"] if "error" in r]
     failed += [part for part in ("floor", "data", "convert", "infer") if "error" in (results.get(part) or {})]
     if failed:

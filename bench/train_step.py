@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from bench.devices import use_device
+from bench.warm_up import run_until_stable
 from core import registry
 
 # The VQA models by MODEL_USE, each measured in its first (smallest) registry size.
@@ -194,8 +195,8 @@ def measure(spec):
     kind, model, size = spec["kind"], spec["model"], spec["size"]
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
-    steps, warmup = int(spec.get("steps", 3)), int(spec.get("warmup", 1))
-    if steps < 1 or warmup < 0:
+    steps, warmup = int(spec.get("steps", 3)), warmup_count(spec)
+    if steps < 1 or (warmup is not None and warmup < 0):
         raise ValueError(f"steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
     overrides = {"AMP": bool(spec.get("amp", False))}
     if spec.get("batch_size"):
@@ -219,9 +220,7 @@ def measure(spec):
         step = lambda: trainer.train_step(batch, LR)  # noqa: E731
     else:
         step = lambda: be.predict(net, batch)  # noqa: E731
-    for _ in range(warmup):
-        step()
-        _sync_and_gpu_peak(be.name, device)
+    warm_times, warm_settled = warm_up(lambda: (step(), _sync_and_gpu_peak(be.name, device)), warmup)
     settle, settled = settle_loss_scale(step, trainer)
     scale_before = loss_scale(trainer)
     times, cpu_times, windows, scales = [], [], [], []
@@ -238,7 +237,8 @@ def measure(spec):
     median = statistics.median(times)
     result = {
         "kind": kind, "backend": be.name, "model": model, "size": size, "device": device, "amp": overrides["AMP"],
-        "batch_size": batch_size, "hidden_size": cfg.HIDDEN_SIZE, "steps": steps, "warmup": warmup,
+        "batch_size": batch_size, "hidden_size": cfg.HIDDEN_SIZE, "steps": steps, "warmup": len(warm_times),
+        "warmup_rule": spec.get("warmup", 1), "warmup_times_s": warm_times, "warmup_settled": warm_settled,
         "times_s": [round(t, 5) for t in times], "median_s": round(median, 5),
         "cpu_times_s": [round(t, 5) for t in cpu_times], "step_windows": windows,
         "samples_per_s": round(batch_size / median, 2),
@@ -255,6 +255,25 @@ def measure(spec):
             result["loss_scale"] = {"settle_steps": settle, "settled": settled, "after_each_step": scales,
                                     "fell": sum(b < a for a, b in zip([scale_before] + scales, scales))}
     return result
+
+
+def warmup_count(spec):
+    """The spec's fixed warm-up step count, or None for "stable" (bench.warm_up's rule)."""
+    warmup = spec.get("warmup", 1)
+    return None if warmup == "stable" else int(warmup)
+
+
+def warm_up(step, count):
+    """``count`` warm-up steps, or with None bench.warm_up's rule; returns (rounded step times, settled)."""
+    if count is None:
+        times, settled = run_until_stable(step)
+    else:
+        times, settled = [], True
+        for _ in range(count):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+    return [round(t, 5) for t in times], settled
 
 
 def child_main(module, measure_fn, argv=None):
