@@ -140,9 +140,11 @@ def find_checkpoint(cfg: Config) -> str:
 
 
 def default_out_dir(cfg: Config, suffix: str = "") -> str:
-    """<RESULTS_ROOT>/export/<CKPT_VERSION>_epoch<CKPT_EPOCH><suffix>, or <checkpoint file name><suffix> for a
-    CKPT_PATH run: one folder per checkpoint, so exporting another epoch of a run does not replace the first."""
-    name = cfg.CKPT_VERSION if cfg.CKPT_PATH is not None else f"{cfg.CKPT_VERSION}_epoch{cfg.CKPT_EPOCH}"
+    """<RESULTS_ROOT>/export/<CKPT_VERSION>_epoch<CKPT_EPOCH><suffix> (_best / _latest for those), or <checkpoint file
+    name><suffix> for a CKPT_PATH run: one folder per checkpoint, so exporting another epoch of a run does not replace
+    the first."""
+    name = cfg.CKPT_VERSION if cfg.CKPT_PATH is not None else \
+        f"{cfg.CKPT_VERSION}_{checkpoints.checkpoint_stem(cfg.CKPT_EPOCH)}"
     return os.path.join(cfg.RESULTS_ROOT, "export", name + suffix)
 
 
