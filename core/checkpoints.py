@@ -1,7 +1,8 @@
 """Atomic file writes and the original names of checkpoints, logs and result files.
 
-ckpts/ckpt_<VERSION>/epoch<N><ext>; results/log/log_run_<version>.txt; results/cache/result_run_<version>.json;
-results/result_test/result_run_<CKPT_VERSION>_epoch<CKPT_EPOCH>.json; results/pred/...pkl.
+ckpts/ckpt_<VERSION>/epoch<N><ext> (+ best<ext>, latest<ext>: core/ckpt_policy.py); results/log/log_run_<version>.txt;
+results/cache/result_run_<version>.json; results/result_test/result_run_<CKPT_VERSION>_epoch<CKPT_EPOCH>.json
+(_best / _latest for --CKPT_E=best / latest); results/pred/...pkl.
 Runs other than training name their log and val results after the checkpoint they evaluate (CKPT_VERSION).
 """
 import contextlib
@@ -189,21 +190,30 @@ def saved_epochs(folder):
 
 # The weight files of the two backends (torch's openvqa container, paddle's state dict); every backend reads both.
 CHECKPOINT_EXTS = (".pkl", ".pdparams")
+# What --CKPT_E takes besides an epoch number: the copies core/ckpt_policy.py keeps in a run folder.
+EPOCH_ALIASES = ("best", "latest")
+
+
+def checkpoint_stem(ckpt_epoch):
+    """The file stem of a CKPT_EPOCH: 'epoch13' for 13, 'best' / 'latest' for those."""
+    return ckpt_epoch if ckpt_epoch in EPOCH_ALIASES else f"epoch{int(ckpt_epoch)}"
 
 
 def resume_path(cfg, ext):
-    """The checkpoint a val/test/resumed run loads: CKPT_PATH, else ckpts/ckpt_<CKPT_VERSION>/epoch<CKPT_EPOCH><ext>,
-    else the same epoch saved by the other framework (CHECKPOINT_EXTS)."""
+    """The checkpoint a val/test/resumed run loads: CKPT_PATH, else ckpts/ckpt_<CKPT_VERSION>/epoch<CKPT_EPOCH><ext>
+    (best<ext> / latest<ext> for CKPT_EPOCH 'best' / 'latest'), else the same epoch saved by the other framework
+    (CHECKPOINT_EXTS)."""
     if cfg.CKPT_PATH is not None:
         if not os.path.isfile(cfg.CKPT_PATH):
             raise FileNotFoundError(f"CKPT_PATH: no such file {cfg.CKPT_PATH}")
         return cfg.CKPT_PATH
     folder = os.path.join(cfg.CKPTS_ROOT, f"ckpt_{cfg.CKPT_VERSION}")
+    stem = checkpoint_stem(cfg.CKPT_EPOCH)
     for candidate in (ext,) + tuple(e for e in CHECKPOINT_EXTS if e != ext):
-        path = os.path.join(folder, f"epoch{cfg.CKPT_EPOCH}{candidate}")
+        path = os.path.join(folder, f"{stem}{candidate}")
         if os.path.isfile(path):
             return path
-    path = os.path.join(folder, f"epoch{cfg.CKPT_EPOCH}{ext}")
+    path = os.path.join(folder, f"{stem}{ext}")
     if not os.path.isdir(folder):
         runs = sorted(n[len("ckpt_"):] for n in os.listdir(cfg.CKPTS_ROOT) if n.startswith("ckpt_")) \
             if os.path.isdir(cfg.CKPTS_ROOT) else []
@@ -212,7 +222,10 @@ def resume_path(cfg, ext):
     epochs = saved_epochs(folder)
     listing = ", ".join(f"{e} ({' '.join(exts)})" for e, exts in epochs.items()) or "none"
     hint = ""
-    if cfg.CKPT_EPOCH in epochs:
+    if cfg.CKPT_EPOCH in EPOCH_ALIASES:
+        hint = (f"; {cfg.CKPT_EPOCH} is kept after each epoch by runs of this version on"
+                + ("" if cfg.CKPT_EPOCH == "latest" else " when they validate (EVAL_EVERY_EPOCH)"))
+    elif cfg.CKPT_EPOCH in epochs:
         hint = f"; epoch{cfg.CKPT_EPOCH} has no weights file ({' or '.join(CHECKPOINT_EXTS)})"
     raise FileNotFoundError(f"CKPT_EPOCH: no checkpoint {path}; epochs saved there: {listing}{hint}")
 
@@ -228,7 +241,7 @@ def val_result_path(cfg, version=None, ext=".json"):
 def _test_name(cfg):
     if cfg.CKPT_PATH is not None:
         return f"result_run_{cfg.CKPT_VERSION}"
-    return f"result_run_{cfg.CKPT_VERSION}_epoch{cfg.CKPT_EPOCH}"
+    return f"result_run_{cfg.CKPT_VERSION}_{checkpoint_stem(cfg.CKPT_EPOCH)}"
 
 
 def test_result_path(cfg, ext=".json"):

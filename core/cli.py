@@ -8,6 +8,7 @@ import argparse
 import yaml
 
 from core import registry
+from core.checkpoints import EPOCH_ALIASES
 from core.config import BACKENDS, RUN_MODES, load_config
 
 _TRUE = ("true", "1")
@@ -38,6 +39,18 @@ def _int(text):
         return int(_unquote(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _epoch(text):
+    """--CKPT_E: an epoch number, or 'best' / 'latest' (the copies a run folder keeps: core/ckpt_policy.py)."""
+    value = _unquote(text)
+    if value in EPOCH_ALIASES:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an epoch number or {' / '.join(EPOCH_ALIASES)}, "
+                                         f"got {text!r}") from None
 
 
 def _comma_list(text):
@@ -80,7 +93,8 @@ _GROUPS = [
         ("--VERSION", "VERSION", _unquote, "name of this run (default: <MODEL>_<DATASET>_<time>)"),
         ("--RESUME", "RESUME", parse_bool, "resume training from --CKPT_V/--CKPT_E or --CKPT_PATH (True/False)"),
         ("--CKPT_V", "CKPT_VERSION", _unquote, "run name of the checkpoint to load"),
-        ("--CKPT_E", "CKPT_EPOCH", _int, "epoch of the checkpoint to load"),
+        ("--CKPT_E", "CKPT_EPOCH", _epoch, "epoch of the checkpoint to load, or best / latest (the run "
+                                            "folder's copies of the best-validated and the last epoch)"),
         ("--CKPT_PATH", "CKPT_PATH", _unquote, "checkpoint file to load (instead of --CKPT_V/--CKPT_E)"),
         ("--SAVE_PRED", "TEST_SAVE_PRED", parse_bool, "test runs: also save the raw predictions (True/False)"),
     ]),

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from core import registry
+from core.checkpoints import EPOCH_ALIASES
 from core.text import NotUtf8, read_utf8
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -62,6 +63,8 @@ DEFAULTS = {
     "OVERWRITE": False, "RESUME_WEIGHTS_ONLY": False,
     # --GPU naming a device the backend cannot use is an error; ALLOW_CPU_FALLBACK=True: the CPU after a warning
     "ALLOW_CPU_FALLBACK": False,
+    # Keep only the last N epochs' checkpoint files (None: all); best and latest are always kept (core/ckpt_policy.py)
+    "CKPT_KEEP_LAST": None,
     # Paths (relative to the working directory; a dataset's spec may give DATA_ROOT another default)
     "DATA_ROOT": "data", "RESULTS_ROOT": "results", "CKPTS_ROOT": "ckpts",
     # Subsets for small machines: first N questions per split, an image-id list (file or list), answer types
@@ -93,7 +96,8 @@ _KINDS = {
     "GLOVE_PATH": (str,), "GLOVE_SPACY_MODEL": (str,), "CKPT_PATH": (str,), "CONFIG": (str,),
     "VERSION": (str,), "CKPT_VERSION": (str,), "MODEL_USE": (str,),
     "SUBSET": (int,), "SUBSET_IIDS": (str, list), "SUBSET_ANS_TYPES": (list,), "NUM_WORKERS": (int,),
-    "FEAT_STORE": (str,), "IMAGE_CACHE": (str,),
+    "FEAT_STORE": (str,), "IMAGE_CACHE": (str,), "CKPT_KEEP_LAST": (int,),
+    "CKPT_EPOCH": (int, str),   # an epoch number, or 'best' / 'latest' (core/checkpoints.EPOCH_ALIASES)
 }
 _LIST_ITEMS = {"LR_DECAY_LIST": int, "SUBSET_ANS_TYPES": str}
 # Names that end up in file names; a yml or --SET may give them as numbers.
@@ -104,6 +108,7 @@ _AT_LEAST = {
     "FLAT_OUT_SIZE": 1, "WORD_EMBED_SIZE": 1, "MAX_TOKEN": 1, "BBOXFEAT_EMB_SIZE": 1, "BATCH_SIZE": 1,
     "GRAD_ACCU_STEPS": 1, "MAX_EPOCH": 1, "WARMUP_EPOCH": 0, "NUM_WORKERS": 0, "CKPT_EPOCH": 0, "SEED": 0,
     "SUBSET": 1, "DROPOUT_R": 0.0, "LR_BASE": 0.0, "LR_DECAY_R": 0.0, "IMG_SIZE": 1, "WARMUP_STEPS": 0,
+    "CKPT_KEEP_LAST": 1,
 }
 _CHOICES = {
     "LOSS_REDUCTION": ("sum", "mean"), "FEAT_TYPE": ("grid", "region"), "RUN_MODE": RUN_MODES,
@@ -351,8 +356,11 @@ def _validate(v, origin):
     for key, choices in _CHOICES.items():
         if v[key] not in choices:
             _fail(key, f"{v[key]!r} is not one of {', '.join(map(str, choices))}", origin)
+    if isinstance(v["CKPT_EPOCH"], str) and v["CKPT_EPOCH"] not in EPOCH_ALIASES:
+        _fail("CKPT_EPOCH", f"expected an epoch number or one of {', '.join(EPOCH_ALIASES)}, got "
+                            f"{v['CKPT_EPOCH']!r}", origin)
     for key, low in _AT_LEAST.items():
-        if v[key] is not None and v[key] < low:
+        if v[key] is not None and not isinstance(v[key], str) and v[key] < low:
             _fail(key, f"must be >= {low}, got {v[key]}", origin)
     if not v["DROPOUT_R"] < 1:
         _fail("DROPOUT_R", f"must be below 1, got {v['DROPOUT_R']}", origin)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core import checkpoints, distributed, plots, registry, tasks
+from core import checkpoints, ckpt_policy, distributed, plots, registry, tasks
 from core.data import build_dataset, fingerprints
 from core.data.sampler import epoch_batches, eval_batches
 from core.data.workers import compute_threads, loader_workers
@@ -149,6 +149,8 @@ def _train(cfg: Config, be, parallel) -> dict[str, Any]:
             acc = evaluate(cfg, be, net, val_set, "val", cfg.VERSION)
             log.accuracy(acc["overall"], acc.get("per_type", {}))
             last["val"] = acc["overall"]
+        if parallel.is_main:
+            ckpt_policy.epoch_saved(cfg, ckpt, epoch + 1, last.get("val"))   # latest, best, CKPT_KEEP_LAST
 
     if parallel.is_main:
         _plot_training(cfg, be, net, val_set, log_file)

@@ -109,8 +109,9 @@ def _refuse_or_clear_previous_run(cfg, folder, log, resume_from):
 
 
 def epoch_files(folder):
-    """The names of the epoch<N>.* files in ``folder``."""
-    return sorted(n for n in os.listdir(folder) if re.fullmatch(r"epoch\d+\..+", n))
+    """The names of the epoch<N>.* files in ``folder``, and the best.* / latest.* kept beside them
+    (core/ckpt_policy.py)."""
+    return sorted(n for n in os.listdir(folder) if re.fullmatch(r"(epoch\d+|best|latest)\..+", n))
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from core.logs import configure as configure_logging
 
 USAGE = """python -m deploy COMMAND ...
 
-  export   checkpoint -> Paddle inference folder (model.json + model.pdiparams, vocab, answers, config, manifest)
+  export   checkpoint -> Paddle inference folder (inference.json + .pdiparams, vocab, answers, config, manifest)
            python -m deploy export --MODEL trar --DATASET demo --CKPT_PATH FILE [--DATA_ROOT DIR] [--out DIR]
            (every run.py flag works: --CKPT_V/--CKPT_E, --SET KEY=VALUE, --CONFIG, ...)
   predict  answer questions with an exported folder (Paddle Inference; onnxruntime for an ONNX folder)

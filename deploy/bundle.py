@@ -1,7 +1,9 @@
 """The inference folder ("bundle"): what an exporter writes and what a predictor reads. numpy, json and yaml only.
 
-    <dir>/model.json + model.pdiparams   runtime 'paddle': the PIR program and parameters of paddle.jit.save
-          model.onnx                     runtime 'onnx'
+    <dir>/inference.json + inference.pdiparams   runtime 'paddle': the PIR program and parameters of
+                                                 paddle.jit.save, named as Paddle's own tools name them (folders
+                                                 written before, model.json + model.pdiparams, are still read)
+          model.onnx                             runtime 'onnx'
           vocab.json                     token -> index, the training vocabulary
           answers.json                   answer strings; position = logit column
           config.yml                     the run's config keys (usable as run.py --CONFIG)
@@ -14,6 +16,7 @@
 Questions and features go through the training pipeline's own functions (core.data.tokenizer.encode,
 core.data.features.load_grid / load_region / load_clevr_grid), with the settings the manifest records.
 """
+import contextlib
 import datetime
 import json
 import os
@@ -39,7 +42,11 @@ MANIFEST_FILE = "manifest.json"
 VOCAB_FILE = "vocab.json"
 ANSWERS_FILE = "answers.json"
 CONFIG_FILE = "config.yml"
-RUNTIME_FILES = {"paddle": {"model": "model.json", "params": "model.pdiparams"}, "onnx": {"model": "model.onnx"}}
+RUNTIME_FILES = {"paddle": {"model": "inference.json", "params": "inference.pdiparams"},
+                 "onnx": {"model": "model.onnx"}}
+# The names a Paddle folder had before they followed Paddle's tools; predict still reads such a folder.
+LEGACY_RUNTIME_FILES = {"paddle": {"model": "model.json", "params": "model.pdiparams"}}
+OUTPUT_NAME = "logits"
 QUESTION_KEY = "ques_ix"
 # Keys left out of config.yml: derived or fixed by the command line, paths that need not exist where it is read, and
 # the keys that only steer how a training run treats its folder.
@@ -196,6 +203,17 @@ def finish(stage, out_dir, manifest, token_to_ix, answers, config):
                                                    "answers": (ANSWERS_FILE, list(answers))}, config)
 
 
+def runtime_files(manifest):
+    """{role: file name} of a manifest's model files: RUNTIME_FILES, or the legacy names a folder written by an
+    earlier version lists."""
+    current = RUNTIME_FILES[manifest["runtime"]]
+    legacy = LEGACY_RUNTIME_FILES.get(manifest["runtime"])
+    files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    if legacy is not None and all(files.get(role) == name for role, name in legacy.items()):
+        return legacy
+    return current
+
+
 def finish_files(stage, out_dir, manifest, json_files, config):
     """finish() for any task: ``json_files`` {role: (file name, json value)} are the task's files (VQA: vocab and
     answers; classification: classes, core/tasks/classification.py bundle_contents)."""
@@ -216,6 +234,10 @@ def finish_files(stage, out_dir, manifest, json_files, config):
         os.remove(old)
     for name in files.values():
         os.replace(os.path.join(stage, name), os.path.join(out_dir, name))
+    for legacy in LEGACY_RUNTIME_FILES.values():   # an earlier version's export of this folder: its model files go
+        for name in set(legacy.values()) - set(files.values()):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(out_dir, name))
     with atomic_write(old, "w") as f:
         json.dump(manifest, f, indent=1)
     shutil.rmtree(stage, ignore_errors=True)
@@ -270,7 +292,7 @@ class Bundle:
 
     def _check_files(self, verify_hashes):
         m = self.manifest
-        expected = dict(RUNTIME_FILES[m["runtime"]], vocab=VOCAB_FILE, answers=ANSWERS_FILE, config=CONFIG_FILE)
+        expected = dict(runtime_files(m), vocab=VOCAB_FILE, answers=ANSWERS_FILE, config=CONFIG_FILE)
         for role, name in expected.items():
             if m["files"].get(role) != name:
                 raise BundleError(f"{self.path(MANIFEST_FILE)}: files.{role} should be {name!r}, "

@@ -109,7 +109,7 @@ class ClassifierBundle:
             raise bundle.BundleError(f"{path}: runtime {m['runtime']!r}; expected "
                                      f"{runtime or ' or '.join(bundle.RUNTIME_FILES)}")
         self.runtime = m["runtime"]
-        expected = {**m["files"], **bundle.RUNTIME_FILES[self.runtime], "config": bundle.CONFIG_FILE}
+        expected = {**m["files"], **bundle.runtime_files(m), "config": bundle.CONFIG_FILE}
         for role, name in expected.items():
             file_path = self.path(name)
             if m["files"].get(role) != name or not os.path.isfile(file_path):

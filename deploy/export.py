@@ -5,7 +5,8 @@
 
 The Net is wrapped in a Layer that takes only the inputs the model reads (paddle.jit.save refuses inputs a program
 does not use), traced with paddle.jit.to_static with a dynamic batch axis, and saved with paddle.jit.save (Paddle 3:
-model.json, the PIR program, + model.pdiparams): backends/paddle/export.py. The saved model is then run once by
+inference.json, the PIR program, + inference.pdiparams, as Paddle's own tools name them; the output is named
+``logits``): backends/paddle/export.py. The saved model is then run once by
 Paddle Inference and compared with the dynamic graph on a random batch before the folder is put in place.
 
 Static export always runs on Paddle. With --backend=torch the checkpoint is still read by the paddle backend, which
@@ -58,8 +59,8 @@ def export_net(net, cfg, out_dir, token_to_ix, answers, max_token, extra=None):
     stage = bundle.staging_dir(out_dir)
     try:
         with c_output.filtered(2, c_output.STDERR_NOISE):
-            paddle_export.save_static(wrapper, specs, os.path.join(stage, "model"))
-        runner = PaddleRunner(os.path.join(stage, "model.json"), os.path.join(stage, "model.pdiparams"), threads=1)
+            paddle_export.save_static(wrapper, specs, os.path.join(stage, paddle_export.PATH_PREFIX))
+        runner = PaddleRunner(*_saved_files(stage), threads=1)
         got = runner.run(sample)
         diff = float(np.abs(got - expected).max())
         if got.shape != expected.shape or not diff <= VERIFY_ATOL * max(1.0, float(np.abs(expected).max())):
@@ -75,6 +76,12 @@ def export_net(net, cfg, out_dir, token_to_ix, answers, max_token, extra=None):
         return bundle.finish(stage, out_dir, manifest, token_to_ix, answers, cfg)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _saved_files(folder):
+    """(program, parameters) of paddle.jit.save's output in ``folder``: the names the bundle lists."""
+    names = bundle.RUNTIME_FILES["paddle"]
+    return os.path.join(folder, names["model"]), os.path.join(folder, names["params"])
 
 
 def export_checkpoint(cfg: Config, ckpt_path: str, out_dir: str) -> dict[str, Any]:
@@ -108,8 +115,8 @@ def export_classifier(cfg: Config, ckpt_path: str, out_dir: str) -> dict[str, An
     try:
         net.eval()
         with c_output.filtered(2, c_output.STDERR_NOISE):
-            paddle_export.save_static(net, specs, os.path.join(stage, "model"))
-        runner = PaddleRunner(os.path.join(stage, "model.json"), os.path.join(stage, "model.pdiparams"), threads=1)
+            paddle_export.save_static(net, specs, os.path.join(stage, paddle_export.PATH_PREFIX))
+        runner = PaddleRunner(*_saved_files(stage), threads=1)
         got = runner.run(sample)
         if got.shape != expected.shape:
             raise ExportError(f"{out_dir}: the exported program gives {got.shape}, the dynamic model {expected.shape}")
@@ -133,9 +140,11 @@ def find_checkpoint(cfg: Config) -> str:
 
 
 def default_out_dir(cfg: Config, suffix: str = "") -> str:
-    """<RESULTS_ROOT>/export/<CKPT_VERSION>_epoch<CKPT_EPOCH><suffix>, or <checkpoint file name><suffix> for a
-    CKPT_PATH run: one folder per checkpoint, so exporting another epoch of a run does not replace the first."""
-    name = cfg.CKPT_VERSION if cfg.CKPT_PATH is not None else f"{cfg.CKPT_VERSION}_epoch{cfg.CKPT_EPOCH}"
+    """<RESULTS_ROOT>/export/<CKPT_VERSION>_epoch<CKPT_EPOCH><suffix> (_best / _latest for those), or <checkpoint file
+    name><suffix> for a CKPT_PATH run: one folder per checkpoint, so exporting another epoch of a run does not replace
+    the first."""
+    name = cfg.CKPT_VERSION if cfg.CKPT_PATH is not None else \
+        f"{cfg.CKPT_VERSION}_{checkpoints.checkpoint_stem(cfg.CKPT_EPOCH)}"
     return os.path.join(cfg.RESULTS_ROOT, "export", name + suffix)
 
 

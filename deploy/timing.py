@@ -87,7 +87,8 @@ def bench(cfg, batch_sizes=(1, 64), threads=None, warmup=2, repeats=10, token_si
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         manifest = export_net(net, cfg, tmp, token_to_ix, answers, _max_token(cfg))
-        runners = {name: PaddleRunner(f"{tmp}/model.json", f"{tmp}/model.pdiparams", threads=threads, **knobs)
+        files = manifest["files"]
+        runners = {name: PaddleRunner(f"{tmp}/{files['model']}", f"{tmp}/{files['params']}", threads=threads, **knobs)
                    for name, knobs in (settings or KNOB_SETTINGS).items()}
         for batch_size in batch_sizes:
             batch = sample_inputs(manifest["inputs"], batch_size, token_size, seed=seed)

@@ -165,3 +165,40 @@ def paddle_to_torch(state, param_names, linear_keys, betas, group=None, torch_sh
     group = dict(group if group is not None else default_param_group(betas))
     group["params"] = list(range(len(param_names)))
     return {"state": out, "param_groups": [group]}
+
+
+# ------------------------------------------------------------------- a .pdopt that paddle's set_state_dict accepts
+# The .pdopt holds Paddle's own state_dict entries ({accumulator name: array}, e.g. 'linear_3.w_0_moment1_0') at its
+# top level, as ``paddle.save(optimizer.state_dict(), ...)`` writes them, so ``optimizer.set_state_dict(paddle.load(
+# path))`` takes it directly; under PADDLE_NAMES_KEY, which set_state_dict never looks up, the structured parameter
+# name and accumulator of each, from which this project rebuilds its 'optimizer' entry (paddle_entry) and so reads
+# these files like those before them, which held that entry itself.
+PADDLE_NAMES_KEY = "paddle_accumulator_names"
+
+
+def paddle_keys(entry, names):
+    """The .pdopt's top-level accumulator entries of this project's Paddle optimizer entry (``entry``, as
+    is_paddle_adam or sgd_state.kind accept) and PADDLE_NAMES_KEY: ``names`` is {Paddle's accumulator name:
+    (structured parameter name, accumulator)} of the live optimizer (backends/paddle/checkpoint.py)."""
+    out, table = {}, {}
+    for key, (param, accumulator) in names.items():
+        value = entry["state"].get(param, {}).get(accumulator)
+        if value is not None:
+            out[key] = np.asarray(value)
+            table[key] = [param, accumulator]
+    return {**out, PADDLE_NAMES_KEY: table}
+
+
+def paddle_entry(pdopt):
+    """This project's Paddle optimizer entry {'framework': 'paddle', 'state': {...}} from a .pdopt's top-level
+    accumulators (paddle_keys), or None when the .pdopt has no PADDLE_NAMES_KEY (one written before it)."""
+    table = pdopt.get(PADDLE_NAMES_KEY) if isinstance(pdopt, dict) else None
+    if not isinstance(table, dict):
+        return None
+    state = {}
+    for key, names in table.items():
+        if key not in pdopt or not isinstance(names, (list, tuple)) or len(names) != 2:
+            raise CheckpointMismatch(f"{PADDLE_NAMES_KEY}: accumulator {key!r} is missing or not named as "
+                                     "[parameter, accumulator]; the .pdopt is damaged")
+        state.setdefault(str(names[0]), {})[str(names[1])] = pdopt[key]
+    return {"framework": "paddle", "state": state}

@@ -23,6 +23,7 @@ import zipfile
 
 import numpy as np
 
+from formats import adam_state
 from formats.integrity import CheckpointReadError, check_pdopt, check_zip_crc
 from formats.layout import DATA_HASH_KEYS
 
@@ -375,4 +376,7 @@ def read_pdopt_meta(path, meta=None):
         check_pdopt(saved, opt_path, path)
         meta.update({k: saved[k] for k in meta if saved.get(k) is not None})
         meta.update({k: saved[k] for k in DATA_HASH_KEYS if saved.get(k) is not None})
+        entry = adam_state.paddle_entry(saved)   # Paddle's own keys (a .pdopt since set_state_dict takes it)
+        if entry is not None:
+            meta["optimizer"] = entry
     return meta

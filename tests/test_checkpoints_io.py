@@ -253,3 +253,64 @@ def test_malicious_checkpoint_is_refused_by_both_backends(backends, tmp_path):
         with pytest.raises(pickle.UnpicklingError, match="system"):
             be.load_checkpoint(_fresh(be, _cfg()), str(path))
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("opt", ["Adam", "SGD"])
+def test_pdopt_goes_straight_into_a_fresh_paddle_optimizer(opt, tmp_path):
+    """What a Paddle user does with any .pdopt: paddle.load + set_state_dict on a fresh optimizer of a net built the
+    same way in a fresh process (a new name generator gives the same internal names), then one step; the moments
+    equal the trained optimizer's, and the next step's weights equal the trained run's."""
+    from paddle.utils import unique_name
+
+    from tests.test_convert import trained
+    cfg = _cfg(OPT=opt, OPT_PARAMS={}) if opt == "SGD" else _cfg()
+    with unique_name.guard():
+        be, net, trainer, _ = trained("paddle", cfg, steps=2)
+    path = str(tmp_path / "epoch1.pdparams")
+    trainer.save(path, 1, 1e-3)
+    with unique_name.guard():
+        be.seed(5)
+        fresh = be.build_model(cfg, TOKEN_SIZE, ANSWER_SIZE)
+    fresh.set_state_dict(paddle.load(path))
+    params = [p for p in fresh.parameters() if not p.stop_gradient]
+    optimizer = paddle.optimizer.Momentum(learning_rate=0.0, momentum=0.9, parameters=params) if opt == "SGD" \
+        else paddle.optimizer.Adam(learning_rate=0.0, parameters=params)
+    optimizer.set_state_dict(paddle.load(str(tmp_path / "epoch1.pdopt")))
+    optimizer._create_accumulators(paddle.static.default_main_program().global_block(), params)
+    expected = {k: v.numpy() for k, v in trainer.optimizer.state_dict().items()}
+    got = {k: v.numpy() for k, v in optimizer.state_dict().items()}
+    assert sorted(got) == sorted(expected) and len(got) >= (1 if opt == "SGD" else 4) * len(params)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+    assert any(np.abs(v).max() > 0 for k, v in got.items() if "moment1" in k or "velocity" in k)
+    # the project's own reader still rebuilds its structured entry from the same file
+    meta = be.load_checkpoint(_fresh(be, cfg), path)
+    assert meta["epoch"] == 1 and meta["optimizer"]["framework"] == "paddle"
+    assert len(meta["optimizer"]["state"]) == len(params)
+
+
+def test_pdopt_of_the_previous_version_still_resumes(tmp_path):
+    """A .pdopt as the previous version wrote it (the structured 'optimizer' entry, no Paddle keys) restores the same
+    moments into a fresh trainer."""
+    from backends.paddle.checkpoint import optimizer_state
+    from formats import adam_state, integrity
+    from formats.restricted_pickle import read_pdparams
+    from tests.test_convert import trained
+    cfg = _cfg()
+    be, net, trainer, _ = trained("paddle", cfg, steps=2)
+    path = str(tmp_path / "epoch2.pdparams")
+    trainer.save(path, 2, 1e-3)
+    new = read_pdparams(str(tmp_path / "epoch2.pdopt"))
+    old = {"epoch": 2, "lr_base": 1e-3, "optimizer": adam_state.paddle_entry(new)}
+    assert adam_state.PADDLE_NAMES_KEY not in old and old["optimizer"]["state"]
+    with open(tmp_path / "epoch2.pdopt", "wb") as f:
+        pickle.dump({**old, **integrity.pdopt_checksums(old, path)}, f, protocol=4)
+    other = _fresh(be, cfg)
+    meta = be.load_checkpoint(other, path)
+    resumed = be.make_trainer(other, cfg)
+    resumed.load_optimizer_state(meta)
+    want, got = optimizer_state(trainer.optimizer, net)["state"], optimizer_state(resumed.optimizer, other)["state"]
+    assert sorted(got) == sorted(want)
+    for name, accumulators in want.items():
+        for key, value in accumulators.items():
+            np.testing.assert_array_equal(got[name][key], value, err_msg=f"{name}.{key}")

@@ -106,8 +106,9 @@ def test_exported_logits_equal_the_dynamic_graph_at_any_batch_size(kind, tmp_pat
     assert all(spec["shape"][0] == -1 for spec in manifest["inputs"])
     expected_names = ["frcn_feat"] + (["bbox_feat"] if kind == "mmnasnet" else []) + ["ques_ix"]
     assert [s["name"] for s in manifest["inputs"]] == expected_names
-    assert sorted(os.listdir(tmp_path)) == ["answers.json", "config.yml", "manifest.json", "model.json",
-                                            "model.pdiparams", "vocab.json"]
+    assert sorted(os.listdir(tmp_path)) == ["answers.json", "config.yml", "inference.json", "inference.pdiparams",
+                                            "manifest.json", "vocab.json"]
+    assert [o["name"] for o in manifest["outputs"]] == ["logits"]
     (tmp_path / "plain").write_text("")                  # a bundle is to be shared: files get open()'s mode
     modes = {os.stat(tmp_path / name).st_mode & 0o777 for name in os.listdir(tmp_path)}
     assert modes == {os.stat(tmp_path / "plain").st_mode & 0o777}
@@ -294,12 +295,43 @@ def test_missing_folder_and_files_are_named(folder, tmp_path):
     from deploy.predict import Predictor
     with pytest.raises(BundleError, match="no such folder"):
         Bundle(str(tmp_path / "nowhere"))
-    os.remove(os.path.join(folder, "model.pdiparams"))
-    with pytest.raises(BundleError, match=r"model\.pdiparams: missing"):
+    os.remove(os.path.join(folder, "inference.pdiparams"))
+    with pytest.raises(BundleError, match=r"inference\.pdiparams: missing"):
         Predictor(folder)
     os.remove(os.path.join(folder, "manifest.json"))
     with pytest.raises(BundleError, match=r"manifest\.json: missing"):
         Bundle(folder)
+
+
+def _as_previous_version(folder):
+    """Turn an export into what the previous version wrote: model.json + model.pdiparams in files and sha256."""
+    renames = {"inference.json": "model.json", "inference.pdiparams": "model.pdiparams"}
+    for new, old in renames.items():
+        os.rename(os.path.join(folder, new), os.path.join(folder, old))
+
+    def rename(m):
+        m["files"] = {role: renames.get(name, name) for role, name in m["files"].items()}
+        m["sha256"] = {renames.get(name, name): digest for name, digest in m["sha256"].items()}
+    _edit_json(os.path.join(folder, "manifest.json"), rename)
+
+
+def test_folder_of_the_previous_version_still_predicts_and_a_new_export_replaces_its_files(folder, trained):
+    from deploy.export import export_checkpoint
+    from deploy.predict import Predictor
+    b = Bundle(folder)
+    batch = bundle.sample_inputs(b.inputs, 2, len(b.token_to_ix), seed=3)
+    expected = Predictor(folder, threads=1).logits(batch)
+    _as_previous_version(folder)
+    assert Bundle(folder).file("model").endswith("model.json")
+    assert np.array_equal(Predictor(folder, threads=1).logits(batch), expected)
+    os.remove(os.path.join(folder, "model.pdiparams"))
+    with pytest.raises(BundleError, match=r"model\.pdiparams: missing"):
+        Predictor(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")              # the folder's manifest names another path for the checkpoint
+        export_checkpoint(trained["cfg"].copy(RUN_MODE="export"), trained["ckpt"], folder)
+    assert "model.json" not in os.listdir(folder) and "inference.json" in os.listdir(folder)
+    assert np.abs(Predictor(folder, threads=1).logits(batch) - expected).max() <= FORWARD_ATOL
 
 
 def test_files_that_do_not_match_the_manifest_are_named(folder):
@@ -314,7 +346,7 @@ def test_manifest_inputs_that_the_program_lacks_are_refused(folder):
     def rename(m):
         m["inputs"][0]["name"] = "image"
     _edit_json(os.path.join(folder, "manifest.json"), rename)
-    with pytest.raises(BundleError, match=r"model\.json: the model takes inputs"):
+    with pytest.raises(BundleError, match=r"inference\.json: the model takes inputs"):
         Predictor(folder)
 
 

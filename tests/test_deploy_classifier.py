@@ -55,7 +55,9 @@ def test_paddle_export_and_predict_an_image(trained, tmp_path, capsys):
     assert manifest["inputs"] == [{"name": "image", "shape": [-1, 3, 16, 16], "dtype": "float32"}]
     assert manifest["image"]["size"] == 16 and manifest["image"]["mean"] == 0.5 and manifest["image"]["std"] == 0.5
     assert manifest["verified_max_abs_diff"] < 1e-4
-    assert sorted(os.listdir(out)) == ["classes.json", "config.yml", "manifest.json", "model.json", "model.pdiparams"]
+    assert sorted(os.listdir(out)) == ["classes.json", "config.yml", "inference.json", "inference.pdiparams",
+                                       "manifest.json"]
+    assert [o["name"] for o in manifest["outputs"]] == ["logits"]
     classes = json.loads((out / "classes.json").read_text())
     assert classes == build_dataset(cfg, "val").class_names
 

@@ -76,6 +76,7 @@ def test_paddle2onnx_model_matches_paddle_inference(kind, converted):
     assert manifest["runtime"] == "onnx" and manifest["exporter"] == "paddle2onnx"
     assert manifest["exporter_version"] == "2.1.0" and manifest["opset"] == 17
     assert sorted(os.listdir(target)) == ["answers.json", "config.yml", "manifest.json", "model.onnx", "vocab.json"]
+    assert [o["name"] for o in manifest["outputs"]] == ["logits"]   # paddle2onnx keeps the program's output name
     paddle_side, onnx_side = Predictor(source, threads=1), Predictor(target, threads=1)
     assert onnx_side.bundle.runtime == "onnx" and paddle_side.bundle.runtime == "paddle"
     assert onnx_side.bundle.input_names == paddle_side.bundle.input_names
@@ -160,7 +161,7 @@ def test_program_that_paddle2onnx_cannot_convert_is_refused_before_it_runs(tmp_p
     import deploy.onnx as onnx_route
     source = str(tmp_path / "export")
     _paddle_export("mcan", source)
-    program = os.path.join(source, "model.json")
+    program = os.path.join(source, "inference.json")
     with open(program) as f:
         text = f.read()
     assert '"#":"1.where"' in text and "masked_fill" not in text   # the paddle backend masks with paddle.where
@@ -169,14 +170,14 @@ def test_program_that_paddle2onnx_cannot_convert_is_refused_before_it_runs(tmp_p
     manifest_path = os.path.join(source, "manifest.json")
     with open(manifest_path) as f:
         manifest = json.load(f)
-    manifest["sha256"]["model.json"] = bundle.file_sha256(program)   # a consistent folder, only the op differs
+    manifest["sha256"]["inference.json"] = bundle.file_sha256(program)   # a consistent folder, only the op differs
     with open(manifest_path, "w") as f:
         json.dump(manifest, f)
 
     def started(*args, **kwargs):
         raise AssertionError("paddle2onnx was started")
     monkeypatch.setattr(paddle_export, "run_paddle2onnx", started)
-    with pytest.raises(onnx_route.OnnxExportError, match=r"model\.json: paddle2onnx cannot convert this program: "
+    with pytest.raises(onnx_route.OnnxExportError, match=r"inference\.json: paddle2onnx cannot convert this program: "
                                                          r"1 pd_op\.masked_fill"):
         onnx_route.onnx_from_paddle_folder(source, str(tmp_path / "out"), 17)
     assert not os.path.exists(str(tmp_path / "out"))

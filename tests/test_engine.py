@@ -77,7 +77,7 @@ def test_a_run_of_one_framework_is_validated_and_resumed_by_the_other(both_backe
     "in the same or the other framework"), for val and for a resumed run."""
     torch_be, paddle_be = both_backends
     trained = _run(tmp_path, demo_root, torch_be, "--RUN=train", "--VERSION=t", "--MAX_EPOCH=1", "--SEED=3")
-    assert sorted(os.listdir(tmp_path / "ckpts" / "ckpt_t")) == ["epoch1.pkl"]
+    assert sorted(os.listdir(tmp_path / "ckpts" / "ckpt_t")) == ["best.json", "best.pkl", "epoch1.pkl", "latest.pkl"]
     val = _run(tmp_path, demo_root, paddle_be, "--RUN=val", "--CKPT_V=t", "--CKPT_E=1", "--SEED=3")
     assert val["overall"] == pytest.approx(trained["val"], abs=0.5)    # same weights, another framework's arithmetic
     resumed = _run(tmp_path, demo_root, paddle_be, "--RUN=train", "--VERSION=p", "--MAX_EPOCH=2", "--SEED=3",

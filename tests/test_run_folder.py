@@ -66,8 +66,10 @@ def test_a_new_run_refuses_an_existing_run_folder(backend, tmp_path, demo_root):
     assert out["epoch"] == 2
     assert log.read_bytes().startswith(log_before)
     _run(tmp_path, demo_root, backend, "--RUN=train", "--VERSION=a", "--MAX_EPOCH=1", "--SET", "OVERWRITE=True")
-    assert sorted(os.listdir(folder)) == sorted([f"epoch1{backend.checkpoint_ext}"] + (
-        ["epoch1.pdopt"] if backend.name == "paddle" else []))          # the lock file goes with the run
+    exts = [backend.checkpoint_ext] + ([".pdopt"] if backend.name == "paddle" else [])
+    # the lock file goes with the run; OVERWRITE removed the first run's epoch2, best and latest
+    kept = [f"{stem}{ext}" for stem in ("epoch1", "best", "latest") for ext in exts]
+    assert sorted(os.listdir(folder)) == sorted(kept + ["best.json"])
 
 
 def test_a_log_alone_marks_a_run(backend, tmp_path, demo_root):

@@ -6,14 +6,21 @@ never seen next to a missing or older .pdopt.
   tensor under both names paddle.nn.LSTM lists (lstm.weight_ih_l0 and lstm.0.cell.weight_ih), as the Paddle ports'
   files hold them; no name table. paddle.load + Layer.set_state_dict read it, in this project or in a port.
 - <stem>.pdopt: paddle.save of
-      {'epoch': int, 'lr_base': float,
-       'optimizer': {'framework': 'paddle',
-                     'state': {structured parameter name: {'moment1': ndarray, 'moment2': ndarray,
-                                                           'beta1_pow_acc': (1,), 'beta2_pow_acc': (1,)}}},
+      {Paddle's accumulator name: ndarray, ...,             # optimizer.state_dict()'s entries, e.g.
+                                                            # 'linear_3.w_0_moment1_0', 'linear_3.w_0_beta1_pow_acc_0'
+       'paddle_accumulator_names': {accumulator name: [structured parameter name, accumulator]},
+       'epoch': int, 'lr_base': float,
        'vocab_sha256': str, 'answers_sha256': str,          # the training data's (core/data/fingerprints.py)
        'pdparams_sha256': str, 'pdopt_sha256': str}         # formats/integrity.py: ties the pair, checked on read
-  Adam's accumulators are keyed by the parameter's structured name, not by Paddle's internal name (linear_12.w_0),
-  which depends on how many layers the process had built before.
+  so ``optimizer.set_state_dict(paddle.load(path))`` takes it as it takes any Paddle .pdopt (set_state_dict looks up
+  only its accumulators' names and ignores the rest). Those names are Paddle's internal ones (linear_12.w_0), which
+  depend on how many layers the process had built before: a process that builds the same model first gets the same
+  names. This project never relies on them: it reads the structured name beside each (formats.adam_state
+  paddle_entry), and still reads the .pdopt files written before, which held
+       'optimizer': {'framework': 'paddle',
+                     'state': {structured parameter name: {'moment1': ndarray, 'moment2': ndarray,
+                                                           'beta1_pow_acc': (1,), 'beta2_pow_acc': (1,)}}}
+  instead (as convert/'s torch2paddle still writes them: resume them with run.py --RESUME).
 Read (a .pdopt's checksums checked first: a damaged file or a pair mixed from two saves is refused):
 - this project's .pdparams; a Paddle port's (LSTM aliases lstm.0.cell.*, the 'StructuredToParameterName@@' table);
   a paddle.save'd openvqa container {'state_dict', 'optimizer', 'lr_base', 'epoch'};
@@ -140,8 +147,8 @@ def save_checkpoint(path, net, optimizer, epoch, lr_base, data_hashes=None):
     # the LSTM under both of paddle.nn.LSTM's names, as Paddle ports' files hold it (reading folds them back)
     params = layout.with_lstm_cell_aliases(
         layout.normalize_lstm_names({k: v.numpy() for k, v in net.state_dict().items()}))
-    meta = {"epoch": int(epoch), "lr_base": float(lr_base), "optimizer": optimizer_state(optimizer, net),
-            **(data_hashes or {})}
+    meta = {**adam_state.paddle_keys(optimizer_state(optimizer, net), _accumulator_keys(optimizer, net)),
+            "epoch": int(epoch), "lr_base": float(lr_base), **(data_hashes or {})}
 
     def write_pair(params_tmp):
         def write_both(opt_tmp):

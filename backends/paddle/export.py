@@ -2,8 +2,8 @@
 run on such a saved program. deploy/export.py and deploy/onnx.py build the folder around these and check the result.
 
 The Net is wrapped in a Layer that takes only the inputs the model reads (paddle.jit.save refuses inputs a program
-does not use), traced with a dynamic batch axis, and saved in Paddle 3's format (model.json, the PIR program, +
-model.pdiparams).
+does not use), traced with a dynamic batch axis, and saved in Paddle 3's format under the names Paddle's own tools
+use (inference.json, the PIR program, + inference.pdiparams), its output named ``logits``.
 """
 import json
 import os
@@ -15,8 +15,12 @@ from paddle import nn
 from paddle.static import InputSpec
 
 from backends.base import INPUT_KEYS
+from core.checkpoints import atomic_write
 
 FRAMEWORK_VERSION = paddle.__version__
+# paddle.jit.save's path prefix (PaddleOCR / PaddleClas / PaddleDetection exports are inference.json + .pdiparams)
+PATH_PREFIX = "inference"
+OUTPUT_NAME = "logits"
 
 
 def _net_args(names, values):
@@ -64,11 +68,44 @@ def dynamic_logits(net, names, batch):
 
 
 def save_static(wrapper, specs, path_prefix):
-    """paddle.jit.to_static + paddle.jit.save of ``wrapper`` (inputs_wrapper) to <path_prefix>.json / .pdiparams;
-    ``specs`` are the manifest's input entries {'name', 'shape', 'dtype'}, their batch axis left dynamic."""
+    """paddle.jit.to_static + paddle.jit.save of ``wrapper`` (inputs_wrapper) to <path_prefix>.json / .pdiparams,
+    its output named OUTPUT_NAME; ``specs`` are the manifest's input entries {'name', 'shape', 'dtype'}, their batch
+    axis left dynamic."""
     input_spec = [InputSpec([None] + list(s["shape"][1:]), s["dtype"], s["name"]) for s in specs]
     static = paddle.jit.to_static(wrapper, input_spec=input_spec, full_graph=True)
     paddle.jit.save(static, path_prefix, input_spec=input_spec)
+    name_output(path_prefix + ".json", OUTPUT_NAME)
+
+
+def name_output(program_path, name):
+    """Give the single output of a saved PIR program (its fetch op) the name ``name``.
+
+    paddle.jit.save names an output after its value only when the value has a name, and PIR lets only persistable
+    values have one, so a Net's logits come out as 'fetch_name_0'; the fetch op's 'name' attribute is the output's
+    name for Paddle Inference and paddle2onnx alike."""
+    with open(program_path, encoding="utf-8") as f:
+        program = json.load(f)
+    fetches = [node for node in _nodes(program) if node.get("#") == "1.fetch"]
+    if len(fetches) != 1:
+        raise ValueError(f"{program_path}: expected one fetch op (the output), found {len(fetches)}")
+    attrs = [a for a in fetches[0].get("A", []) if isinstance(a, dict) and a.get("N") == "name"]
+    if len(attrs) != 1 or not isinstance(attrs[0].get("AT"), dict):
+        raise ValueError(f"{program_path}: the fetch op has no 'name' attribute to set")
+    attrs[0]["AT"]["D"] = name
+    with atomic_write(program_path, "w") as f:
+        json.dump(program, f, separators=(",", ":"))
+
+
+def _nodes(program):
+    """Every dict in a saved PIR program's JSON tree."""
+    stack = [program]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            yield node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 # ------------------------------------------------------------------------------------------------- paddle2onnx
@@ -80,23 +117,17 @@ class Paddle2OnnxError(ValueError):
 
 
 def paddle2onnx_blockers(program_path):
-    """What in a saved PIR program (model.json) paddle2onnx 2.1.0 cannot convert; [] when nothing is found."""
+    """What in a saved PIR program (inference.json) paddle2onnx 2.1.0 cannot convert; [] when nothing is found."""
     with open(program_path, encoding="utf-8") as f:
         program = json.load(f)
     masked, bool_constants = 0, []
-    stack = [program]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            kind = node.get("#")
-            if isinstance(kind, str) and kind.endswith(".masked_fill"):
-                masked += 1
-            if kind == "p" and '"0.t_bool"' in json.dumps(node.get("O", {})):
-                attrs = node.get("A") or []
-                bool_constants.append(str(attrs[-1]) if attrs else "?")
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
+    for node in _nodes(program):
+        kind = node.get("#")
+        if isinstance(kind, str) and kind.endswith(".masked_fill"):
+            masked += 1
+        if kind == "p" and '"0.t_bool"' in json.dumps(node.get("O", {})):
+            attrs = node.get("A") or []
+            bool_constants.append(str(attrs[-1]) if attrs else "?")
     blockers = []
     if masked:
         blockers.append(f"{masked} pd_op.masked_fill ops (no paddle2onnx converter; mask with paddle.where)")
