@@ -100,9 +100,10 @@ _GROUPS = [
         ("--GPU", "GPU", _unquote, "GPU ids, e.g. '0' or '0,1' (default: CPU)"),
         ("--NW", "NUM_WORKERS", _int, "data loader worker processes (default: sized to the machine)"),
         ("--PINM", "PIN_MEM", parse_bool, "pin host memory in the data loader (True/False)"),
-        ("--VERB", "VERBOSE", parse_bool, "show the per-step output: progress bar and the LOG_EVERY step lines "
-                                          "(True/False); False hides only those (the step lines stay in the run "
-                                          "log): epoch summaries and accuracies are always shown"),
+        ("--VERB", "VERBOSE", parse_bool, "show the per-step output, the per-step progress bar and the "
+                                          "LOG_EVERY step lines (True/False); False hides only those (the step "
+                                          "lines stay in the run log): epoch summaries and accuracies are always "
+                                          "shown"),
     ]),
 ]
 _REQUIRED = ("RUN_MODE", "MODEL", "DATASET")

@@ -36,6 +36,10 @@ def bar(cfg, iterable, total, desc):
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=interval)
 
 
+def _clock():
+    return time.monotonic()
+
+
 def duration(seconds):
     """H:MM:SS of a number of seconds (rounded)."""
     return str(datetime.timedelta(seconds=int(round(max(seconds, 0.0)))))
@@ -74,7 +78,7 @@ class TrainWatch:
         """Begin epoch ``epoch`` (0-based) of ``steps`` optimizer steps; returns ``loader`` to iterate (in a bar when
         VERBOSE)."""
         self.epoch_index, self.steps, self.done = epoch, steps, 0
-        self.start = self.window_start = time.time()
+        self.start = self.window_start = _clock()
         self.window_loss, self.window_steps = 0.0, 0
         self.bar = bar(self.cfg, loader, steps, f"epoch {epoch + 1}/{self.cfg.MAX_EPOCH}")
         self._iterable = loader
@@ -86,7 +90,7 @@ class TrainWatch:
         self.done += 1
         self.window_loss += loss
         self.window_steps += 1
-        now = time.time()
+        now = _clock()
         if self.bar is not self._iterable:
             samples = self.done * cfg.BATCH_SIZE
             self.bar.set_postfix(loss=f"{loss / cfg.BATCH_SIZE:.4f}", lr=f"{lr:.2e}",

@@ -18,7 +18,10 @@ VISUALDL, TENSORBOARD = "visualdl", "tensorboard"
 
 
 def installed(package):
-    return importlib.util.find_spec(package) is not None
+    try:
+        return importlib.util.find_spec(package) is not None
+    except ValueError:   # in sys.modules without a spec (put there by hand): it is there
+        return True
 
 
 def folder(cfg, kind):
