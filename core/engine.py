@@ -68,7 +68,7 @@ def _loader(cfg, be, dataset, batches):
 
 def _say(cfg, text):
     """A line of the run's report, at INFO: a command line shows it whatever VERBOSE says (VERBOSE hides only the
-    per-step progress bar, _progress; core/logs.py)."""
+    per-step output: core/progress.py; core/logs.py)."""
     log.info(text)
 
 
