@@ -84,7 +84,11 @@ class Scalars:
             if available(kind):
                 path = folder(cfg, kind)
                 os.makedirs(path, exist_ok=True)
-                writers.append(writer(path))
+                try:
+                    writers.append(writer(path))
+                except ImportError as exc:   # installed but broken (a missing dependency): the run goes on without
+                    log.warning(f"SCALAR_LOGS: {kind} is installed but cannot be imported ({exc}); no {kind} scalars")
+                    continue
                 log.info(f"{kind} scalars: {path}")
         return cls(writers)
 

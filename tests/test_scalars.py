@@ -110,3 +110,10 @@ def test_this_machine_s_packages_decide(tmp_path):
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
         events = EventAccumulator(str(tmp_path / "results" / "scalars" / "v" / "tensorboard")).Reload()
         assert [(e.step, e.value) for e in events.Scalars("epoch/loss")] == [(3, 1.25)]
+
+
+def test_a_broken_install_is_a_warning_not_a_failed_run(tmp_path, monkeypatch, caplog):
+    _module(monkeypatch, "visualdl")                                # no LogWriter in it: the import fails
+    board = scalars.Scalars.open(_cfg(tmp_path), available=lambda package: package == "visualdl")
+    assert board.writers == []
+    assert any("SCALAR_LOGS: visualdl is installed but cannot be imported" in m for m in caplog.messages)
