@@ -247,3 +247,22 @@ def test_a_resumed_run_keeps_its_run_s_name_unless_given_one(tmp_path):
     assert elsewhere.startswith("trar_demo_")                       # a new run, named by the time
     assert load_config("trar", "demo", {**roots, "CKPT_VERSION": "x", "CKPT_EPOCH": 1},
                        run_mode="val").VERSION.startswith("trar_demo_")   # val and test runs are not renamed
+
+
+def test_resuming_a_run_from_an_earlier_epoch_says_which_epochs_it_rewrites(tmp_path, caplog):
+    from core import runfolder
+    cfg = load_config("trar", "demo", {"RESULTS_ROOT": str(tmp_path / "results"), "CKPTS_ROOT": str(tmp_path / "ckpts"),
+                                       "RESUME": True, "CKPT_VERSION": "r", "CKPT_EPOCH": 1})
+    folder = tmp_path / "ckpts" / "ckpt_r"
+    folder.mkdir(parents=True)
+    for name in ("epoch1.pkl", "epoch2.pkl", "epoch3.pkl", "epoch3.pdparams"):
+        (folder / name).write_bytes(b"")
+    with runfolder.claim(cfg, str(folder / "epoch1.pkl")):
+        pass
+    assert [m for m in caplog.messages if m.startswith("RESUME:")] == [
+        f"RESUME: {folder} continues from epoch1.pkl; this run rewrites its later epochs epoch2 (.pkl), epoch3 "
+        "(.pdparams .pkl): a file of the other framework among them stays beside the new one until removed"]
+    caplog.clear()
+    with runfolder.claim(cfg, str(folder / "epoch3.pkl")):                  # from the last epoch: nothing rewritten
+        pass
+    assert not [m for m in caplog.messages if m.startswith("RESUME:")]
