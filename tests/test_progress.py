@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 import run
-from core import plots, progress
+from core import plots, progress, scalars
 from core.config import load_config
 from core.data import build_dataset
 from core.data.demo import generate
 from core.engine import evaluate, routing_weights
 from core.runlog import RunLog, read_history
 from formats.restricted_pickle import read_pdparams, read_torch_checkpoint
+from tests.test_scalars import install_stand_ins
 
 TINY = ["--SET", "LAYER=1", "--SET", "HIDDEN_SIZE=32", "--SET", "FF_SIZE=64", "--SET", "FLAT_MLP_SIZE=32",
         "--SET", "FLAT_OUT_SIZE=64", "--SET", "WORD_EMBED_SIZE=16", "--BS=16", "--NW=0", "--VERB=False"]
@@ -212,3 +213,20 @@ def test_resume_continues_the_run_s_log_across_frameworks(both_backends, tmp_pat
     assert entries[test_header - 2] == "=" * 37
     assert entries[test_header + 1].startswith("Wrote the test answers to ")
     assert read_history(str(log)) == history                        # the entries add no epoch and change none
+
+
+def test_a_training_run_writes_its_scalars_to_each_installed_package(tmp_path, demo_root, monkeypatch):
+    """The run's wiring, with the stand-ins of tests/test_scalars.py for VisualDL and TensorBoard."""
+    fake_packages = install_stand_ins(monkeypatch)
+    monkeypatch.setattr(scalars, "installed", lambda package: True)
+    out = _run(tmp_path, demo_root, "torch", "--RUN=train", "--VERSION=s", "--MAX_EPOCH=2", "--SET", "LOG_EVERY=2")
+    for package in ("visualdl", "tensorboard"):
+        calls = [(method, args, kwargs) for who, method, args, kwargs in fake_packages if who == package]
+        assert calls[0][1] == (str(tmp_path / "results" / "scalars" / "s" / package),)
+        assert calls[-1][0] == "close"
+    logged = [kwargs for who, method, args, kwargs in fake_packages if who == "visualdl" and method == "add_scalar"]
+    assert [(k["tag"], k["step"]) for k in logged if k["tag"].startswith("epoch/")] == [
+        ("epoch/loss", 1), ("epoch/val_accuracy", 1), ("epoch/loss", 2), ("epoch/val_accuracy", 2)]
+    assert [k["step"] for k in logged if k["tag"] == "train/loss"] == [2, 4, 6, 8]      # 4 steps an epoch
+    assert logged[-2] == {"tag": "epoch/loss", "value": out["loss"], "step": 2}
+    assert logged[-1] == {"tag": "epoch/val_accuracy", "value": out["val"], "step": 2}

@@ -33,7 +33,12 @@ class _Recorder:
 
 @pytest.fixture
 def fake_packages(monkeypatch):
-    """visualdl.LogWriter and the three tensorboard modules TensorBoardWriter imports, recording their calls."""
+    return install_stand_ins(monkeypatch)
+
+
+def install_stand_ins(monkeypatch):
+    """visualdl.LogWriter and the three tensorboard modules TensorBoardWriter imports, recording their calls in the
+    list returned."""
     calls = []
 
     def log_writer(logdir):
