@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from core import plots, registry
+from core import plots, registry, runfolder
 from core.runlog import backend_spans, read_history
 from core.scalars import Scalars
 
@@ -71,7 +71,7 @@ class TrainWatch:
         validated = cfg.EVAL_EVERY_EPOCH
         self.routing = RoutingMean() if registry.model_of(cfg).routes and validated else None
         figures = f"{self.base}_curves.png" + (f", {self.base}_routing.png" if self.routing is not None else "")
-        log.info(f"Writing the checkpoints to {os.path.join(cfg.CKPTS_ROOT, f'ckpt_{cfg.VERSION}')}, the log to "
+        log.info(f"Writing the checkpoints to {runfolder.run_folder(cfg)}, the log to "
                  f"{run_log.path}, the figures to {figures} (after every epoch)")
 
     def epoch(self, loader, epoch, steps):

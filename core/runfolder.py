@@ -21,7 +21,7 @@ import tempfile
 from core.checkpoints import saved_epochs
 
 LOCK_FILE = ".run.lock"
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class RunFolderError(ValueError):
@@ -119,7 +119,7 @@ def _say_what_a_rewind_rewrites(folder, resume_from, epochs):
     later = [e for e in epochs if m and e > int(m.group(1))]
     if later:
         saved = ", ".join(f"epoch{e} ({' '.join(epochs[e])})" for e in later)
-        log.warning(f"RESUME: {folder} continues from {os.path.basename(resume_from)}; this run rewrites its later "
+        logger.warning(f"RESUME: {folder} continues from {os.path.basename(resume_from)}; this run rewrites its later "
                     f"epochs {saved}: a file of the other framework among them stays beside the new one until removed")
 
 
