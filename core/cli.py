@@ -90,8 +90,10 @@ _GROUPS = [
         ("--AMP", "AMP", parse_bool, "mixed precision on GPU (True/False)"),
     ]),
     ("run names and checkpoints", [
-        ("--VERSION", "VERSION", _unquote, "name of this run (default: <MODEL>_<DATASET>_<time>)"),
-        ("--RESUME", "RESUME", parse_bool, "resume training from --CKPT_V/--CKPT_E or --CKPT_PATH (True/False)"),
+        ("--VERSION", "VERSION", _unquote, "name of this run (default: <MODEL>_<DATASET>_<time>; a resumed run: the "
+                                           "run it resumes, whose folder, log and figures it continues)"),
+        ("--RESUME", "RESUME", parse_bool, "resume training from --CKPT_V/--CKPT_E or --CKPT_PATH (True/False); "
+                                           "without --VERSION it continues that run under its name"),
         ("--CKPT_V", "CKPT_VERSION", _unquote, "run name of the checkpoint to load"),
         ("--CKPT_E", "CKPT_EPOCH", _epoch, "epoch of the checkpoint to load, or best / latest (the run "
                                             "folder's copies of the best-validated and the last epoch)"),
@@ -112,8 +114,10 @@ _GROUPS = [
         ("--GPU", "GPU", _unquote, "GPU ids, e.g. '0' or '0,1' (default: CPU)"),
         ("--NW", "NUM_WORKERS", _int, "data loader worker processes (default: sized to the machine)"),
         ("--PINM", "PIN_MEM", parse_bool, "pin host memory in the data loader (True/False)"),
-        ("--VERB", "VERBOSE", parse_bool, "show the per-step progress bar and detail lines (True/False); "
-                                          "False hides only those: epoch summaries and accuracies are always shown"),
+        ("--VERB", "VERBOSE", parse_bool, "show the per-step output, the per-step progress bar and the "
+                                          "LOG_EVERY step lines (True/False); False hides only those (the step "
+                                          "lines stay in the run log): epoch summaries and accuracies are always "
+                                          "shown"),
     ]),
 ]
 _REQUIRED = ("RUN_MODE", "MODEL", "DATASET")

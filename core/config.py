@@ -65,6 +65,9 @@ DEFAULTS = {
     "ALLOW_CPU_FALLBACK": False,
     # Keep only the last N epochs' checkpoint files (None: all); best and latest are always kept (core/ckpt_policy.py)
     "CKPT_KEEP_LAST": None,
+    # Watching a run (core/progress.py): a line every LOG_EVERY optimizer steps (0: none) in the run log, and on the
+    # console unless VERBOSE is False; SCALAR_LOGS=False: no VisualDL / TensorBoard scalars even when installed
+    "LOG_EVERY": 100, "SCALAR_LOGS": True,
     # Paths (relative to the working directory; a dataset's spec may give DATA_ROOT another default)
     "DATA_ROOT": "data", "RESULTS_ROOT": "results", "CKPTS_ROOT": "ckpts",
     # Subsets for small machines: first N questions per split, an image-id list (file or list), answer types
@@ -108,7 +111,7 @@ _AT_LEAST = {
     "FLAT_OUT_SIZE": 1, "WORD_EMBED_SIZE": 1, "MAX_TOKEN": 1, "BBOXFEAT_EMB_SIZE": 1, "BATCH_SIZE": 1,
     "GRAD_ACCU_STEPS": 1, "MAX_EPOCH": 1, "WARMUP_EPOCH": 0, "NUM_WORKERS": 0, "CKPT_EPOCH": 0, "SEED": 0,
     "SUBSET": 1, "DROPOUT_R": 0.0, "LR_BASE": 0.0, "LR_DECAY_R": 0.0, "IMG_SIZE": 1, "WARMUP_STEPS": 0,
-    "CKPT_KEEP_LAST": 1,
+    "CKPT_KEEP_LAST": 1, "LOG_EVERY": 0,
 }
 _CHOICES = {
     "LOSS_REDUCTION": ("sum", "mean"), "FEAT_TYPE": ("grid", "region"), "RUN_MODE": RUN_MODES,
@@ -413,7 +416,10 @@ def _finalize(v, explicit):
         v["TEST_SAVE_PRED"] = False
     v["N_GPU"] = len(_gpu_ids(v["GPU"], {}))
     if "VERSION" not in explicit or v["VERSION"] is None:
-        if "SEED" in explicit:
+        resumed = resumed_run_name(v, explicit)
+        if resumed is not None:
+            v["VERSION"] = resumed
+        elif "SEED" in explicit:
             v["VERSION"] = str(v["SEED"])
         else:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -423,6 +429,21 @@ def _finalize(v, explicit):
             v["CKPT_VERSION"] = _name_of_checkpoint_file(v["CKPT_PATH"])
         else:
             v["CKPT_VERSION"] = v["VERSION"]
+
+
+def resumed_run_name(v, explicit):
+    """The run a resumed training run continues when no VERSION is given: --CKPT_V's, or that of the run folder
+    <CKPTS_ROOT>/ckpt_<name> a --CKPT_PATH file sits in; None otherwise (a file from elsewhere starts a new run)."""
+    if v["RUN_MODE"] != "train" or not v["RESUME"]:
+        return None
+    if v["CKPT_PATH"] is None:
+        return v["CKPT_VERSION"] if "CKPT_VERSION" in explicit and v["CKPT_VERSION"] is not None else None
+    folder = os.path.dirname(os.path.realpath(v["CKPT_PATH"]))
+    name = os.path.basename(folder)
+    if name.startswith("ckpt_") and len(name) > len("ckpt_") and \
+            os.path.dirname(folder) == os.path.realpath(v["CKPTS_ROOT"]):
+        return name[len("ckpt_"):]
+    return None
 
 
 def _name_of_checkpoint_file(path):

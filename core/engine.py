@@ -9,18 +9,17 @@ from __future__ import annotations
 import logging
 import os
 import random
-import sys
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core import checkpoints, ckpt_policy, distributed, plots, registry, tasks
+from core import checkpoints, ckpt_policy, distributed, progress, registry, tasks
 from core.data import build_dataset, fingerprints
 from core.data.sampler import epoch_batches, eval_batches
 from core.data.workers import compute_threads, loader_workers
-from core.runlog import RunLog, read_history
+from core.runlog import RunLog
 from core.schedules import decayed_lr_base, step_lr, tau_at, warmup_lr
 
 if TYPE_CHECKING:
@@ -69,7 +68,7 @@ def _loader(cfg, be, dataset, batches):
 
 def _say(cfg, text):
     """A line of the run's report, at INFO: a command line shows it whatever VERBOSE says (VERBOSE hides only the
-    per-step progress bar, _progress; core/logs.py)."""
+    per-step output: core/progress.py; core/logs.py)."""
     log.info(text)
 
 
@@ -104,7 +103,8 @@ def _train(cfg: Config, be, parallel) -> dict[str, Any]:
 
     log_file = checkpoints.log_path(cfg, cfg.VERSION)
     log = RunLog(log_file) if parallel.is_main else distributed.SilentLog()
-    log.start(cfg, resume=cfg.RESUME)
+    log.start(cfg, resume=cfg.RESUME, backend=be.name, first_epoch=start_epoch + 1,
+              resumed_from=path if cfg.RESUME else None)
     data_size, unit = len(train_set), registry.task_of(cfg).unit
     if data_size < cfg.BATCH_SIZE:
         raise ValueError(f"the training split has {data_size} {unit}, fewer than BATCH_SIZE={cfg.BATCH_SIZE}")
@@ -113,6 +113,7 @@ def _train(cfg: Config, be, parallel) -> dict[str, Any]:
               f"version {cfg.VERSION}, epochs {start_epoch + 1}..{cfg.MAX_EPOCH}")
 
     last = {}
+    watch = progress.TrainWatch(cfg, be.name, log) if parallel.is_main else progress.QuietWatch()
     for epoch in range(start_epoch, cfg.MAX_EPOCH):
         log.epoch_header()
         if epoch in cfg.LR_DECAY_LIST:
@@ -126,8 +127,7 @@ def _train(cfg: Config, be, parallel) -> dict[str, Any]:
         batches = epoch_batches(data_size, cfg.BATCH_SIZE, cfg.SEED, epoch)
         loader = _loader(cfg, be, train_set, parallel.shard(batches, cfg))
         losses, lr, start = parallel.tally(), lr_base, time.time()
-        bar = _progress(cfg, loader, len(batches), f"epoch {epoch + 1}/{cfg.MAX_EPOCH}")
-        for i, batch in enumerate(bar):
+        for i, batch in enumerate(watch.epoch(loader, epoch, len(batches))):
             step += 1
             lr = _lr(cfg, step, lr_base, data_size, epoch * len(batches) + i + 1, cfg.MAX_EPOCH * len(batches))
             loss = trainer.train_step(batch, lr)
@@ -135,10 +135,7 @@ def _train(cfg: Config, be, parallel) -> dict[str, Any]:
                 raise FloatingPointError(f"loss became {loss} at epoch {epoch + 1}, step {i + 1}; "
                                          f"lower LR_BASE or set GRAD_NORM_CLIP")
             losses.add(loss)
-            if bar is not loader:
-                done = (i + 1) * cfg.BATCH_SIZE
-                bar.set_postfix(loss=f"{loss / cfg.BATCH_SIZE:.4f}", lr=f"{lr:.2e}",
-                                sps=f"{done / max(time.time() - start, 1e-9):.0f}", refresh=False)   # mininterval
+            watch.step(loss * parallel.world.size, lr)   # rank 0's slice scaled to the global batch (step lines only)
         loss_sum, elapsed = losses.total(), time.time() - start
         ckpt = checkpoints.ckpt_path(cfg, epoch + 1, be.checkpoint_ext)
         parallel.save(trainer, ckpt, epoch + 1, lr_base, data_hashes=data_hashes)
@@ -146,14 +143,14 @@ def _train(cfg: Config, be, parallel) -> dict[str, Any]:
         last = {"epoch": epoch + 1, "loss": loss_sum / data_size, "checkpoint": ckpt, "seconds": elapsed}
         _say(cfg, f"Epoch {epoch + 1}: loss {last['loss']:.4f}, lr {lr:.2e}, {elapsed:.1f}s -> {ckpt}")
         if val_set is not None:
-            acc = evaluate(cfg, be, net, val_set, "val", cfg.VERSION)
+            acc = evaluate(cfg, be, net, val_set, "val", cfg.VERSION, routing=watch.routing)
             log.accuracy(acc["overall"], acc.get("per_type", {}))
             last["val"] = acc["overall"]
         if parallel.is_main:
             ckpt_policy.epoch_saved(cfg, ckpt, epoch + 1, last.get("val"))   # latest, best, CKPT_KEEP_LAST
+        watch.epoch_end(epoch + 1, last["loss"], last.get("val"))
 
-    if parallel.is_main:
-        _plot_training(cfg, be, net, val_set, log_file)
+    watch.close()
     checksums = parallel.finish(net, lambda text: _say(cfg, text))
     if checksums:
         last["rank_checksums"] = checksums
@@ -193,22 +190,7 @@ def _lr(cfg, step, lr_base, data_size, opt_step, total_steps):
 
 
 def _progress(cfg, iterable, total, desc):
-    if not cfg.VERBOSE:
-        return iterable
-    from tqdm import tqdm
-    # redirected to a file (a log, a notebook's captured output), a bar every 30 s rather than every second
-    interval = 1.0 if sys.stderr.isatty() else 30.0
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=interval)
-
-
-def _plot_training(cfg, be, net, val_set, log_file):
-    base = os.path.splitext(log_file)[0]
-    history = read_history(log_file)
-    if history:
-        plots.training_curves(history, base + "_curves.png", title=f"{cfg.MODEL} / {cfg.DATASET} ({be.name})")
-    if registry.model_of(cfg).routes and val_set is not None:
-        weights = routing_weights(cfg, be, net, val_set)
-        plots.routing_weights(weights, cfg.ORDERS, base + "_routing.png")
+    return progress.bar(cfg, iterable, total, desc)
 
 
 def routing_weights(cfg: Config, be, net, dataset: Dataset) -> np.ndarray:
@@ -246,24 +228,31 @@ def evaluate_checkpoint(cfg: Config, be) -> dict[str, Any]:
     dataset = build_dataset(cfg, mode)
     net = be.build_model(cfg, **dataset.facts())
     path = checkpoints.resume_path(cfg, be.checkpoint_ext)
-    load_for_eval(cfg, be, net, path, dataset)
+    meta = load_for_eval(cfg, be, net, path, dataset)
     _say(cfg, f"Loaded {path}")
     version = cfg.CKPT_VERSION
+    log = RunLog(checkpoints.log_path(cfg, version))
+    log.evaluation(mode, path, be.name, meta.get("epoch"))
     if mode == "val":
-        log = RunLog(checkpoints.log_path(cfg, version))
         acc = evaluate(cfg, be, net, dataset, "val", version)
         log.accuracy(acc["overall"], acc.get("per_type", {}))
         _say(cfg, f"Wrote the val answers to {acc['result_file']}")
         return acc
-    return evaluate(cfg, be, net, dataset, "test", version)
+    out = evaluate(cfg, be, net, dataset, "test", version)
+    log.line(f"Wrote the test answers to {out['result_file']}\n\n")
+    return out
 
 
-def evaluate(cfg: Config, be, net, dataset: Dataset, mode: str, version: str) -> dict[str, Any]:
+def evaluate(cfg: Config, be, net, dataset: Dataset, mode: str, version: str, routing=None) -> dict[str, Any]:
     """Predict every sample of ``dataset``; the task (core/tasks) writes the result file and scores it when the
-    answers are known."""
+    answers are known. ``routing`` (a core.progress.RoutingMean) gathers the routing weights of these forwards."""
     task = tasks.module_of(cfg)
     batches = eval_batches(len(dataset), cfg.EVAL_BATCH_SIZE)
     loader = _loader(cfg, be, dataset, batches)
-    outputs = [task.batch_outputs(cfg, be.predict(net, batch)) for batch in _progress(cfg, loader, len(batches), mode)]
+    outputs = []
+    for batch in _progress(cfg, loader, len(batches), mode):
+        outputs.append(task.batch_outputs(cfg, be.predict(net, batch)))
+        if routing is not None:
+            routing.add(be.routing_alphas(net))
     outputs = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]} if outputs else {}
     return task.evaluate(cfg, dataset, mode, version, outputs, log.info)

@@ -8,8 +8,9 @@ its own logging set-up. Records still propagate to the root logger, so such a pr
 
 Levels: INFO is what a run reports (epoch summaries, accuracies, files written, notes), always shown by a command
 line; DEBUG is detail a command line does not show (cache hits and writes), for a program that sets the level itself.
-``--VERB`` (VERBOSE) is not a logging level: ``--VERB=False`` hides the per-step progress bar only (core/engine.py),
-as openvqa's VERBOSE hides its per-step lines, and the run's report stays.
+``--VERB`` (VERBOSE) is not a logging level: ``--VERB=False`` hides the per-step output only, the progress bar and the
+LOG_EVERY step lines (core/progress.py; the step lines stay in the run log), as openvqa's VERBOSE hides its per-step
+lines, and the run's report stays.
 """
 import logging
 import sys

@@ -1,4 +1,5 @@
-"""PNG figures written at the end of training: loss / val-accuracy curves and TRAR's routing preferences."""
+"""PNG figures of a training run, redrawn after every epoch (core/progress.py): loss / val-accuracy curves and the
+routing models' span preferences. Epochs sit on integer ticks."""
 import os
 
 import numpy as np
@@ -13,11 +14,17 @@ def _pyplot():
     return plt
 
 
+def _integer_epochs(ax):
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def training_curves(history, path, title=""):
     """history: core.runlog.read_history's dicts: 'epoch', 'loss' and, when validated, 'val_overall' (percent)."""
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 4))
+    _integer_epochs(ax)
     ax.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue", label="train loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss per question (log scale)", color="tab:blue")
@@ -32,7 +39,7 @@ def training_curves(history, path, title=""):
     _save(fig, plt, path)
 
 
-def routing_weights(weights, orders, path):
+def routing_weights(weights, orders, path, title="Attention span preferred by each decoder layer"):
     """weights: (decoder layers, len(orders)) mean routing weight; one group of bars per layer."""
     plt = _pyplot()
     weights = np.asarray(weights)
@@ -45,7 +52,7 @@ def routing_weights(weights, orders, path):
     ax.set_xticks(np.arange(layers) + 0.4 - width / 2, [f"layer {i + 1}" for i in range(layers)])
     ax.set_ylabel("mean routing weight (val)")
     ax.set_ylim(0, 1)
-    ax.set_title("Attention span preferred by each decoder layer")
+    ax.set_title(title)
     ax.legend(fontsize="small")
     fig.tight_layout()
     _save(fig, plt, path)

@@ -7,9 +7,13 @@ never taken from another run.
   name is refused. The OS drops the lock when the owner exits or is killed, so a crash never leaves it held.
 - A folder holding another run (epoch files, or a log of that name) is refused unless this run resumes a checkpoint
   of that folder, or OVERWRITE is set, which removes that run's epoch files and log first.
+- A run resumed without a VERSION continues the run it resumes (core/config.py resumed_run_name); resumed from an
+  earlier epoch than its last, it rewrites the later epochs, and says so: a file of the other framework for one of
+  them stays beside the new one until removed.
 """
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import tempfile
@@ -17,6 +21,7 @@ import tempfile
 from core.checkpoints import saved_epochs
 
 LOCK_FILE = ".run.lock"
+logger = logging.getLogger(__name__)
 
 
 class RunFolderError(ValueError):
@@ -91,6 +96,7 @@ def _refuse_or_clear_previous_run(cfg, folder, log, resume_from):
     if not epochs and not os.path.exists(log):
         return
     if _own_checkpoint(cfg, folder, resume_from):
+        _say_what_a_rewind_rewrites(folder, resume_from, epochs)
         return
     if cfg.OVERWRITE:
         for name in epoch_files(folder):
@@ -106,6 +112,15 @@ def _refuse_or_clear_previous_run(cfg, folder, log, resume_from):
     raise RunFolderError(f"VERSION: {folder} holds an earlier run with {held}; continue it with --RESUME=True "
                          f"--CKPT_V={cfg.VERSION} --CKPT_E=N, replace it with --SET OVERWRITE=True, or give another "
                          "--VERSION")
+
+
+def _say_what_a_rewind_rewrites(folder, resume_from, epochs):
+    m = re.fullmatch(r"epoch(\d+)\..+", os.path.basename(resume_from))
+    later = [e for e in epochs if m and e > int(m.group(1))]
+    if later:
+        saved = ", ".join(f"epoch{e} ({' '.join(epochs[e])})" for e in later)
+        logger.warning(f"RESUME: {folder} continues from {os.path.basename(resume_from)}; this run rewrites its later "
+                    f"epochs {saved}: a file of the other framework among them stays beside the new one until removed")
 
 
 def epoch_files(folder):

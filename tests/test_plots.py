@@ -48,3 +48,32 @@ def test_routing_plot_draws_each_span_per_layer(tmp_path, monkeypatch):
     assert out.read_bytes()[:4] == b"\x89PNG"
     # one bar series per span, its heights that span's weight in each decoder layer (the input's columns)
     assert drawn == [("global", [0.2, 0.9]), ("3x3 window", [0.5, 0.05]), ("5x5 window", [0.3, 0.05])]
+
+
+def _drawn_figures(monkeypatch):
+    """The figures plots saves, kept open for the test to look at."""
+    figures = []
+    real_save = plots._save
+
+    def keep(fig, plt, path):
+        figures.append(fig)
+        fig.canvas.draw()
+        real_save(fig, plt, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def test_curves_put_epochs_on_integer_ticks(tmp_path, monkeypatch):
+    figures = _drawn_figures(monkeypatch)
+    history = [{"epoch": e, "loss": 3.0 - e / 2} for e in (1, 2, 3)]
+    plots.training_curves(history, str(tmp_path / "curves.png"), title="trar / demo (torch)")
+    ticks = figures[0].axes[0].get_xticks()
+    assert len(ticks) and all(float(t).is_integer() for t in ticks)       # matplotlib's default: 1.0, 1.25, ...
+    assert figures[0].axes[0].get_title() == "trar / demo (torch)"
+
+
+def test_routing_plot_carries_its_title(tmp_path, monkeypatch):
+    figures = _drawn_figures(monkeypatch)
+    plots.routing_weights([[0.2, 0.8]], [0, 1], str(tmp_path / "routing.png"), title="epoch 3 (paddle)")
+    assert figures[0].axes[0].get_title() == "epoch 3 (paddle)"

@@ -226,3 +226,45 @@ def test_a_killed_saves_temp_file_is_cleaned_by_the_next_save_but_not_a_live_wri
     (tmp_path / ".notes.txt.tmp").write_text("not of our naming pattern")
     checkpoints.atomic_save(str(tmp_path / "epoch3.pkl"), lambda p: open(p, "wb").close())
     assert (tmp_path / ".notes.txt.tmp").exists()
+
+
+def test_a_resumed_run_keeps_its_run_s_name_unless_given_one(tmp_path):
+    """--RESUME --CKPT_V=x continues run x (its folder, log and figures); --VERSION still names another run; a
+    --CKPT_PATH file in a run folder of CKPTS_ROOT continues that run, one from elsewhere starts a new one."""
+    roots = {"RESULTS_ROOT": str(tmp_path / "results"), "CKPTS_ROOT": str(tmp_path / "ckpts")}
+    resumed = load_config("trar", "demo", {**roots, "RESUME": True, "CKPT_VERSION": "demo_torch", "CKPT_EPOCH": 1})
+    assert resumed.VERSION == "demo_torch"
+    with_seed = load_config("trar", "demo", {**roots, "RESUME": True, "CKPT_VERSION": "x", "CKPT_EPOCH": 1, "SEED": 4})
+    assert with_seed.VERSION == "x"
+    named = load_config("trar", "demo", {**roots, "RESUME": True, "CKPT_VERSION": "x", "CKPT_EPOCH": 1,
+                                         "VERSION": "y"})
+    assert (named.VERSION, named.CKPT_VERSION) == ("y", "x")
+    (tmp_path / "ckpts" / "ckpt_run7").mkdir(parents=True)
+    inside = tmp_path / "ckpts" / "ckpt_run7" / "epoch2.pkl"
+    outside = tmp_path / "epoch2.pkl"
+    for path in (inside, outside):
+        path.write_bytes(b"")
+    assert load_config("trar", "demo", {**roots, "RESUME": True, "CKPT_PATH": str(inside)}).VERSION == "run7"
+    elsewhere = load_config("trar", "demo", {**roots, "RESUME": True, "CKPT_PATH": str(outside)}).VERSION
+    assert elsewhere.startswith("trar_demo_")                       # a new run, named by the time
+    assert load_config("trar", "demo", {**roots, "CKPT_VERSION": "x", "CKPT_EPOCH": 1},
+                       run_mode="val").VERSION.startswith("trar_demo_")   # val and test runs are not renamed
+
+
+def test_resuming_a_run_from_an_earlier_epoch_says_which_epochs_it_rewrites(tmp_path, caplog):
+    from core import runfolder
+    cfg = load_config("trar", "demo", {"RESULTS_ROOT": str(tmp_path / "results"), "CKPTS_ROOT": str(tmp_path / "ckpts"),
+                                       "RESUME": True, "CKPT_VERSION": "r", "CKPT_EPOCH": 1})
+    folder = tmp_path / "ckpts" / "ckpt_r"
+    folder.mkdir(parents=True)
+    for name in ("epoch1.pkl", "epoch2.pkl", "epoch3.pkl", "epoch3.pdparams"):
+        (folder / name).write_bytes(b"")
+    with runfolder.claim(cfg, str(folder / "epoch1.pkl")):
+        pass
+    assert [m for m in caplog.messages if m.startswith("RESUME:")] == [
+        f"RESUME: {folder} continues from epoch1.pkl; this run rewrites its later epochs epoch2 (.pkl), epoch3 "
+        "(.pdparams .pkl): a file of the other framework among them stays beside the new one until removed"]
+    caplog.clear()
+    with runfolder.claim(cfg, str(folder / "epoch3.pkl")):                  # from the last epoch: nothing rewritten
+        pass
+    assert not [m for m in caplog.messages if m.startswith("RESUME:")]
