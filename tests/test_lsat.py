@@ -221,6 +221,17 @@ def test_rotary_changes_the_outputs(fw):
     assert np.abs(predict(fw, turned, batch) - predict(fw, plain, batch)).max() > 1e-3
 
 
+# MCAN-small's parameters at the shipped vqa sizes, excluding the embedding (README model table, measured on MCAN)
+MCAN_SMALL_VQA_PARAMS = 51_640_891
+
+
+@pytest.mark.parametrize("rotary", [False, True])
+def test_parameter_count_is_mcan_smalls(fw, rotary):
+    cfg = load_config("lsat", "vqa", {"LSAT_ROTARY": rotary})
+    shapes = models_module(fw).state_dict_shapes(cfg, 10, 3129)
+    assert sum(int(np.prod(shape)) for shape in shapes.values()) == MCAN_SMALL_VQA_PARAMS + 300 * 10
+
+
 def test_batch_of_one_and_clevr_grid(fw):
     cfg = tiny_cfg("lsat", "clevr", LSAT_WINDOW=5, LSAT_ROTARY=True)
     net = build(fw, cfg)
