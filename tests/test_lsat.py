@@ -3,9 +3,10 @@ hand, the local attention against a numpy re-computation, the mask each decoder 
 MCAN's parameter names (an MCAN-with-grid checkpoint loads strictly), LSAT == MCAN when the window covers every token,
 rotary on vs off, and the config's one-line errors.
 
-Torch <-> paddle forward and gradient parity: tests/test_parity_models.py (EVAL_CASES, GRAD_CASES 'lsat_*'); convert,
-cross-framework resume: tests/test_convert.py; export to Paddle Inference and ONNX: tests/test_deploy.py (KINDS
-'lsat'); keys and shapes at the shipped sizes: tests/test_models.py (FULL_VARIANTS 'lsat_*').
+Torch <-> paddle: the parity tool here (every module, every gradient, two Adam steps); forward and gradient parity
+also in tests/test_parity_models.py (EVAL_CASES, GRAD_CASES 'lsat*'); convert and cross-framework resume:
+tests/test_convert.py; export to Paddle Inference and ONNX: tests/test_deploy.py (KINDS 'lsat'); keys and shapes at
+the shipped sizes: tests/test_models.py (FULL_VARIANTS 'lsat_*').
 """
 import math
 
@@ -221,6 +222,17 @@ def test_rotary_changes_the_outputs(fw):
     assert np.abs(predict(fw, turned, batch) - predict(fw, plain, batch)).max() > 1e-3
 
 
+# MCAN-small's parameters at the shipped vqa sizes, excluding the embedding (README model table, measured on MCAN)
+MCAN_SMALL_VQA_PARAMS = 51_640_891
+
+
+@pytest.mark.parametrize("rotary", [False, True])
+def test_parameter_count_is_mcan_smalls(fw, rotary):
+    cfg = load_config("lsat", "vqa", {"LSAT_ROTARY": rotary})
+    shapes = models_module(fw).state_dict_shapes(cfg, 10, 3129)
+    assert sum(int(np.prod(shape)) for shape in shapes.values()) == MCAN_SMALL_VQA_PARAMS + 300 * 10
+
+
 def test_batch_of_one_and_clevr_grid(fw):
     cfg = tiny_cfg("lsat", "clevr", LSAT_WINDOW=5, LSAT_ROTARY=True)
     net = build(fw, cfg)
@@ -239,6 +251,26 @@ def test_build_from_tensors_is_framework_native(fw):
     batch = make_batch(cfg, batch_size=1)
     inputs = [to_tensor(fw, batch[k]) for k in ("frcn_feat", "grid_feat", "bbox_feat", "ques_ix")]
     assert tuple(net(*inputs).shape) == (1, ANSWERS)
+
+
+@pytest.mark.parity
+def test_parity_tool_forward_gradients_and_training_steps(both_backends, tmp_path, capsys):
+    """python -m convert parity on local windows with rotary positions: every module's output, every gradient and two
+    Adam steps (losses, logits after) agree within the project's tolerances (convert/tolerances.py)."""
+    import json
+
+    from convert.cli import main
+    from tests.test_convert import config_file
+    report_path = tmp_path / "report.json"
+    config = config_file(tmp_path, "lsat", "vqa", LSAT_WINDOW=4, LSAT_LOOK_FORWARD=0, LSAT_ROTARY=True)
+    code = main(["parity", "--MODEL", "lsat", "--DATASET", "vqa", "--config", config, "--steps", "2",
+                 "--report", str(report_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    report = json.loads(report_path.read_text())
+    assert report["passed"] and report["first_failure"] is None
+    assert [r["layer"] for r in report["train"]["rows"]] == ["step 1 loss", "step 2 loss", "logits after 2 steps"]
+    assert any(r["layer"].startswith("backbone.dec_list.1.mhatt1") for r in report["forward"]["rows"])
 
 
 # ---- the config --------------------------------------------------------------------------------------------------
