@@ -40,7 +40,10 @@ from bench.train_step import (
     warm_up,
     warmup_count,
 )
+from core import registry
 
+# The registry's routed model: the one TRAR-VQA's code implements (as bench/report.py's GOAL_MODEL).
+ROUTED_MODEL = next(spec.model_use for spec in registry.MODELS.values() if spec.routes)
 PACKAGE = "openvqa"
 MODEL_USE = "TRAR"   # the original's module and config folder name (openvqa/models/TRAR)
 # Our config keys the original's Net reads, copied onto its Cfgs so both sides build the same network.
@@ -151,9 +154,9 @@ def original_batch(samples):
 def measure(spec):
     """Time the original's train step (see the module docstring); a result dict like bench.train_step.measure's."""
     import torch
-    model, size = spec.get("model", "trar"), spec["size"]
-    if model != "trar":
-        raise ValueError(f"model: the original code measured here is TRAR-VQA's TRAR, got {model!r}")
+    model, size = spec.get("model", ROUTED_MODEL), spec["size"]
+    if model != ROUTED_MODEL:
+        raise ValueError(f"model: the original code measured here is TRAR-VQA's {ROUTED_MODEL}, got {model!r}")
     steps, warmup = int(spec.get("steps", 3)), warmup_count(spec)
     if steps < 1 or (warmup is not None and warmup < 0):
         raise ValueError(f"steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={spec.get('warmup')}")

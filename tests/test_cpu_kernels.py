@@ -124,3 +124,27 @@ def test_onednn_linear_bad_choice_names_the_variable(monkeypatch):
     monkeypatch.setenv("TWINVQA_ONEDNN_LINEAR", "yes")
     with pytest.raises(ValueError, match="TWINVQA_ONEDNN_LINEAR"):
         cpu_ops._use_onednn_linear()
+
+
+@pytest.mark.parametrize("dead_row", [False, True])
+def test_torch_span_softmax_is_bit_identical_to_autograd(dead_row):
+    """cpu_ops.span_softmax (one where pass, written-out backward) against masked_fill + softmax through autograd:
+    probabilities and the scores' gradient equal bit for bit, rows whose every key is masked included."""
+    from backends.torch import cpu_ops
+    from backends.torch.layers import MASK_FILL, masked_fill
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(3, 2, 5, 5, generator=gen, requires_grad=True)
+    masks = torch.rand(3, 4, 5, 5, generator=gen) < 0.4
+    masks[:, 0] = False
+    if dead_row:
+        masks[1, 2, 3] = True                                   # every key of one query masked in one order
+    grad = torch.randn(3, 4, 2, 5, 5, generator=gen)
+    assert cpu_ops.takes_span_softmax(scores)
+    ours = cpu_ops.span_softmax(scores, masks.unsqueeze(2), MASK_FILL)
+    ref = torch.nn.functional.softmax(masked_fill(scores.unsqueeze(1), masks.unsqueeze(2)), dim=-1)
+    assert torch.equal(ours, ref)
+    (g_ours,) = torch.autograd.grad(ours, scores, grad)
+    (g_ref,) = torch.autograd.grad(ref, scores, grad)
+    assert torch.equal(g_ours, g_ref)
+    with torch.no_grad():
+        assert not cpu_ops.takes_span_softmax(scores)          # eval: the plain formula

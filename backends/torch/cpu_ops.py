@@ -160,3 +160,38 @@ def dropout(x, p):
     than torch's serial CPU generator), kept elements scaled by 1 / (1 - p)."""
     multiplier = STREAM.keep_mask(tuple(x.shape), p, scale=1.0 / (1.0 - p), dtype=np.float32)
     return _KeepScale.apply(x, torch.from_numpy(multiplier))
+
+
+# ---- TRAR: the masked softmax of every span at once -------------------------------------------------------------
+
+class _SpanSoftmax(torch.autograd.Function):
+    """softmax(masked_fill(scores, masks)) for every order at once: scores (B, heads, N, N), masks (B, L, 1, N, N)
+    -> (B, L, heads, N, N); the CPU training path of TRAR's SARoutingBlock, the same values as autograd through
+    masked_fill and softmax. Forward: one torch.where pass instead of masked_fill's copy of the broadcast scores and
+    its in-place fill. Backward: autograd's own steps (softmax backward, zero at the masked entries, sum over the
+    orders as sum_to does), the zeroing in place on the softmax gradient instead of on a copy."""
+
+    @staticmethod
+    def forward(ctx, scores, masks, mask_fill):
+        probs = torch.softmax(torch.where(masks, mask_fill, scores.unsqueeze(1)), dim=-1)
+        ctx.save_for_backward(probs, masks)
+        return probs
+
+    @staticmethod
+    def backward(ctx, grad):
+        probs, masks = ctx.saved_tensors
+        grad_scores = torch._softmax_backward_data(grad, probs, -1, probs.dtype).masked_fill_(masks, 0)
+        return grad_scores.sum(1), None, None
+
+
+def takes_span_softmax(scores):
+    """True where ``span_softmax`` applies: float32 scores needing a gradient on the CPU, outside graph capture."""
+    return (torch.is_grad_enabled() and scores.requires_grad and scores.device.type == "cpu"
+            and scores.dtype == torch.float32 and not torch.is_autocast_enabled("cpu") and not _in_graph_capture())
+
+
+def span_softmax(scores, masks, mask_fill):
+    """softmax(masked_fill(scores, masks, mask_fill)) per order, scores (B, heads, N, N) and masks (B, L, 1, N, N)
+    bool -> (B, L, heads, N, N), with a written-out backward (see _SpanSoftmax)."""
+    return _SpanSoftmax.apply(scores, masks, mask_fill)
+

@@ -14,7 +14,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.torch.layers import FFN, SA, AttFlat, Dropout, LayerNorm, Linear, MHAtt, NetBase, make_mask, masked_fill
+from backends.torch import cpu_ops
+from backends.torch.layers import (
+    FFN,
+    MASK_FILL,
+    SA,
+    AttFlat,
+    Dropout,
+    LayerNorm,
+    Linear,
+    MHAtt,
+    NetBase,
+    make_mask,
+    masked_fill,
+)
 from core.masks import span_mask_stack
 
 POOLINGS = ("avg", "attention", "fc")
@@ -94,7 +107,9 @@ class RoutingBlock(nn.Module):
 
 def span_softmax(scores, masks):
     """softmax(masked_fill(scores, mask)) for every order's mask: scores (B, heads, N, N), masks (B, L, N, N) bool
-    -> (B, L, heads, N, N)."""
+    -> (B, L, heads, N, N). Training on the CPU: cpu_ops.span_softmax (one pass forward, written-out backward)."""
+    if cpu_ops.takes_span_softmax(scores):
+        return cpu_ops.span_softmax(scores, masks.unsqueeze(2), MASK_FILL)
     return F.softmax(masked_fill(scores.unsqueeze(1), masks.unsqueeze(2)), dim=-1)
 
 
