@@ -313,3 +313,13 @@ def test_gpu_without_a_usable_gpu_is_an_error_naming_the_flag(backend, demo_root
     with pytest.warns(RuntimeWarning, match="ALLOW_CPU_FALLBACK: running on the CPU"):
         summary = run.main(flags + ["--SET", "ALLOW_CPU_FALLBACK=True"])
     assert summary["epoch"] == 1 and np.isfinite(summary["loss"])
+
+
+def test_the_data_parallel_bench_reads_the_engines_epoch_line():
+    from bench.data_parallel import epoch_seconds
+    out = ("Training trar on demo (6000 questions) with the torch backend, version x, epochs 1..2\n"
+           "Epoch 1: loss 287.1990, lr 1.00e-03, 46.4s -> /w/ckpts/ckpt_x/epoch1.pkl\n"
+           "Epoch 2: loss 200.0000, lr 1.00e-03, 41.5s -> /w/ckpts/ckpt_x/epoch2.pkl\n")
+    assert epoch_seconds(out) == (41.5, "/w/ckpts/ckpt_x/epoch2.pkl", 6000)
+    with pytest.raises(ValueError, match="no epoch line"):
+        epoch_seconds("Training trar on demo (6000 questions)\n")
