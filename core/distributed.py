@@ -110,6 +110,26 @@ def check_launch(cfg, where: World) -> None:
                                "--nproc_per_node=2)")
 
 
+@contextlib.contextmanager
+def one_process_at_a_time(folder, where: World):
+    """Under a launcher, hold an flock on <parent of folder>/.<name>.lock (one lock per machine, or per shared file
+    system where flock reaches across machines): the processes of a launcher generate the demo data into a missing
+    DATA_ROOT one after the other, so the first writes it and the others find it complete. Without a launcher:
+    nothing."""
+    if not where.parallel:
+        yield
+        return
+    import fcntl
+    path = os.path.abspath(folder)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def device_of(cfg, where: World) -> str:
     """The GPU id this process trains on ('' for the CPU): under a launcher the local rank's entry of GPU."""
     ids = gpu_ids(cfg.GPU)

@@ -323,3 +323,25 @@ def test_the_data_parallel_bench_reads_the_engines_epoch_line():
     assert epoch_seconds(out) == (41.5, "/w/ckpts/ckpt_x/epoch2.pkl", 6000)
     with pytest.raises(ValueError, match="no epoch line"):
         epoch_seconds("Training trar on demo (6000 questions)\n")
+
+
+def test_a_launchers_processes_generate_the_data_one_at_a_time(tmp_path):
+    import threading
+    import time
+    where = distributed.World(0, 2, 0, 2, "torch")
+    order = []
+
+    def second():
+        with distributed.one_process_at_a_time(str(tmp_path / "data" / "demo"), where):
+            order.append("second")
+
+    with distributed.one_process_at_a_time(str(tmp_path / "data" / "demo"), where):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        order.append("first")
+    thread.join(timeout=10)
+    assert order == ["first", "second"] and (tmp_path / "data" / ".demo.lock").exists()
+    with distributed.one_process_at_a_time(str(tmp_path / "other"), distributed.World()):
+        pass
+    assert not (tmp_path / ".other.lock").exists()   # without a launcher: no lock file
