@@ -1,7 +1,7 @@
 """Data-parallel training timed on this machine: a demo epoch of run.py as 1 process and as N processes under the
 backend's launcher (torchrun / paddle.distributed.launch), on the CPU (gloo) or on GPUs (NCCL, --gpu 0,1).
 
-    python -m bench.data_parallel [--backends torch paddle] [--nproc 2] [--gpu 0,1] [--model trar] [--epochs 1]
+    python -m bench.data_parallel [--backends torch paddle] [--nproc 2] [--gpu 0,1] [--model MODEL] [--epochs 1]
                                   [--data-root DIR]
 
 Per backend, on the CPU: 1 process with every core's threads (the speed baseline), 1 process with one thread and
@@ -22,6 +22,10 @@ import tempfile
 
 import numpy as np
 
+from core import registry
+
+DATASET = registry.generated_dataset("vqa")   # the generated VQA data, and the first of its models by default
+MODEL = next(name for name, spec in registry.MODELS.items() if DATASET in spec.datasets)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _EPOCH = re.compile(r"^Epoch (\d+): loss \S+, lr \S+, ([0-9.]+)s -> (\S+)$", re.M)
 _SIZE = re.compile(r"^Training \S+ on \S+ \((\d+) \w+\)", re.M)
@@ -69,11 +73,11 @@ def measure(backend, nproc, gpu, model, epochs, data_root, work):
     """The rows of one backend (module docstring)."""
     from core.config import load_config
     os.makedirs(work, exist_ok=True)
-    batch = load_config(model, "demo").BATCH_SIZE
+    batch = load_config(model, DATASET).BATCH_SIZE
     script = os.path.join(REPO, "run.py")
-    common = ["--RUN=train", f"--MODEL={model}", "--DATASET=demo", f"--backend={backend}", f"--DATA_ROOT={data_root}",
-              f"--MAX_EPOCH={epochs}", "--EVAL_EE=False", "--VERB=False", "--SEED=1", "--NW=0",
-              "--SET", f"RESULTS_ROOT={work}/results", "--SET", f"CKPTS_ROOT={work}/ckpts"]
+    common = ["--RUN=train", f"--MODEL={model}", f"--DATASET={DATASET}", f"--backend={backend}",
+              f"--DATA_ROOT={data_root}", f"--MAX_EPOCH={epochs}", "--EVAL_EE=False", "--VERB=False", "--SEED=1",
+              "--NW=0", "--SET", f"RESULTS_ROOT={work}/results", "--SET", f"CKPTS_ROOT={work}/ckpts"]
     ids = [i for i in (gpu or "").split(",") if i]
     if ids:
         runs = [("one", 1, [script, f"--GPU={ids[0]}"], None)]
@@ -105,17 +109,18 @@ def main(argv=None):
     parser.add_argument("--backends", nargs="+", default=["torch", "paddle"], choices=["torch", "paddle"])
     parser.add_argument("--nproc", type=int, default=2, help="processes of the data-parallel run (default 2)")
     parser.add_argument("--gpu", default="", help="GPU ids, one per process, e.g. 0,1 (default: the CPU)")
-    parser.add_argument("--model", default="trar", help="a model of the demo dataset (default trar)")
+    parser.add_argument("--model", default=MODEL, help=f"a model of the {DATASET} dataset (default {MODEL})")
     parser.add_argument("--epochs", type=int, default=1, help="epochs per run; the last one is timed (default 1)")
     parser.add_argument("--data-root", help="the demo data (default: generated into a temporary folder)")
     args = parser.parse_args(argv)
     if args.gpu and len(args.gpu.split(",")) != args.nproc:
         parser.error(f"--gpu {args.gpu}: give one id per process (--nproc {args.nproc})")
     with tempfile.TemporaryDirectory(prefix="bench-dp-") as tmp:
-        data_root = args.data_root or os.path.join(tmp, "demo")
+        data_root = args.data_root or os.path.join(tmp, "data")
         if not args.data_root:
-            from core.data.demo import generate
-            generate(data_root)
+            from core.config import load_config
+            from core.data import ensure_generated
+            ensure_generated(load_config(args.model, DATASET, overrides={"DATA_ROOT": data_root}))
         for backend in args.backends:
             for row in measure(backend, args.nproc, args.gpu, args.model, args.epochs, data_root,
                                os.path.join(tmp, backend)):
