@@ -292,6 +292,10 @@ def test_a_launcher_of_the_other_framework_is_refused():
         distributed.check_launch(_cfg(BACKEND="paddle"), distributed.World(0, 2, 0, 2, "torch"))
     with pytest.raises(distributed.DistributedError, match="give one id per process"):
         distributed.check_launch(_cfg(BACKEND="torch", GPU="0"), distributed.World(0, 2, 0, 2, "torch"))
+    with pytest.raises(distributed.DistributedError, match="--RUN=val runs in one process"):
+        distributed.check_launch(_cfg(BACKEND="paddle").copy(RUN_MODE="val"), distributed.World(0, 2, 0, 2, "paddle"))
+    distributed.check_launch(_cfg(BACKEND="paddle", GPU="0,1"), distributed.World(1, 2, 1, 2, "paddle"))
+    assert distributed.device_of(_cfg(GPU="0,1"), distributed.World(1, 2, 1, 2, "paddle")) == "1"
 
 
 def _has_gpu(name):
