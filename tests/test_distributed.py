@@ -294,7 +294,10 @@ def test_a_launcher_of_the_other_framework_is_refused():
         distributed.check_launch(_cfg(BACKEND="torch", GPU="0"), distributed.World(0, 2, 0, 2, "torch"))
     with pytest.raises(distributed.DistributedError, match="--RUN=val runs in one process"):
         distributed.check_launch(_cfg(BACKEND="paddle").copy(RUN_MODE="val"), distributed.World(0, 2, 0, 2, "paddle"))
-    distributed.check_launch(_cfg(BACKEND="paddle", GPU="0,1"), distributed.World(1, 2, 1, 2, "paddle"))
+    paddle_rank1 = distributed.World(1, 2, 1, 2, "paddle")
+    distributed.check_launch(_cfg(BACKEND="paddle", GPU="0,1"), paddle_rank1, env={"FLAGS_selected_gpus": "1"})
+    with pytest.raises(distributed.DistributedError, match="--devices gave it GPU 3; give --devices the same ids"):
+        distributed.check_launch(_cfg(BACKEND="paddle", GPU="0,1"), paddle_rank1, env={"FLAGS_selected_gpus": "3"})
     assert distributed.device_of(_cfg(GPU="0,1"), distributed.World(1, 2, 1, 2, "paddle")) == "1"
 
 
