@@ -25,11 +25,12 @@ def _run(args):
     cfg = load_config(args.MODEL, args.DATASET, overrides=overrides_from_args(args), run_mode=args.RUN_MODE)
     configure_logging()   # VERBOSE: the engine's per-step progress bar only
 
-    from core.distributed import check_launch, world
+    from core.distributed import check_launch, one_process_at_a_time, world
     check_launch(cfg, world())   # --GPU=0,1 without a launcher: the launch commands, before any framework loads
 
     from core.data import ensure_generated
-    ensure_generated(cfg)   # the demo datasets: generated into a missing or empty DATA_ROOT
+    with one_process_at_a_time(cfg.DATA_ROOT, world()):   # a launcher's processes: one generates, the others read
+        ensure_generated(cfg)   # the demo datasets: generated into a missing or empty DATA_ROOT
 
     from backends import get_backend
     be = get_backend(cfg.BACKEND)

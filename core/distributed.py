@@ -87,7 +87,7 @@ def gpu_ids(gpu) -> list[str]:
     return [part.strip() for part in str(gpu or "").split(",") if part.strip()]
 
 
-def check_launch(cfg, where: World) -> None:
+def check_launch(cfg, where: World, env=None) -> None:
     """DistributedError (one line) for a run that cannot start as launched: several GPUs without a launcher (with the
     two launch commands), a launcher of the other framework, GPU ids that do not give one per local process, a run
     mode other than training under a launcher."""
@@ -108,6 +108,31 @@ def check_launch(cfg, where: World) -> None:
         raise DistributedError(f"GPU: {cfg.GPU!r} gives {len(ids)} device(s) for the {where.local_size} processes "
                                "started on this machine; give one id per process (e.g. --GPU=0,1 with "
                                "--nproc_per_node=2)")
+    launched_on = (os.environ if env is None else env).get("FLAGS_selected_gpus")   # paddle's --devices, per rank
+    if ids and where.launcher == "paddle" and launched_on is not None and launched_on != ids[where.local_rank]:
+        raise DistributedError(f"GPU: {cfg.GPU!r} puts local rank {where.local_rank} on GPU {ids[where.local_rank]} "
+                               f"but paddle.distributed.launch --devices gave it GPU {launched_on}; give --devices "
+                               "the same ids as --GPU")
+
+
+@contextlib.contextmanager
+def one_process_at_a_time(folder, where: World):
+    """Under a launcher, hold an flock on <parent of folder>/.<name>.lock (one lock per machine, or per shared file
+    system where flock reaches across machines): the processes of a launcher generate the demo data into a missing
+    DATA_ROOT one after the other, so the first writes it and the others find it complete. Without a launcher:
+    nothing."""
+    if not where.parallel:
+        yield
+        return
+    import fcntl
+    path = os.path.abspath(folder)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def device_of(cfg, where: World) -> str:

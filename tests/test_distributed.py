@@ -292,6 +292,13 @@ def test_a_launcher_of_the_other_framework_is_refused():
         distributed.check_launch(_cfg(BACKEND="paddle"), distributed.World(0, 2, 0, 2, "torch"))
     with pytest.raises(distributed.DistributedError, match="give one id per process"):
         distributed.check_launch(_cfg(BACKEND="torch", GPU="0"), distributed.World(0, 2, 0, 2, "torch"))
+    with pytest.raises(distributed.DistributedError, match="--RUN=val runs in one process"):
+        distributed.check_launch(_cfg(BACKEND="paddle").copy(RUN_MODE="val"), distributed.World(0, 2, 0, 2, "paddle"))
+    paddle_rank1 = distributed.World(1, 2, 1, 2, "paddle")
+    distributed.check_launch(_cfg(BACKEND="paddle", GPU="0,1"), paddle_rank1, env={"FLAGS_selected_gpus": "1"})
+    with pytest.raises(distributed.DistributedError, match="--devices gave it GPU 3; give --devices the same ids"):
+        distributed.check_launch(_cfg(BACKEND="paddle", GPU="0,1"), paddle_rank1, env={"FLAGS_selected_gpus": "3"})
+    assert distributed.device_of(_cfg(GPU="0,1"), distributed.World(1, 2, 1, 2, "paddle")) == "1"
 
 
 def _has_gpu(name):
@@ -313,3 +320,35 @@ def test_gpu_without_a_usable_gpu_is_an_error_naming_the_flag(backend, demo_root
     with pytest.warns(RuntimeWarning, match="ALLOW_CPU_FALLBACK: running on the CPU"):
         summary = run.main(flags + ["--SET", "ALLOW_CPU_FALLBACK=True"])
     assert summary["epoch"] == 1 and np.isfinite(summary["loss"])
+
+
+def test_the_data_parallel_bench_reads_the_engines_epoch_line():
+    from bench.data_parallel import epoch_seconds
+    out = ("Training trar on demo (6000 questions) with the torch backend, version x, epochs 1..2\n"
+           "Epoch 1: loss 287.1990, lr 1.00e-03, 46.4s -> /w/ckpts/ckpt_x/epoch1.pkl\n"
+           "Epoch 2: loss 200.0000, lr 1.00e-03, 41.5s -> /w/ckpts/ckpt_x/epoch2.pkl\n")
+    assert epoch_seconds(out) == (41.5, "/w/ckpts/ckpt_x/epoch2.pkl", 6000)
+    with pytest.raises(ValueError, match="no epoch line"):
+        epoch_seconds("Training trar on demo (6000 questions)\n")
+
+
+def test_a_launchers_processes_generate_the_data_one_at_a_time(tmp_path):
+    import threading
+    import time
+    where = distributed.World(0, 2, 0, 2, "torch")
+    order = []
+
+    def second():
+        with distributed.one_process_at_a_time(str(tmp_path / "data" / "demo"), where):
+            order.append("second")
+
+    with distributed.one_process_at_a_time(str(tmp_path / "data" / "demo"), where):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        order.append("first")
+    thread.join(timeout=10)
+    assert order == ["first", "second"] and (tmp_path / "data" / ".demo.lock").exists()
+    with distributed.one_process_at_a_time(str(tmp_path / "other"), distributed.World()):
+        pass
+    assert not (tmp_path / ".other.lock").exists()   # without a launcher: no lock file
