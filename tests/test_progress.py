@@ -190,8 +190,10 @@ def test_resume_continues_the_run_s_log_across_frameworks(both_backends, tmp_pat
     out = capsys.readouterr().out
     log = _log(tmp_path, "demo_torch")
     assert f"the log to {log}" in out and str(tmp_path / "ckpts" / "ckpt_demo_torch") in out
-    assert sorted(os.listdir(tmp_path / "ckpts" / "ckpt_demo_torch")) == ["epoch1.pkl", "epoch2.pdopt",
-                                                                         "epoch2.pdparams"]
+    # best / latest beside the epoch files (core/ckpt_policy.py): epoch 1 stays best (a tie keeps the earlier epoch),
+    # latest moves to the paddle epoch
+    assert sorted(os.listdir(tmp_path / "ckpts" / "ckpt_demo_torch")) == [
+        "best.json", "best.pkl", "epoch1.pkl", "epoch2.pdopt", "epoch2.pdparams", "latest.pdopt", "latest.pdparams"]
     assert sorted(os.listdir(tmp_path / "results" / "log")) == ["log_run_demo_torch.txt",
                                                                "log_run_demo_torch_curves.png",
                                                                "log_run_demo_torch_routing.png"]
