@@ -13,7 +13,6 @@ fi
 stamp=$venv/.twinvqa-requirements
 want=$( (cat requirements-paddle.txt requirements-libs.txt; echo "$pytest_pin") | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    "$venv/bin/python" -m pip install --quiet --upgrade pip
     "$venv/bin/python" -m pip install --quiet -r requirements-paddle.txt "$pytest_pin"
     echo "$want" > "$stamp"
 fi
