@@ -481,6 +481,7 @@ def _infer_lines(infer):
     for row in infer.get("rows", []):
         lines.append(f"| {row['model']} | {row['size']} | {row['runner']} | {row['batch_size']} | "
                      f"{_fmt(row['median_s'] * 1000)} | {_fmt(row['items_per_s'])} |")
+    lines += [f"\nNot measured: {model} ({why})" for model, why in (infer.get("skipped") or {}).items()]
     return "\n".join(lines)
 
 
