@@ -444,7 +444,7 @@ def render(merged, chart_name=None):
     goals = goal_lines(merged)
     if goals:
         parts += ["\n### Goals", goals]
-    for kind, title in (("train", "Train step (forward + backward + Adam), median"),
+    for kind, title in (("train", "Train step (forward + backward + the optimizer step), median"),
                         ("eval", "Eval (predict, no grad), median per batch of EVAL_BATCH_SIZE")):
         devices = _order({device_label(r) for r in merged["runs"] if r.get("kind") == kind}, ["cpu"])
         table = model_table(merged["runs"], kind, devices)
