@@ -38,8 +38,9 @@ PARTS = {
             "Inference predictor, one after the other.",
             ("backends", "models", "steps", "original", "device", "data", "convert", "infer", "machine", "output")),
     "train": ("train steps per (backend, model, size), and the floor",
-              "trainer.train_step(batch, lr) on a synthetic batch with the real shapes: forward, summed BCE loss, "
-              "backward, Adam; warm-up steps, then the median. Also measures the arithmetic floor (torch, CPU).",
+              "trainer.train_step(batch, lr) on a synthetic batch with the real shapes: forward, the config's loss "
+              "(VQA: summed BCE; classification: mean CE), backward, its optimizer (Adam; SGD); warm-up steps, then "
+              "the median. Also measures the arithmetic floor (torch, CPU).",
               ("backends", "models", "steps", "original", "device", "machine", "output")),
     "eval": ("eval batches per (backend, model, size)",
              "be.predict (eval mode, no grad, float32) on a batch of EVAL_BATCH_SIZE.",
@@ -87,7 +88,8 @@ def _options():
         "backends": ("backends", [comma_list("--backends", BACKEND_NAMES, "frameworks to measure")]),
         "models": ("models and sizes", [
             comma_list("--models", MODELS, "models"),
-            comma_list("--sizes", SIZES, "sizes (demo = configs/demo/*.yml, default = configs/vqa/*.yml)")]),
+            comma_list("--sizes", SIZES, "sizes (demo = the generated data's configs, configs/demo*/*.yml; "
+                                         "default = configs/vqa/*.yml, and ViT-B/16 at 224, batch 8)")]),
         "steps": ("steps and rounds", [
             count("--steps", 10, "measured steps at the demo size"),
             count("--warmup", 3, "warm-up steps at the demo size"),

@@ -3,7 +3,8 @@
     python -m bench.conversion '{"models": ["trar"], "sizes": ["default"], "repeats": 3}'
 
 prints one line ``BENCH_RESULT {json}``. The source is a checkpoint the torch backend writes after one train step
-(weights and Adam state), so the converter moves both. Each direction is timed ``repeats`` times; the median counts.
+(weights and optimizer state: Adam, or SGD momentum for the classifiers), so the converter moves both. Each
+direction is timed ``repeats`` times; the median counts.
 """
 import os
 import statistics
@@ -11,29 +12,31 @@ import tempfile
 import time
 
 from bench.train_step import (
-    ANSWER_SIZE,
     CONFIGS,
     LR,
     MODELS,
-    TOKEN_SIZE,
+    TASK_SIZES,
     bench_config,
     child_main,
     framework_batch,
-    synthetic_samples,
+    model_facts,
+    task_of,
+    task_samples,
 )
 from convert.checkpoints import convert_file
 
 
 def torch_checkpoint(model, size, path):
-    """Write a torch checkpoint (weights + Adam state after one step) of (model, size); returns its size in bytes."""
+    """Write a torch checkpoint (weights + optimizer state after one step) of (model, size); returns its bytes."""
     from backends import get_backend
     be = get_backend("torch")
     be.set_device("")
     be.seed(0)
     cfg = bench_config(model, size, BATCH_SIZE=2)
-    net = be.build_model(cfg, TOKEN_SIZE[size], ANSWER_SIZE)
+    facts = model_facts(model, size)
+    net = be.build_model(cfg, **facts)
     trainer = be.make_trainer(net, cfg)
-    trainer.train_step(framework_batch(be, synthetic_samples(cfg, 2, TOKEN_SIZE[size], ANSWER_SIZE)), LR)
+    trainer.train_step(framework_batch(be, task_samples(cfg, 2, facts)), LR)
     trainer.save(path, 1, LR)
     return os.path.getsize(path)
 
@@ -45,7 +48,7 @@ def measure(spec):
         for size in spec.get("sizes", ["default"]):
             for model in spec.get("models", list(MODELS[:1])):
                 name, dataset = CONFIGS[(model, size)]
-                sets = [("USE_GLOVE", False)]
+                sets = [("USE_GLOVE", False), *TASK_SIZES[task_of(model)][size][1].items()]
                 src = os.path.join(root, f"{model}_{size}.pkl")
                 mb = torch_checkpoint(model, size, src) / 1e6
                 pd_path = os.path.join(root, f"{model}_{size}.pdparams")

@@ -8,16 +8,7 @@ the best single-precision matmul rate torch reaches here with the same threads (
 be faster than that without doing fewer multiplications, so ``step / floor`` says how much time goes to everything but
 the matmuls.
 """
-from bench.train_step import (
-    ANSWER_SIZE,
-    LR,
-    MODELS,
-    TOKEN_SIZE,
-    bench_config,
-    child_main,
-    framework_batch,
-    synthetic_samples,
-)
+from bench.train_step import LR, MODELS, bench_config, child_main, framework_batch, model_facts, task_samples
 
 # (m, k, n) of the products that dominate the default configs: FFN and projections over batch 64 x 64..100 rows,
 # and a large square one. The floor takes the best rate of these.
@@ -54,8 +45,9 @@ def step_flops(model, size):
     cfg = bench_config(model, size)
     be = get_backend("torch")
     be.seed(0)
-    net = be.build_model(cfg, TOKEN_SIZE[size], ANSWER_SIZE)
-    batch = framework_batch(be, synthetic_samples(cfg, cfg.BATCH_SIZE, TOKEN_SIZE[size], ANSWER_SIZE))
+    facts = model_facts(model, size)
+    net = be.build_model(cfg, **facts)
+    batch = framework_batch(be, task_samples(cfg, cfg.BATCH_SIZE, facts))
     trainer = be.make_trainer(net, cfg)
     chosen, cpu_ops.ONEDNN_LINEAR = cpu_ops.ONEDNN_LINEAR, False  # the counter knows aten's products, not oneDNN's
     try:

@@ -504,7 +504,7 @@ def render(merged, chart_name=None):
     goals = "\n".join(original_lines(merged) + ([goal_lines(merged)] if goal_lines(merged) else []))
     if goals:
         parts += ["\n### Goals", goals]
-    for kind, title in (("train", "Train step (forward + backward + Adam), median"),
+    for kind, title in (("train", "Train step (forward + backward + the optimizer step), median"),
                         ("eval", "Eval (predict, no grad), median per batch of EVAL_BATCH_SIZE")):
         devices = _order({device_label(r) for r in merged["runs"] if r.get("kind") == kind}, ["cpu"])
         table = model_table(merged["runs"], kind, devices)
@@ -541,6 +541,7 @@ def _infer_lines(infer):
     for row in infer.get("rows", []):
         lines.append(f"| {row['model']} | {row['size']} | {row['runner']} | {row['batch_size']} | "
                      f"{_fmt(row['median_s'] * 1000)} | {_fmt(row['items_per_s'])} |")
+    lines += [f"\nNot measured: {model} ({why})" for model, why in (infer.get("skipped") or {}).items()]
     return "\n".join(lines)
 
 

@@ -5,9 +5,12 @@
 prints one line ``BENCH_RESULT {json}``. The parent (bench.__main__) starts one such process per measurement, with
 OMP_NUM_THREADS / MKL_NUM_THREADS set, so the peak RSS (getrusage high-water mark) belongs to that measurement alone.
 
-A train step is the backend's ``trainer.train_step(batch, lr)``: forward, summed BCE loss, backward, Adam, as the
-engine calls it. The batch is synthetic (shapes and padding of the real data) and passes once through the backend's
-own DataLoader, so the step sees framework tensors exactly as in training; the same batch is reused every step.
+A train step is the backend's ``trainer.train_step(batch, lr)``: forward, the loss and optimizer of the model's config
+(VQA: summed BCE, Adam; classification: mean cross-entropy, SGD with momentum, gradient clipping), backward, the
+update, as the engine calls it. The batch is synthetic (the task's sample format, with the shapes and padding of the
+real data) and passes once through the backend's own DataLoader, so the step sees framework tensors exactly as in
+training; the same batch is reused every step. Every registry model is measured; its task (core/registry.py) picks
+the datasets, facts and synthetic samples of each size (TASK_SIZES).
 """
 import json
 import os
@@ -22,23 +25,41 @@ from bench.devices import use_device
 from bench.warm_up import run_until_stable
 from core import registry
 
-# The VQA models by MODEL_USE, each measured in its first (smallest) registry size.
-_SMALLEST = {}
-for _spec in registry.MODELS.values():
-    if _spec.task == "vqa":
-        _SMALLEST.setdefault(_spec.model_use, _spec)
-MODELS = tuple(_SMALLEST)
 SIZES = ("demo", "default")
 KINDS = ("train", "eval")
-# size -> dataset: the generated demo data in the VQA format, and the shipped VQA configs (batch 64, HIDDEN_SIZE 512,
-# 6+6 layers; MMNasNet-small's 12+18 searched ops).
-SIZE_DATASETS = {"demo": registry.generated_dataset("vqa"), "default": "vqa"}
-# (model, size) -> (config name, dataset) for core.config.load_config.
-CONFIGS = {(use, size): (spec.name, SIZE_DATASETS[size]) for use, spec in _SMALLEST.items() for size in SIZES
-           if SIZE_DATASETS[size] in spec.datasets}
 # Vocabulary sizes: the demo data's 36 tokens; VQA-v2 train+val+test+VG with GloVe (openvqa's token_size).
 TOKEN_SIZE = {"demo": 36, "default": 20573}
 ANSWER_SIZE = 3129  # core/data/answer_dict.json, for both sizes
+# task -> size -> (dataset, config overrides, build_model facts). VQA: the generated demo data in the VQA format and
+# the shipped VQA configs (batch 64, HIDDEN_SIZE 512, 6+6 layers; MMNasNet-small's 12+18 searched ops).
+# Classification: the generated demo images (their configs: 32x32, batch 32; ten classes) and the ImageNet configs
+# (ViT-B/16, 1000 classes) at 224 with a batch of 8 in one slice (the shipped recipe's 512 images at 384 in 128
+# slices is a GPU's work).
+TASK_SIZES = {
+    "vqa": {"demo": (registry.generated_dataset("vqa"), {}, {"token_size": TOKEN_SIZE["demo"],
+                                                             "answer_size": ANSWER_SIZE}),
+            "default": ("vqa", {}, {"token_size": TOKEN_SIZE["default"], "answer_size": ANSWER_SIZE})},
+    "classification": {
+        "demo": (registry.generated_dataset("imagefolder"), {}, {"num_classes": 10}),
+        "default": ("imagenet", {"IMG_SIZE": 224, "BATCH_SIZE": 8, "GRAD_ACCU_STEPS": 1}, {"num_classes": 1000})},
+}
+
+
+def measured_models(models):
+    """({MODEL_USE: its first ModelSpec}, {(MODEL_USE, size): (config name, dataset)}) for a registry's MODELS: every
+    model of a task in TASK_SIZES by MODEL_USE, measured in its first (smallest) registry size, at each size whose
+    dataset it has a yml for."""
+    first = {}
+    for spec in models.values():
+        if spec.task in TASK_SIZES:
+            first.setdefault(spec.model_use, spec)
+    configs = {(use, size): (spec.name, TASK_SIZES[spec.task][size][0]) for use, spec in first.items()
+               for size in SIZES if TASK_SIZES[spec.task][size][0] in spec.datasets}
+    return first, configs
+
+
+_SMALLEST, CONFIGS = measured_models(registry.MODELS)   # CONFIGS: the arguments of core.config.load_config
+MODELS = tuple(_SMALLEST)
 RESULT_MARK = "BENCH_RESULT "
 LR = 1e-4
 
@@ -50,8 +71,36 @@ def bench_config(model, size, **overrides):
         raise ValueError(f"model/size: expected model in {MODELS} and size in {SIZES}, got {model!r}/{size!r}")
     name, dataset = CONFIGS[(model, size)]
     settings = {"USE_GLOVE": False, "SEED": 0, "VERSION": "bench", "VERBOSE": False}
+    settings.update(TASK_SIZES[task_of(model)][size][1])
     settings.update(overrides)
     return load_config(name, dataset, overrides=settings)
+
+
+def task_of(model):
+    """The task name of a bench model (a MODEL_USE)."""
+    return _SMALLEST[model].task
+
+
+def model_facts(model, size):
+    """build_model's dataset facts (keywords) for (model, size): vocabulary and answers, or classes."""
+    return dict(TASK_SIZES[task_of(model)][size][2])
+
+
+def task_samples(cfg, n, facts, seed=0):
+    """``n`` synthetic sample dicts of cfg's task, for a net built with ``facts`` (model_facts)."""
+    task = registry.model_of(cfg).task
+    if task == "classification":
+        return synthetic_images(cfg, n, facts["num_classes"], seed)
+    return synthetic_samples(cfg, n, facts["token_size"], facts["answer_size"], seed)
+
+
+def synthetic_images(cfg, n, num_classes, seed=0):
+    """``n`` classification samples as the image datasets give them: 'image' float32 (3, IMG_SIZE, IMG_SIZE),
+    normalised to [-1, 1] (mean = std = 0.5), and 'label' an int64 class index."""
+    rng = np.random.default_rng(seed)
+    size = int(cfg.IMG_SIZE)
+    return [{"image": rng.uniform(-1.0, 1.0, (3, size, size)).astype(np.float32),
+             "label": np.int64(rng.integers(num_classes))} for _ in range(n)]
 
 
 def synthetic_samples(cfg, n, token_size, answer_size, seed=0):
@@ -208,12 +257,12 @@ def measure(spec):
     device = use_device(be, spec.get("gpu"))
     be.seed(0)
     rss_start, _ = rss_mib()
-    token_size = TOKEN_SIZE[size]
+    facts = model_facts(model, size)
     t0 = time.perf_counter()
-    net = be.build_model(cfg, token_size, ANSWER_SIZE)
+    net = be.build_model(cfg, **facts)
     build_s = time.perf_counter() - t0
     batch_size = cfg.BATCH_SIZE if kind == "train" else cfg.EVAL_BATCH_SIZE
-    batch = framework_batch(be, synthetic_samples(cfg, batch_size, token_size, ANSWER_SIZE))
+    batch = framework_batch(be, task_samples(cfg, batch_size, facts))
     rss_built, _ = rss_mib()
     trainer = be.make_trainer(net, cfg) if kind == "train" else None     # loss_scale(None) is None: no AMP
     if trainer:

@@ -59,6 +59,67 @@ def test_measure_in_process(backend, kind):
     json.dumps(result)                                                        # what the child prints must serialise
 
 
+def test_every_registry_model_is_measured_at_each_size_it_has_a_config_for():
+    from core import registry
+    assert ts.MODELS == registry.model_uses()
+    assert ts.CONFIGS[("rwsan", "demo")] == ("rwsan", "demo") and ts.CONFIGS[("rwsan", "default")] == ("rwsan", "vqa")
+    for use in ("vit", "vit_trar"):
+        assert ts.CONFIGS[(use, "demo")] == (use, "demo_images") and ts.CONFIGS[(use, "default")] == (use, "imagenet")
+    assert ("mmnasnet", "demo") in ts.CONFIGS                      # the small size, which has a demo yml
+
+
+def test_a_model_added_to_the_registry_is_measured_with_no_bench_change():
+    """What another model (e.g. LSAT) gets from its ModelSpec alone: a row per size whose dataset it has a yml for."""
+    from core import registry
+    fake = dict(registry.MODELS, lsat=registry.ModelSpec("lsat", "lsat", task="vqa", features="grid",
+                                                         datasets=("vqa", "demo")),
+                lsat_large=registry.ModelSpec("lsat_large", "lsat", task="vqa", features="grid", datasets=("vqa",)))
+    first, configs = ts.measured_models(fake)
+    assert list(first)[-1] == "lsat" and first["lsat"].name == "lsat"               # its first (smallest) size
+    assert configs[("lsat", "demo")] == ("lsat", "demo") and configs[("lsat", "default")] == ("lsat", "vqa")
+    assert {k: v for k, v in configs.items() if k[0] != "lsat"} == ts.CONFIGS
+
+
+def test_classification_sizes_are_b16_at_224_batch_8_and_the_demo_images_config():
+    cfg = ts.bench_config("vit_trar", "default")
+    assert (cfg.IMG_SIZE, cfg.PATCH_SIZE, cfg.HIDDEN_SIZE, cfg.FF_SIZE, cfg.MULTI_HEAD, cfg.LAYER) == \
+        (224, 16, 768, 3072, 12, 12)
+    assert (cfg.BATCH_SIZE, cfg.SUB_BATCH_SIZE, cfg.OPT, cfg.LOSS_FUNC) == (8, 8, "SGD", "ce")
+    assert cfg.ORDERS == [0, 1, 2, 3] and ts.model_facts("vit_trar", "default") == {"num_classes": 1000}
+    demo = ts.bench_config("vit", "demo")
+    assert (demo.IMG_SIZE, demo.PATCH_SIZE, demo.HIDDEN_SIZE, demo.LAYER, demo.BATCH_SIZE) == (32, 4, 64, 4, 32)
+    assert ts.model_facts("vit", "demo") == {"num_classes": 10}
+    assert ts.model_facts("rwsan", "default") == {"token_size": 20573, "answer_size": 3129}
+
+
+def test_synthetic_images_have_the_dataset_format():
+    from core import registry
+    cfg = ts.bench_config("vit", "demo")
+    samples = ts.task_samples(cfg, 5, {"num_classes": 3}, seed=2)
+    task = registry.task("classification")
+    for s in samples:
+        assert set(s) == set(task.input_keys) | {task.target_key}
+        assert s["image"].shape == (3, 32, 32) and str(s["image"].dtype) == task.input_dtypes["image"]
+        assert -1.0 <= s["image"].min() < s["image"].max() <= 1.0                # normalised with mean = std = 0.5
+        assert s["label"].dtype == np.int64 and 0 <= s["label"] < 3
+    assert len({int(s["label"]) for s in ts.task_samples(cfg, 40, {"num_classes": 3})}) == 3
+
+
+@pytest.mark.parametrize("model", ["vit_trar", "rwsan"])
+def test_measure_other_models_in_process(backend, model):
+    """The classifier's train step (mean CE, SGD, clipping) and RWSAN's, at the demo size with a batch of 4."""
+    spec = {"kind": "train", "backend": backend.name, "model": model, "size": "demo", "steps": 1, "warmup": 0,
+            "batch_size": 4}
+    result = ts.measure(spec)
+    assert (result["model"], result["batch_size"], result["hidden_size"]) == (model, 4, 64)
+    assert np.isfinite(result["loss"]) and result["loss"] > 0
+    if model == "vit_trar":                       # summed mean CE over 4 images of 10 classes, random weights
+        assert 4 * 0.5 * np.log(10) < result["loss"] < 4 * 2 * np.log(10)
+    else:                                         # reference rwsan.md: the demo config's 564,059 + 32 x 36 tokens
+        assert result["parameters"] == 564_059 + 32 * 36
+    json.dumps(result)
+
+
 def test_measure_with_gpu_but_no_gpu_is_an_error(backend):
     """A backend that falls back to the CPU must not report CPU numbers as a GPU run."""
     from tests.test_backend_runtime import _has_gpu
@@ -109,6 +170,37 @@ def test_floor_measure_tiny():
     assert entry["gflop"] > 0
     assert entry["floor_s"] == pytest.approx(entry["gflop"] / result["best_gflops_per_s"], rel=1e-2, abs=1e-4)
     json.dumps(result)
+
+
+def test_floor_counts_a_vit_step_as_the_hand_formula():
+    """A ViT train step's matmul FLOPs (torch's counter, as the floor uses) equal the count from the shapes: per
+    image, the patch convolution 2 n D 3 P^2, per layer q/k/v/out 4 x 2 N D^2, scores and context 2 x 2 N^2 D, the MLP
+    2 x 2 N D F, the head on the CLS token 2 D C; backward doubles each, except the patch convolution, whose input
+    (the image) needs no gradient."""
+    from bench import floor
+    cfg = ts.bench_config("vit", "demo")
+    B, S, P, D, F, L, C = cfg.BATCH_SIZE, 32, 4, 64, 128, 4, 10
+    assert (cfg.IMG_SIZE, cfg.PATCH_SIZE, cfg.HIDDEN_SIZE, cfg.FF_SIZE, cfg.LAYER) == (S, P, D, F, L)
+    n = (S // P) ** 2
+    N = n + 1
+    patch = 2 * n * D * 3 * P * P
+    forward = patch + L * (4 * 2 * N * D * D + 2 * 2 * N * N * D + 2 * 2 * N * D * F) + 2 * D * C
+    assert floor.step_flops("vit", "demo") == B * (3 * forward - patch) == 2_076_401_664
+
+
+def test_inference_part_skips_the_models_deploy_timing_cannot_build():
+    from bench import inference
+    result = inference.measure({"models": ["vit"], "sizes": ["demo"]})
+    assert result["rows"] == [] and "VQA nets only" in result["skipped"]["vit"]
+    text = report.render({"meta": {}, "runs": [], "infer": result})
+    assert "Not measured: vit (deploy.timing.bench times VQA nets only (classification task))" in text
+
+
+def test_conversion_part_converts_a_classifier_with_its_sgd_state():
+    from bench import conversion
+    result = conversion.measure({"models": ["vit"], "sizes": ["demo"], "repeats": 1})
+    assert [r["direction"] for r in result["rows"]] == ["torch2paddle", "paddle2torch"]
+    assert all(r["optimizer"] == "converted" and r["tensors"] > 0 for r in result["rows"])
 
 
 def test_cli_rejects_unknown_names():
