@@ -258,12 +258,13 @@ def paddle_pdopt(meta, cfg, facts, notes):
     structured names (formats.adam_state.paddle_keys, the writer training uses); the 'optimizer' entry as it is
     where paddle is not installed or the names do not cover every accumulator."""
     try:
+        from backends.paddle.backend import PaddleBackend
         from backends.paddle.checkpoint import fresh_accumulator_names
     except ImportError:
         notes.append(NO_PADDLE_NOTE)
         return meta, PDOPT_PROJECT
     entry = meta["optimizer"]
-    keys = adam_state.paddle_keys(entry, fresh_accumulator_names(cfg, **facts))
+    keys = adam_state.paddle_keys(entry, fresh_accumulator_names(PaddleBackend(), cfg, **facts))
     missing = sum(len(accumulators) for accumulators in entry["state"].values()) - \
         len(keys[adam_state.PADDLE_NAMES_KEY])
     if missing:

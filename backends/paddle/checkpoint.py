@@ -107,13 +107,11 @@ def _accumulator_keys(optimizer, net):
     return keys
 
 
-def fresh_accumulator_names(cfg, *sizes, **facts):
+def fresh_accumulator_names(backend, cfg, *sizes, **facts):
     """{Paddle's accumulator name: (structured parameter name, accumulator)} of cfg's net and optimizer built as
-    run.py builds them (the backend's build_model, then make_trainer) under a new name generator: the names a fresh
-    process that builds the model first gives them, which ``optimizer.set_state_dict(paddle.load(pdopt))`` looks up.
-    convert/'s torch2paddle writes its .pdopt under them."""
-    from backends.paddle.backend import PaddleBackend  # imports this module
-    backend = PaddleBackend()
+    run.py builds them (``backend``, the PaddleBackend: build_model, then make_trainer) under a new name generator:
+    the names a fresh process that builds the model first gives them, which
+    ``optimizer.set_state_dict(paddle.load(pdopt))`` looks up. convert/'s torch2paddle writes its .pdopt under them."""
     with paddle.utils.unique_name.guard():
         net = backend.build_model(cfg, *sizes, **facts)
         with warnings.catch_warnings():   # AMP's "needs a GPU": the names are the same on either device
