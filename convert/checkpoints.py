@@ -7,7 +7,9 @@ same layout the target backend writes, so `run.py --RESUME=True --CKPT_PATH=<con
 framework with Adam's moments, epoch and lr_base:
 - torch: one file {'state_dict', 'optimizer' (torch Adam state_dict), 'lr_base', 'epoch'} (torch.save; needs torch);
 - paddle: <stem>.pdparams and <stem>.pdopt (backends/paddle/checkpoint.py; plain pickles of numpy arrays, as
-  paddle.save writes them, written without paddle).
+  paddle.save writes them, written without paddle). The .pdopt holds the optimizer state under Paddle's own
+  accumulator names, as training writes it, when paddle is installed (paddle_pdopt: the names come from building the
+  Paddle net); else in the previous layout, which run.py --RESUME reads but Paddle's set_state_dict does not.
 Files are written to a temp file and renamed; the .pdopt first, the .pdparams last.
 A Google ViT .npz (formats.vit_npz) is a source for either direction: its weights in the target's layout, with the
 net's own initial values for the keys it lacks (ViT+TRAR's routing heads), the head as the npz has it.

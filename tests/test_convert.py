@@ -106,7 +106,7 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
-# ---- round trips and layouts (torch only: paddle files are written without paddle) ------------------------------
+# ---- round trips and layouts (paddle files are written as numpy pickles; paddle only names the .pdopt's entries) --
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_round_trip_torch_paddle_torch_is_bit_exact(tmp_path, case):
