@@ -194,6 +194,7 @@ np.savez(out, **held)
 """
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("opt", ["Adam", "SGD"])
 def test_converted_pdopt_goes_straight_into_paddles_set_state_dict(both_backends, tmp_path, opt):
     """torch2paddle's .pdopt, as a Paddle user loads any .pdopt, in a fresh process that builds the model and its
@@ -609,11 +610,10 @@ def test_conversion_with_only_one_framework(both_backends, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_torch2paddle_without_paddle_writes_the_previous_pdopt_layout(tmp_path):
+@pytest.mark.parity
+def test_torch2paddle_without_paddle_writes_the_previous_pdopt_layout(both_backends, tmp_path):
     """Without paddle no Paddle names can be learnt: the .pdopt keeps the structured 'optimizer' entry (what the
     Paddle-name layout rebuilds to, bit for bit), and the output says so in one note."""
-    pytest.importorskip("torch")
-    pytest.importorskip("paddle")
     cfg = tiny_cfg("trar", "vqa", DROPOUT_R=0.0)
     config = config_file(tmp_path, "trar", "vqa")
     _, _, trainer, _ = trained("torch", cfg, steps=2)
