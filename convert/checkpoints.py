@@ -7,7 +7,9 @@ same layout the target backend writes, so `run.py --RESUME=True --CKPT_PATH=<con
 framework with Adam's moments, epoch and lr_base:
 - torch: one file {'state_dict', 'optimizer' (torch Adam state_dict), 'lr_base', 'epoch'} (torch.save; needs torch);
 - paddle: <stem>.pdparams and <stem>.pdopt (backends/paddle/checkpoint.py; plain pickles of numpy arrays, as
-  paddle.save writes them, written without paddle).
+  paddle.save writes them, written without paddle). The .pdopt holds the optimizer state under Paddle's own
+  accumulator names, as training writes it, when paddle is installed (paddle_pdopt: the names come from building the
+  Paddle net); else in the previous layout, which run.py --RESUME reads but Paddle's set_state_dict does not.
 Files are written to a temp file and renamed; the .pdopt first, the .pdparams last.
 A Google ViT .npz (formats.vit_npz) is a source for either direction: its weights in the target's layout, with the
 net's own initial values for the keys it lacks (ViT+TRAR's routing heads), the head as the npz has it.
@@ -246,6 +248,34 @@ def write_paddle(dst: str, weights: Mapping[str, np.ndarray], meta: Mapping[str,
     return [params_path, opt_path]
 
 
+PDOPT_PADDLE = "paddle's (optimizer.set_state_dict(paddle.load(pdopt)) takes it)"
+PDOPT_PROJECT = "this project's ('optimizer' entry: run.py --RESUME reads it, Paddle's set_state_dict does not)"
+NO_PADDLE_NOTE = ("paddle is not installed: the .pdopt holds the optimizer state in this project's layout, which "
+                  "run.py --RESUME reads; convert with paddle installed for a .pdopt Paddle's set_state_dict takes")
+
+
+def paddle_pdopt(meta, cfg, facts, notes):
+    """(.pdopt contents, layout text): the optimizer entry as Paddle's own accumulator names, which only a Paddle net
+    of cfg built as run.py builds it can give (backends.paddle.checkpoint.fresh_accumulator_names), beside the
+    structured names (formats.adam_state.paddle_keys, the writer training uses); the 'optimizer' entry as it is
+    where paddle is not installed or the names do not cover every accumulator."""
+    try:
+        from backends.paddle.backend import PaddleBackend
+        from backends.paddle.checkpoint import fresh_accumulator_names
+    except ImportError:
+        notes.append(NO_PADDLE_NOTE)
+        return meta, PDOPT_PROJECT
+    entry = meta["optimizer"]
+    keys = adam_state.paddle_keys(entry, fresh_accumulator_names(PaddleBackend(), cfg, **facts))
+    missing = sum(len(accumulators) for accumulators in entry["state"].values()) - \
+        len(keys[adam_state.PADDLE_NAMES_KEY])
+    if missing:
+        notes.append(f"{missing} optimizer accumulators have no name in Paddle's {cfg.OPT} optimizer of this "
+                     f"config (OPT_PARAMS); the .pdopt keeps this project's layout")
+        return meta, PDOPT_PROJECT
+    return {**keys, **{k: v for k, v in meta.items() if k != "optimizer"}}, PDOPT_PADDLE
+
+
 def _torch_tensors(obj, torch):
     if isinstance(obj, np.ndarray):
         return torch.from_numpy(np.require(obj, requirements=["C", "W"]))
@@ -343,6 +373,9 @@ def convert_file(direction: str, src: str, dst: str, model: str, dataset: str, c
         out_meta.update({k: meta[k] for k in layout.DATA_HASH_KEYS if meta.get(k) is not None})
     if target == "paddle":
         has_meta = any(v is not None for v in out_meta.values())
+        pdopt_layout = None
+        if converted is not None:
+            out_meta, pdopt_layout = paddle_pdopt(out_meta, cfg, facts, notes)
         written = write_paddle(dst, weights, out_meta if has_meta else None)
     else:
         written = write_torch(dst, weights, out_meta)
@@ -354,6 +387,7 @@ def convert_file(direction: str, src: str, dst: str, model: str, dataset: str, c
         "answers_reindexed": reindexed, "parameters": int(sum(v.size for v in weights.values())),
         "facts": facts, "token_size": facts.get("token_size"), "answer_size": facts.get("answer_size"),
         "optimizer": status, "optimizer_converted": status == "converted", "optimizer_step": step,
+        "pdopt_layout": pdopt_layout if target == "paddle" else None,
         "epoch": meta.get("epoch"), "lr_base": meta.get("lr_base"), "layer_types_from": manifest.framework,
         "notes": notes, "seconds": round(time.perf_counter() - start, 3),
     }

@@ -45,7 +45,8 @@ def format_summary(s):
              + (f", zero biases added {s['zero_biases_added']}" if s["zero_biases_added"] else "")
              + f"), parameters {s['parameters']:,}; " + ", ".join(f"{k} {v}" for k, v in s["facts"].items()),
              f"  optimizer state: {s['optimizer']}" + (f" (Adam step {s['optimizer_step']})"
-                                                       if s["optimizer_step"] is not None else ""),
+                                                       if s["optimizer_step"] is not None else "")
+             + (f"; .pdopt layout: {s['pdopt_layout']}" if s.get("pdopt_layout") else ""),
              f"  epoch {s['epoch']}, lr_base {s['lr_base']}; layer types from the {s['layer_types_from']} model; "
              f"{s['seconds']:.2f} s"]
     lines += [f"  note: {n}" for n in s["notes"]]

@@ -381,10 +381,11 @@ FRAMEWORKS = {"torch": _Torch, "paddle": _Paddle}
 DUMP_FORMAT = "twinvqa-parity-dump"
 DUMP_VERSION = 1
 # Config keys that say where or how a run goes, not what the nets compute: left out of a dump's config check.
-RUN_KEYS = frozenset({"AMP", "BACKEND", "CKPTS_ROOT", "CKPT_EPOCH", "CKPT_PATH", "CKPT_VERSION", "CONFIG", "DATA_ROOT",
-                      "EVAL_BATCH_SIZE", "EVAL_EVERY_EPOCH", "FEAT_STORE", "GLOVE_PATH", "GLOVE_SPACY_MODEL", "GPU",
-                      "MAX_EPOCH", "NUM_WORKERS", "N_GPU", "PIN_MEM", "RESULTS_ROOT", "RESUME", "RUN_MODE", "SEED",
-                      "SKIP_MISSING_FEATS", "TEST_SAVE_PRED", "VERBOSE", "VERSION"})
+RUN_KEYS = frozenset({"ALLOW_CPU_FALLBACK", "AMP", "BACKEND", "CKPTS_ROOT", "CKPT_EPOCH", "CKPT_KEEP_LAST", "CKPT_PATH",
+                      "CKPT_VERSION", "CONFIG", "DATA_ROOT", "EVAL_BATCH_SIZE", "EVAL_EVERY_EPOCH", "FEAT_STORE",
+                      "GLOVE_PATH", "GLOVE_SPACY_MODEL", "GPU", "LOG_EVERY", "MAX_EPOCH", "NUM_WORKERS", "N_GPU",
+                      "OVERWRITE", "PIN_MEM", "RESULTS_ROOT", "RESUME", "RESUME_WEIGHTS_ONLY", "RUN_MODE",
+                      "SCALAR_LOGS", "SEED", "SKIP_MISSING_FEATS", "TEST_SAVE_PRED", "VERBOSE", "VERSION"})
 
 
 def checkpoint_facts(cfg, path):

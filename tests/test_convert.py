@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from convert.checkpoints import convert_file
+from convert.checkpoints import NO_PADDLE_NOTE, convert_file
 from convert.cli import main
 from core import registry
 from formats import adam_state as adam
@@ -106,7 +106,7 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
-# ---- round trips and layouts (torch only: paddle files are written without paddle) ------------------------------
+# ---- round trips and layouts (paddle files are written as numpy pickles; paddle only names the .pdopt's entries) --
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_round_trip_torch_paddle_torch_is_bit_exact(tmp_path, case):
@@ -141,6 +141,7 @@ def test_paddle_files_hold_paddle_layout_and_accumulators(tmp_path):
     ckpt = read_torch_checkpoint(src)
     params = read_pdparams(str(tmp_path / "out.pdparams"))
     opt = read_pdparams(str(tmp_path / "out.pdopt"))
+    opt = {**opt, "optimizer": adam.paddle_entry(opt)}   # the structured entry beside Paddle's own names
     assert (opt["epoch"], opt["lr_base"]) == (1, 1e-4) and opt["optimizer"]["framework"] == "paddle"
     torch_keys = list(ckpt["state_dict"])
     lstm_end = torch_keys.index("lstm.bias_hh_l0") + 1                # then paddle.nn.LSTM's per-cell names
@@ -161,6 +162,73 @@ def test_paddle_files_hold_paddle_layout_and_accumulators(tmp_path):
     assert paddle_entry["beta2_pow_acc"][0] == np.float32(0.98 ** 4)
     emb = opt["optimizer"]["state"]["embedding.weight"]
     np.testing.assert_array_equal(emb["moment1"], ckpt["optimizer"]["state"][0]["exp_avg"])
+
+
+# A fresh process builds the net and trainer as run.py does (no name guard: its names are the first it makes) and
+# hands the converted .pdopt straight to Paddle's set_state_dict; it saves what the optimizer then holds.
+_FRESH_PADDLE_LOAD = """
+import sys
+import numpy as np
+import paddle
+import run  # noqa: F401  (what run.py imports before it builds the model)
+from backends import get_backend
+from tests.model_configs import ANSWER_SIZE, TOKEN_SIZE, tiny_cfg
+opt, pdopt, out = sys.argv[1:]
+extra = {"OPT": "SGD", "OPT_PARAMS": {}} if opt == "SGD" else {}
+cfg = tiny_cfg("trar", "vqa", DROPOUT_R=0.0, **extra)
+be = get_backend("paddle")
+be.set_device("")
+net = be.build_model(cfg, TOKEN_SIZE, ANSWER_SIZE)
+optimizer = be.make_trainer(net, cfg).optimizer
+optimizer.set_state_dict(paddle.load(pdopt))
+params = [p for p in net.parameters() if not p.stop_gradient]
+optimizer._create_accumulators(paddle.static.default_main_program().global_block(), params)
+state = optimizer.state_dict()
+names = {p.name: name for name, p in net.named_parameters()}
+held = {}
+for key, value in state.items():
+    internal = max((n for n in names if key.startswith(n + "_")), key=len, default=None)
+    if internal is not None:
+        held[names[internal] + "|" + key[len(internal) + 1:].rsplit("_", 1)[0]] = value.numpy()
+np.savez(out, **held)
+"""
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("opt", ["Adam", "SGD"])
+def test_converted_pdopt_goes_straight_into_paddles_set_state_dict(both_backends, tmp_path, opt):
+    """torch2paddle's .pdopt, as a Paddle user loads any .pdopt, in a fresh process that builds the model and its
+    optimizer as run.py does: set_state_dict finds every accumulator (no 'should in state dict' assertion) and holds
+    the torch optimizer's moments, Linear ones transposed; Adam's beta powers are beta ** (step + 1)."""
+    import torch
+    extra = {"OPT": "SGD", "OPT_PARAMS": {}} if opt == "SGD" else {}
+    cfg = tiny_cfg("trar", "vqa", DROPOUT_R=0.0, **extra)
+    _, net, trainer, _ = trained("torch", cfg, steps=2)
+    src = str(tmp_path / "e.pkl")
+    trainer.save(src, 1, 1e-4)
+    summary = convert_file("torch2paddle", src, str(tmp_path / "p.pdparams"), "trar", "vqa",
+                           config=config_file(tmp_path, "trar", "vqa", **extra))
+    assert summary["pdopt_layout"].startswith("paddle's")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    out = str(tmp_path / "held.npz")
+    proc = subprocess.run([sys.executable, "-c", _FRESH_PADDLE_LOAD, opt, str(tmp_path / "p.pdopt"), out], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    held = dict(np.load(out))
+    saved = read_torch_checkpoint(src)["optimizer"]["state"]
+    linear = {f"{name}.weight" for name, m in net.named_modules() if isinstance(m, torch.nn.Linear)}
+    params = [name for name, p in net.named_parameters() if p.requires_grad]
+    pairs = [("momentum_buffer", "velocity")] if opt == "SGD" else [("exp_avg", "moment1"), ("exp_avg_sq", "moment2")]
+    assert len(held) == len(params) * (1 if opt == "SGD" else 4)
+    for index, name in enumerate(params):
+        for torch_key, paddle_key in pairs:
+            want = saved[index][torch_key]
+            np.testing.assert_array_equal(held[f"{name}|{paddle_key}"], want.T if name in linear else want,
+                                          err_msg=f"{name}.{paddle_key}")
+        if opt == "Adam":
+            assert held[f"{name}|beta1_pow_acc"][0] == np.float32(0.9 ** 3)
+            assert held[f"{name}|beta2_pow_acc"][0] == np.float32(0.98 ** 3)
+    assert any(np.abs(v).max() > 0 for k, v in held.items() if "moment1" in k or "velocity" in k)
 
 
 # ---- Adam state arithmetic (numpy only) ------------------------------------------------------------------------
@@ -540,6 +608,28 @@ def test_conversion_with_only_one_framework(both_backends, tmp_path):
     proc = _run_hidden(["torch", "paddle"], ["torch2paddle", src, tmp_path / "none.pdparams"] + common)
     assert proc.returncode == 2 and "neither torch nor paddle" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parity
+def test_torch2paddle_without_paddle_writes_the_previous_pdopt_layout(both_backends, tmp_path):
+    """Without paddle no Paddle names can be learnt: the .pdopt keeps the structured 'optimizer' entry (what the
+    Paddle-name layout rebuilds to, bit for bit), and the output says so in one note."""
+    cfg = tiny_cfg("trar", "vqa", DROPOUT_R=0.0)
+    config = config_file(tmp_path, "trar", "vqa")
+    _, _, trainer, _ = trained("torch", cfg, steps=2)
+    src = str(tmp_path / "e.pkl")
+    trainer.save(src, 2, 1e-4)
+    convert_file("torch2paddle", src, str(tmp_path / "ref.pdparams"), "trar", "vqa", config=config)
+    proc = _run_hidden(["paddle"], ["torch2paddle", src, tmp_path / "np.pdparams", "--MODEL", "trar", "--DATASET",
+                                    "vqa", "--config", config])
+    assert proc.returncode == 0, proc.stderr
+    assert "IMPORTED ['torch']" in proc.stdout
+    assert [line for line in proc.stdout.splitlines() if "paddle is not installed" in line] == \
+        ["  note: " + NO_PADDLE_NOTE]
+    old, new = read_pdparams(str(tmp_path / "np.pdopt")), read_pdparams(str(tmp_path / "ref.pdopt"))
+    assert adam.PADDLE_NAMES_KEY not in old and adam.PADDLE_NAMES_KEY in new and "optimizer" not in new
+    assert_same_tree(old["optimizer"], adam.paddle_entry(new), "optimizer")
+    assert (old["epoch"], old["lr_base"]) == (new["epoch"], new["lr_base"]) == (2, 1e-4)
 
 
 def test_config_hints_name_each_key_once():

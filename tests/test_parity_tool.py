@@ -8,6 +8,7 @@ import pytest
 from convert import parity
 from convert.checkpoints import convert_file
 from convert.cli import main
+from core.config import load_config
 from formats.restricted_pickle import read_pdparams
 from tests.model_configs import tiny_cfg
 from tests.test_convert import _run_hidden, config_file, trained
@@ -245,6 +246,17 @@ def test_dump_from_another_config_or_no_dump_is_refused(both_backends, tmp_path,
     np.savez(tmp_path / "obj.npz", __meta__=np.array([{"a": 1}], dtype=object))   # a pickled object: not loaded
     code, _, err = _run(capsys, *args, "--compare", tmp_path / "obj.npz")
     assert code == 3 and "not a parity dump" in err
+
+
+def test_dump_config_check_skips_the_run_only_keys():
+    """Where a run's checkpoints, logs and device fallback go changes no number, so a dump made with other values of
+    these keys (or before they existed) still compares; a key of the net still does not."""
+    run_only = {"CKPT_KEEP_LAST": 2, "OVERWRITE": True, "RESUME_WEIGHTS_ONLY": True, "LOG_EVERY": 7,
+                "SCALAR_LOGS": False, "ALLOW_CPU_FALLBACK": True}
+    plain = parity.config_fingerprint(load_config("trar", "vqa"))
+    assert parity.config_fingerprint(load_config("trar", "vqa", overrides=run_only)) == plain
+    assert not set(run_only) & set(plain)          # a dump made before these keys existed lacks them: still equal
+    assert parity.config_fingerprint(load_config("trar", "vqa", overrides={"FF_SIZE": 48})) != plain
 
 
 def test_usage_errors_exit_3_not_the_gradient_status(capsys):

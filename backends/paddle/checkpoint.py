@@ -20,7 +20,8 @@ never seen next to a missing or older .pdopt.
        'optimizer': {'framework': 'paddle',
                      'state': {structured parameter name: {'moment1': ndarray, 'moment2': ndarray,
                                                            'beta1_pow_acc': (1,), 'beta2_pow_acc': (1,)}}}
-  instead (as convert/'s torch2paddle still writes them: resume them with run.py --RESUME).
+  instead (convert/'s torch2paddle still writes that layout where paddle is not installed, since Paddle's own
+  names come from building the model: fresh_accumulator_names; run.py --RESUME reads both).
 Read (a .pdopt's checksums checked first: a damaged file or a pair mixed from two saves is refused):
 - this project's .pdparams; a Paddle port's (LSTM aliases lstm.0.cell.*, the 'StructuredToParameterName@@' table);
   a paddle.save'd openvqa container {'state_dict', 'optimizer', 'lr_base', 'epoch'};
@@ -29,6 +30,8 @@ Read (a .pdopt's checksums checked first: a damaged file or a pair mixed from tw
 - Google's official ViT .npz (formats.vit_npz): the original load_from's transforms, then the Linear transposes;
   keys the npz lacks (ViT+TRAR's routing heads) keep the net's values.
 """
+import warnings
+
 import numpy as np
 import paddle
 
@@ -102,6 +105,21 @@ def _accumulator_keys(optimizer, net):
         if split is not None:
             keys[key] = (names[split[0]], split[1])
     return keys
+
+
+def fresh_accumulator_names(backend, cfg, *sizes, **facts):
+    """{Paddle's accumulator name: (structured parameter name, accumulator)} of cfg's net and optimizer built as
+    run.py builds them (``backend``, the PaddleBackend: build_model, then make_trainer) under a new name generator:
+    the names a fresh process that builds the model first gives them, which
+    ``optimizer.set_state_dict(paddle.load(pdopt))`` looks up. convert/'s torch2paddle writes its .pdopt under them."""
+    with paddle.utils.unique_name.guard():
+        net = backend.build_model(cfg, *sizes, **facts)
+        with warnings.catch_warnings():   # AMP's "needs a GPU": the names are the same on either device
+            warnings.simplefilter("ignore", RuntimeWarning)
+            optimizer = backend.make_trainer(net, cfg).optimizer
+        params = [p for p in net.parameters() if not p.stop_gradient]
+        optimizer._create_accumulators(paddle.static.default_main_program().global_block(), params)
+        return _accumulator_keys(optimizer, net)
 
 
 def optimizer_state(optimizer, net):
