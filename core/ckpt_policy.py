@@ -23,15 +23,16 @@ BEST_RECORD = "best.json"
 METRIC = "overall"
 
 
-def checkpoint_files(folder, stem):
-    """{extension: name} of <stem>.* in ``folder`` (stem 'epoch3', 'best', 'latest'), the weights file last."""
+def checkpoint_files(folder, stem, weights=CHECKPOINT_EXTS):
+    """{extension: name} of <stem>.* in ``folder`` (stem 'epoch3', 'best', 'latest'), the weights file (an extension
+    of ``weights``) last."""
     found = {}
     if os.path.isdir(folder):
         for name in sorted(os.listdir(folder)):
             base, dot, ext = name.partition(".")
             if base == stem and dot and name != BEST_RECORD:
                 found["." + ext] = name
-    return dict(sorted(found.items(), key=lambda item: item[0] in CHECKPOINT_EXTS))
+    return dict(sorted(found.items(), key=lambda item: item[0] in weights))
 
 
 def _place(source, target):
@@ -53,13 +54,14 @@ def _place(source, target):
         raise
 
 
-def point(folder, alias, epoch):
-    """Make <alias>.* the files of epoch<epoch>.* (files of the alias that epoch lacks are removed first)."""
-    source = checkpoint_files(folder, f"epoch{int(epoch)}")
-    if not any(ext in CHECKPOINT_EXTS for ext in source):
-        raise FileNotFoundError(f"{folder}: epoch{int(epoch)} has no weights file ({' or '.join(CHECKPOINT_EXTS)}) "
+def point(folder, alias, epoch, weights=CHECKPOINT_EXTS):
+    """Make <alias>.* the files of epoch<epoch>.* (files of the alias that epoch lacks are removed first); ``weights``
+    the extensions of a weights file (a backend's own checkpoint_ext added by epoch_saved)."""
+    source = checkpoint_files(folder, f"epoch{int(epoch)}", weights)
+    if not any(ext in weights for ext in source):
+        raise FileNotFoundError(f"{folder}: epoch{int(epoch)} has no weights file ({' or '.join(weights)}) "
                                 f"to make {alias} of")
-    for ext, name in checkpoint_files(folder, alias).items():
+    for ext, name in checkpoint_files(folder, alias, weights).items():
         if ext not in source:
             os.remove(os.path.join(folder, name))
     for ext, name in source.items():
@@ -93,11 +95,12 @@ def epoch_saved(cfg, ckpt, epoch, score=None):
     latest at it, best when ``score`` beats best.json's, and remove what CKPT_KEEP_LAST lets go.
     Returns {'best': bool, 'removed': [epochs]}."""
     folder = os.path.dirname(os.path.abspath(ckpt))
-    point(folder, "latest", epoch)
+    weights = tuple(dict.fromkeys(CHECKPOINT_EXTS + (os.path.splitext(ckpt)[1],)))
+    point(folder, "latest", epoch, weights)
     record = best_record(folder)
     better = score is not None and (record is None or float(score) > float(record["score"]))
     if better:
-        point(folder, "best", epoch)
+        point(folder, "best", epoch, weights)
         with atomic_write(os.path.join(folder, BEST_RECORD), "w") as f:
             json.dump({"epoch": int(epoch), "score": float(score), "metric": METRIC}, f)
     keep = cfg.CKPT_KEEP_LAST

@@ -268,15 +268,15 @@ def test_pdopt_goes_straight_into_a_fresh_paddle_optimizer(opt, tmp_path):
         be, net, trainer, _ = trained("paddle", cfg, steps=2)
     path = str(tmp_path / "epoch1.pdparams")
     trainer.save(path, 1, 1e-3)
-    with unique_name.guard():
+    with unique_name.guard():   # a fresh process: model and optimizer names from one new generator
         be.seed(5)
         fresh = be.build_model(cfg, TOKEN_SIZE, ANSWER_SIZE)
-    fresh.set_state_dict(paddle.load(path))
-    params = [p for p in fresh.parameters() if not p.stop_gradient]
-    optimizer = paddle.optimizer.Momentum(learning_rate=0.0, momentum=0.9, parameters=params) if opt == "SGD" \
-        else paddle.optimizer.Adam(learning_rate=0.0, parameters=params)
-    optimizer.set_state_dict(paddle.load(str(tmp_path / "epoch1.pdopt")))
-    optimizer._create_accumulators(paddle.static.default_main_program().global_block(), params)
+        fresh.set_state_dict(paddle.load(path))
+        params = [p for p in fresh.parameters() if not p.stop_gradient]
+        optimizer = paddle.optimizer.Momentum(learning_rate=0.0, momentum=0.9, parameters=params) if opt == "SGD" \
+            else paddle.optimizer.Adam(learning_rate=0.0, parameters=params)
+        optimizer.set_state_dict(paddle.load(str(tmp_path / "epoch1.pdopt")))
+        optimizer._create_accumulators(paddle.static.default_main_program().global_block(), params)
     expected = {k: v.numpy() for k, v in trainer.optimizer.state_dict().items()}
     got = {k: v.numpy() for k, v in optimizer.state_dict().items()}
     assert sorted(got) == sorted(expected) and len(got) >= (1 if opt == "SGD" else 4) * len(params)
