@@ -29,10 +29,22 @@ class _ConsoleHandler(logging.Handler):
     def emit(self, record):
         try:
             stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
-            stream.write(self.format(record) + "\n")
+            text = self.format(record)
+            bars = _active_bars()
+            if bars is not None:   # a line printed under a progress bar would be glued to it: tqdm clears and redraws
+                bars.write(text, file=stream)
+            else:
+                stream.write(text + "\n")
             stream.flush()
         except Exception:
             self.handleError(record)
+
+
+def _active_bars():
+    """tqdm's class while a progress bar is open (core/progress.py), else None; tqdm is not imported for this."""
+    module = sys.modules.get("tqdm")
+    bars = getattr(module, "tqdm", None)
+    return bars if bars is not None and getattr(bars, "_instances", None) else None
 
 
 def configure(level: int = logging.INFO) -> None:

@@ -80,3 +80,30 @@ def test_library_code_neither_prints_nor_exits(package):
                     ast.unparse(node.func) in ("print", "sys.exit", "exit", "quit"):
                 found.append(f"{rel}:{node.lineno} {ast.unparse(node.func)}")
     assert found == []
+
+
+def test_a_line_under_an_open_progress_bar_goes_through_tqdm_write(capsys):
+    """A report line while the epoch's bar is open is written by tqdm.write (which clears the bar and redraws it), not
+    glued to the end of the bar's line; without an open bar it is a plain line."""
+    import io
+
+    from tqdm import tqdm
+
+    from core.logs import configure
+    configure()
+    logger = logging.getLogger("core.test_bars")
+    logger.info("before")
+    sink = io.StringIO()
+    with tqdm(total=3, file=sink, mininterval=0) as bar:
+        bar.update(1)
+        calls = []
+        real = tqdm.write
+        tqdm.write = classmethod(lambda cls, s, file=None, end="\n", nolock=False: calls.append((s, file)))
+        try:
+            logger.info("under the bar")
+        finally:
+            tqdm.write = real
+    logger.info("after")
+    assert [s for s, _ in calls] == ["under the bar"]
+    out = capsys.readouterr().out
+    assert "before\n" in out and "after\n" in out and "under the bar" not in out
