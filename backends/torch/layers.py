@@ -205,9 +205,10 @@ class AttFlat(nn.Module):
 class SA(nn.Module):
     """Self-attention layer (openvqa MCAN SA, TRAR encoder): post-LN residual attention, then FFN."""
 
-    def __init__(self, hidden_size, ff_size, multi_head, dropout_r):
+    def __init__(self, hidden_size, ff_size, multi_head, dropout_r, mhatt=None):
         super().__init__()
-        self.mhatt = MHAtt(hidden_size, multi_head, dropout_r)
+        # mhatt: another attention of MHAtt's call signature (RWSAN's low-rank RWSA), built by the caller
+        self.mhatt = MHAtt(hidden_size, multi_head, dropout_r) if mhatt is None else mhatt
         self.ffn = FFN(hidden_size, ff_size, dropout_r)
         self.dropout1 = Dropout(dropout_r)
         self.norm1 = LayerNorm(hidden_size)

@@ -9,10 +9,13 @@ from backends.paddle.layers import FFN, SA, Dropout, LayerNorm, MHAtt, NetBase
 
 
 class SGA(nn.Layer):
-    def __init__(self, cfg):
+    """Image self-attention, then the image (queries) attends to the question, then FFN. ``mhatt1`` / ``mhatt2``:
+    other attentions of MHAtt's call signature (RWSAN's low-rank RWSA), built by the caller."""
+
+    def __init__(self, cfg, mhatt1=None, mhatt2=None):
         super().__init__()
-        self.mhatt1 = MHAtt(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.DROPOUT_R)
-        self.mhatt2 = MHAtt(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.DROPOUT_R)
+        self.mhatt1 = MHAtt(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.DROPOUT_R) if mhatt1 is None else mhatt1
+        self.mhatt2 = MHAtt(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.DROPOUT_R) if mhatt2 is None else mhatt2
         self.ffn = FFN(cfg.HIDDEN_SIZE, cfg.FF_SIZE, cfg.DROPOUT_R)
         self.dropout1 = Dropout(cfg.DROPOUT_R)
         self.norm1 = LayerNorm(cfg.HIDDEN_SIZE)

@@ -2,8 +2,9 @@
 backends/paddle/models/rwsan.py.
 
 MCAN's encoder-decoder with low-rank attention (RWSA: queries and keys projected to a per-head midsize r and scaled by
-1/sqrt(r); values and output full width) and weight sharing: one SA block runs three times on the question with the
-block input re-injected through norm1/norm2 (SRWSA), one SGA block three times on the image regions with one
+1/sqrt(r); values and output full width) and weight sharing: one SA block (MCAN's, with RWSA) runs three times on the
+question with the block input re-injected through norm1/norm2 (SRWSA), one SGA block (MCAN's, with two RWSA) three
+times on the image regions with one
 re-injection and an outer residual (SGRWSA); each is repeated SRWSA_LAYER / SGRWSA_LAYER times with the same weights.
 Parameter names equal the original's (RWSA_layer.srwsa.denceenc1..., img_feat_linear, attflat_img, ...).
 The original's mask fill is -5e4 (for float16); MASK_FILL's -1e9 gives the same float32 numbers (softmax weight 0 either
@@ -15,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.torch.layers import FFN, LSTM, Dropout, LayerNorm, Linear, NetBase, make_embedding, make_mask, masked_fill
+from backends.torch.layers import LSTM, SA, Dropout, LayerNorm, Linear, NetBase, make_embedding, make_mask, masked_fill
+from backends.torch.models.mcan import SGA
 
 
 class RWSA(nn.Module):
@@ -48,48 +50,13 @@ class RWSA(nn.Module):
         return self.linear_merge(out)
 
 
-class SA(nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        self.mhatt = RWSA(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.SRWSA_MIDSIZE, cfg.DROPOUT_R)
-        self.ffn = FFN(cfg.HIDDEN_SIZE, cfg.FF_SIZE, cfg.DROPOUT_R)
-        self.dropout1 = Dropout(cfg.DROPOUT_R)
-        self.norm1 = LayerNorm(cfg.HIDDEN_SIZE)
-        self.dropout2 = Dropout(cfg.DROPOUT_R)
-        self.norm2 = LayerNorm(cfg.HIDDEN_SIZE)
-
-    def forward(self, x, x_mask):
-        x = self.norm1(x + self.dropout1(self.mhatt(x, x, x, x_mask)))
-        return self.norm2(x + self.dropout2(self.ffn(x)))
-
-
-class SGA(nn.Module):
-    """Image self-attention, then the image regions (queries) attend to the question, then FFN."""
-
-    def __init__(self, cfg):
-        super().__init__()
-        self.mhatt1 = RWSA(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.SGRWSA_SA_MIDSIZE, cfg.DROPOUT_R)
-        self.mhatt2 = RWSA(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.SGRWSA_GA_MIDSIZE, cfg.DROPOUT_R)
-        self.ffn = FFN(cfg.HIDDEN_SIZE, cfg.FF_SIZE, cfg.DROPOUT_R)
-        self.dropout1 = Dropout(cfg.DROPOUT_R)
-        self.norm1 = LayerNorm(cfg.HIDDEN_SIZE)
-        self.dropout2 = Dropout(cfg.DROPOUT_R)
-        self.norm2 = LayerNorm(cfg.HIDDEN_SIZE)
-        self.dropout3 = Dropout(cfg.DROPOUT_R)
-        self.norm3 = LayerNorm(cfg.HIDDEN_SIZE)
-
-    def forward(self, x, y, x_mask, y_mask):
-        y = self.norm1(y + self.dropout1(self.mhatt1(y, y, y, y_mask)))
-        y = self.norm2(y + self.dropout2(self.mhatt2(x, x, y, x_mask)))
-        return self.norm3(y + self.dropout3(self.ffn(y)))
-
-
 class SRWSA(nn.Module):
     """One SA three times; the block input re-injected before the 2nd and 3rd pass, no outer residual."""
 
     def __init__(self, cfg):
         super().__init__()
-        self.denceenc1 = SA(cfg)   # sic, the original's name
+        self.denceenc1 = SA(cfg.HIDDEN_SIZE, cfg.FF_SIZE, cfg.MULTI_HEAD, cfg.DROPOUT_R,   # sic, the original's name
+                            mhatt=RWSA(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.SRWSA_MIDSIZE, cfg.DROPOUT_R))
         self.norm1 = LayerNorm(cfg.HIDDEN_SIZE)
         self.norm2 = LayerNorm(cfg.HIDDEN_SIZE)
 
@@ -104,14 +71,15 @@ class SGRWSA(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        self.dec1 = SGA(cfg)
+        self.dec1 = SGA(cfg, RWSA(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.SGRWSA_SA_MIDSIZE, cfg.DROPOUT_R),
+                        RWSA(cfg.HIDDEN_SIZE, cfg.MULTI_HEAD, cfg.SGRWSA_GA_MIDSIZE, cfg.DROPOUT_R))
         self.norm1 = LayerNorm(cfg.HIDDEN_SIZE)
         self.norm3 = LayerNorm(cfg.HIDDEN_SIZE)
 
     def forward(self, x, y, x_mask, y_mask):
-        y1 = self.dec1(x, y, x_mask, y_mask)
-        y2 = self.dec1(x, self.norm1(y1 + y), x_mask, y_mask)
-        y3 = self.dec1(x, y2, x_mask, y_mask)
+        y1 = self.dec1(y, x, y_mask, x_mask)   # MCAN's SGA: the image (y here) first
+        y2 = self.dec1(self.norm1(y1 + y), x, y_mask, x_mask)
+        y3 = self.dec1(y2, x, y_mask, x_mask)
         return self.norm3(y3 + y)
 
 
