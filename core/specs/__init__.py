@@ -18,3 +18,20 @@ A module may define (all optional):
 
 def validate(values, fail):
     """The settings of a model with no keys of its own (ModelSpec's default): nothing to check."""
+
+
+def grid_rows(v, fail, model, why):
+    """The image-token count of a model that lives on the IMG_SCALE x IMG_SCALE feature grid (TRAR, LSAT): its VQA
+    features must be 'grid' (``why`` says what needs the grid) and FEAT_SIZE's rows IMG_SCALE squared."""
+    fmt, scale = v["DATA_FORMAT"], v["IMG_SCALE"]
+    if fmt == "vqa":
+        if v["FEAT_TYPE"] != "grid":
+            fail("FEAT_TYPE", f"{model} needs 'grid' features ({why})")
+        name = "FRCN_FEAT_SIZE"
+    else:
+        name = "GRID_FEAT_SIZE"
+    rows = v["FEAT_SIZE"][fmt][name][0]
+    if rows != scale * scale:
+        fail("IMG_SCALE", f"{scale}x{scale} grid needs FEAT_SIZE.{fmt}.{name} rows = {scale * scale}, got {rows}; "
+                          f"set both IMG_SCALE and FEAT_SIZE")
+    return rows

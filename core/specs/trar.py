@@ -1,4 +1,6 @@
 """TRAR (routing over attention spans on the image grid): routing keys, defaults from the TRAR vqa yml."""
+from core.specs import grid_rows
+
 DEFAULTS = {
     "ORDERS": [0, 1, 2, 3], "IMG_SCALE": 8, "ROUTING": "soft", "POOLING": "avg", "TAU_POLICY": 1,
     "TAU_MAX": 10.0, "TAU_MIN": 0.1, "BINARIZE": False,
@@ -9,19 +11,9 @@ CHOICES = {"ROUTING": ("soft", "hard"), "POOLING": ("avg", "attention", "fc"), "
 
 
 def validate(v, fail):
-    fmt = v["DATA_FORMAT"]
     orders, scale = v["ORDERS"], v["IMG_SCALE"]
     if not orders or len(set(orders)) != len(orders):
         fail("ORDERS", f"expected a non-empty list of distinct integers, got {orders!r}")
     if any(k < 0 or k >= scale for k in orders):
         fail("ORDERS", f"{orders!r}: every order must be in 0..IMG_SCALE-1 (IMG_SCALE={scale})")
-    if fmt == "vqa":
-        if v["FEAT_TYPE"] != "grid":
-            fail("FEAT_TYPE", "TRAR needs 'grid' features (its span masks live on the image grid)")
-        name = "FRCN_FEAT_SIZE"
-    else:
-        name = "GRID_FEAT_SIZE"
-    rows = v["FEAT_SIZE"][fmt][name][0]
-    if rows != scale * scale:
-        fail("IMG_SCALE", f"{scale}x{scale} grid needs FEAT_SIZE.{fmt}.{name} rows = {scale * scale}, got {rows}; "
-                          f"set both IMG_SCALE and FEAT_SIZE")
+    grid_rows(v, fail, "TRAR", "its span masks live on the image grid")
