@@ -286,7 +286,7 @@ def original_lines(merged):
         if t and entry:
             to_floor = step_time(t) / entry["floor_s"]
             lines.append(f"  - torch / floor: **{to_floor:.2f}x** (floor {entry['floor_s']:.3g} s; goal <= "
-                         f"{FLOOR_GOAL}x: {_met(to_floor <= FLOOR_GOAL, t)})")
+                         f"{FLOOR_GOAL}x: {_met(to_floor <= FLOOR_GOAL, t)}){_own_products(entry, step_time(t))}")
     return lines
 
 
@@ -347,8 +347,18 @@ def floor_lines(runs, floor):
             lines.append(f"- torch train step, {model} {size}: {step:.3g} s = **{step / entry['floor_s']:.2f}x the "
                          f"floor measured here**, {entry['floor_s']:.3g} s ({entry['gflop']:.0f} GFLOP of matmuls "
                          f"per step at {floor['best_gflops_per_s']:.0f} GFLOP/s, the best float32 matmul rate torch "
-                         f"reached with {floor['threads']} threads)")
+                         f"reached with {floor['threads']} threads){_own_products(entry, step)}")
     return lines
+
+
+def _own_products(entry, step):
+    """'; the step's own products timed alone: ...' where the floor entry has them (bench.floor.product_seconds)."""
+    if not entry.get("matmul_s"):
+        return ""
+    own = entry["matmul_s"]
+    return (f"; the step's own {entry['matmul_calls']} matmuls, timed one by one outside it at their shapes: "
+            f"{own:.3g} s = {own / entry['floor_s']:.2f}x the floor, leaving {step - own:.3g} s of the step to "
+            "everything else")
 
 
 def kernel_line(runs):

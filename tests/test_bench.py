@@ -2,6 +2,7 @@
 docs/benchmarks.md, never tested). The feature store itself is tested in tests/test_feature_store.py."""
 import datetime
 import json
+import math
 import os
 import subprocess
 import sys
@@ -122,6 +123,44 @@ def test_measure_other_models_in_process(backend, model):
     json.dumps(result)
 
 
+def test_step_products_count_the_flops_torch_counts():
+    """The products bench.floor records in a step (op, operand shapes) hold, by 2mkn per product, exactly the FLOPs
+    torch's own counter counts in the same step: the per-shape timing covers every product the floor counts."""
+    from bench import floor
+    products = floor.step_products("mcan", "demo")
+    flops = 0
+    for (op, operands), calls in products.items():
+        shapes = [shape for shape, _ in operands]
+        a, b = shapes[-2], shapes[-1]
+        assert op in ("mm", "addmm", "bmm", "baddbmm") and a[-1] == b[-2]
+        flops += calls * 2 * math.prod(a) * b[-1]
+    assert flops == floor.step_flops("mcan", "demo") > 0
+
+
+def test_product_seconds_times_each_shape_and_strides():
+    """product_seconds: each product run at its recorded strides (a transposed operand stays transposed), times
+    its calls."""
+    import torch
+
+    from bench import floor
+    seen = []
+    real_mm = torch.mm
+
+    def spy(a, b):
+        seen.append((a.stride(), b.stride()))
+        return real_mm(a, b)
+
+    product = ("mm", (((8, 4), (1, 8)), ((4, 3), (3, 1))))
+    torch.mm = spy
+    try:
+        once = floor.product_seconds({product: 1}, repeats=3)
+        thrice = floor.product_seconds({product: 3}, repeats=3)
+    finally:
+        torch.mm = real_mm
+    assert set(seen) == {((1, 8), (3, 1))}
+    assert once > 0 and thrice > 0 and len(seen) == 2 * (1 + 3)      # one warm-up and three timed calls, twice
+
+
 def test_measure_with_gpu_but_no_gpu_is_an_error(backend):
     """A backend that falls back to the CPU must not report CPU numbers as a GPU run."""
     from tests.test_backend_runtime import _has_gpu
@@ -171,6 +210,7 @@ def test_floor_measure_tiny():
     entry = result["floors"]["mcan/demo"]
     assert entry["gflop"] > 0
     assert entry["floor_s"] == pytest.approx(entry["gflop"] / result["best_gflops_per_s"], rel=1e-2, abs=1e-4)
+    assert entry["matmul_calls"] > 0 and entry["matmul_s"] > 0
     json.dumps(result)
 
 
@@ -283,7 +323,8 @@ def _results():
                                 "per_file_from_disk_samples_per_s": 150.0, "per_file_from_disk_resident": 0.0,
                                 "store_from_disk_samples_per_s": None, "store_from_disk_resident": 1.0}},
             "floor": {"best_gflops_per_s": 350.0, "threads": 2,
-                      "floors": {"trar/default": {"gflop": 700.0, "floor_s": 2.0}}}}
+                      "floors": {"trar/default": {"gflop": 700.0, "floor_s": 2.0, "matmul_s": 5.0,
+                                                  "matmul_calls": 473}}}}
 
 
 def _anchor_dir(tmp_path, step_s=8.8):
@@ -308,6 +349,9 @@ def test_report_ratios_and_goals(tmp_path):
     assert isinstance(goals, str) and "the floor measured in the same run: below" in goals
     assert "arithmetic floor" not in goals   # no fixed floor from another machine: the one measured in the run
     assert "6.16 s = **3.08x the floor measured here**, 2 s (700 GFLOP" in goals     # 6.16 / 2.0
+    # the step's own products timed alone: 5.0 / 2.0 = 2.5x the floor; 6.16 - 5.0 = 1.16 s for the rest
+    assert ("own 473 matmuls, timed one by one outside it at their shapes: 5 s = 2.50x the floor, leaving 1.16 s"
+            in goals)
     assert "trar default: **1.50x** (goal <= 1.2x: NOT met)" in goals
     assert "mcan default: **1.10x** (goal <= 1.2x: met)" in goals
     # consumption 64 / 6.16 = 10.39 samples/s; 415.6 / 10.39 = 40x; region: 64 / 4.0 = 16 -> 200 / 16 = 12x
