@@ -148,3 +148,26 @@ def test_torch_span_softmax_is_bit_identical_to_autograd(dead_row):
     assert torch.equal(g_ours, g_ref)
     with torch.no_grad():
         assert not cpu_ops.takes_span_softmax(scores)          # eval: the plain formula
+
+
+@pytest.mark.parametrize("tokens", [64, 14])
+def test_paddle_mean_tokens_is_the_mean_and_its_gradient(tokens):
+    """paddle cpu_ops.mean_tokens (a matmul with ones when training on the CPU) against numpy's float64 mean: the
+    value within float32 rounding, the gradient exactly the upstream gradient / N on every token."""
+    import numpy as np
+    import paddle
+
+    from backends.paddle import cpu_ops
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((3, tokens, 8)).astype(np.float32)
+    upstream = rng.standard_normal((3, 8)).astype(np.float32)
+    x = paddle.to_tensor(data, stop_gradient=False)
+    assert cpu_ops._trains(x)
+    out = cpu_ops.mean_tokens(x)
+    assert out.shape == [3, 8]
+    np.testing.assert_allclose(out.numpy(), data.astype(np.float64).mean(axis=1), rtol=1e-6, atol=1e-7)
+    paddle.autograd.backward([out], [paddle.to_tensor(upstream)])
+    expected = np.broadcast_to((upstream / np.float32(tokens))[:, None, :], data.shape)
+    np.testing.assert_array_equal(x.grad.numpy(), expected)
+    with paddle.no_grad():                                     # eval: paddle's own mean
+        np.testing.assert_allclose(cpu_ops.mean_tokens(x).numpy(), out.numpy(), rtol=1e-6, atol=1e-7)

@@ -162,6 +162,14 @@ def dropout(x, p):
     return _KeepScale.apply(x, torch.from_numpy(multiplier))
 
 
+# ---- TRAR's 'avg' routing pooling: the mean over the tokens ----------------------------------------------------
+
+def mean_tokens(x):
+    """(B, N, H) -> (B, H), the mean over the tokens (the paddle twin's is a matmul with ones on the CPU; torch's
+    own mean is as fast)."""
+    return x.mean(dim=1)
+
+
 # ---- TRAR: the masked softmax of every span at once -------------------------------------------------------------
 
 class _SpanSoftmax(torch.autograd.Function):

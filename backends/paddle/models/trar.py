@@ -83,7 +83,7 @@ class RoutingBlock(nn.Layer):
 
     def pooled(self, x):
         if self.pooling == "avg":
-            return x.mean(axis=1)
+            return cpu_ops.mean_tokens(x)
         if self.pooling == "attention":
             return self.pool(x, make_mask(x))
         scores = masked_fill(self.pool(x), make_mask(x).squeeze(1).squeeze(1).unsqueeze(2))
