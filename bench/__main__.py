@@ -352,6 +352,8 @@ def model_runs(args, kinds, state, on_result=None):
                                 "warmup": "stable" if original else warmup, "gpu": args.gpu, "amp": args.amp}
                         if backend == ORIGINAL:
                             spec["path"] = original
+                        # the floor's rate at the moment of the torch steps (bench.train_step.floor_here)
+                        spec["floor_here"] = size == "default" and kind == "train" and not args.gpu
                         running, load = wait_quiet(args.max_load, args.wait_quiet, sample)
                         state["quiet"] &= running < args.max_load
                         module = "bench.original" if backend == ORIGINAL else "bench.train_step"
@@ -409,6 +411,9 @@ def combine_rounds(results, max_others):
                              "fell": sum(x["fell"] for x in scaling)}
     run["rounds"] = len(results)
     run["round_times_s"] = [report.step_time(r) for r in results]
+    for key in ("best_gflops_per_s", "matmul_s"):
+        if all(key in r for r in results):
+            run[f"round_{key}"] = [r[key] for r in results]
     return run
 
 

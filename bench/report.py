@@ -289,10 +289,51 @@ def original_lines(merged):
                          f"{_met(ratio(t, p) <= goal, t, p)})")
         entry = floors.get(f"{GOAL_MODEL}/{size}")
         if t and entry:
-            to_floor = step_time(t) / entry["floor_s"]
-            lines.append(f"  - torch / floor: **{to_floor:.2f}x** (floor {entry['floor_s']:.3g} s; goal <= "
-                         f"{FLOOR_GOAL}x: {_met(to_floor <= FLOOR_GOAL, t)}){_own_products(entry, step_time(t))}")
+            view = floor_view(t, entry)
+            if view:
+                lines.append(f"  - torch / floor: {_floor_here_text(view, t)}")
+            else:
+                to_floor = step_time(t) / entry["floor_s"]
+                lines.append(f"  - torch / floor: **{to_floor:.2f}x** (floor {entry['floor_s']:.3g} s; goal <= "
+                             f"{FLOOR_GOAL}x: {_met(to_floor <= FLOOR_GOAL, t)}){_own_products(entry, step_time(t))}")
     return lines
+
+
+def floor_view(t, entry):
+    """torch / floor of the torch run ``t`` per round, where its processes measured the matmul rate (and timed the
+    step's own products) right after their steps (bench.train_step.floor_here): {'ratio', 'own', 'rest', 'rates',
+    'gflop'}, each a list over the rounds ('own' and 'rest' None without the products' times); None for runs
+    without them (the floor process's rate, bench.floor, is then the only one)."""
+    rates = t.get("round_best_gflops_per_s") or ([t["best_gflops_per_s"]] if t.get("best_gflops_per_s") else None)
+    if not rates:
+        return None
+    times = t.get("round_times_s") or [step_time(t)]
+    own = t.get("round_matmul_s") or ([t["matmul_s"]] if t.get("matmul_s") else None)
+    floors = [entry["gflop"] / rate for rate in rates]
+    return {"ratio": [step / f for step, f in zip(times, floors)], "rates": rates, "gflop": entry["gflop"],
+            "own": [o / f for o, f in zip(own, floors)] if own else None,
+            "rest": [step - o for step, o in zip(times, own)] if own else None}
+
+
+def _spread_text(values, fmt, unit=""):
+    """'v' for one value, else 'median (lo to hi over N rounds)'."""
+    if len(values) == 1:
+        return f"{values[0]:{fmt}}{unit}"
+    return (f"{statistics.median(values):{fmt}}{unit} ({min(values):{fmt}} to {max(values):{fmt}} over "
+            f"{len(values)} rounds)")
+
+
+def _floor_here_text(view, t):
+    ratio = statistics.median(view["ratio"])
+    text = (f"**{ratio:.2f}x** (goal <= {FLOOR_GOAL}x: {_met(ratio <= FLOOR_GOAL, t)}); per round "
+            f"{_spread_text(view['ratio'], '.2f', 'x')}: the floor is {view['gflop']:.0f} GFLOP of matmuls at the "
+            f"best float32 matmul rate the torch process reached right after its steps, "
+            f"{_spread_text(view['rates'], '.0f', ' GFLOP/s')}")
+    if view["own"]:
+        text += (f"; the step's own matmuls, timed one by one in the same process: "
+                 f"{_spread_text(view['own'], '.2f', 'x')} the floor, leaving "
+                 f"{_spread_text(view['rest'], '.2f', ' s')} of the step to everything else")
+    return text
 
 
 def goal_lines(merged, anchor_dir=None):
@@ -348,7 +389,11 @@ def floor_lines(runs, floor):
     for key, entry in floor["floors"].items():
         model, size = key.split("/")
         t = size == "default" and _find(runs, "train", "torch", model, size)   # demo steps are mostly overhead
-        if t:
+        view = t and floor_view(t, entry)
+        if view:
+            lines.append(f"- torch train step, {model} {size}: {step_time(t):.3g} s; torch / floor: "
+                         f"{_floor_here_text(view, t)}")
+        elif t:
             step = step_time(t)
             lines.append(f"- torch train step, {model} {size}: {step:.3g} s = **{step / entry['floor_s']:.2f}x the "
                          f"floor measured here**, {entry['floor_s']:.3g} s ({entry['gflop']:.0f} GFLOP of matmuls "

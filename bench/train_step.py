@@ -298,12 +298,25 @@ def measure(spec):
         "parameters": int(sum(int(np.prod(p.shape)) for p in net.parameters())),
         "load_avg": list(os.getloadavg()),
     }
+    if spec.get("floor_here") and be.name == "torch" and kind == "train" and device == "cpu":
+        result.update(floor_here(model, size))
     if kind == "train":
         result["loss"] = float(last)
         if scales and scales[0] is not None:   # AMP: a timed step whose scale fell skipped Adam (an overflow)
             result["loss_scale"] = {"settle_steps": settle, "settled": settled, "after_each_step": scales,
                                     "fell": sum(b < a for a, b in zip([scale_before] + scales, scales))}
     return result
+
+
+def floor_here(model, size):
+    """What bench.floor measures that depends on the moment, measured in the torch measuring process right after its
+    timed steps (the host's speed drifts between processes and minutes): the best matmul rate, and the seconds the
+    step's own products take run one by one."""
+    from bench import floor
+    rates = floor.matmul_rate()
+    products = floor.step_products(model, size)
+    return {"matmul_gflops_per_s": rates, "best_gflops_per_s": max(rates.values()),
+            "matmul_s": round(floor.product_seconds(products), 6)}
 
 
 def warmup_count(spec):

@@ -105,14 +105,19 @@ def test_original_option_adds_the_original_to_trar_rounds_with_the_stable_warm_u
 
     def fake_child(module, spec, threads, timeout, max_others=0.5):
         calls.append((module, spec["backend"], spec["model"], spec["warmup"], spec.get("path")))
-        return {**spec, "batch_size": 64, "times_s": [1.0], "median_s": 1.0, "steps": 1, "peak_rss_mib": 1.0}
+        floor_here = {"best_gflops_per_s": 100.0 + len(calls), "matmul_s": 0.5} if spec["floor_here"] else {}
+        return {**spec, "batch_size": 64, "times_s": [1.0], "median_s": 1.0, "steps": 1, "peak_rss_mib": 1.0,
+                **floor_here}
 
     monkeypatch.setattr(bench_cli, "run_child", fake_child)
     monkeypatch.setattr(bench_cli, "running_now", lambda seconds=3.0: 0.0)
     args = build_parser().parse_args(["train", "--models", "trar,mcan", "--sizes", "default", "--default-rounds", "2",
                                       "--original", str(stand_in)])
-    bench_cli.model_runs(args, ["train"], {"quiet": True})
+    runs = bench_cli.model_runs(args, ["train"], {"quiet": True})
     trar = [c for c in calls if c[2] == "trar"]
+    # every default train measurement asks for the floor's rate in its own process; each round's is kept
+    torch_trar = next(r for r in runs if r["backend"] == "torch" and r["model"] == "trar")
+    assert torch_trar["round_best_gflops_per_s"] == [101.0, 106.0] and torch_trar["round_matmul_s"] == [0.5, 0.5]
     assert [c[1] for c in trar] == ["torch", "paddle", "original", "original", "paddle", "torch"]
     assert all(c[3] == "stable" for c in calls)                         # the same warm-up rule for every run
     assert {c[0] for c in trar if c[1] == "original"} == {"bench.original"}
@@ -141,6 +146,28 @@ def test_report_prints_the_three_steps_and_the_ratios_from_the_same_run():
     assert "paddle / torch: **1.05x** (goal <= 1.1x: met)" in text              # 4.2 / 4.0
     assert "torch / floor: **1.25x** (floor 3.2 s; goal <= 1.3x: met)" in text   # 4.0 / 3.2
     assert "0.67x the original's 6 s (goal <= 0.75x: met); measured in the same run" in report.goal_lines(merged)
+
+
+def test_floor_per_round_uses_the_rate_measured_in_each_torch_process():
+    """With the matmul rate and the own products' seconds measured in each torch process after its steps
+    (bench.train_step.floor_here), torch / floor is per round: step_r / (GFLOP / rate_r), the median and spread
+    printed, not one floor from the floor process minutes later."""
+    torch_run = {**_run("torch", 5.5), "round_times_s": [5.0, 6.0, 5.5],
+                 "round_best_gflops_per_s": [140.0, 120.0, 130.0], "round_matmul_s": [4.0, 4.6, 4.4]}
+    merged = {"runs": [torch_run, _run("paddle", 6.0), _run("original", 8.0)],
+              "floor": {"best_gflops_per_s": 300.0, "threads": 2,
+                        "floors": {"trar/default": {"floor_s": 2.33, "gflop": 700.0, "matmul_s": 2.0}}}}
+    text = "\n".join(report.original_lines(merged))
+    # floors 700/140 = 5.0, 700/120 = 5.83, 700/130 = 5.38 s -> ratios 1.00, 1.03, 1.02; own 0.80, 0.79, 0.82;
+    # rest 1.0, 1.4, 1.1 s. The floor process's 2.33 s floor (2.36x) is not used.
+    assert ("torch / floor: **1.02x** (goal <= 1.3x: met); per round 1.02x (1.00 to 1.03 over 3 rounds): the "
+            "floor is 700 GFLOP of matmuls at the best float32 matmul rate the torch process reached right after its "
+            "steps, 130 GFLOP/s (120 to 140 over 3 rounds); the step's own matmuls, timed one by one in the same "
+            "process: 0.80x (0.79 to 0.82 over 3 rounds) the floor, leaving 1.10 s (1.00 to 1.40 over 3 rounds) "
+            "of the step to everything else") in text
+    assert "2.36x" not in text
+    goals = report.goal_lines(merged)
+    assert "- torch train step, trar default: 5.5 s; torch / floor: **1.02x**" in goals
 
 
 def test_without_the_original_the_goal_names_its_anchor_file(tmp_path):
