@@ -244,10 +244,12 @@ def disk_note(data):
 
 def original_anchor(anchor_dir=None):
     """(the original's TRAR default train-step run, its result file, the file's date) from the newest result file in
-    ``anchor_dir`` (default ANCHOR_DIR) that has one; None when none has."""
+    ``anchor_dir`` (default ANCHOR_DIR) that has one, by the date the run recorded (then the file name); None when
+    none has."""
     anchor_dir = anchor_dir or ANCHOR_DIR
     names = sorted(n for n in os.listdir(anchor_dir) if n.endswith(".json")) if os.path.isdir(anchor_dir) else []
-    for name in reversed(names):
+    found = []
+    for name in names:
         path = os.path.join(anchor_dir, name)
         try:
             data = _read_result(path)
@@ -255,8 +257,11 @@ def original_anchor(anchor_dir=None):
             continue
         run = _find(data.get("runs", []), "train", ORIGINAL, GOAL_MODEL, "default")
         if run:
-            return run, path, (data.get("meta") or {}).get("date", "?")
-    return None
+            found.append((str((data.get("meta") or {}).get("date", "")), name, run, path))
+    if not found:
+        return None
+    date, _, run, path = max(found, key=lambda entry: entry[:2])
+    return run, path, date or "?"
 
 
 def paddle_goal(size):

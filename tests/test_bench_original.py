@@ -170,6 +170,14 @@ def test_floor_per_round_uses_the_rate_measured_in_each_torch_process():
     assert "- torch train step, trar default: 5.5 s; torch / floor: **1.02x**" in goals
 
 
+def test_the_anchor_is_the_newest_run_by_its_date_not_its_file_name(tmp_path):
+    for name, date, step in (("2026-01-02-night.json", "2026-01-02T18:39:00", 9.0),
+                             ("2026-01-02-final.json", "2026-01-02T18:57:00", 7.0)):   # 'night' sorts last by name
+        (tmp_path / name).write_text(json.dumps({"meta": {"date": date}, "runs": [_run("original", step)]}))
+    run, path, date = report.original_anchor(str(tmp_path))
+    assert path.endswith("2026-01-02-final.json") and date == "2026-01-02T18:57:00" and run["median_s"] == 7.0
+
+
 def test_without_the_original_the_goal_names_its_anchor_file(tmp_path):
     (tmp_path / "2026-01-01-a.json").write_text(json.dumps({"meta": {"date": "2026-01-01"},
                                                             "runs": [_run("original", 8.0)]}))
