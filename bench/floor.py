@@ -12,38 +12,19 @@ attention products) run slower. ``matmul_s`` therefore times every product of th
 at its own shapes and strides: step - matmul_s is the time that really goes to everything but the matmuls, and
 matmul_s / floor_s what the shapes cost.
 """
+from bench.matmuls import (  # noqa: F401 (MATMUL_SHAPES re-exported)
+    MATMUL_SHAPES,
+    aten_products,
+    matmul_rate,
+    product_seconds,
+    record_products,
+)
 from bench.train_step import LR, MODELS, bench_config, child_main, framework_batch, model_facts, task_samples
 
-# (m, k, n) of the products that dominate the default configs: FFN and projections over batch 64 x 64..100 rows,
-# and a large square one. The floor takes the best rate of these.
-MATMUL_SHAPES = ((4096, 512, 2048), (6400, 2048, 512), (2048, 2048, 2048))
 
-
-def matmul_rate(shapes=MATMUL_SHAPES, repeats=7):
-    """{'kernel m x k x n': GFLOP/s} for float32 products (median of ``repeats`` after one warm-up): torch.mm (MKL)
-    and, where this torch build has it, the oneDNN linear the torch backend's Linear uses on AMD CPUs
-    (backends/torch/cpu_ops.py)."""
-    import torch
-
-    from backends.torch import cpu_ops
-    from deploy.timing import time_call
-    gen = torch.Generator().manual_seed(0)
-    kernels = {"mm": torch.mm}
-    if cpu_ops._LINEAR_OP is not None:
-        kernels["onednn"] = lambda a, b: cpu_ops._onednn(a, b.t())
-    rates = {}
-    for m, k, n in shapes:
-        a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
-        for name, kernel in kernels.items():
-            median = time_call(lambda: kernel(a, b), warmup=1, repeats=repeats)["median_s"]
-            rates[f"{name} {m}x{k}x{n}"] = round(2 * m * k * n / median / 1e9, 1)
-    return rates
-
-
-def _step_under(model, size, mode):
-    """One torch train step of (model, size), as the benchmark runs it, inside the context manager ``mode``."""
+def torch_step(model, size):
+    """A callable running one torch train step of (model, size), as the benchmark runs it, on a fresh model."""
     from backends import get_backend
-    from backends.torch import cpu_ops
     cfg = bench_config(model, size)
     be = get_backend("torch")
     be.seed(0)
@@ -51,66 +32,21 @@ def _step_under(model, size, mode):
     net = be.build_model(cfg, **facts)
     batch = framework_batch(be, task_samples(cfg, cfg.BATCH_SIZE, facts))
     trainer = be.make_trainer(net, cfg)
-    chosen, cpu_ops.ONEDNN_LINEAR = cpu_ops.ONEDNN_LINEAR, False  # aten's products, which the counter knows
-    try:
-        with mode:
-            trainer.train_step(batch, LR)
-    finally:
-        cpu_ops.ONEDNN_LINEAR = chosen
-    return mode
+    return lambda: trainer.train_step(batch, LR)
 
 
 def step_flops(model, size):
     """Matmul FLOPs of one torch train step of (model, size), as the benchmark runs it."""
     from torch.utils.flop_counter import FlopCounterMode
-    return _step_under(model, size, FlopCounterMode(display=False)).get_total_flops()
-
-
-def _product_recorder():
-    """A dispatch mode counting the step's products by (op, (shape, stride) of each tensor operand)."""
-    import collections
-
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-    ops = {torch.ops.aten.mm.default: "mm", torch.ops.aten.addmm.default: "addmm",
-           torch.ops.aten.bmm.default: "bmm", torch.ops.aten.baddbmm.default: "baddbmm"}
-
-    class Recorder(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.products = collections.Counter()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func in ops:
-                operands = tuple((tuple(a.shape), tuple(a.stride())) for a in args if isinstance(a, torch.Tensor))
-                self.products[(ops[func], operands)] += 1
-            return func(*args, **(kwargs or {}))
-
-    return Recorder()
+    step = torch_step(model, size)
+    with aten_products(), FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
 
 
 def step_products(model, size):
     """{(op, ((shape, stride), ...)): calls} of every matmul one torch train step of (model, size) runs."""
-    return dict(_step_under(model, size, _product_recorder()).products)
-
-
-def product_seconds(products, repeats=5):
-    """Seconds the products take run one by one outside the step, each at its own shapes and strides on fresh
-    random operands (median of ``repeats`` after one warm-up), times its calls, summed."""
-    import torch
-
-    from deploy.timing import time_call
-    gen = torch.Generator().manual_seed(0)
-    kernels = {"mm": torch.mm, "addmm": torch.addmm, "bmm": torch.bmm, "baddbmm": torch.baddbmm}
-    total = 0.0
-    for (op, operands), calls in products.items():
-        tensors = []
-        for shape, stride in operands:
-            t = torch.empty_strided(shape, stride)
-            t.copy_(torch.randn(shape, generator=gen))
-            tensors.append(t)
-        total += calls * time_call(lambda: kernels[op](*tensors), warmup=1, repeats=repeats)["median_s"]
-    return total
+    return record_products(torch_step(model, size))
 
 
 def measure(spec):

@@ -299,7 +299,7 @@ def measure(spec):
         "load_avg": list(os.getloadavg()),
     }
     if spec.get("floor_here") and be.name == "torch" and kind == "train" and device == "cpu":
-        result.update(floor_here(model, size))
+        result.update(floor_here(step))
     if kind == "train":
         result["loss"] = float(last)
         if scales and scales[0] is not None:   # AMP: a timed step whose scale fell skipped Adam (an overflow)
@@ -308,15 +308,15 @@ def measure(spec):
     return result
 
 
-def floor_here(model, size):
+def floor_here(step):
     """What bench.floor measures that depends on the moment, measured in the torch measuring process right after its
     timed steps (the host's speed drifts between processes and minutes): the best matmul rate, and the seconds the
-    step's own products take run one by one."""
-    from bench import floor
-    rates = floor.matmul_rate()
-    products = floor.step_products(model, size)
+    products of one more ``step()`` take run one by one."""
+    from bench import matmuls
+    rates = matmuls.matmul_rate()
+    products = matmuls.record_products(step)
     return {"matmul_gflops_per_s": rates, "best_gflops_per_s": max(rates.values()),
-            "matmul_s": round(floor.product_seconds(products), 6)}
+            "matmul_s": round(matmuls.product_seconds(products), 6)}
 
 
 def warmup_count(spec):

@@ -140,7 +140,8 @@ def test_step_products_count_the_flops_torch_counts():
 def test_floor_here_measures_the_rate_and_the_products_in_this_process():
     """bench.train_step.floor_here: the best of bench.floor's rates and the step's own products' seconds, as the
     torch measuring process records them after its steps."""
-    here = ts.floor_here("mcan", "demo")
+    from bench import floor
+    here = ts.floor_here(floor.torch_step("mcan", "demo"))
     assert here["best_gflops_per_s"] == max(here["matmul_gflops_per_s"].values()) > 0
     assert here["matmul_s"] > 0
     json.dumps(here)
