@@ -9,7 +9,8 @@ non-persistable buffers, built once.
 """
 import paddle
 
-from backends.paddle.layers import MHAtt, NetBase
+from backends.paddle.layers import MHAtt
+from backends.paddle.models import mcan
 from backends.paddle.models.mcan import MCA_ED
 from core.local_windows import rotary_tables, window_mask
 
@@ -68,14 +69,7 @@ def local_mask(x_mask, window):
     return paddle.logical_or(x_mask, window.astype("bool"))
 
 
-class Net(NetBase):
-    def __init__(self, cfg, pretrained_emb, token_size, answer_size):
-        super().__init__()
-        self.add_stem(cfg, pretrained_emb, token_size)
-        self.backbone = LSAT_ED(cfg)
-        self.add_head(cfg, answer_size)
+class Net(mcan.Net):
+    """MCAN's Net (stem, backbone, head; the same parameters) with LSAT's backbone."""
 
-    def forward(self, frcn_feat, grid_feat, bbox_feat, ques_ix):
-        lang_feat, lang_mask, img_feat, img_mask = self.embed(frcn_feat, grid_feat, bbox_feat, ques_ix)
-        lang_feat, img_feat = self.backbone(lang_feat, img_feat, lang_mask, img_mask)
-        return self.classify(lang_feat, lang_mask, img_feat, img_mask)
+    backbone_class = LSAT_ED

@@ -46,10 +46,12 @@ class MCA_ED(nn.Layer):
 
 
 class Net(NetBase):
+    backbone_class = MCA_ED   # LSAT's Net is this one with its windowed backbone
+
     def __init__(self, cfg, pretrained_emb, token_size, answer_size):
         super().__init__()
         self.add_stem(cfg, pretrained_emb, token_size)
-        self.backbone = MCA_ED(cfg)
+        self.backbone = self.backbone_class(cfg)
         self.add_head(cfg, answer_size)
 
     def forward(self, frcn_feat, grid_feat, bbox_feat, ques_ix):
