@@ -580,16 +580,23 @@ def _run_hidden(hidden, argv):
                           timeout=120)
 
 
-@pytest.mark.parity
-def test_conversion_with_only_one_framework(both_backends, tmp_path):
-    """torch2paddle with torch hidden (layer types from the paddle model), paddle2torch with paddle hidden: the same
-    files as with both installed."""
+def _torch_checkpoint_and_reference(tmp_path):
+    """A 2-step tiny TRAR torch checkpoint (tmp_path/e.pkl) and its in-process torch2paddle conversion
+    (tmp_path/ref.pdparams + .pdopt), the reference the hidden-framework runs are compared with; (src, config)."""
     cfg = tiny_cfg("trar", "vqa", DROPOUT_R=0.0)
     config = config_file(tmp_path, "trar", "vqa")
     _, _, trainer, _ = trained("torch", cfg, steps=2)
     src = str(tmp_path / "e.pkl")
     trainer.save(src, 2, 1e-4)
     convert_file("torch2paddle", src, str(tmp_path / "ref.pdparams"), "trar", "vqa", config=config)
+    return src, config
+
+
+@pytest.mark.parity
+def test_conversion_with_only_one_framework(both_backends, tmp_path):
+    """torch2paddle with torch hidden (layer types from the paddle model), paddle2torch with paddle hidden: the same
+    files as with both installed."""
+    src, config = _torch_checkpoint_and_reference(tmp_path)
     common = ["--MODEL", "trar", "--DATASET", "vqa", "--config", config]
 
     proc = _run_hidden(["torch"], ["torch2paddle", src, tmp_path / "np.pdparams"] + common)
@@ -614,12 +621,7 @@ def test_conversion_with_only_one_framework(both_backends, tmp_path):
 def test_torch2paddle_without_paddle_writes_the_previous_pdopt_layout(both_backends, tmp_path):
     """Without paddle no Paddle names can be learnt: the .pdopt keeps the structured 'optimizer' entry (what the
     Paddle-name layout rebuilds to, bit for bit), and the output says so in one note."""
-    cfg = tiny_cfg("trar", "vqa", DROPOUT_R=0.0)
-    config = config_file(tmp_path, "trar", "vqa")
-    _, _, trainer, _ = trained("torch", cfg, steps=2)
-    src = str(tmp_path / "e.pkl")
-    trainer.save(src, 2, 1e-4)
-    convert_file("torch2paddle", src, str(tmp_path / "ref.pdparams"), "trar", "vqa", config=config)
+    src, config = _torch_checkpoint_and_reference(tmp_path)
     proc = _run_hidden(["paddle"], ["torch2paddle", src, tmp_path / "np.pdparams", "--MODEL", "trar", "--DATASET",
                                     "vqa", "--config", config])
     assert proc.returncode == 0, proc.stderr
