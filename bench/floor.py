@@ -7,18 +7,12 @@ torch.utils.flop_counter while ``trainer.train_step`` runs; elementwise work, so
 the best single-precision matmul rate torch reaches here with the same threads (MKL's or oneDNN's). No step can
 be faster than that without doing fewer multiplications.
 
-The best rate is that of the friendliest shape; the step's own products (the gradient products, the small batched
-attention products) run slower. ``matmul_s`` therefore times every product of the step again outside it, one by one
-at its own shapes and strides: step - matmul_s is the time that really goes to everything but the matmuls, and
-matmul_s / floor_s what the shapes cost.
+The best rate is that of the friendliest shape, and the host's speed drifts: at the default size each torch measuring
+process therefore measures the rate again right after its steps and times the step's own products one by one
+(bench.train_step.floor_here, bench/matmuls.py), and the report's torch / floor is per round; this process gives the
+FLOP count.
 """
-from bench.matmuls import (  # noqa: F401 (MATMUL_SHAPES re-exported)
-    MATMUL_SHAPES,
-    aten_products,
-    matmul_rate,
-    product_seconds,
-    record_products,
-)
+from bench.matmuls import aten_products, matmul_rate
 from bench.train_step import LR, MODELS, bench_config, child_main, framework_batch, model_facts, task_samples
 
 
@@ -44,11 +38,6 @@ def step_flops(model, size):
     return counter.get_total_flops()
 
 
-def step_products(model, size):
-    """{(op, ((shape, stride), ...)): calls} of every matmul one torch train step of (model, size) runs."""
-    return record_products(torch_step(model, size))
-
-
 def measure(spec):
     rates = matmul_rate()
     best = max(rates.values())
@@ -56,10 +45,7 @@ def measure(spec):
     for size in spec.get("sizes", ["default"]):
         for model in spec.get("models", list(MODELS[:1])):
             gflop = step_flops(model, size) / 1e9
-            products = step_products(model, size)
-            floors[f"{model}/{size}"] = {"gflop": round(gflop, 3), "floor_s": round(gflop / best, 6),
-                                         "matmul_s": round(product_seconds(products), 6),
-                                         "matmul_calls": sum(products.values())}
+            floors[f"{model}/{size}"] = {"gflop": round(gflop, 3), "floor_s": round(gflop / best, 6)}
     import torch
     return {"matmul_gflops_per_s": rates, "best_gflops_per_s": best, "threads": torch.get_num_threads(),
             "floors": floors}

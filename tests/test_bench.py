@@ -126,8 +126,8 @@ def test_measure_other_models_in_process(backend, model):
 def test_step_products_count_the_flops_torch_counts():
     """The products bench.floor records in a step (op, operand shapes) hold, by 2mkn per product, exactly the FLOPs
     torch's own counter counts in the same step: the per-shape timing covers every product the floor counts."""
-    from bench import floor
-    products = floor.step_products("mcan", "demo")
+    from bench import floor, matmuls
+    products = matmuls.record_products(floor.torch_step("mcan", "demo"))
     flops = 0
     for (op, operands), calls in products.items():
         shapes = [shape for shape, _ in operands]
@@ -152,7 +152,7 @@ def test_product_seconds_times_each_shape_and_strides():
     its calls."""
     import torch
 
-    from bench import floor
+    from bench import matmuls
     seen = []
     real_mm = torch.mm
 
@@ -163,8 +163,8 @@ def test_product_seconds_times_each_shape_and_strides():
     product = ("mm", (((8, 4), (1, 8)), ((4, 3), (3, 1))))
     torch.mm = spy
     try:
-        once = floor.product_seconds({product: 1}, repeats=3)
-        thrice = floor.product_seconds({product: 3}, repeats=3)
+        once = matmuls.product_seconds({product: 1}, repeats=3)
+        thrice = matmuls.product_seconds({product: 3}, repeats=3)
     finally:
         torch.mm = real_mm
     assert set(seen) == {((1, 8), (3, 1))}
@@ -220,7 +220,7 @@ def test_floor_measure_tiny():
     entry = result["floors"]["mcan/demo"]
     assert entry["gflop"] > 0
     assert entry["floor_s"] == pytest.approx(entry["gflop"] / result["best_gflops_per_s"], rel=1e-2, abs=1e-4)
-    assert entry["matmul_calls"] > 0 and entry["matmul_s"] > 0
+    assert set(entry) == {"gflop", "floor_s"}   # the moment-bound parts are measured by the torch processes
     json.dumps(result)
 
 
