@@ -171,3 +171,52 @@ def test_paddle_mean_tokens_is_the_mean_and_its_gradient(tokens):
     np.testing.assert_array_equal(x.grad.numpy(), expected)
     with paddle.no_grad():                                     # eval: paddle's own mean
         np.testing.assert_allclose(cpu_ops.mean_tokens(x).numpy(), out.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def _span_softmax_float64(scores, masks, upstream):
+    """masked_fill + softmax per order and its gradient summed over the orders, in float64 numpy."""
+    import numpy as np
+    x = np.where(masks[:, :, None], -1e9, scores.astype(np.float64)[:, None])      # (B, L, heads, N, N)
+    e = np.exp(x - x.max(-1, keepdims=True))
+    probs = e / e.sum(-1, keepdims=True)
+    grad = probs * (upstream - (probs * upstream).sum(-1, keepdims=True))
+    return probs, np.where(masks[:, :, None], 0.0, grad).sum(1)
+
+
+@pytest.mark.parametrize("case", ["plain", "dead_row", "kept_far_below_masked"])
+def test_paddle_span_softmax_against_float64(case):
+    """paddle cpu_ops.span_softmax (one shared exp per row, or the filled softmax where a row is dead or its kept
+    scores lie far below a masked one) against masked_fill + softmax in float64: probabilities and the scores'
+    gradient within float32 rounding, the fallback taken exactly where it must be."""
+    import numpy as np
+    import paddle
+
+    from backends.paddle import cpu_ops
+    rng = np.random.default_rng(1)
+    scores = (rng.standard_normal((3, 2, 6, 6)) * 4).astype(np.float32)
+    masks = rng.random((3, 4, 6, 6)) < 0.4
+    masks[:, 0] = False
+    masks[..., 0] = False                                         # one key kept in every row unless made dead
+    if case == "dead_row":
+        masks[1, 2, 3] = True
+    if case == "kept_far_below_masked":
+        scores[2, 1, 4] = -200.0
+        scores[2, 1, 4, 5] = 0.0                                   # the row's largest score, masked in order 3
+        masks[2, 3, 4] = True
+        masks[2, 3, 4, 1] = False                                   # order 3 keeps only keys 1 (and 0) at -200
+    upstream = rng.standard_normal((3, 4, 2, 6, 6)).astype(np.float32)
+    ref_probs, ref_grad = _span_softmax_float64(scores, masks, upstream)
+    if case == "dead_row":
+        ref_probs[1, 2, :, 3] = 1.0 / 6                             # softmax of a fully filled row: uniform
+        ref_grad = np.where(masks[:, :, None], 0.0, ref_probs * (upstream - (ref_probs * upstream).sum(-1, keepdims=True))).sum(1)
+    x = paddle.to_tensor(scores, stop_gradient=False)
+    assert cpu_ops.takes_span_softmax(x)
+    probs = cpu_ops.span_softmax(x, paddle.to_tensor(masks).unsqueeze(2), -1e9)
+    np.testing.assert_allclose(probs.numpy(), ref_probs, rtol=2e-6, atol=1e-7)
+    shared_exp = cpu_ops._span_softmax_one_exp(x.detach(), paddle.to_tensor(masks).unsqueeze(2))
+    assert (shared_exp is None) == (case != "plain")           # a dead row sums to 0 as well
+    if case == "plain":                 # the shared exp gives masked keys exactly 0 (Paddle's softmax: exp(-64) x)
+        np.testing.assert_array_equal(shared_exp.numpy(), probs.numpy())
+        assert not probs.numpy()[np.broadcast_to(masks[:, :, None], probs.shape)].any()
+    paddle.autograd.backward([probs], [paddle.to_tensor(upstream)])
+    np.testing.assert_allclose(x.grad.numpy(), ref_grad, rtol=1e-5, atol=1e-6)
