@@ -208,7 +208,8 @@ def test_paddle_span_softmax_against_float64(case):
     ref_probs, ref_grad = _span_softmax_float64(scores, masks, upstream)
     if case == "dead_row":
         ref_probs[1, 2, :, 3] = 1.0 / 6                             # softmax of a fully filled row: uniform
-        ref_grad = np.where(masks[:, :, None], 0.0, ref_probs * (upstream - (ref_probs * upstream).sum(-1, keepdims=True))).sum(1)
+        softmax_grad = ref_probs * (upstream - (ref_probs * upstream).sum(-1, keepdims=True))
+        ref_grad = np.where(masks[:, :, None], 0.0, softmax_grad).sum(1)
     x = paddle.to_tensor(scores, stop_gradient=False)
     assert cpu_ops.takes_span_softmax(x)
     probs = cpu_ops.span_softmax(x, paddle.to_tensor(masks).unsqueeze(2), -1e9)

@@ -113,7 +113,8 @@ def _norm_scale_shift(x, a, b, eps):
     # Unbiased std written out: on CPU builds paddle.std runs a Python fallback with a host sync per call.
     std = paddle.sqrt(row_sums(centered * centered) / (n - 1))
     denom = std + eps
-    y = _stack_rows(a, rows) * centered / spread(denom, n) + _stack_rows(b, rows)
+    # In place where the operand is this function's own: each fresh output is another pass over cold memory.
+    y = (_stack_rows(a, rows) * centered).divide_(spread(denom, n)).add_(_stack_rows(b, rows))
     return y.reshape(x.shape), centered, std, denom
 
 
@@ -144,9 +145,9 @@ class _NormScaleShift(PyLayer):
         dy_d = flat / spread(denom, n)
         grad_a = _sum_rows(dy_d * centered)
         grad_b = _sum_rows(flat)
-        g_d = dy_d * _stack_rows(a, rows)
+        g_d = dy_d.multiply_(_stack_rows(a, rows))          # dy_d is not needed again
         coef = row_sums(g_d * centered) / (std * denom * (n - 1))
-        grad_x = g_d - spread(row_sums(g_d) / n, n) - centered * spread(coef, n)
+        grad_x = g_d.subtract_(spread(row_sums(g_d) / n, n)).subtract_(centered * spread(coef, n))
         return grad_x.reshape(dy.shape), grad_a, grad_b
 
 
@@ -232,7 +233,7 @@ def _span_softmax_one_exp(scores, masks):
     sums = row_sums(kept)
     if float(sums.min()) < _SHARED_EXP_MIN_SUM:
         return None
-    return (kept / spread(sums, n)).reshape([batch, orders, heads, n, n])
+    return kept.divide_(spread(sums, n)).reshape([batch, orders, heads, n, n])
 
 
 def _span_softmax_filled(scores, masks, mask_fill):
@@ -250,13 +251,15 @@ class _SpanSoftmax(PyLayer):
     -> (B, L, heads, N, N); the CPU training path of TRAR's SARoutingBlock.
 
     The forward takes one exp of the scores for every order (_span_softmax_one_exp) unless a row is dead (every key
-    masked) or its kept scores lie too far below its largest; then the filled softmax. There the masked fill is x * keep + fill with keep = 1, fill = 0 where kept and keep = 0, fill = MASK_FILL where masked:
+    masked) or its kept scores lie too far below its largest; then the filled softmax (_span_softmax_filled), whose
+    masked fill is x * keep + fill with keep = 1, fill = 0 where kept and keep = 0, fill = MASK_FILL where masked:
     exactly masked_fill's values for finite scores (x * 1 + 0 = x, x * 0 + MASK_FILL = MASK_FILL), on operands of one
     shape (Paddle's CPU where broadcasting the scores over the orders and the mask over the heads took 4x as long).
-    The backward is autograd's, written out: a masked entry has probability exactly 0 (exp(-1e9 - max) underflows),
-    so the softmax gradient is already 0 there and the masked fill's gradient (zero at masked entries) only matters
-    in rows whose every key is masked, which get it explicitly. Row sums and the sum over the L orders are matmuls
-    with ones (paddle's last-axis reduction and expand gradient run single-threaded, 2-6x slower).
+    The backward is autograd's, written out. A masked entry's probability is 0 (the one-exp path) or below 2e-28
+    (Paddle's softmax clips x - max at -64), so its softmax gradient is 0 or negligible, and the masked fill's
+    gradient (zero at masked entries) only matters in rows whose every key is masked, which get it explicitly. Row
+    sums and the sum over the L orders are matmuls with ones (paddle's last-axis reduction and expand gradient run
+    single-threaded, 2-6x slower).
     """
 
     @staticmethod
@@ -274,7 +277,7 @@ class _SpanSoftmax(PyLayer):
         probs, dead_rows = ctx.saved_tensor()
         n = probs.shape[-1]
         flat_p, flat_g = probs.reshape([-1, n]), grad.reshape([-1, n])
-        grad_scores = (flat_p * (flat_g - spread(row_sums(flat_p * flat_g), n))).reshape(probs.shape)
+        grad_scores = (flat_g - spread(row_sums(flat_p * flat_g), n)).multiply_(flat_p).reshape(probs.shape)
         if ctx.any_dead:
             grad_scores = paddle.where(dead_rows, paddle.zeros([], grad_scores.dtype), grad_scores)
         batch, orders = grad_scores.shape[:2]
