@@ -286,8 +286,8 @@ def original_lines(merged):
         lines.append(f"- {GOAL_MODEL} {size} train step, measured in the same run (warm-up: {o.get('warmup_rule')}"
                      f"; median of {o['steps']} steps each): " + ", ".join(parts))
         if t:
-            lines.append(f"  - torch / original: **{step_time(t) / ot:.2f}x** (goal <= {TORCH_GOAL}x: "
-                         f"{_met(step_time(t) / ot <= TORCH_GOAL, t, o)})")
+            lines.append(f"  - torch / original: {_ratio_text(o, t, bold=True)} (goal <= {TORCH_GOAL}x: "
+                         f"{_met(ratio(o, t) <= TORCH_GOAL, t, o)})")
         if t and p:
             goal = paddle_goal(size)
             lines.append(f"  - paddle / torch: **{ratio(t, p):.2f}x** (goal <= {goal}x: "
@@ -351,14 +351,16 @@ def goal_lines(merged, anchor_dir=None):
     if torch_trar and (same_run or anchor):
         step = step_time(torch_trar)
         original = step_time(same_run or anchor[0])
+        # in the same run: the median of the per-round ratios (as paddle / torch), else of the two step times
+        to_original = ratio(same_run, torch_trar) if same_run else step / original
         if same_run:
-            verdict = (f"(goal <= {TORCH_GOAL}x: {_met(step / original <= TORCH_GOAL, torch_trar)}); measured in the "
+            verdict = (f"(goal <= {TORCH_GOAL}x: {_met(to_original <= TORCH_GOAL, torch_trar)}); measured in the "
                        "same run")
         else:   # a host's speed varies between runs: no verdict against another run's original
             verdict = (f"(goal <= {TORCH_GOAL}x: no verdict, the original was measured {anchor[2]} in another run, "
                        f"{_repo_relative(anchor[1])}; `--original PATH` measures it in the same run)")
         lines.append(f"- torch train step, default TRAR (batch 64, fp32, {_threads(torch_trar)} threads): "
-                     f"**{step:.2f} s** = {step / original:.2f}x the original's {original:.3g} s {verdict}; the "
+                     f"**{step:.2f} s** = {to_original:.2f}x the original's {original:.3g} s {verdict}; the "
                      "floor measured in the same run: below")
     lines += floor_lines(runs, merged.get("floor"))
     for model in registry.model_uses():

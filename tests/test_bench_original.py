@@ -148,6 +148,18 @@ def test_report_prints_the_three_steps_and_the_ratios_from_the_same_run():
     assert "0.67x the original's 6 s (goal <= 0.75x: met); measured in the same run" in report.goal_lines(merged)
 
 
+def test_torch_to_original_is_the_median_of_the_per_round_ratios():
+    """Measured in rounds, torch / original is the median of each round's ratio (as paddle / torch), with its
+    spread; not the ratio of the two pooled medians (5.5 / 8.25 = 0.67 here)."""
+    merged = {"runs": [{**_run("torch", 5.5), "round_times_s": [5.0, 6.0, 5.5]},
+                       {**_run("paddle", 6.0), "round_times_s": [5.5, 6.6, 6.0]},
+                       {**_run("original", 8.25), "round_times_s": [8.0, 6.5, 9.0]}]}
+    text = "\n".join(report.original_lines(merged))
+    # rounds 5.0 / 8.0 = 0.625, 6.0 / 6.5 = 0.923, 5.5 / 9.0 = 0.611
+    assert "torch / original: **0.62x** (0.61 to 0.92 over 3 rounds) (goal <= 0.75x: met)" in text
+    assert "= 0.62x the original's 8.25 s (goal <= 0.75x: met); measured in the same run" in report.goal_lines(merged)
+
+
 def test_floor_per_round_uses_the_rate_measured_in_each_torch_process():
     """With the matmul rate and the own products' seconds measured in each torch process after its steps
     (bench.train_step.floor_here), torch / floor is per round: step_r / (GFLOP / rate_r), the median and spread
