@@ -290,7 +290,7 @@ def original_lines(merged):
                          f"{_met(ratio(o, t) <= TORCH_GOAL, t, o)})")
         if t and p:
             goal = paddle_goal(size)
-            lines.append(f"  - paddle / torch: **{ratio(t, p):.2f}x** (goal <= {goal}x: "
+            lines.append(f"  - paddle / torch: {_ratio_text(t, p, bold=True)} (goal <= {goal}x: "
                          f"{_met(ratio(t, p) <= goal, t, p)})")
         entry = floors.get(f"{GOAL_MODEL}/{size}")
         if t and entry:

@@ -157,6 +157,7 @@ def test_torch_to_original_is_the_median_of_the_per_round_ratios():
     text = "\n".join(report.original_lines(merged))
     # rounds 5.0 / 8.0 = 0.625, 6.0 / 6.5 = 0.923, 5.5 / 9.0 = 0.611
     assert "torch / original: **0.62x** (0.61 to 0.92 over 3 rounds) (goal <= 0.75x: met)" in text
+    assert "paddle / torch: **1.10x** (1.09 to 1.10 over 3 rounds) (goal <= 1.1x: met)" in text
     assert "= 0.62x the original's 8.25 s (goal <= 0.75x: met); measured in the same run" in report.goal_lines(merged)
 
 
