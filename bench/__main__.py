@@ -540,7 +540,9 @@ def main(argv=None):
 
 
 def _chart_path(docs):
-    return os.path.join(os.path.dirname(os.path.abspath(docs)), "benchmarks.png")
+    """The chart beside its report, named after it (docs/benchmarks.md -> docs/benchmarks.png): reports written to one
+    folder (bench/results/<run>.md) each keep their own chart instead of overwriting a shared one."""
+    return os.path.splitext(os.path.abspath(docs))[0] + ".png"
 
 
 def _versions():

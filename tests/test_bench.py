@@ -207,7 +207,7 @@ def test_cli_end_to_end_in_a_subprocess(tmp_path):
     assert res["meta"]["machine"]["cores"] == os.cpu_count()
     text = docs.read_text()
     assert text.startswith("# Benchmarks\n\nHand-written notes.") and report.BEGIN in text and "| mcan | demo |" in text
-    assert (tmp_path / "benchmarks.png").stat().st_size > 0
+    assert (tmp_path / "bench.png").stat().st_size > 0 and "](bench.png)" in text   # named after its report
 
 
 def test_floor_measure_tiny():
