@@ -200,16 +200,11 @@ def test_paddle_span_softmax_against_float64(case):
     if case == "dead_row":
         masks[1, 2, 3] = True
     if case == "kept_far_below_masked":
-        scores[2, 1, 4] = -200.0
-        scores[2, 1, 4, 5] = 0.0                                   # the row's largest score, masked in order 3
-        masks[2, 3, 4] = True
-        masks[2, 3, 4, 1] = False                                   # order 3 keeps only keys 1 (and 0) at -200
+        scores[2, 1, 4] = [-200.0, -199.0, -200.0, -200.0, -200.0, 0.0]   # key 5: the row's largest score
+        masks[2, 3, 4] = [False, False, True, True, True, True]           # order 3 keeps keys 0 and 1 only: their
+        # probabilities 1 / (1 + e) and e / (1 + e) need the fallback (shifted by 0, both exps underflow)
     upstream = rng.standard_normal((3, 4, 2, 6, 6)).astype(np.float32)
-    ref_probs, ref_grad = _span_softmax_float64(scores, masks, upstream)
-    if case == "dead_row":
-        ref_probs[1, 2, :, 3] = 1.0 / 6                             # softmax of a fully filled row: uniform
-        softmax_grad = ref_probs * (upstream - (ref_probs * upstream).sum(-1, keepdims=True))
-        ref_grad = np.where(masks[:, :, None], 0.0, softmax_grad).sum(1)
+    ref_probs, ref_grad = _span_softmax_float64(scores, masks, upstream)   # a dead row: uniform, as masked_fill gives
     x = paddle.to_tensor(scores, stop_gradient=False)
     assert cpu_ops.takes_span_softmax(x)
     probs = cpu_ops.span_softmax(x, paddle.to_tensor(masks).unsqueeze(2), -1e9)
