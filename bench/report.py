@@ -329,8 +329,8 @@ def _spread_text(values, fmt, unit=""):
 
 
 def _floor_here_text(view, t):
-    ratio = statistics.median(view["ratio"])
-    text = (f"**{ratio:.2f}x** (goal <= {FLOOR_GOAL}x: {_met(ratio <= FLOOR_GOAL, t)}); per round "
+    to_floor = statistics.median(view["ratio"])
+    text = (f"**{to_floor:.2f}x** (goal <= {FLOOR_GOAL}x: {_met(to_floor <= FLOOR_GOAL, t)}); per round "
             f"{_spread_text(view['ratio'], '.2f', 'x')}: the floor is {view['gflop']:.0f} GFLOP of matmuls at the "
             f"best float32 matmul rate the torch process reached right after its steps, "
             f"{_spread_text(view['rates'], '.0f', ' GFLOP/s')}")

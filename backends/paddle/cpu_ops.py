@@ -229,7 +229,7 @@ def _span_softmax_one_exp(scores, masks):
     flat = scores.reshape([-1, n])
     e = paddle.exp(flat - spread(flat.max(-1, keepdim=True), n)).reshape([batch, heads, n, n])
     keep = _repeat(1.0 - masks.astype(scores.dtype).reshape([batch * orders, n, n]), heads)
-    kept = (_repeat(e, orders).reshape([-1, n]) * keep.reshape([-1, n]))
+    kept = _repeat(e, orders).reshape([-1, n]) * keep.reshape([-1, n])
     sums = row_sums(kept)
     if float(sums.min()) < _SHARED_EXP_MIN_SUM:
         return None
