@@ -62,6 +62,34 @@ def test_paddle_backend_sets_the_mkl_cpu_type_unless_the_user_did(tmp_path):
     assert _paddle_env({"MKL_DEBUG_CPU_TYPE": "5"}, amd / "cpuinfo") == "5"
 
 
+def _paddle_import_order(paddle_first, extra=()):
+    """(stride flag, RuntimeWarnings' texts) after importing backends.paddle in a fresh process with
+    OMP_NUM_THREADS unset, paddle imported before it or not, on a machine said to have 4 cores."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                             "FLAGS_use_stride_kernel")}
+    env.update(extra)
+    code = ("import os, warnings; os.cpu_count = lambda: 4\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('always')\n"
+            f"    {'import paddle; ' if paddle_first else ''}import backends.paddle\n"
+            "import paddle\n"
+            "print(paddle.get_flags(['FLAGS_use_stride_kernel'])['FLAGS_use_stride_kernel'])\n"
+            "print([str(w.message) for w in caught if w.category is RuntimeWarning])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    flag, warned = out.stdout.strip().splitlines()[-2:]
+    return flag, warned
+
+
+def test_paddle_imported_first_gets_the_stride_flag_and_a_threads_warning():
+    flag, warned = _paddle_import_order(paddle_first=False)
+    assert (flag, warned) == ("False", "[]")
+    flag, warned = _paddle_import_order(paddle_first=True)
+    assert flag == "False"    # set through paddle.set_flags after the fact
+    assert "paddle was imported before backends.paddle" in warned and "OMP_NUM_THREADS=4" in warned
+    flag, warned = _paddle_import_order(paddle_first=True, extra={"OMP_NUM_THREADS": "4",
+                                                                  "FLAGS_use_stride_kernel": "1"})
+    assert (flag, warned) == ("True", "[]")   # the user's own settings: kept, nothing to warn about
+
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "i686"),
                     reason="vendor_id in /proc/cpuinfo: x86 Linux only")
 def test_default_cpuinfo_path_is_read_on_linux():

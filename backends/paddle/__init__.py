@@ -10,6 +10,12 @@ copies it element by element, ~20 ns per element on the CPU; a multi-head attent
 costs more than its matmuls (paddle's TRAR train step: 1.5 s of 14 s). With 0, transpose is a real transpose kernel.
 Values the user already set are kept. glibc malloc is tuned as core/malloc_tuning.py says.
 
+All this must happen before paddle's own import. Where paddle was imported first (a notebook's ``import paddle``), the
+stride flag is still set here through paddle.set_flags (the same kernels as the variable), but Paddle's OpenMP and MKL
+threads are already fixed at the 1 its import chose when OMP_NUM_THREADS was unset: a CPU-only process that did not
+start with OMP_NUM_THREADS in its environment then gets a RuntimeWarning saying so (the default TRAR train step took
+13 s instead of 6.5 s on 2 cores).
+
 Paddle is then imported here, once, so that what its import does to the root logger can be undone: Paddle 3.3's
 paddle.distributed.utils.log_utils gives the root logger a stderr handler at level INFO, which makes every library's
 INFO records print (e.g. ~150 lines of onnxscript passes during an ONNX export). Two notes its import prints are
@@ -27,6 +33,8 @@ from core.cpu import mkl_debug_cpu_type
 from core.distributed import cores_per_process
 from core.malloc_tuning import tune_malloc
 
+_IMPORTED_BEFORE = "paddle" in sys.modules
+_STRIDE_FLAG_SET_BY_USER = "FLAGS_use_stride_kernel" in os.environ
 os.environ.setdefault("OMP_NUM_THREADS", str(cores_per_process()))   # split among a launcher's processes
 os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 _MKL_CPU_TYPE = mkl_debug_cpu_type()
@@ -57,4 +65,32 @@ def _import_paddle_quietly():
     root.setLevel(level)
 
 
-_import_paddle_quietly()
+def _in_initial_environment(name):
+    """True when the process started with ``name`` in its environment (Linux: /proc/self/environ); True where that
+    cannot be read, so that nothing is said about a setting that may be the user's."""
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            return any(entry.partition(b"=")[0] == name.encode() for entry in f.read().split(b"\0"))
+    except OSError:
+        return True
+
+
+def _after_paddle_imported_first():
+    """The stride flag through paddle's API; the warning when its import left its CPU kernels one thread."""
+    import paddle
+
+    if not _STRIDE_FLAG_SET_BY_USER:
+        paddle.set_flags({"FLAGS_use_stride_kernel": False})
+    threads, wanted = os.environ.get("OMP_NUM_THREADS"), cores_per_process()
+    if (threads == "1" and wanted > 1 and not _in_initial_environment("OMP_NUM_THREADS")
+            and not paddle.is_compiled_with_cuda()):
+        warnings.warn(f"paddle was imported before backends.paddle, and its import set OMP_NUM_THREADS=1: Paddle's "
+                      f"CPU kernels use 1 of the {wanted} cores here (about 2x slower training); import backends "
+                      f"(or run run.py) before paddle, or set OMP_NUM_THREADS={wanted} before importing paddle",
+                      RuntimeWarning, stacklevel=3)
+
+
+if _IMPORTED_BEFORE:
+    _after_paddle_imported_first()
+else:
+    _import_paddle_quietly()
