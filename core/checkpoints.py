@@ -190,6 +190,8 @@ def saved_epochs(folder):
 
 # The weight files of the two backends (torch's openvqa container, paddle's state dict); every backend reads both.
 CHECKPOINT_EXTS = (".pkl", ".pdparams")
+# The files one epoch's save writes, by the weights file's extension (backends/*/checkpoint.py).
+SAVED_TOGETHER = {".pkl": (".pkl",), ".pdparams": (".pdparams", ".pdopt")}
 # What --CKPT_E takes besides an epoch number: the copies core/ckpt_policy.py keeps in a run folder.
 EPOCH_ALIASES = ("best", "latest")
 

@@ -10,13 +10,21 @@ best and latest are hard links to the epoch's files where the file system allows
 replaces a file by renaming a new one over it, so a link keeps the content it was made with), else copies. Each is
 put in place by a rename, the weights file last, as the trainer writes a pair. --CKPT_E=best / latest loads them
 (core/checkpoints.resume_path) for val, test, export and resume.
+
+An epoch saved again replaces that epoch: the trainer renames its new files over its own framework's, and
+epoch_saved removes the other framework's files of the same epoch (a run resumed from epoch 3 of a torch run by
+paddle would otherwise leave the abandoned run's epoch4.pkl beside its own epoch4.pdparams, and resume_path, which
+prefers the loading backend's extension, would give torch the stale one; latest and best would link both).
 """
 import contextlib
 import json
+import logging
 import os
 import shutil
 
-from core.checkpoints import CHECKPOINT_EXTS, atomic_save, atomic_write, saved_epochs
+from core.checkpoints import CHECKPOINT_EXTS, SAVED_TOGETHER, atomic_save, atomic_write, saved_epochs
+
+log = logging.getLogger(__name__)
 
 ALIASES = ("best", "latest")
 BEST_RECORD = "best.json"
@@ -90,12 +98,32 @@ def prune(folder, epoch, keep_last):
     return removed
 
 
+def remove_replaced(folder, epoch, ext):
+    """Remove the files of epoch<epoch> that a save with weights extension ``ext`` did not write (another
+    framework's, from an earlier run of this folder), the weights file first; returns their names."""
+    own = SAVED_TOGETHER.get(ext)
+    if own is None:
+        return []
+    theirs = {e for exts in SAVED_TOGETHER.values() for e in exts} - set(own)
+    stale = [name for other, name in reversed(checkpoint_files(folder, f"epoch{int(epoch)}").items())
+             if other in theirs]
+    for name in stale:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, name))
+    if stale:
+        log.warning("%s: removed %s, an earlier run's checkpoint of epoch %d in the other framework's format: "
+                    "epoch %d is now this run's epoch%d%s", folder, ", ".join(stale), epoch, epoch, epoch, ext)
+    return stale
+
+
 def epoch_saved(cfg, ckpt, epoch, score=None):
-    """After epoch ``epoch`` was saved to ``ckpt`` (and validated, with ``score`` the task's main metric): point
-    latest at it, best when ``score`` beats best.json's, and remove what CKPT_KEEP_LAST lets go.
-    Returns {'best': bool, 'removed': [epochs]}."""
+    """After epoch ``epoch`` was saved to ``ckpt`` (and validated, with ``score`` the task's main metric): remove the
+    other framework's files of that epoch, point latest at it, best when ``score`` beats best.json's, and remove
+    what CKPT_KEEP_LAST lets go. Returns {'best': bool, 'removed': [epochs], 'replaced': [file names]}."""
     folder = os.path.dirname(os.path.abspath(ckpt))
-    weights = tuple(dict.fromkeys(CHECKPOINT_EXTS + (os.path.splitext(ckpt)[1],)))
+    ext = os.path.splitext(ckpt)[1]
+    replaced = remove_replaced(folder, epoch, ext)
+    weights = tuple(dict.fromkeys(CHECKPOINT_EXTS + (ext,)))
     point(folder, "latest", epoch, weights)
     record = best_record(folder)
     better = score is not None and (record is None or float(score) > float(record["score"]))
@@ -104,4 +132,4 @@ def epoch_saved(cfg, ckpt, epoch, score=None):
         with atomic_write(os.path.join(folder, BEST_RECORD), "w") as f:
             json.dump({"epoch": int(epoch), "score": float(score), "metric": METRIC}, f)
     keep = cfg.CKPT_KEEP_LAST
-    return {"best": better, "removed": prune(folder, epoch, int(keep)) if keep else []}
+    return {"best": better, "removed": prune(folder, epoch, int(keep)) if keep else [], "replaced": replaced}

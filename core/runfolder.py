@@ -8,8 +8,8 @@ never taken from another run.
 - A folder holding another run (epoch files, or a log of that name) is refused unless this run resumes a checkpoint
   of that folder, or OVERWRITE is set, which removes that run's epoch files and log first.
 - A run resumed without a VERSION continues the run it resumes (core/config.py resumed_run_name); resumed from an
-  earlier epoch than its last, it rewrites the later epochs, and says so: a file of the other framework for one of
-  them stays beside the new one until removed.
+  earlier epoch than its last, it rewrites the later epochs, and says so: saving an epoch again also removes the
+  other framework's files of it (core/ckpt_policy.py).
 """
 import contextlib
 import fcntl
@@ -120,7 +120,7 @@ def _say_what_a_rewind_rewrites(folder, resume_from, epochs):
     if later:
         saved = ", ".join(f"epoch{e} ({' '.join(epochs[e])})" for e in later)
         logger.warning(f"RESUME: {folder} continues from {os.path.basename(resume_from)}; this run rewrites its later "
-                    f"epochs {saved}: a file of the other framework among them stays beside the new one until removed")
+                       f"epochs {saved} (saving one removes the other framework's files of it)")
 
 
 def epoch_files(folder):

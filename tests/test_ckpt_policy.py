@@ -36,6 +36,31 @@ def test_latest_best_and_keep_last_on_files(tmp_path, exts):
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]                    # no temp file left
 
 
+@pytest.mark.parametrize("stale, new", [((".pkl",), (".pdparams", ".pdopt")), ((".pdparams", ".pdopt"), (".pkl",))])
+def test_an_epoch_saved_again_in_the_other_format_replaces_the_earlier_runs_files(tmp_path, stale, new, caplog):
+    """A run resumed from epoch 1 by the other backend saves epoch 2 again: the abandoned run's epoch-2 files go, so
+    neither latest nor a load that prefers the stale format finds them; other epochs are left alone."""
+    cfg = types.SimpleNamespace(CKPT_KEEP_LAST=None)
+    folder = tmp_path / "ckpt_v"
+    folder.mkdir()
+    for epoch in (1, 2, 3):
+        _save_epoch(folder, epoch, stale)
+    ckpt_policy.epoch_saved(cfg, str(folder / f"epoch3{stale[0]}"), 3)
+    (folder / "epoch2.old").write_bytes(b"not a checkpoint file of either backend")   # kept: no backend writes it
+    _save_epoch(folder, 2, new)
+    with caplog.at_level("WARNING", logger="core.ckpt_policy"):
+        done = ckpt_policy.epoch_saved(cfg, str(folder / f"epoch2{new[0]}"), 2)
+    assert done["replaced"] == [f"epoch2{ext}" for ext in stale]             # the weights file first
+    assert "an earlier run's checkpoint of epoch 2" in caplog.text
+    assert checkpoints.saved_epochs(str(folder))[2] == sorted(new + (".old",))
+    assert checkpoints.saved_epochs(str(folder))[1] == sorted(stale)
+    latest = sorted(n for n in os.listdir(folder) if n.startswith("latest"))
+    assert latest == sorted(f"latest{e}" for e in new + (".old",))          # latest links every file of its epoch
+    # a val run of the abandoned run's backend, which prefers its own format, gets the new run's epoch 2
+    run = types.SimpleNamespace(CKPT_PATH=None, CKPTS_ROOT=str(tmp_path), CKPT_VERSION="v", CKPT_EPOCH=2)
+    assert checkpoints.resume_path(run, stale[0]) == str(folder / f"epoch2{new[0]}")
+
+
 def test_keep_all_by_default_and_an_alias_loses_a_file_its_epoch_lacks(tmp_path):
     cfg = types.SimpleNamespace(CKPT_KEEP_LAST=None)
     _save_epoch(tmp_path, 1, (".pdparams", ".pdopt"))

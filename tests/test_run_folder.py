@@ -263,7 +263,7 @@ def test_resuming_a_run_from_an_earlier_epoch_says_which_epochs_it_rewrites(tmp_
         pass
     assert [m for m in caplog.messages if m.startswith("RESUME:")] == [
         f"RESUME: {folder} continues from epoch1.pkl; this run rewrites its later epochs epoch2 (.pkl), epoch3 "
-        "(.pdparams .pkl): a file of the other framework among them stays beside the new one until removed"]
+        "(.pdparams .pkl) (saving one removes the other framework's files of it)"]
     caplog.clear()
     with runfolder.claim(cfg, str(folder / "epoch3.pkl")):                  # from the last epoch: nothing rewritten
         pass
