@@ -12,9 +12,11 @@ put in place by a rename, the weights file last, as the trainer writes a pair. -
 (core/checkpoints.resume_path) for val, test, export and resume.
 
 An epoch saved again replaces that epoch: the trainer renames its new files over its own framework's, and
-epoch_saved removes the other framework's files of the same epoch (a run resumed from epoch 3 of a torch run by
-paddle would otherwise leave the abandoned run's epoch4.pkl beside its own epoch4.pdparams, and resume_path, which
-prefers the loading backend's extension, would give torch the stale one; latest and best would link both).
+remove_replaced (called by the engine right after the save, and again by epoch_saved) removes the other framework's
+files of the same epoch (a run resumed from epoch 3 of a torch run by paddle would otherwise leave the abandoned run's
+epoch4.pkl beside its own epoch4.pdparams, and resume_path, which prefers the loading backend's extension, would give
+torch the stale one; latest would link both). best is left as it is: the best-validated epoch of any run of the
+folder, named with its score in best.json.
 """
 import contextlib
 import json

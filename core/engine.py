@@ -139,6 +139,8 @@ def _train(cfg: Config, be, parallel) -> dict[str, Any]:
         loss_sum, elapsed = losses.total(), time.time() - start
         ckpt = checkpoints.ckpt_path(cfg, epoch + 1, be.checkpoint_ext)
         parallel.save(trainer, ckpt, epoch + 1, lr_base, data_hashes=data_hashes)
+        if parallel.is_main:   # before validating, which may fail: the other framework's files of this epoch go now
+            ckpt_policy.remove_replaced(os.path.dirname(os.path.abspath(ckpt)), epoch + 1, be.checkpoint_ext)
         log.epoch_end(epoch + 1, loss_sum / data_size, lr, elapsed, elapsed / max(len(batches), 1))
         last = {"epoch": epoch + 1, "loss": loss_sum / data_size, "checkpoint": ckpt, "seconds": elapsed}
         _say(cfg, f"Epoch {epoch + 1}: loss {last['loss']:.4f}, lr {lr:.2e}, {elapsed:.1f}s -> {ckpt}")

@@ -1,5 +1,6 @@
 """The CPU kernel choices: core/cpu.py's reading of /proc/cpuinfo, Paddle's MKL_DEBUG_CPU_TYPE, torch's oneDNN
 Linear."""
+import json
 import os
 import platform
 import subprocess
@@ -62,33 +63,45 @@ def test_paddle_backend_sets_the_mkl_cpu_type_unless_the_user_did(tmp_path):
     assert _paddle_env({"MKL_DEBUG_CPU_TYPE": "5"}, amd / "cpuinfo") == "5"
 
 
-def _paddle_import_order(paddle_first, extra=()):
-    """(stride flag, RuntimeWarnings' texts) after importing backends.paddle in a fresh process with
-    OMP_NUM_THREADS unset, paddle imported before it or not, on a machine said to have 4 cores."""
+def _paddle_import_order(paddle_first, extra=(), via_get_backend=False):
+    """(stride flag, GPUs paddle sees, [(RuntimeWarning text, the file it names)]) after the paddle backend's import
+    in a fresh process with OMP_NUM_THREADS unset (unless ``extra`` sets it), paddle imported before it or not, on a
+    machine said to have 4 cores."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                              "FLAGS_use_stride_kernel")}
     env.update(extra)
-    code = ("import os, warnings; os.cpu_count = lambda: 4\n"
+    backend = "from backends import get_backend; get_backend('paddle')" if via_get_backend else "import backends.paddle"
+    code = ("import json, os, warnings; os.cpu_count = lambda: 4\n"
             "with warnings.catch_warnings(record=True) as caught:\n"
             "    warnings.simplefilter('always')\n"
-            f"    {'import paddle; ' if paddle_first else ''}import backends.paddle\n"
+            f"    {'import paddle; ' if paddle_first else ''}{backend}\n"
             "import paddle\n"
             "print(paddle.get_flags(['FLAGS_use_stride_kernel'])['FLAGS_use_stride_kernel'])\n"
-            "print([str(w.message) for w in caught if w.category is RuntimeWarning])")
+            "print(paddle.device.cuda.device_count())\n"
+            "print(json.dumps([[str(w.message), w.filename] for w in caught if w.category is RuntimeWarning]))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    flag, warned = out.stdout.strip().splitlines()[-2:]
-    return flag, warned
+    flag, gpus, warned = out.stdout.strip().splitlines()[-3:]
+    return flag, int(gpus), json.loads(warned)
 
 
-def test_paddle_imported_first_gets_the_stride_flag_and_a_threads_warning():
-    flag, warned = _paddle_import_order(paddle_first=False)
-    assert (flag, warned) == ("False", "[]")
-    flag, warned = _paddle_import_order(paddle_first=True)
+@pytest.mark.parametrize("via_get_backend", [False, True])
+def test_paddle_imported_first_gets_the_stride_flag_and_a_threads_warning(via_get_backend):
+    flag, _, warned = _paddle_import_order(paddle_first=False, via_get_backend=via_get_backend)
+    assert (flag, warned) == ("False", [])
+    flag, gpus, warned = _paddle_import_order(paddle_first=True, via_get_backend=via_get_backend)
     assert flag == "False"    # set through paddle.set_flags after the fact
-    assert "paddle was imported before backends.paddle" in warned and "OMP_NUM_THREADS=4" in warned
-    flag, warned = _paddle_import_order(paddle_first=True, extra={"OMP_NUM_THREADS": "4",
-                                                                  "FLAGS_use_stride_kernel": "1"})
-    assert (flag, warned) == ("True", "[]")   # the user's own settings: kept, nothing to warn about
+    if gpus:                  # the warning is about CPU training
+        assert warned == []
+    else:
+        assert len(warned) == 1
+        text, filename = warned[0]
+        assert "paddle was imported before backends.paddle" in text and "OMP_NUM_THREADS=4" in text
+        assert filename == "<string>"   # the user's line, not the backend's or importlib's
+    # the user's own settings, from the process's start: kept, nothing to warn about
+    for extra in ({"OMP_NUM_THREADS": "4", "FLAGS_use_stride_kernel": "1"}, {"OMP_NUM_THREADS": "1"}):
+        flag, _, warned = _paddle_import_order(paddle_first=True, extra=extra, via_get_backend=via_get_backend)
+        assert warned == [] and flag == ("True" if "FLAGS_use_stride_kernel" in extra else "False")
+
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "i686"),
                     reason="vendor_id in /proc/cpuinfo: x86 Linux only")

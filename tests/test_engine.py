@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import run
+from core import checkpoints
+from core.config import load_config
 from core.data.demo import generate
 from formats.restricted_pickle import read_pdparams, read_torch_checkpoint
 
@@ -83,6 +85,30 @@ def test_a_run_of_one_framework_is_validated_and_resumed_by_the_other(both_backe
     resumed = _run(tmp_path, demo_root, paddle_be, "--RUN=train", "--VERSION=p", "--MAX_EPOCH=2", "--SEED=3",
                    "--RESUME=True", "--CKPT_V=t", "--CKPT_E=1")
     assert resumed["epoch"] == 2 and (tmp_path / "ckpts" / "ckpt_p" / "epoch2.pdparams").is_file()
+
+
+@pytest.mark.slow
+def test_a_rewind_in_the_other_framework_replaces_the_epoch_before_validating(both_backends, tmp_path, demo_root,
+                                                                               monkeypatch):
+    """torch trains epochs 1-2; paddle resumes that run from epoch 1 and saves epoch 2: torch's epoch2.pkl goes right
+    after the save, before validation (here made to fail), so a later load of epoch 2 by torch gets paddle's file."""
+    from core import engine
+    torch_be, paddle_be = both_backends
+    _run(tmp_path, demo_root, torch_be, "--RUN=train", "--VERSION=r", "--MAX_EPOCH=2", "--SEED=3")
+    folder = tmp_path / "ckpts" / "ckpt_r"
+    assert (folder / "epoch2.pkl").is_file()
+
+    def validation_fails(*args, **kwargs):
+        raise RuntimeError("validation failed")
+    monkeypatch.setattr(engine, "evaluate", validation_fails)
+    with pytest.raises(RuntimeError, match="validation failed"):
+        _run(tmp_path, demo_root, paddle_be, "--RUN=train", "--MAX_EPOCH=2", "--SEED=3", "--RESUME=True",
+             "--CKPT_V=r", "--CKPT_E=1")
+    assert sorted(n for n in os.listdir(folder) if n.startswith("epoch")) == [
+        "epoch1.pkl", "epoch2.pdopt", "epoch2.pdparams"]
+    run_cfg = load_config("trar", "demo", {"CKPTS_ROOT": str(tmp_path / "ckpts"), "CKPT_VERSION": "r",
+                                           "CKPT_EPOCH": 2}, run_mode="val")
+    assert checkpoints.resume_path(run_cfg, torch_be.checkpoint_ext) == str(folder / "epoch2.pdparams")
 
 
 def test_hard_routing_temperature_per_epoch_and_at_evaluation(backend, tmp_path, demo_root, monkeypatch):

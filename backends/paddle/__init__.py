@@ -10,11 +10,13 @@ copies it element by element, ~20 ns per element on the CPU; a multi-head attent
 costs more than its matmuls (paddle's TRAR train step: 1.5 s of 14 s). With 0, transpose is a real transpose kernel.
 Values the user already set are kept. glibc malloc is tuned as core/malloc_tuning.py says.
 
-All this must happen before paddle's own import. Where paddle was imported first (a notebook's ``import paddle``), the
-stride flag is still set here through paddle.set_flags (the same kernels as the variable), but Paddle's OpenMP and MKL
-threads are already fixed at the 1 its import chose when OMP_NUM_THREADS was unset: a CPU-only process that did not
-start with OMP_NUM_THREADS in its environment then gets a RuntimeWarning saying so (the default TRAR train step took
-13 s instead of 6.5 s on 2 cores).
+All this must happen before paddle's own import (``get_backend('paddle')`` imports this module; ``import backends``
+alone does not). Where paddle was imported first (a notebook's ``import paddle``), the stride flag is still set here
+through paddle.set_flags (the same kernels as the variable), but Paddle's OpenMP and MKL threads are already fixed at
+the 1 its import chose when OMP_NUM_THREADS was unset: a process without a visible GPU that did not start with
+OMP_NUM_THREADS in its environment then gets a RuntimeWarning saying so, pointing at the user's line (the default
+TRAR train step took 13 s instead of 6.5 s on 2 cores). Setting the threads afterwards (omp_set_num_threads and
+MKL's through ctypes) gave 11 s: not a fix, so not tried here.
 
 Paddle is then imported here, once, so that what its import does to the root logger can be undone: Paddle 3.3's
 paddle.distributed.utils.log_utils gives the root logger a stderr handler at level INFO, which makes every library's
@@ -75,6 +77,16 @@ def _in_initial_environment(name):
         return True
 
 
+def _user_frame():
+    """The innermost frame outside this package and the import machinery: the line that asked for the backend."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame = sys._getframe(1)
+    while frame.f_back is not None and (frame.f_code.co_filename.startswith((package, "<frozen"))
+                                        or os.sep + "importlib" + os.sep in frame.f_code.co_filename):
+        frame = frame.f_back
+    return frame
+
+
 def _after_paddle_imported_first():
     """The stride flag through paddle's API; the warning when its import left its CPU kernels one thread."""
     import paddle
@@ -83,11 +95,14 @@ def _after_paddle_imported_first():
         paddle.set_flags({"FLAGS_use_stride_kernel": False})
     threads, wanted = os.environ.get("OMP_NUM_THREADS"), cores_per_process()
     if (threads == "1" and wanted > 1 and not _in_initial_environment("OMP_NUM_THREADS")
-            and not paddle.is_compiled_with_cuda()):
-        warnings.warn(f"paddle was imported before backends.paddle, and its import set OMP_NUM_THREADS=1: Paddle's "
-                      f"CPU kernels use 1 of the {wanted} cores here (about 2x slower training); import backends "
-                      f"(or run run.py) before paddle, or set OMP_NUM_THREADS={wanted} before importing paddle",
-                      RuntimeWarning, stacklevel=3)
+            and paddle.device.cuda.device_count() == 0):
+        frame = _user_frame()
+        warnings.warn_explicit(
+            f"paddle was imported before backends.paddle, with OMP_NUM_THREADS=1 (Paddle's import sets it when unset): "
+            f"Paddle's CPU kernels use 1 of the {wanted} cores here (about 2x slower training); call "
+            f"get_backend('paddle') (or import backends.paddle) before importing paddle, or set "
+            f"OMP_NUM_THREADS={wanted} before it", RuntimeWarning, frame.f_code.co_filename, frame.f_lineno,
+            module=frame.f_globals.get("__name__"), registry=frame.f_globals.setdefault("__warningregistry__", {}))
 
 
 if _IMPORTED_BEFORE:
