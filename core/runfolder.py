@@ -19,6 +19,7 @@ import re
 import tempfile
 
 from core.checkpoints import saved_epochs
+from core.ckpt_policy import best_record
 
 LOCK_FILE = ".run.lock"
 logger = logging.getLogger(__name__)
@@ -114,9 +115,31 @@ def _refuse_or_clear_previous_run(cfg, folder, log, resume_from):
                          "--VERSION")
 
 
+def _epoch_of(folder, name, epochs):
+    """The epoch the checkpoint file ``name`` of ``folder`` holds: from its name (epoch<N>.*), or for best.* /
+    latest.* the epoch file it is a hard link to, else best.json's epoch for best; None when unknown (a copy whose
+    epoch file was rewritten since)."""
+    m = re.fullmatch(r"epoch(\d+)\..+", name)
+    if m:
+        return int(m.group(1))
+    stem, _, ext = name.partition(".")
+    if stem not in ("best", "latest"):
+        return None
+    path = os.path.join(folder, name)
+    for epoch in epochs:
+        with contextlib.suppress(OSError):
+            if os.path.samefile(path, os.path.join(folder, f"epoch{epoch}.{ext}")):
+                return epoch
+    if stem == "best":
+        record = best_record(folder)
+        if record is not None and isinstance(record.get("epoch"), int):
+            return record["epoch"]
+    return None
+
+
 def _say_what_a_rewind_rewrites(folder, resume_from, epochs):
-    m = re.fullmatch(r"epoch(\d+)\..+", os.path.basename(resume_from))
-    later = [e for e in epochs if m and e > int(m.group(1))]
+    start = _epoch_of(folder, os.path.basename(resume_from), epochs)
+    later = [e for e in epochs if start is not None and e > start]
     if later:
         saved = ", ".join(f"epoch{e} ({' '.join(epochs[e])})" for e in later)
         logger.warning(f"RESUME: {folder} continues from {os.path.basename(resume_from)}; this run rewrites its later "

@@ -1,6 +1,7 @@
 """A training run's folder (ckpts/ckpt_<VERSION>, results/log/log_run_<VERSION>.txt): another run's is refused, a run
 owns its folder under a lock, the folders are checked before the first epoch, resuming needs optimizer state, and
 stale temp files of killed saves are cleaned (issue 26: data lost)."""
+import json
 import os
 import subprocess
 import sys
@@ -268,3 +269,31 @@ def test_resuming_a_run_from_an_earlier_epoch_says_which_epochs_it_rewrites(tmp_
     with runfolder.claim(cfg, str(folder / "epoch3.pkl")):                  # from the last epoch: nothing rewritten
         pass
     assert not [m for m in caplog.messages if m.startswith("RESUME:")]
+
+
+def test_resuming_best_or_latest_of_an_earlier_epoch_says_which_epochs_it_rewrites(tmp_path, caplog):
+    """best / latest name no epoch: the epoch file each is a hard link to does (best.json's epoch for a best whose
+    link is gone)."""
+    from core import runfolder
+    cfg = load_config("trar", "demo", {"RESULTS_ROOT": str(tmp_path / "results"), "CKPTS_ROOT": str(tmp_path / "ckpts"),
+                                       "RESUME": True, "CKPT_VERSION": "r", "CKPT_EPOCH": "best"})
+    folder = tmp_path / "ckpts" / "ckpt_r"
+    folder.mkdir(parents=True)
+    for epoch in (1, 2, 3):
+        (folder / f"epoch{epoch}.pkl").write_bytes(f"epoch {epoch}".encode())
+    os.link(folder / "epoch1.pkl", folder / "best.pkl")
+    os.link(folder / "epoch3.pkl", folder / "latest.pkl")
+
+    def rewind_warnings(name):
+        caplog.clear()
+        with runfolder.claim(cfg, str(folder / name)):
+            pass
+        return [m for m in caplog.messages if m.startswith("RESUME:")]
+    assert rewind_warnings("best.pkl") == [
+        f"RESUME: {folder} continues from best.pkl; this run rewrites its later epochs epoch2 (.pkl), epoch3 (.pkl) "
+        "(saving one removes the other framework's files of it)"]
+    assert rewind_warnings("latest.pkl") == []                                 # the last epoch: nothing rewritten
+    os.remove(folder / "best.pkl")                                              # a copy, not a link: best.json says
+    (folder / "best.pkl").write_bytes(b"epoch 2")
+    (folder / "best.json").write_text(json.dumps({"epoch": 2, "score": 1.0, "metric": "overall"}))
+    assert len(rewind_warnings("best.pkl")) == 1 and "epochs epoch3 (.pkl) " in caplog.messages[-1]
