@@ -188,10 +188,11 @@ def saved_epochs(folder):
     return {epoch: sorted(exts) for epoch, exts in sorted(found.items())}
 
 
-# The weight files of the two backends (torch's openvqa container, paddle's state dict); every backend reads both.
-CHECKPOINT_EXTS = (".pkl", ".pdparams")
-# The files one epoch's save writes, by the weights file's extension (backends/*/checkpoint.py).
+# The files one epoch's save writes, by its weights file's extension (backends/*/checkpoint.py: torch's openvqa
+# container; paddle's state dict and its optimizer state).
 SAVED_TOGETHER = {".pkl": (".pkl",), ".pdparams": (".pdparams", ".pdopt")}
+# The weight files of the two backends; every backend reads both.
+CHECKPOINT_EXTS = tuple(SAVED_TOGETHER)
 # What --CKPT_E takes besides an epoch number: the copies core/ckpt_policy.py keeps in a run folder.
 EPOCH_ALIASES = ("best", "latest")
 
