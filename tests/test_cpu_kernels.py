@@ -257,3 +257,51 @@ def test_paddle_span_softmax_against_float64(case):
         assert not probs.numpy()[np.broadcast_to(masks[:, :, None], probs.shape)].any()
     paddle.autograd.backward([probs], [paddle.to_tensor(upstream)])
     np.testing.assert_allclose(x.grad.numpy(), ref_grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 16), (20, 48)])
+def test_paddle_standard_layer_norm_against_float64(shape):
+    """paddle cpu_ops.standard_layer_norm (ViT's nn.LayerNorm; paddle's forward, a written-out backward when training
+    on the CPU): the output bit for bit paddle's own F.layer_norm, the gradients of x, weight and bias within float32
+    rounding of float64 numpy, as close as paddle's own layer_norm_grad; eval takes paddle's op."""
+    import numpy as np
+    import paddle
+    import paddle.nn.functional as F
+
+    from backends.paddle import cpu_ops
+    rng = np.random.default_rng(2)
+    data = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    upstream = rng.standard_normal(shape).astype(np.float32)
+    w_data = (1 + 0.1 * rng.standard_normal(shape[-1])).astype(np.float32)
+    b_data = (0.1 * rng.standard_normal(shape[-1])).astype(np.float32)
+
+    x64, g64, w64 = data.astype(np.float64), upstream.astype(np.float64), w_data.astype(np.float64)
+    centered = x64 - x64.mean(-1, keepdims=True)
+    r = 1 / np.sqrt((centered ** 2).mean(-1, keepdims=True) + 1e-6)
+    xhat, gw = centered * r, g64 * w64
+    expected = [r * (gw - gw.mean(-1, keepdims=True) - xhat * (gw * xhat).mean(-1, keepdims=True)),
+                (g64 * xhat).reshape(-1, shape[-1]).sum(0), g64.reshape(-1, shape[-1]).sum(0)]
+
+    def run(fn):
+        x = paddle.to_tensor(data, stop_gradient=False)
+        w = paddle.to_tensor(w_data, stop_gradient=False)
+        b = paddle.to_tensor(b_data, stop_gradient=False)
+        out = fn(x, w, b)
+        paddle.autograd.backward([out], [paddle.to_tensor(upstream)])
+        return out.numpy(), [t.grad.numpy() for t in (x, w, b)]
+
+    def ours_checked(x, w, b):
+        out = cpu_ops.standard_layer_norm(x, w, b, 1e-6)
+        assert out.grad_fn.name() == "GradNodePyLayer__StandardNormBackward"     # the written-out backward
+        return out
+
+    ours, our_grads = run(ours_checked)
+    plain, plain_grads = run(lambda x, w, b: F.layer_norm(x, shape[-1:], w, b, 1e-6))
+    np.testing.assert_array_equal(ours, plain)
+    for mine, theirs, exact in zip(our_grads, plain_grads, expected):
+        scale = np.abs(exact).max()
+        assert np.abs(mine - exact).max() / scale < 2e-6
+        assert np.abs(mine - exact).max() <= 4 * max(np.abs(theirs - exact).max(), 1e-7 * scale)
+    x = paddle.to_tensor(data, stop_gradient=False)
+    with paddle.no_grad():
+        assert cpu_ops.standard_layer_norm(x, paddle.to_tensor(w_data), paddle.to_tensor(b_data), 1e-6).grad_fn is None

@@ -1,8 +1,9 @@
 """CPU speed kernels of the torch backend: the same maths as the plain ops, faster on the CPU in float32.
 
 backends/torch/layers.py calls them by the names its paddle twin uses for backends/paddle/cpu_ops.py (linear,
-layer_norm, takes_dropout, dropout); each falls back to the plain formula where its kernel does not apply (other
-devices and dtypes, autocast, traced / compiled / exported graphs), so the layer files hold the model structure only.
+layer_norm, takes_dropout, dropout), models/trar.py by span_softmax, models/vit.py by standard_layer_norm; each
+falls back to the plain formula where its kernel does not apply (other devices and dtypes, autocast, traced /
+compiled / exported graphs), so the layer files hold the model structure only.
 """
 import math
 import os
@@ -130,6 +131,14 @@ def layer_norm(x, a, b, eps):
     mean = x.mean(-1, keepdim=True)
     std = x.std(-1, keepdim=True)
     return a * (x - mean) / (std + eps) + b
+
+
+# ---- ViT's LayerNorm (torch.nn.LayerNorm) -------------------------------------------------------------------------
+
+def standard_layer_norm(x, weight, bias, eps):
+    """torch.nn.LayerNorm's forward over the last axis (the paddle twin's CPU backward is written out; torch's own
+    is fast)."""
+    return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
 
 
 # ---- dropout with core.dropout_masks' masks ---------------------------------------------------------------------

@@ -14,13 +14,22 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from backends.paddle import cpu_ops
 from backends.paddle.layers import Dropout, Linear
 
-LAYER_NORM_EPS = 1e-6   # nn.LayerNorm's, as the original's (not openvqa's LayerNorm of layers.py)
+LAYER_NORM_EPS = 1e-6   # the original's nn.LayerNorm(eps=1e-6) (not openvqa's LayerNorm of layers.py)
+
+
+class StandardLayerNorm(nn.LayerNorm):
+    """nn.LayerNorm (weight and bias, biased variance), as the original's; its CPU kernel is chosen in
+    cpu_ops.standard_layer_norm."""
+
+    def forward(self, x):
+        return cpu_ops.standard_layer_norm(x, self.weight, self.bias, self._epsilon)
 
 
 def layer_norm(hidden_size):
-    return nn.LayerNorm(hidden_size, epsilon=LAYER_NORM_EPS)
+    return StandardLayerNorm(hidden_size, epsilon=LAYER_NORM_EPS)
 
 
 class Attention(nn.Layer):

@@ -14,13 +14,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backends.torch import cpu_ops
 from backends.torch.layers import Dropout, Linear
 
-LAYER_NORM_EPS = 1e-6   # nn.LayerNorm's, as the original's (not openvqa's LayerNorm of layers.py)
+LAYER_NORM_EPS = 1e-6   # the original's nn.LayerNorm(eps=1e-6) (not openvqa's LayerNorm of layers.py)
+
+
+class StandardLayerNorm(nn.LayerNorm):
+    """nn.LayerNorm (weight and bias, biased variance), as the original's; its CPU kernel is chosen in
+    cpu_ops.standard_layer_norm."""
+
+    def forward(self, x):
+        return cpu_ops.standard_layer_norm(x, self.weight, self.bias, self.eps)
 
 
 def layer_norm(hidden_size):
-    return nn.LayerNorm(hidden_size, eps=LAYER_NORM_EPS)
+    return StandardLayerNorm(hidden_size, eps=LAYER_NORM_EPS)
 
 
 class Attention(nn.Module):
