@@ -191,6 +191,27 @@ def test_torch_span_softmax_is_bit_identical_to_autograd(dead_row):
         assert not cpu_ops.takes_span_softmax(scores)          # eval: the plain formula
 
 
+def test_torch_vit_trar_span_softmax_takes_the_kernel_bit_identical_to_autograd():
+    """ViT+TRAR's span_softmax, whose (L, T, T) masks are the same for every sample, takes cpu_ops.span_softmax when
+    training on the CPU (masks broadcast over the batch): probabilities and gradient equal masked_fill + softmax
+    through autograd bit for bit."""
+    from backends.torch.layers import masked_fill
+    from backends.torch.models import vit_trar
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randn(3, 2, 6, 6, generator=gen, requires_grad=True)
+    masks = torch.rand(4, 6, 6, generator=gen) < 0.5
+    masks[0] = False
+    masks[..., 0] = False
+    grad = torch.randn(3, 4, 2, 6, 6, generator=gen)
+    ours = vit_trar.span_softmax(scores, masks)
+    assert type(ours.grad_fn).__name__ == "_SpanSoftmaxBackward"
+    ref = torch.nn.functional.softmax(masked_fill(scores.unsqueeze(1), masks.unsqueeze(1)), dim=-1)
+    assert torch.equal(ours, ref)
+    (g_ours,) = torch.autograd.grad(ours, scores, grad)
+    (g_ref,) = torch.autograd.grad(ref, scores, grad)
+    assert torch.equal(g_ours, g_ref)
+
+
 @pytest.mark.parametrize("tokens", [64, 14])
 def test_paddle_mean_tokens_is_the_mean_and_its_gradient(tokens):
     """paddle cpu_ops.mean_tokens (a matmul with ones when training on the CPU) against numpy's float64 mean: the

@@ -215,6 +215,7 @@ def takes_span_softmax(scores):
 
 def span_softmax(scores, masks, mask_fill):
     """softmax(masked_fill(scores, masks, mask_fill)) per order, scores (B, heads, N, N) and masks (B, L, 1, N, N)
-    bool -> (B, L, heads, N, N), with a written-out backward (see _SpanSoftmax)."""
+    bool (or (1, L, 1, N, N), the same masks for every sample: ViT+TRAR) -> (B, L, heads, N, N), with a written-out
+    backward (see _SpanSoftmax)."""
     return _SpanSoftmax.apply(scores, masks, mask_fill)
 

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.torch.layers import Linear, masked_fill
+from backends.torch import cpu_ops
+from backends.torch.layers import MASK_FILL, Linear, masked_fill
 from backends.torch.models import vit
 from core.masks import token_span_mask_stack
 
@@ -39,7 +40,9 @@ class SoftRoutingBlock(nn.Module):
 
 def span_softmax(scores, masks):
     """softmax(masked_fill(scores, mask)) for every order's mask: scores (B, heads, T, T), masks (L, T, T) bool
-    -> (B, L, heads, T, T)."""
+    -> (B, L, heads, T, T). Training on the CPU: cpu_ops.span_softmax (one pass forward, written-out backward)."""
+    if cpu_ops.takes_span_softmax(scores):
+        return cpu_ops.span_softmax(scores, masks.unsqueeze(0).unsqueeze(2), MASK_FILL)   # masks (1, L, 1, T, T)
     return F.softmax(masked_fill(scores.unsqueeze(1), masks.unsqueeze(1)), dim=-1)
 
 
