@@ -326,3 +326,27 @@ def test_paddle_standard_layer_norm_against_float64(shape):
     x = paddle.to_tensor(data, stop_gradient=False)
     with paddle.no_grad():
         assert cpu_ops.standard_layer_norm(x, paddle.to_tensor(w_data), paddle.to_tensor(b_data), 1e-6).grad_fn is None
+
+
+@pytest.mark.parametrize("kernel", ["paddle", "formula"])
+def test_paddle_softmax_backward_against_float64(kernel, monkeypatch):
+    """paddle cpu_ops.softmax_backward (Paddle's softmax_grad kernel, or the formula in paddle ops where a build lacks
+    it) against float64 numpy: (g - row_sum(g * p)) * p within float32 rounding."""
+    import numpy as np
+    import paddle
+
+    from backends.paddle import cpu_ops
+    if kernel == "paddle":
+        assert cpu_ops._SOFTMAX_GRAD is not None          # the pinned paddle has the kernel: the fast path runs
+    else:
+        monkeypatch.setattr(cpu_ops, "_SOFTMAX_GRAD", None)
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal((3, 2, 5, 7)) * 3
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    upstream = rng.standard_normal(probs.shape)
+    p32, g32 = probs.astype(np.float32), upstream.astype(np.float32)
+    expected = (g32 - (p32.astype(np.float64) * g32).sum(-1, keepdims=True)) * p32
+    ours = cpu_ops.softmax_backward(paddle.to_tensor(p32), paddle.to_tensor(g32)).numpy()
+    assert ours.shape == probs.shape
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
