@@ -323,9 +323,68 @@ def test_paddle_standard_layer_norm_against_float64(shape):
         scale = np.abs(exact).max()
         assert np.abs(mine - exact).max() / scale < 2e-6
         assert np.abs(mine - exact).max() <= 4 * max(np.abs(theirs - exact).max(), 1e-7 * scale)
-    x = paddle.to_tensor(data, stop_gradient=False)
+
+
+def test_paddle_standard_layer_norm_without_grad_is_paddles_op(monkeypatch):
+    """Under no_grad (evaluation) standard_layer_norm is F.layer_norm itself, never the PyLayer."""
+    import numpy as np
+    import paddle
+    import paddle.nn.functional as F
+
+    from backends.paddle import cpu_ops
+
+    def refuse(*args):
+        raise AssertionError("the PyLayer ran under no_grad")
+
+    monkeypatch.setattr(cpu_ops._StandardNormBackward, "apply", refuse)
+    x = paddle.to_tensor(np.random.default_rng(5).standard_normal((4, 6)).astype(np.float32), stop_gradient=False)
+    w, b = paddle.full([6], 1.5), paddle.full([6], 0.25)
+    w.stop_gradient = b.stop_gradient = False
     with paddle.no_grad():
-        assert cpu_ops.standard_layer_norm(x, paddle.to_tensor(w_data), paddle.to_tensor(b_data), 1e-6).grad_fn is None
+        out = cpu_ops.standard_layer_norm(x, w, b, 1e-6)
+    np.testing.assert_array_equal(out.numpy(), F.layer_norm(x, [6], w, b, 1e-6).numpy())
+
+
+@pytest.mark.parametrize("frozen", ["weight", "bias", "input"])
+@pytest.mark.parametrize("op", ["linear", "layer_norm", "standard_layer_norm"])
+def test_paddle_kernels_with_a_frozen_operand(op, frozen):
+    """A PyLayer must return no gradient for an input with stop_gradient (Paddle refuses one): the CPU kernels train a
+    layer whose weight, bias or input is frozen, with the gradients of the others equal to those of the plain formula
+    through autograd within float32 rounding, and leave the frozen one without a gradient."""
+    import numpy as np
+    import paddle
+    import paddle.nn.functional as F
+
+    from backends.paddle import cpu_ops
+    rng = np.random.default_rng(6)
+    data = rng.standard_normal((3, 5, 8)).astype(np.float32)
+    upstream = rng.standard_normal((3, 5, 8)).astype(np.float32)
+    w_data = rng.standard_normal((8, 8) if op == "linear" else (8,)).astype(np.float32)
+    b_data = rng.standard_normal(8).astype(np.float32)
+    plain = {"linear": lambda x, w, b: F.linear(x, w, b),
+             "layer_norm": lambda x, w, b: w * (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-6) + b,
+             # the formula, not F.layer_norm: paddle 3.3.1's CPU layer_norm_grad drops the weight from the input's
+             # gradient when the weight has stop_gradient (4.7 off float64 here); the kernel gets it right
+             "standard_layer_norm": lambda x, w, b: ((x - x.mean(-1, keepdim=True))
+                                                    / paddle.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-6) * w
+                                                    + b)}[op]
+    kernel = {"linear": cpu_ops.linear,
+              "layer_norm": lambda x, w, b: cpu_ops.layer_norm(x, w, b, 1e-6),
+              "standard_layer_norm": lambda x, w, b: cpu_ops.standard_layer_norm(x, w, b, 1e-6)}[op]
+
+    def grads(fn):
+        tensors = dict(input=paddle.to_tensor(data), weight=paddle.to_tensor(w_data), bias=paddle.to_tensor(b_data))
+        for name, t in tensors.items():
+            t.stop_gradient = name == frozen
+        out = fn(tensors["input"], tensors["weight"], tensors["bias"])
+        paddle.autograd.backward([out], [paddle.to_tensor(upstream)])
+        return {name: None if t.grad is None else t.grad.numpy() for name, t in tensors.items()}
+
+    ours, expected = grads(kernel), grads(plain)
+    assert ours[frozen] is None
+    for name in ("input", "weight", "bias"):
+        if name != frozen:
+            np.testing.assert_allclose(ours[name], expected[name], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("kernel", ["paddle", "formula"])

@@ -1,9 +1,9 @@
 """CPU speed kernels of the paddle backend: the same maths as the plain ops, faster on the CPU in float32.
 
 backends/paddle/layers.py calls them by the names its torch twin uses for backends/torch/cpu_ops.py (linear,
-layer_norm, takes_dropout, dropout), models/trar.py by span_softmax, models/vit.py by standard_layer_norm; each
-falls back to the plain formula where its kernel does not apply (other devices and dtypes, static programs of
-paddle.jit), so the layer files hold the model structure only.
+layer_norm, takes_dropout, dropout), models/trar.py and models/vit_trar.py by span_softmax, models/vit.py by
+standard_layer_norm; each falls back to the plain formula where its kernel does not apply (other devices and
+dtypes, static programs of paddle.jit), so the layer files hold the model structure only.
 
 On the CPU, Paddle's reductions (over leading axes: the gradient of a bias or of LayerNorm's a_2 / b_2; over the
 last axis: LayerNorm's row sums) run single-threaded, and its broadcasting elementwise ops run 3-6x slower than
@@ -76,6 +76,17 @@ def _trains(*params):
     return paddle.in_dynamic_mode() and paddle.is_grad_enabled() and any(not p.stop_gradient for p in params)
 
 
+def _keep_needs(ctx, *inputs):
+    """Remember which tensor inputs of a PyLayer need a gradient (Paddle refuses one returned for an input with
+    stop_gradient: a frozen weight, or an input computed from frozen layers only)."""
+    ctx.needs = [not t.stop_gradient for t in inputs]
+
+
+def _needed(ctx, *grads):
+    """The backward's gradients, None where _keep_needs found the input frozen."""
+    return tuple(g if need else None for g, need in zip(grads, ctx.needs))
+
+
 # ---- Linear: the bias added without broadcasting ----------------------------------------------------------------
 
 class _BiasAdd(PyLayer):
@@ -84,13 +95,14 @@ class _BiasAdd(PyLayer):
 
     @staticmethod
     def forward(ctx, x, bias):
+        _keep_needs(ctx, x, bias)
         if not _by_matmul(x):
             return x + bias
         return x + _stack_rows(bias, int(np.prod(x.shape[:-1]))).reshape(x.shape)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad, _sum_rows(grad)
+        return _needed(ctx, grad, _sum_rows(grad))
 
 
 def linear(x, weight, bias):
@@ -133,6 +145,7 @@ class _NormScaleShift(PyLayer):
 
     @staticmethod
     def forward(ctx, x, a, b, eps):
+        _keep_needs(ctx, x, a, b)
         y, centered, std, denom = _norm_scale_shift(x, a, b, eps)
         ctx.save_for_backward(centered, std, denom, a)
         return y
@@ -148,7 +161,7 @@ class _NormScaleShift(PyLayer):
         g_d = dy_d.multiply_(_stack_rows(a, rows))          # dy_d is not needed again
         coef = row_sums(g_d * centered) / (std * denom * (n - 1))
         grad_x = g_d.subtract_(spread(row_sums(g_d) / n, n)).subtract_(centered * spread(coef, n))
-        return grad_x.reshape(dy.shape), grad_a, grad_b
+        return _needed(ctx, grad_x.reshape(dy.shape), grad_a, grad_b)
 
 
 def layer_norm(x, a, b, eps):
@@ -180,6 +193,7 @@ class _StandardNormBackward(PyLayer):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
+        _keep_needs(ctx, x, weight, bias)
         ctx.save_for_backward(x, weight)
         ctx.eps = eps
         return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
@@ -199,7 +213,7 @@ class _StandardNormBackward(PyLayer):
         g = dy * _stack_rows(weight, rows)
         coef = spread(row_sums(g * xhat) / n, n)
         grad_x = g.subtract_(spread(row_sums(g) / n, n)).subtract_(xhat.multiply_(coef)).multiply_(r)
-        return grad_x.reshape(grad.shape), grad_weight, grad_bias
+        return _needed(ctx, grad_x.reshape(grad.shape), grad_weight, grad_bias)
 
 
 def standard_layer_norm(x, weight, bias, eps):

@@ -1,9 +1,9 @@
 """CPU speed kernels of the torch backend: the same maths as the plain ops, faster on the CPU in float32.
 
 backends/torch/layers.py calls them by the names its paddle twin uses for backends/paddle/cpu_ops.py (linear,
-layer_norm, takes_dropout, dropout), models/trar.py by span_softmax, models/vit.py by standard_layer_norm; each
-falls back to the plain formula where its kernel does not apply (other devices and dtypes, autocast, traced /
-compiled / exported graphs), so the layer files hold the model structure only.
+layer_norm, takes_dropout, dropout), models/trar.py and models/vit_trar.py by span_softmax, models/vit.py by
+standard_layer_norm; each falls back to the plain formula where its kernel does not apply (other devices and
+dtypes, autocast, traced / compiled / exported graphs), so the layer files hold the model structure only.
 """
 import math
 import os
@@ -182,18 +182,19 @@ def mean_tokens(x):
 # ---- TRAR: the masked softmax of every span at once -------------------------------------------------------------
 
 class _SpanSoftmax(torch.autograd.Function):
-    """softmax(masked_fill(scores, masks)) for every order at once: scores (B, heads, N, N), masks (B, L, 1, N, N)
-    -> (B, L, heads, N, N); the CPU training path of TRAR's SARoutingBlock, the same values as autograd through
-    masked_fill and softmax. Forward: one torch.where pass instead of masked_fill's copy of the broadcast scores and
-    its in-place fill. Backward: autograd's own steps (softmax backward, sum over the orders as sum_to does). A masked
-    entry has probability exactly 0 (exp(-1e9 - max) underflows), so the softmax gradient is already 0 there and the
-    masked fill's zeroing only changes rows whose every key is masked: those rows alone get it (as the paddle twin),
-    not a pass over every entry (8 ms of a default TRAR layer's backward)."""
+    """softmax(masked_fill(scores, masks)) for every order at once: scores (B, heads, N, N), masks (B, L, 1, N, N) or
+    (1, L, 1, N, N) -> (B, L, heads, N, N); the CPU training path of TRAR's SARoutingBlock and ViT+TRAR's attention,
+    the same values as autograd through masked_fill and softmax. Forward: one torch.where pass instead of
+    masked_fill's copy of the broadcast scores and its in-place fill. Backward: autograd's own steps (softmax
+    backward, sum over the orders as sum_to does). A masked entry has probability exactly 0 (exp(-1e9 - max)
+    underflows), so the softmax gradient is already 0 there and the masked fill's zeroing only changes rows whose
+    every key is masked: those rows alone get it (as the paddle twin), not a pass over every entry (8 ms of a
+    default TRAR layer's backward)."""
 
     @staticmethod
     def forward(ctx, scores, masks, mask_fill):
         probs = torch.softmax(torch.where(masks, mask_fill, scores.unsqueeze(1)), dim=-1)
-        dead_rows = masks.all(-1, keepdim=True)                                  # (B, L, 1, N, 1)
+        dead_rows = masks.all(-1, keepdim=True)                             # (B or 1, L, 1, N, 1)
         ctx.any_dead = bool(dead_rows.any())
         ctx.save_for_backward(probs, dead_rows)
         return probs
