@@ -284,7 +284,7 @@ def test_paddle_span_softmax_against_float64(case):
 def test_paddle_standard_layer_norm_against_float64(shape):
     """paddle cpu_ops.standard_layer_norm (ViT's nn.LayerNorm; paddle's forward, a written-out backward when training
     on the CPU): the output bit for bit paddle's own F.layer_norm, the gradients of x, weight and bias within float32
-    rounding of float64 numpy, as close as paddle's own layer_norm_grad; eval takes paddle's op."""
+    rounding of float64 numpy, as close as paddle's own layer_norm_grad (no_grad: the next test)."""
     import numpy as np
     import paddle
     import paddle.nn.functional as F
